@@ -1,0 +1,9 @@
+//! The dstack configuration language, exactly as dstack 0.22 reads it.
+//!
+//! This crate is pure: no I/O, no async. It loads YAML with PyYAML's YAML 1.1 typing
+//! ([`yaml`]), validates it into typed models with pydantic-like lax coercion while collecting
+//! every error with its position ([`de`]), and serializes the models to the normalized JSON
+//! that dstack's HTTP API carries.
+
+pub mod de;
+pub mod yaml;
