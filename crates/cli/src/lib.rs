@@ -1,0 +1,55 @@
+//! The dstack command-line interface.
+//!
+//! Commands live in their own modules; this file holds the argument grammar and the
+//! exit-code conventions: 0 success, 1 the command ran and found a problem (an invalid
+//! configuration), 2 a usage error (bad arguments, unreadable files).
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod validate;
+
+/// dstack: GPU-native orchestration for ML teams.
+#[derive(Debug, Parser)]
+#[command(name = "dstack", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check configuration files offline, without a server.
+    ///
+    /// Exits 0 when every file is valid, 1 when any is invalid, 2 on usage errors.
+    Validate(validate::ValidateArgs),
+}
+
+/// Exit code when every input was fine.
+pub const EXIT_OK: u8 = 0;
+/// Exit code when a command found a problem in its input.
+pub const EXIT_INVALID: u8 = 1;
+/// Exit code for usage errors (also what clap uses).
+pub const EXIT_USAGE: u8 = 2;
+
+/// Runs the CLI with the given arguments (the first is the program name).
+pub fn main_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+        }
+    };
+    let code = match cli.command {
+        Command::Validate(args) => validate::run(&args),
+    };
+    ExitCode::from(code)
+}

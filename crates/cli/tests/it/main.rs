@@ -1,0 +1,3 @@
+//! Integration tests for the `dstack` binary (one test executable; one module per command).
+
+mod validate;
