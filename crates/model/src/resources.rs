@@ -792,3 +792,759 @@ fn python_repr(node: &Node) -> String {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value as J, json};
+
+    use super::*;
+    use crate::de::Diagnostic;
+    use crate::yaml::load;
+
+    fn parse(text: &str) -> (Option<ResourcesSpec>, Vec<Diagnostic>) {
+        let node = load(text).unwrap();
+        let mut cx = Cx::new();
+        let spec = ResourcesSpec::from_node(&node, &mut cx);
+        let spec = spec.filter(|_| !cx.has_errors());
+        (spec, cx.into_diagnostics())
+    }
+
+    /// dstack's `ResourcesSpec().model_dump_json()`.
+    fn default_json() -> J {
+        json!({"cpu":{"arch":null,"count":{"min":2,"max":null}},"memory":{"min":8.0,"max":null},
+            "shm_size":null,"gpu":{"vendor":null,"name":null,"count":{"min":0,"max":null},"memory":null,
+            "total_memory":null,"compute_capability":null},"disk":{"size":{"min":100.0,"max":null}}})
+    }
+
+    /// `resources` value -> the keys whose JSON differs from dstack's defaults, from
+    /// dstack 0.22.5 (`type: task`, `commands: [x]`, `resources: ...`, `model_dump_json()`).
+    const OK: &[(&str, &str)] = &[
+        (r#"{}"#, r#"{}"#),
+        (
+            r#"{gpu: A100}"#,
+            r#"{"gpu":{"vendor":null,"name":["A100"],"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: "A100:80GB:2"}"#,
+            r#"{"gpu":{"vendor":null,"name":["A100"],"count":{"min":2,"max":2},"memory":{"min":80.0,"max":80.0},"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: "H100,H200:8"}"#,
+            r#"{"gpu":{"vendor":null,"name":["H100","H200"],"count":{"min":8,"max":8},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: "nvidia:2"}"#,
+            r#"{"gpu":{"vendor":"nvidia","name":null,"count":{"min":2,"max":2},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: nvidia}"#,
+            r#"{"gpu":{"vendor":"nvidia","name":null,"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: "amd:MI300X"}"#,
+            r#"{"gpu":{"vendor":"amd","name":["MI300X"],"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: "MI300X:192GB:8"}"#,
+            r#"{"gpu":{"vendor":null,"name":["MI300X"],"count":{"min":8,"max":8},"memory":{"min":192.0,"max":192.0},"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: "24GB.."}"#,
+            r#"{"gpu":{"vendor":null,"name":null,"count":{"min":1,"max":null},"memory":{"min":24.0,"max":null},"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: "24GB..:2"}"#,
+            r#"{"gpu":{"vendor":null,"name":null,"count":{"min":2,"max":2},"memory":{"min":24.0,"max":null},"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: "40GB..80GB:4"}"#,
+            r#"{"gpu":{"vendor":null,"name":null,"count":{"min":4,"max":4},"memory":{"min":40.0,"max":80.0},"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: "H100:80GB:1..2"}"#,
+            r#"{"gpu":{"vendor":null,"name":["H100"],"count":{"min":1,"max":2},"memory":{"min":80.0,"max":80.0},"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: "A100:80GB:2:nvidia"}"#,
+            r#"{"gpu":{"vendor":"nvidia","name":["A100"],"count":{"min":2,"max":2},"memory":{"min":80.0,"max":80.0},"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: "tpu:v5litepod-8"}"#,
+            r#"{"gpu":{"vendor":"google","name":["v5litepod-8"],"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: tpu-v5e-8}"#,
+            r#"{"gpu":{"vendor":null,"name":["v5e-8"],"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: v5litepod-8}"#,
+            r#"{"gpu":{"vendor":null,"name":["v5litepod-8"],"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: 2}"#,
+            r#"{"gpu":{"vendor":null,"name":null,"count":{"min":2,"max":2},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: 0}"#,
+            r#"{"gpu":{"vendor":null,"name":null,"count":{"min":0,"max":0},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: 1:2}"#,
+            r#"{"gpu":{"vendor":null,"name":null,"count":{"min":62,"max":62},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (r#"{gpu: null}"#, r#"{"gpu":null}"#),
+        (
+            r#"{gpu: "TT:n150"}"#,
+            r#"{"gpu":{"vendor":"tenstorrent","name":["n150"],"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: Nvidia}"#,
+            r#"{"gpu":{"vendor":"nvidia","name":null,"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: "a100 : 80 GB : 2"}"#,
+            r#"{"gpu":{"vendor":null,"name":["a100"],"count":{"min":2,"max":2},"memory":{"min":80.0,"max":80.0},"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: "A100:24"}"#,
+            r#"{"gpu":{"vendor":null,"name":["A100"],"count":{"min":24,"max":24},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: "A100:1e3"}"#,
+            r#"{"gpu":{"vendor":null,"name":["A100"],"count":{"min":1,"max":null},"memory":{"min":1000.0,"max":1000.0},"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: "A100:24MB"}"#,
+            r#"{"gpu":{"vendor":null,"name":["A100"],"count":{"min":1,"max":null},"memory":{"min":0.0234375,"max":0.0234375},"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: "A100:..1TB"}"#,
+            r#"{"gpu":{"vendor":null,"name":["A100"],"count":{"min":1,"max":null},"memory":{"min":null,"max":1024.0},"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: "nvidia:A100:80GB..:2..8"}"#,
+            r#"{"gpu":{"vendor":"nvidia","name":["A100"],"count":{"min":2,"max":8},"memory":{"min":80.0,"max":null},"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: "-1"}"#,
+            r#"{"gpu":{"vendor":null,"name":null,"count":{"min":-1,"max":-1},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: "..2"}"#,
+            r#"{"gpu":{"vendor":null,"name":null,"count":{"min":null,"max":2},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: {name: A100}}"#,
+            r#"{"gpu":{"vendor":null,"name":["A100"],"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: {name: [A100, H100], count: 2..}}"#,
+            r#"{"gpu":{"vendor":null,"name":["A100","H100"],"count":{"min":2,"max":null},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: {name: "A100,H100"}}"#,
+            r#"{"gpu":{"vendor":null,"name":["A100,H100"],"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: {name: [tpu-v5e-8]}}"#,
+            r#"{"gpu":{"vendor":null,"name":["v5e-8"],"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: {name: [1, 2.5]}}"#,
+            r#"{"gpu":{"vendor":null,"name":["1","2.5"],"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: {vendor: TPU}}"#,
+            r#"{"gpu":{"vendor":"google","name":null,"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: {}}"#,
+            r#"{"gpu":{"vendor":null,"name":null,"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: {count: {min: 1}}}"#,
+            r#"{"gpu":{"vendor":null,"name":null,"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: {memory: 24GB.., total_memory: 80GB}}"#,
+            r#"{"gpu":{"vendor":null,"name":null,"count":{"min":1,"max":null},"memory":{"min":24.0,"max":null},"total_memory":{"min":80.0,"max":80.0},"compute_capability":null}}"#,
+        ),
+        (
+            r#"{gpu: {compute_capability: 7.5}}"#,
+            r#"{"gpu":{"vendor":null,"name":null,"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":[7,5]}}"#,
+        ),
+        (
+            r#"{gpu: {compute_capability: "7.5"}}"#,
+            r#"{"gpu":{"vendor":null,"name":null,"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":[7,5]}}"#,
+        ),
+        (
+            r#"{gpu: {compute_capability: [7, 5]}}"#,
+            r#"{"gpu":{"vendor":null,"name":null,"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":[7,5]}}"#,
+        ),
+        (
+            r#"{gpu: {compute_capability: " 8.0 "}}"#,
+            r#"{"gpu":{"vendor":null,"name":null,"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":[8,0]}}"#,
+        ),
+        (
+            r#"{gpu: {compute_capability: ["8", "0"]}}"#,
+            r#"{"gpu":{"vendor":null,"name":null,"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":[8,0]}}"#,
+        ),
+        (
+            r#"{cpu: 8}"#,
+            r#"{"cpu":{"arch":null,"count":{"min":8,"max":8}}}"#,
+        ),
+        (
+            r#"{cpu: "8"}"#,
+            r#"{"cpu":{"arch":null,"count":{"min":8,"max":8}}}"#,
+        ),
+        (
+            r#"{cpu: x86}"#,
+            r#"{"cpu":{"arch":"x86","count":{"min":2,"max":null}}}"#,
+        ),
+        (
+            r#"{cpu: "x86:8.."}"#,
+            r#"{"cpu":{"arch":"x86","count":{"min":8,"max":null}}}"#,
+        ),
+        (
+            r#"{cpu: "arm:4"}"#,
+            r#"{"cpu":{"arch":"arm","count":{"min":4,"max":4}}}"#,
+        ),
+        (
+            r#"{cpu: "16..:x86"}"#,
+            r#"{"cpu":{"arch":"x86","count":{"min":16,"max":null}}}"#,
+        ),
+        (
+            r#"{cpu: "ARM:4"}"#,
+            r#"{"cpu":{"arch":"arm","count":{"min":4,"max":4}}}"#,
+        ),
+        (
+            r#"{cpu: "..8"}"#,
+            r#"{"cpu":{"arch":null,"count":{"min":null,"max":8}}}"#,
+        ),
+        (
+            r#"{cpu: " 2 .. 8 "}"#,
+            r#"{"cpu":{"arch":null,"count":{"min":2,"max":8}}}"#,
+        ),
+        (
+            r#"{cpu: 2:30}"#,
+            r#"{"cpu":{"arch":null,"count":{"min":150,"max":150}}}"#,
+        ),
+        (
+            r#"{cpu: {arch: arm, count: 4}}"#,
+            r#"{"cpu":{"arch":"arm","count":{"min":4,"max":4}}}"#,
+        ),
+        (
+            r#"{cpu: {arch: ARM}}"#,
+            r#"{"cpu":{"arch":"arm","count":{"min":2,"max":null}}}"#,
+        ),
+        (
+            r#"{cpu: {min: 4}}"#,
+            r#"{"cpu":{"arch":null,"count":{"min":4,"max":null}}}"#,
+        ),
+        (
+            r#"{cpu: {max: 8}}"#,
+            r#"{"cpu":{"arch":null,"count":{"min":null,"max":8}}}"#,
+        ),
+        (
+            r#"{cpu: {min: 4, max: 8}}"#,
+            r#"{"cpu":{"arch":null,"count":{"min":4,"max":8}}}"#,
+        ),
+        (
+            r#"{cpu: {count: {min: 2, max: 4}}}"#,
+            r#"{"cpu":{"arch":null,"count":{"min":2,"max":4}}}"#,
+        ),
+        (r#"{cpu: {}}"#, r#"{}"#),
+        (r#"{cpu: {arch: null}}"#, r#"{}"#),
+        (
+            r#"{cpu: "x86:-1..4"}"#,
+            r#"{"cpu":{"arch":"x86","count":{"min":-1,"max":4}}}"#,
+        ),
+        (r#"{memory: 16GB}"#, r#"{"memory":{"min":16.0,"max":16.0}}"#),
+        (
+            r#"{memory: "16GB..64GB"}"#,
+            r#"{"memory":{"min":16.0,"max":64.0}}"#,
+        ),
+        (
+            r#"{memory: 1.5TB}"#,
+            r#"{"memory":{"min":1536.0,"max":1536.0}}"#,
+        ),
+        (
+            r#"{memory: 512MB..}"#,
+            r#"{"memory":{"min":0.5,"max":null}}"#,
+        ),
+        (r#"{memory: {min: 8GB}}"#, r#"{}"#),
+        (r#"{memory: 24}"#, r#"{"memory":{"min":24.0,"max":24.0}}"#),
+        (r#"{memory: true}"#, r#"{"memory":{"min":1.0,"max":1.0}}"#),
+        (r#"{shm_size: 8GB}"#, r#"{"shm_size":8.0}"#),
+        (r#"{shm_size: 1.5}"#, r#"{"shm_size":1.5}"#),
+        (r#"{shm_size: "512MB"}"#, r#"{"shm_size":0.5}"#),
+        (r#"{shm_size: null}"#, r#"{}"#),
+        (r#"{disk: null}"#, r#"{"disk":null}"#),
+        (
+            r#"{disk: 100}"#,
+            r#"{"disk":{"size":{"min":100.0,"max":100.0}}}"#,
+        ),
+        (
+            r#"{disk: 1.5}"#,
+            r#"{"disk":{"size":{"min":1.5,"max":1.5}}}"#,
+        ),
+        (
+            r#"{disk: 200GB}"#,
+            r#"{"disk":{"size":{"min":200.0,"max":200.0}}}"#,
+        ),
+        (
+            r#"{disk: {size: 200GB}}"#,
+            r#"{"disk":{"size":{"min":200.0,"max":200.0}}}"#,
+        ),
+        (
+            r#"{disk: 100GB..200GB}"#,
+            r#"{"disk":{"size":{"min":100.0,"max":200.0}}}"#,
+        ),
+        (
+            r#"{disk: "..200GB"}"#,
+            r#"{"disk":{"size":{"min":null,"max":200.0}}}"#,
+        ),
+        (r#"{disk: {size: {min: 100}}}"#, r#"{}"#),
+        (
+            r#"{cpu: 4, memory: 16GB.., gpu: "A10G:1", disk: 50GB.., shm_size: 2GB}"#,
+            r#"{"cpu":{"arch":null,"count":{"min":4,"max":4}},"memory":{"min":16.0,"max":null},"shm_size":2.0,"gpu":{"vendor":null,"name":["A10G"],"count":{"min":1,"max":1},"memory":null,"total_memory":null,"compute_capability":null},"disk":{"size":{"min":50.0,"max":null}}}"#,
+        ),
+    ];
+
+    /// `resources` value -> (field path, message); dstack 0.22.5 refuses each too.
+    const ERR: &[(&str, &str, &str)] = &[
+        (
+            r#"{gpu: "A100:40GB:H100"}"#,
+            "gpu",
+            "GPU spec name conflict: A100:40GB:H100",
+        ),
+        (r#"{gpu: "1:2"}"#, "gpu", "GPU spec count conflict: 1:2"),
+        (
+            r#"{gpu: "A100:H100"}"#,
+            "gpu",
+            "GPU spec name conflict: A100:H100",
+        ),
+        (
+            r#"{gpu: "nvidia:amd"}"#,
+            "gpu",
+            "GPU spec vendor conflict: nvidia:amd",
+        ),
+        (
+            r#"{gpu: "24GB:80GB"}"#,
+            "gpu",
+            "GPU spec memory conflict: 24GB:80GB",
+        ),
+        (r#"{gpu: "2:4"}"#, "gpu", "GPU spec count conflict: 2:4"),
+        (
+            r#"{gpu: "A100:"}"#,
+            "gpu",
+            "GPU spec contains empty token: A100:",
+        ),
+        (
+            r#"{gpu: "A100::2"}"#,
+            "gpu",
+            "GPU spec contains empty token: A100::2",
+        ),
+        (r#"{gpu: ""}"#, "gpu", "GPU spec contains empty token: "),
+        (
+            r#"{gpu: "A100,,H100"}"#,
+            "gpu",
+            "GPU name can not be empty: A100,,H100",
+        ),
+        (
+            r#"{gpu: "A100:1.5"}"#,
+            "gpu.count",
+            "expected an integer, found a string \"1.5\"",
+        ),
+        (
+            r#"{gpu: "2..4..8"}"#,
+            "gpu.count",
+            "invalid range \"2..4..8\"",
+        ),
+        (
+            r#"{gpu: "A100:24GB..32GB..64GB"}"#,
+            "gpu.memory",
+            "invalid range \"24GB..32GB..64GB\"",
+        ),
+        (
+            r#"{gpu: "A100:80GiB"}"#,
+            "gpu.memory",
+            "cannot read \"80GiB\" as a memory size",
+        ),
+        (r#"{gpu: "4..2"}"#, "gpu.count", "Invalid range order: 4..2"),
+        (
+            r#"{gpu: "80GB..40GB"}"#,
+            "gpu.memory",
+            "Invalid range order: 80GB..40GB",
+        ),
+        (r#"{gpu: ".."}"#, "gpu.count", "Invalid empty range: .."),
+        (r#"{gpu: 1.5}"#, "gpu", "expected a GPU spec"),
+        (r#"{gpu: [A100]}"#, "gpu", "expected a GPU spec"),
+        (
+            r#"{gpu: {vendor: foo}}"#,
+            "gpu.vendor",
+            "unknown GPU vendor \"foo\"",
+        ),
+        (
+            r#"{gpu: {vendor: 1}}"#,
+            "gpu.vendor",
+            "expected a GPU vendor, found an integer `1`",
+        ),
+        (
+            r#"{gpu: {name: [true]}}"#,
+            "gpu.name[0]",
+            "expected a string, found a boolean `true`",
+        ),
+        (
+            r#"{gpu: {count: null}}"#,
+            "gpu.count",
+            "expected a number or a range (`2..8`, `2..`, `..8`), found null",
+        ),
+        (
+            r#"{gpu: {compute_capability: [8, 0, 1]}}"#,
+            "gpu.compute_capability",
+            "Invalid compute capability: [8, 0, 1]",
+        ),
+        (
+            r#"{gpu: {compute_capability: 8}}"#,
+            "gpu.compute_capability",
+            "Invalid compute capability: 8",
+        ),
+        (
+            r#"{gpu: {compute_capability: "7.x"}}"#,
+            "gpu.compute_capability",
+            "Invalid compute capability: '7.x'",
+        ),
+        (r#"{gpu: {nam: A100}}"#, "gpu.nam", "unknown field `nam`"),
+        (r#"{cpu: null}"#, "cpu", "expected a CPU spec"),
+        (r#"{cpu: "8:16"}"#, "cpu", "CPU spec count conflict: 8:16"),
+        (
+            r#"{cpu: "arm:x86"}"#,
+            "cpu",
+            "CPU spec arch conflict: arm:x86",
+        ),
+        (
+            r#"{cpu: "risc:4"}"#,
+            "cpu",
+            "Invalid CPU architecture: risc:4",
+        ),
+        (
+            r#"{cpu: "arm::4"}"#,
+            "cpu",
+            "CPU spec contains empty token: arm::4",
+        ),
+        (r#"{cpu: ""}"#, "cpu", "CPU spec contains empty token: "),
+        (r#"{cpu: 4.0}"#, "cpu", "expected a CPU spec"),
+        (
+            r#"{cpu: "arm64"}"#,
+            "cpu",
+            "Invalid CPU architecture: arm64",
+        ),
+        (r#"{cpu: -1}"#, "cpu", "Invalid CPU architecture: -1"),
+        (r#"{cpu: "4..2"}"#, "cpu.count", "Invalid range order: 4..2"),
+        (
+            r#"{cpu: "x86:2..4..8"}"#,
+            "cpu.count",
+            "invalid range \"2..4..8\"",
+        ),
+        (
+            r#"{cpu: {min: 4, arch: arm}}"#,
+            "cpu.min",
+            "unknown field `min`",
+        ),
+        (
+            r#"{cpu: {min: null}}"#,
+            "cpu.count",
+            "Invalid empty range: ..",
+        ),
+        (
+            r#"{cpu: {count: null}}"#,
+            "cpu.count",
+            "expected a number or a range (`2..8`, `2..`, `..8`), found null",
+        ),
+        (
+            r#"{cpu: {arch: amd64}}"#,
+            "cpu.arch",
+            "expected a CPU architecture (`x86` or `arm`), found a string \"amd64\"",
+        ),
+        (r#"{cpu: [4]}"#, "cpu", "expected a CPU spec"),
+        (
+            r#"{memory: null}"#,
+            "memory",
+            "expected a number or a range (`2..8`, `2..`, `..8`), found null",
+        ),
+        (
+            r#"{memory: 16GiB}"#,
+            "memory",
+            "cannot read \"16GiB\" as a memory size",
+        ),
+        (
+            r#"{memory: "64GB..16GB"}"#,
+            "memory",
+            "Invalid range order: 64GB..16GB",
+        ),
+        (
+            r#"{shm_size: 8GB..}"#,
+            "shm_size",
+            "cannot read \"8GB..\" as a memory size",
+        ),
+        (
+            r#"{disk: {size: null}}"#,
+            "disk.size",
+            "expected a number or a range (`2..8`, `2..`, `..8`), found null",
+        ),
+        (
+            r#"{disk: {}}"#,
+            "disk.size",
+            "missing required field `size`",
+        ),
+        (
+            r#"{disk: {size: 200GB, foo: 1}}"#,
+            "disk.foo",
+            "unknown field `foo`",
+        ),
+        (r#"{disk: [1]}"#, "disk", "expected a disk size (`100GB`)"),
+        (r#"{gpus: 1}"#, "gpus", "unknown field `gpus`"),
+    ];
+
+    #[test]
+    fn accepted_inputs_match_dstack() {
+        for (input, changed) in OK {
+            let (spec, diags) = parse(input);
+            let errors: Vec<_> = diags.iter().filter(|d| d.is_error()).collect();
+            let spec = spec.unwrap_or_else(|| panic!("{input}: {errors:?}"));
+            let mut expected = default_json();
+            let changed: J = serde_json::from_str(changed).unwrap();
+            for (key, value) in changed.as_object().unwrap() {
+                expected[key] = value.clone();
+            }
+            // Compare the text, so `8.0` and `8` are told apart as dstack's JSON does.
+            assert_eq!(
+                serde_json::to_string(&spec).unwrap(),
+                serde_json::to_string(&expected).unwrap(),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn refused_inputs_name_the_field_and_problem() {
+        for (input, path, message) in ERR {
+            let (spec, diags) = parse(input);
+            assert!(spec.is_none(), "{input} was accepted");
+            let errors: Vec<_> = diags.iter().filter(|d| d.is_error()).collect();
+            assert_eq!(errors.len(), 1, "{input}: {errors:?}");
+            assert_eq!(errors[0].path, *path, "{input}");
+            assert!(
+                errors[0].message.starts_with(message),
+                "{input}: {:?} does not start with {message:?}",
+                errors[0].message
+            );
+        }
+    }
+
+    /// Inputs dstack 0.22.5 accepts by mangling them; see the module docs.
+    #[test]
+    fn deliberate_differences_are_refused() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("{gpu: true}", "gpu", "expected a GPU spec"),
+            ("{gpu: false}", "gpu", "expected a GPU spec"),
+            ("{gpu: tpu-}", "gpu", "GPU name can not be empty"),
+            ("{gpu: {name: ''}}", "gpu.name", "GPU name can not be empty"),
+            (
+                "{gpu: {name: [A100, '']}}",
+                "gpu.name",
+                "GPU name can not be empty",
+            ),
+            (
+                "{gpu: {compute_capability: [8.5, 0]}}",
+                "gpu.compute_capability[0]",
+                "expected an integer, found a number with a fractional part `8.5`",
+            ),
+            (
+                "{gpu: 99999999999999999999999}",
+                "gpu.count",
+                "integer is out of range",
+            ),
+            ("{memory: inf}", "memory", "expected a finite memory size"),
+            ("{memory: inf..}", "memory", "expected a finite memory size"),
+            ("{memory: nan}", "memory", "expected a finite memory size"),
+            (
+                "{shm_size: '1e400'}",
+                "shm_size",
+                "expected a finite memory size",
+            ),
+            (
+                "{gpu: 'A100:1e400GB'}",
+                "gpu.memory",
+                "expected a finite memory size",
+            ),
+            ("{disk: inf}", "disk.size", "expected a finite memory size"),
+        ];
+        for (input, path, message) in cases {
+            let (spec, diags) = parse(input);
+            assert!(spec.is_none(), "{input} was accepted");
+            let error = diags.iter().find(|d| d.is_error()).unwrap();
+            assert_eq!(error.path, *path, "{input}");
+            assert!(error.message.starts_with(message), "{input}: {error:?}");
+        }
+    }
+
+    #[test]
+    fn tpu_prefix_is_stripped_with_a_warning() {
+        for input in ["{gpu: tpu-v5e-8}", "{gpu: {name: [tpu-v5e-8, tpu-v4-8]}}"] {
+            let (spec, diags) = parse(input);
+            let gpu = spec.unwrap().gpu.unwrap();
+            assert!(gpu.name.unwrap()[0] == "v5e-8");
+            assert_eq!(gpu.vendor, None, "the prefix does not set the vendor");
+            assert_eq!(diags.len(), 1, "{diags:?}");
+            assert_eq!(diags[0].severity, crate::de::Severity::Warning);
+            assert_eq!(diags[0].message, TPU_PREFIX_WARNING);
+        }
+        let (_, diags) = parse("{gpu: 'tpu:v5litepod-8'}");
+        assert!(diags.is_empty(), "{diags:?}");
+    }
+
+    #[test]
+    fn errors_carry_the_position_of_the_value() {
+        let (_, diags) = parse("cpu: 4\ngpu: A100:40GB:H100   # meant A100,H100:40GB\n");
+        assert_eq!(
+            diags.iter().map(|d| d.render("f.yml")).collect::<Vec<_>>(),
+            vec![
+                "f.yml:2:6: error: `gpu`: GPU spec name conflict: A100:40GB:H100\n  help: write each of vendor, names, memory and count at most once; list several names with commas (`A100,H100:80GB:2`)"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_field_error_is_reported() {
+        let (spec, diags) = parse("{cpu: 'arm:x86', memory: 16GiB, gpu: '2:4', disk: {}, foo: 1}");
+        assert!(spec.is_none());
+        let paths: Vec<_> = diags.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(paths, ["cpu", "memory", "gpu", "disk.size", "foo"]);
+    }
+
+    #[test]
+    fn defaults_and_unconstrained_match_dstack() {
+        assert_eq!(
+            serde_json::to_value(ResourcesSpec::default()).unwrap(),
+            default_json()
+        );
+        // `ResourcesSpec.unconstrained().model_dump_json()` from dstack 0.22.5.
+        assert_eq!(
+            serde_json::to_string(&ResourcesSpec::unconstrained()).unwrap(),
+            r#"{"cpu":{"arch":null,"count":{"min":1,"max":null}},"memory":{"min":0.0,"max":null},"shm_size":null,"gpu":{"vendor":null,"name":null,"count":{"min":0,"max":null},"memory":null,"total_memory":null,"compute_capability":null},"disk":null}"#
+        );
+    }
+
+    #[test]
+    fn wire_json_reads_back_as_the_same_spec() {
+        for (input, _) in OK {
+            let (spec, _) = parse(input);
+            let spec = spec.unwrap();
+            let json = serde_json::to_string(&spec).unwrap();
+            let back: ResourcesSpec = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, spec, "{input}");
+        }
+        let err = serde_json::from_str::<ResourcesSpec>(r#"{"gpu": {"count": "2:4"}}"#);
+        assert!(err.unwrap_err().to_string().contains("gpu.count"));
+    }
+
+    #[test]
+    fn shorthand_prints_what_parses_back() {
+        let gpu: &[(&str, Option<&str>)] = &[
+            ("A100", Some("A100")),
+            ("a100 : 80 GB : 2", Some("a100:80GB:2")),
+            ("2:nvidia:80GB:A100", Some("nvidia:A100:80GB:2")),
+            ("H100,H200:8", Some("H100,H200:8")),
+            ("nvidia", Some("nvidia")),
+            ("1..", Some("1..")),
+            ("0", Some("0")),
+            ("-1", Some("-1")),
+            ("..2", Some("..2")),
+            ("24GB..:2..8", Some("24GB..:2..8")),
+            ("A100:512MB", Some("A100:0.5GB")),
+            ("A100:1.5TB..", Some("A100:1536GB..")),
+            ("A100:24MB", Some("A100:0.0234375GB")),
+            ("tpu:v5litepod-8", Some("google:v5litepod-8")),
+        ];
+        for (input, printed) in gpu {
+            let spec = GpuSpec::from_shorthand(input).unwrap();
+            assert_eq!(spec.shorthand().as_deref(), *printed, "{input}");
+            if let Some(p) = printed {
+                assert_eq!(GpuSpec::from_shorthand(p).unwrap(), spec, "{p}");
+            }
+        }
+        let mapping_only = [
+            "{total_memory: 80GB}",
+            "{compute_capability: 7.5}",
+            "{name: nvidia}",
+            "{name: '8x'}",
+            "{name: 'A100,H100'}",
+            "{name: 'A 100'}",
+            "{name: []}",
+        ];
+        for input in mapping_only {
+            let spec = GpuSpec::from_node(&load(input).unwrap(), &mut Cx::new()).unwrap();
+            assert_eq!(spec.shorthand(), None, "{input}");
+        }
+        let cpu = [
+            ("8", "8"),
+            ("x86", "x86"),
+            ("x86:2..", "x86"),
+            ("16..:ARM", "arm:16.."),
+            ("..8", "..8"),
+            ("2..8", "2..8"),
+            ("x86:-1..4", "x86:-1..4"),
+        ];
+        for (input, printed) in cpu {
+            let spec = CpuSpec::from_shorthand(input).unwrap();
+            assert_eq!(spec.to_string(), printed, "{input}");
+            assert_eq!(CpuSpec::from_shorthand(printed).unwrap(), spec, "{printed}");
+        }
+        let negative = CpuSpec {
+            arch: None,
+            count: Range::exact(-4),
+        };
+        assert_eq!(negative.shorthand(), "-4..-4");
+        assert_eq!(CpuSpec::from_shorthand("-4..-4").unwrap(), negative);
+        assert_eq!(DiskSpec::default().shorthand().as_deref(), Some("100GB.."));
+        assert_eq!(count_shorthand(&Range::exact(3)), "3");
+        assert_eq!(memory_shorthand(Memory(f64::INFINITY)), None);
+    }
+
+    #[test]
+    fn display_falls_back_to_fields() {
+        let spec = GpuSpec::from_node(
+            &load("{name: [A100], total_memory: 160GB.., compute_capability: '8.0'}").unwrap(),
+            &mut Cx::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            spec.to_string(),
+            r#"name=["A100"] count=1.. total_memory=160GB.. compute_capability=8.0"#
+        );
+    }
+
+    #[test]
+    fn compute_capability_forms() {
+        let cases: &[(&str, Option<(i64, i64)>)] = &[
+            ("7.5", Some((7, 5))),
+            ("'7.5'", Some((7, 5))),
+            ("[7, 5]", Some((7, 5))),
+            ("['8', '0']", Some((8, 0))),
+            ("12.0", Some((12, 0))),
+            ("'8.0.1'", None),
+            ("8", None),
+            ("1e3", None),
+            ("true", None),
+            ("[8]", None),
+        ];
+        for (input, expected) in cases {
+            let mut cx = Cx::new();
+            let cc = ComputeCapability::from_node(&load(input).unwrap(), &mut cx);
+            assert_eq!(cc.map(|c| (c.0, c.1)), *expected, "{input}");
+            assert_eq!(cx.has_errors(), expected.is_none(), "{input}");
+        }
+    }
+}
