@@ -555,7 +555,24 @@ string_enum! {
 }
 
 /// Resource tags: keys `^[_\-a-zA-Z0-9]{1,60}$`, values `^[a-zA-Z0-9 .:/=_\-+@]{0,256}$`.
+///
+/// Names and values must be strings: dstack crashes on a number or null there, so we refuse it.
 pub fn parse_tags(node: &Node, cx: &mut Cx) -> Option<IndexMap<String, String>> {
+    let Value::Map(entries) = &node.value else {
+        cx.expected(node, "a mapping of tag names to values");
+        return None;
+    };
+    let mark = cx.mark();
+    for (k, v) in entries {
+        if k.as_str().is_none() {
+            cx.expected(k, "a string tag name");
+        } else if !matches!(v.value, Value::Str(_)) {
+            cx.at_field(&k.key_string(), |cx| {
+                cx.expected(v, "a string (quote numbers and booleans)")
+            });
+        }
+    }
+    cx.ok_since(mark)?;
     let tags = IndexMap::<String, String>::from_node(node, cx)?;
     let key_ok = |k: &str| {
         (1..=60).contains(&k.chars().count())

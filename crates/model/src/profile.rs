@@ -606,28 +606,6 @@ fn backend_options(node: &Node, cx: &mut Cx) -> Option<Vec<BackendOptions>> {
     Some(options)
 }
 
-/// `tags`: as [`parse_tags`], but keys and values must be strings (dstack crashes on others).
-fn strict_tags(node: &Node, cx: &mut Cx) -> Option<IndexMap<String, String>> {
-    let Value::Map(entries) = &node.value else {
-        cx.expected(node, "a mapping of tag names to values");
-        return None;
-    };
-    let mark = cx.mark();
-    for (k, v) in entries {
-        if k.as_str().is_none() {
-            cx.expected(k, "a string tag name");
-            continue;
-        }
-        if !matches!(v.value, Value::Str(_)) {
-            cx.at_field(&k.key_string(), |cx| {
-                cx.expected(v, "a string (quote numbers and booleans)")
-            });
-        }
-    }
-    cx.ok_since(mark)?;
-    parse_tags(node, cx)
-}
-
 /// The 20 profile field names, in dstack's order (e.g. for presets, which exclude them).
 pub const PROFILE_FIELDS: [&str; 20] = [
     "backends",
@@ -748,7 +726,7 @@ impl ProfileParams {
                 seq_with(n, cx, InstanceSelector::from_node)
             });
         }
-        p.tags = obj.opt_with(cx, "tags", strict_tags);
+        p.tags = obj.opt_with(cx, "tags", parse_tags);
         p.backend_options = obj.opt_with(cx, "backend_options", backend_options);
         p
     }
