@@ -197,12 +197,12 @@ pub fn format_g(f: f64) -> String {
     if (-4..6).contains(&exp) {
         let decimals = (5 - exp).max(0) as usize;
         let s = format!("{f:.decimals$}");
-        let s = if s.contains('.') {
+
+        if s.contains('.') {
             s.trim_end_matches('0').trim_end_matches('.').to_owned()
         } else {
             s
-        };
-        s
+        }
     } else {
         let s = format!("{f:.5e}");
         let (m, e) = s.split_once('e').unwrap_or((&s, "0"));

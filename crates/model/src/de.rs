@@ -557,23 +557,23 @@ impl FromNode for IndexMap<String, String> {
 /// An integer within inclusive bounds.
 pub fn int_in(node: &Node, cx: &mut Cx, min: Option<i64>, max: Option<i64>) -> Option<i64> {
     let v = lax_int(node, cx)?;
-    if let Some(min) = min {
-        if v < min {
-            cx.error(
-                node,
-                format!("expected an integer greater than or equal to {min}, found {v}"),
-            );
-            return None;
-        }
+    if let Some(min) = min
+        && v < min
+    {
+        cx.error(
+            node,
+            format!("expected an integer greater than or equal to {min}, found {v}"),
+        );
+        return None;
     }
-    if let Some(max) = max {
-        if v > max {
-            cx.error(
-                node,
-                format!("expected an integer less than or equal to {max}, found {v}"),
-            );
-            return None;
-        }
+    if let Some(max) = max
+        && v > max
+    {
+        cx.error(
+            node,
+            format!("expected an integer less than or equal to {max}, found {v}"),
+        );
+        return None;
     }
     Some(v)
 }

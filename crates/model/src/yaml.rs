@@ -562,15 +562,15 @@ pub fn resolve_plain(text: &str) -> Value {
     if let Some(b) = parse_bool(text) {
         return Value::Bool(b);
     }
-    if is_int_1_1(text) {
-        if let Some(i) = parse_int(text) {
-            return Value::Int(i);
-        }
+    if is_int_1_1(text)
+        && let Some(i) = parse_int(text)
+    {
+        return Value::Int(i);
     }
-    if is_float_1_1(text) {
-        if let Some(f) = parse_float(text) {
-            return Value::Float(f);
-        }
+    if is_float_1_1(text)
+        && let Some(f) = parse_float(text)
+    {
+        return Value::Float(f);
     }
     if is_timestamp(text) {
         return Value::Timestamp(text.to_owned());
