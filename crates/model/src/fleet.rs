@@ -1078,9 +1078,7 @@ pub(crate) mod test_support {
             _ => Vec::new(),
         };
         for key in keys {
-            if let Some(v) = map.get_mut(key) {
-                *v = Value::Null;
-            }
+            map.shift_remove(key);
         }
         json
     }
@@ -1101,7 +1099,11 @@ pub(crate) mod test_support {
             "\n{yaml}"
         );
         // The wire JSON must read back to the same configuration.
-        if FOREIGN_MODULES_MERGED {
+        let own_fields_only = !matches!(
+            want.get("type").and_then(Value::as_str),
+            Some("fleet" | "preset")
+        );
+        if FOREIGN_MODULES_MERGED || own_fields_only {
             let back: crate::AnyConfiguration =
                 serde_json::from_value(want.clone()).expect("wire JSON deserializes");
             assert_eq!(serde_json::to_value(&back).expect("serializes"), want);
