@@ -54,10 +54,10 @@ pub(crate) const RESOURCE_NAME_ERROR: &str =
 /// Reads the `type` key of a configuration read directly (wire JSON): absent is fine, any
 /// value other than `expected` is an error.
 pub(crate) fn check_type_tag(obj: &mut Object<'_>, cx: &mut Cx, expected: &str) {
-    if let Some(node) = obj.raw("type") {
-        if node.as_str() != Some(expected) {
-            cx.at_field("type", |cx| cx.expected(node, &format!("`{expected}`")));
-        }
+    if let Some(node) = obj.raw("type")
+        && node.as_str() != Some(expected)
+    {
+        cx.at_field("type", |cx| cx.expected(node, &format!("`{expected}`")));
     }
 }
 
@@ -332,7 +332,7 @@ fn network(node: &Node, cx: &mut Cx) -> Option<String> {
 #[serde(untagged)]
 pub enum SshHost {
     Name(String),
-    Params(SshHostParams),
+    Params(Box<SshHostParams>),
 }
 
 impl SshHost {
@@ -354,7 +354,9 @@ impl SshHost {
 impl FromNode for SshHost {
     fn from_node(node: &Node, cx: &mut Cx) -> Option<Self> {
         match &node.value {
-            Value::Map(_) => SshHostParams::from_node(node, cx).map(SshHost::Params),
+            Value::Map(_) => {
+                SshHostParams::from_node(node, cx).map(|p| SshHost::Params(Box::new(p)))
+            }
             Value::Str(_) | Value::Int(_) | Value::Float(_) => {
                 String::from_node(node, cx).map(SshHost::Name)
             }
@@ -469,10 +471,10 @@ impl FleetConfiguration {
     /// `ssh_key` before the server sees the spec.
     pub fn static_checks(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if let Some(name) = &self.name {
-            if !is_valid_resource_name(name) {
-                out.push(RESOURCE_NAME_ERROR.to_owned());
-            }
+        if let Some(name) = &self.name
+            && !is_valid_resource_name(name)
+        {
+            out.push(RESOURCE_NAME_ERROR.to_owned());
         }
         let ssh = match (&self.ssh_config, &self.nodes) {
             (None, None) => {

@@ -206,10 +206,10 @@ impl GatewayConfiguration {
                 python_list(BACKENDS_WITH_GATEWAY_SUPPORT)
             ));
         }
-        if let Some(name) = &self.name {
-            if !is_valid_resource_name(name) {
-                out.push(RESOURCE_NAME_ERROR.to_owned());
-            }
+        if let Some(name) = &self.name
+            && !is_valid_resource_name(name)
+        {
+            out.push(RESOURCE_NAME_ERROR.to_owned());
         }
         if !self.public_ip && !BACKENDS_WITH_PRIVATE_GATEWAY_SUPPORT.contains(&backend) {
             // Two spaces after the period, as dstack writes it.
@@ -244,19 +244,14 @@ impl GatewayConfiguration {
             }
         }
         match cert {
-            None => {}
-            Some(GatewayCertificate::LetsEncrypt) => {
-                if !self.public_ip {
-                    out.push(
-                        "lets-encrypt certificate type is not supported for private gateways"
-                            .to_owned(),
-                    );
-                }
+            Some(GatewayCertificate::LetsEncrypt) if !self.public_ip => {
+                out.push(
+                    "lets-encrypt certificate type is not supported for private gateways"
+                        .to_owned(),
+                );
             }
-            Some(GatewayCertificate::Acm { .. }) => {
-                if backend != BackendType::Aws {
-                    out.push("acm certificate type is supported for aws backend only".to_owned());
-                }
+            Some(GatewayCertificate::Acm { .. }) if backend != BackendType::Aws => {
+                out.push("acm certificate type is supported for aws backend only".to_owned());
             }
             Some(GatewayCertificate::GcpCm { .. }) => {
                 if backend != BackendType::Gcp {
@@ -271,6 +266,7 @@ impl GatewayConfiguration {
                     );
                 }
             }
+            _ => {}
         }
         if cert == Some(&GatewayCertificate::LetsEncrypt) && replicas > 1 {
             let mut err = String::from(
