@@ -127,10 +127,10 @@ impl VolumeConfiguration {
         if has_size && self.external_volume_id().is_none() && self.size().is_none() {
             out.push("Volume must specify either existing identifier or size".to_owned());
         }
-        if let Some(name) = &self.name {
-            if !is_valid_resource_name(name) {
-                out.push(RESOURCE_NAME_ERROR.to_owned());
-            }
+        if let Some(name) = &self.name
+            && !is_valid_resource_name(name)
+        {
+            out.push(RESOURCE_NAME_ERROR.to_owned());
         }
         if self.external_volume_id().is_some() && self.auto_cleanup_duration.is_some_and(|d| d > 0)
         {
