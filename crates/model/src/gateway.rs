@@ -1,8 +1,448 @@
-//! PLACEHOLDER: replaced by the fleet/gateway/volume/preset work.
+//! `type: gateway`: dstack 0.22.5's `GatewayConfiguration`, including `load_balancer` and
+//! the `gcp-cm` certificate, which the spec does not list.
+//!
+//! Deliberate differences from dstack: none in parsing. [`GatewayConfiguration::static_checks`]
+//! does not check that `domain` interpolates (dstack's server does); and it uses dstack's
+//! default replica limit, [`GATEWAY_MAX_REPLICAS`], not `DSTACK_SERVER_GATEWAY_MAX_REPLICAS`.
+
+use indexmap::IndexMap;
 use serde::Serialize;
 
-use crate::de::{Cx, FromNode};
-use crate::run::placeholder;
-use crate::yaml::Node;
+use crate::common::{BackendType, parse_tags};
+use crate::de::{Cx, FromNode, Object, int_in};
+use crate::fleet::{RESOURCE_NAME_ERROR, check_type_tag, is_valid_resource_name};
+use crate::yaml::{Node, Value};
 
-placeholder!(GatewayConfiguration);
+/// dstack's default for `DSTACK_SERVER_GATEWAY_MAX_REPLICAS`.
+pub const GATEWAY_MAX_REPLICAS: i64 = 9;
+
+/// The backends whose compute supports gateways, in dstack's order.
+pub const BACKENDS_WITH_GATEWAY_SUPPORT: &[BackendType] = &[
+    BackendType::Aws,
+    BackendType::Azure,
+    BackendType::Gcp,
+    BackendType::Kubernetes,
+];
+
+/// The backends that support gateways without a public IP.
+pub const BACKENDS_WITH_PRIVATE_GATEWAY_SUPPORT: &[BackendType] =
+    &[BackendType::Aws, BackendType::Gcp];
+
+/// How the gateway gets its TLS certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type")]
+pub enum GatewayCertificate {
+    /// Automatic certificates by Let's Encrypt (the default).
+    #[serde(rename = "lets-encrypt")]
+    LetsEncrypt,
+    /// A wildcard certificate in AWS Certificate Manager.
+    #[serde(rename = "acm")]
+    Acm { arn: String },
+    /// A certificate in Google Cloud Certificate Manager (full resource name).
+    #[serde(rename = "gcp-cm")]
+    GcpCm { name: String },
+}
+
+const CERTIFICATE_TYPES: &[&str] = &["lets-encrypt", "acm", "gcp-cm"];
+
+/// Reads the `type` discriminator of a tagged mapping; `None` after an error.
+pub(crate) fn read_tag<'c>(node: &Node, cx: &mut Cx, tags: &[&'c str]) -> Option<&'c str> {
+    if !matches!(node.value, Value::Map(_)) {
+        cx.expected(node, "a mapping with a `type` field");
+        return None;
+    }
+    let Some(tag) = node.get("type") else {
+        let list: Vec<String> = tags.iter().map(|t| format!("`{t}`")).collect();
+        cx.error_help(
+            node,
+            "missing required field `type`",
+            format!("set `type` to one of {}", list.join(", ")),
+        );
+        return None;
+    };
+    cx.at_field("type", |cx| crate::de::choice(tag, cx, tags))
+}
+
+impl FromNode for GatewayCertificate {
+    fn from_node(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let tag = read_tag(node, cx, CERTIFICATE_TYPES)?;
+        let mut obj = Object::new(node, cx)?;
+        obj.allow(&["type"]);
+        let mark = cx.mark();
+        let cert = match tag {
+            "lets-encrypt" => GatewayCertificate::LetsEncrypt,
+            "acm" => GatewayCertificate::Acm {
+                arn: obj.required(cx, "arn"),
+            },
+            _ => GatewayCertificate::GcpCm {
+                name: obj.required(cx, "name"),
+            },
+        };
+        obj.finish(cx);
+        cx.ok_since(mark)?;
+        Some(cert)
+    }
+}
+
+/// A load balancer in front of the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type")]
+pub enum GatewayLoadBalancer {
+    /// An Application Load Balancer (aws, gcp).
+    #[serde(rename = "alb")]
+    Alb,
+}
+
+impl FromNode for GatewayLoadBalancer {
+    fn from_node(node: &Node, cx: &mut Cx) -> Option<Self> {
+        read_tag(node, cx, &["alb"])?;
+        let mut obj = Object::new(node, cx)?;
+        obj.allow(&["type"]);
+        let mark = cx.mark();
+        obj.finish(cx);
+        cx.ok_since(mark)?;
+        Some(GatewayLoadBalancer::Alb)
+    }
+}
+
+/// Serializes as `"gateway"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GatewayTag;
+
+impl Serialize for GatewayTag {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("gateway")
+    }
+}
+
+/// A gateway configuration (`type: gateway`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GatewayConfiguration {
+    #[serde(rename = "type")]
+    pub type_: GatewayTag,
+    pub name: Option<String>,
+    /// Unset on create: becomes the default unless one exists. Unset on update: unchanged.
+    pub default: Option<bool>,
+    pub backend: BackendType,
+    pub region: String,
+    pub instance_type: Option<String>,
+    /// The wildcard domain; may contain `${{ run.project_name }}`.
+    pub domain: Option<String>,
+    pub public_ip: bool,
+    pub load_balancer: Option<GatewayLoadBalancer>,
+    /// `None` means no HTTPS (`certificate: null`).
+    pub certificate: Option<GatewayCertificate>,
+    /// Unset means 1.
+    pub replicas: Option<i64>,
+    pub tags: Option<IndexMap<String, String>>,
+}
+
+fn non_empty(node: &Node, cx: &mut Cx) -> Option<String> {
+    let s = String::from_node(node, cx)?;
+    if s.is_empty() {
+        cx.error(node, "String should have at least 1 character");
+        return None;
+    }
+    Some(s)
+}
+
+impl FromNode for GatewayConfiguration {
+    fn from_node(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let mut obj = Object::new(node, cx)?;
+        let mark = cx.mark();
+        check_type_tag(&mut obj, cx, "gateway");
+        let name = obj.opt(cx, "name");
+        let default = obj.opt(cx, "default");
+        let backend = obj.required_with(cx, "backend", |n, cx| {
+            BackendType::from_node(n, cx).map(Some)
+        });
+        let region = obj.required(cx, "region");
+        let instance_type = obj.opt_with(cx, "instance_type", non_empty);
+        let domain = obj.opt(cx, "domain");
+        let public_ip = obj.field(cx, "public_ip", || true);
+        let load_balancer = obj.opt(cx, "load_balancer");
+        let certificate = match obj.raw("certificate") {
+            None => Some(GatewayCertificate::LetsEncrypt),
+            Some(n) if n.is_null() => None,
+            Some(n) => cx.at_field("certificate", |cx| GatewayCertificate::from_node(n, cx)),
+        };
+        let replicas = obj.opt_with(cx, "replicas", |n, cx| int_in(n, cx, Some(1), None));
+        let tags = obj.opt_with(cx, "tags", parse_tags);
+        obj.finish(cx);
+        cx.ok_since(mark)?;
+        Some(GatewayConfiguration {
+            type_: GatewayTag,
+            name,
+            default,
+            backend: backend?,
+            region,
+            instance_type,
+            domain,
+            public_ip,
+            load_balancer,
+            certificate,
+            replicas,
+            tags,
+        })
+    }
+}
+
+crate::deserialize_via_node!(GatewayConfiguration);
+
+fn python_list(backends: &[BackendType]) -> String {
+    let items: Vec<String> = backends.iter().map(|b| format!("'{b}'")).collect();
+    format!("[{}]", items.join(", "))
+}
+
+impl GatewayConfiguration {
+    /// The checks dstack's server runs on a gateway configuration that need no server
+    /// state, with dstack's messages, in dstack's order (dstack stops at the first).
+    pub fn static_checks(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let backend = self.backend;
+        if !BACKENDS_WITH_GATEWAY_SUPPORT.contains(&backend) {
+            out.push(format!(
+                "Gateways are not supported for {backend} backend. Available backends with gateway support: {}.",
+                python_list(BACKENDS_WITH_GATEWAY_SUPPORT)
+            ));
+        }
+        if let Some(name) = &self.name
+            && !is_valid_resource_name(name)
+        {
+            out.push(RESOURCE_NAME_ERROR.to_owned());
+        }
+        if !self.public_ip && !BACKENDS_WITH_PRIVATE_GATEWAY_SUPPORT.contains(&backend) {
+            // Two spaces after the period, as dstack writes it.
+            out.push(format!(
+                "Private gateways are not supported for {backend} backend.  Available backends with private gateway support: {}.",
+                python_list(BACKENDS_WITH_PRIVATE_GATEWAY_SUPPORT)
+            ));
+        }
+        let replicas = self.replicas.unwrap_or(1);
+        if replicas > GATEWAY_MAX_REPLICAS {
+            out.push(format!(
+                "Cannot provision {replicas} gateway replicas. This server allows at most {GATEWAY_MAX_REPLICAS}"
+            ));
+        }
+        let cert = self.certificate.as_ref();
+        if self.load_balancer == Some(GatewayLoadBalancer::Alb) {
+            match backend {
+                BackendType::Aws => {
+                    if cert.is_some_and(|c| !matches!(c, GatewayCertificate::Acm { .. })) {
+                        out.push("`load_balancer: { type: alb }` can only be used with `certificate: null` or `certificate: { type: acm }`".to_owned());
+                    }
+                }
+                BackendType::Gcp => {
+                    if cert.is_some_and(|c| !matches!(c, GatewayCertificate::GcpCm { .. })) {
+                        out.push("`load_balancer: { type: alb }` for the `gcp` backend can only be used with `certificate: null` or `certificate: { type: gcp-cm }`".to_owned());
+                    }
+                }
+                _ => out.push(
+                    "`load_balancer: { type: alb }` is supported for `aws` and `gcp` backends only"
+                        .to_owned(),
+                ),
+            }
+        }
+        match cert {
+            Some(GatewayCertificate::LetsEncrypt) if !self.public_ip => {
+                out.push(
+                    "lets-encrypt certificate type is not supported for private gateways"
+                        .to_owned(),
+                );
+            }
+            Some(GatewayCertificate::Acm { .. }) if backend != BackendType::Aws => {
+                out.push("acm certificate type is supported for aws backend only".to_owned());
+            }
+            Some(GatewayCertificate::GcpCm { .. }) => {
+                if backend != BackendType::Gcp {
+                    out.push(
+                        "gcp-cm certificate type is supported for gcp backend only".to_owned(),
+                    );
+                }
+                if self.load_balancer != Some(GatewayLoadBalancer::Alb) {
+                    out.push(
+                        "`certificate: { type: gcp-cm }` requires `load_balancer: { type: alb }`"
+                            .to_owned(),
+                    );
+                }
+            }
+            _ => {}
+        }
+        if cert == Some(&GatewayCertificate::LetsEncrypt) && replicas > 1 {
+            let mut err = String::from(
+                "The `lets-encrypt` certificate type is not supported for gateways with `replicas` greater than `1`. To create a replicated gateway, set the `certificate` configuration property to one of the supported values, such as `certificate: null` (no HTTPS)",
+            );
+            match backend {
+                BackendType::Aws => {
+                    err.push_str(" or `certificate: { type: acm, arn: <arn> }` (AWS ACM)")
+                }
+                BackendType::Gcp => err.push_str(
+                    " or `certificate: { type: gcp-cm, name: <name> }` (GCP Certificate Manager)",
+                ),
+                _ => {}
+            }
+            out.push(err);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::fleet::test_support::{check_err, check_json};
+
+    // Spec §13 E7, verbatim.
+    const E7: &str = r#"type: gateway
+name: prod-gw
+backend: aws
+region: eu-west-1
+domain: ${{ run.project_name }}.inference.example.com
+instance_type: t3.large
+public_ip: true
+certificate:
+  type: lets-encrypt
+default: true
+tags:
+  env: prod
+"#;
+
+    #[test]
+    fn gateways_parse_as_dstack_does() {
+        let cases: &[(&str, &str)] = &[
+            (
+                E7,
+                r#"{"type":"gateway","name":"prod-gw","default":true,"backend":"aws","region":"eu-west-1","instance_type":"t3.large","domain":"${{ run.project_name }}.inference.example.com","public_ip":true,"load_balancer":null,"certificate":{"type":"lets-encrypt"},"replicas":null,"tags":{"env":"prod"}}"#,
+            ),
+            (
+                "type: gateway\nbackend: aws\nregion: x",
+                r#"{"type":"gateway","name":null,"default":null,"backend":"aws","region":"x","instance_type":null,"domain":null,"public_ip":true,"load_balancer":null,"certificate":{"type":"lets-encrypt"},"replicas":null,"tags":null}"#,
+            ),
+            (
+                "type: gateway\nbackend: aws\nregion: r\ncertificate: null\ndefault: yes",
+                r#"{"type":"gateway","name":null,"default":true,"backend":"aws","region":"r","instance_type":null,"domain":null,"public_ip":true,"load_balancer":null,"certificate":null,"replicas":null,"tags":null}"#,
+            ),
+            (
+                "type: gateway\nbackend: aws\nregion: r\ncertificate: {type: acm, arn: a}\nload_balancer: {type: alb}\nreplicas: 2",
+                r#"{"type":"gateway","name":null,"default":null,"backend":"aws","region":"r","instance_type":null,"domain":null,"public_ip":true,"load_balancer":{"type":"alb"},"certificate":{"type":"acm","arn":"a"},"replicas":2,"tags":null}"#,
+            ),
+            (
+                "type: gateway\nbackend: gcp\nregion: r\npublic_ip: false\ncertificate: {type: gcp-cm, name: n}",
+                r#"{"type":"gateway","name":null,"default":null,"backend":"gcp","region":"r","instance_type":null,"domain":null,"public_ip":false,"load_balancer":null,"certificate":{"type":"gcp-cm","name":"n"},"replicas":null,"tags":null}"#,
+            ),
+        ];
+        for (yaml, json) in cases {
+            check_json(yaml, json);
+        }
+    }
+
+    #[test]
+    fn gateway_errors() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "type: gateway\nbackend: aws\nregion: r\ncertificate: {type: acm}",
+                "`certificate.arn`: missing required field `arn`",
+            ),
+            (
+                "type: gateway\nbackend: aws\nregion: r\ncertificate: {arn: a}",
+                "`certificate`: missing required field `type`",
+            ),
+            (
+                "type: gateway\nbackend: aws\nregion: r\ncertificate: {type: x}",
+                "`certificate.type`: expected one of `lets-encrypt`, `acm`, `gcp-cm`, found",
+            ),
+            (
+                "type: gateway\nbackend: aws\nregion: r\ncertificate: lets-encrypt",
+                "`certificate`: expected a mapping with a `type` field",
+            ),
+            (
+                "type: gateway\nbackend: aws\nregion: r\nload_balancer: {}",
+                "`load_balancer`: missing required field `type`",
+            ),
+            (
+                "type: gateway\nbackend: aws\nregion: r\nreplicas: 0",
+                "`replicas`: expected an integer greater than or equal to 1, found 0",
+            ),
+            (
+                "type: gateway\nbackend: aws\nregion: r\ninstance_type: ''",
+                "`instance_type`: String should have at least 1 character",
+            ),
+            (
+                "type: gateway\nbackend: aws\nregion: r\npublic_ip: null",
+                "`public_ip`: expected a boolean",
+            ),
+            (
+                "type: gateway\nregion: r",
+                "`backend`: missing required field `backend`",
+            ),
+            (
+                "type: gateway\nbackend: aws",
+                "`region`: missing required field `region`",
+            ),
+            (
+                "type: gateway\nbackend: foo\nregion: r",
+                "`backend`: expected one of `amddevcloud`, `aws`",
+            ),
+            (
+                "type: gateway\nbackend: aws\nregion: r\nregions: [a]",
+                "unknown field `regions`",
+            ),
+        ];
+        for (yaml, err) in cases {
+            check_err(yaml, err);
+        }
+    }
+
+    #[test]
+    fn gateway_static_checks() {
+        let cases: &[(&str, &[&str])] = &[
+            (E7, &[]),
+            (
+                "type: gateway\nbackend: lambda\nregion: r",
+                &[
+                    "Gateways are not supported for lambda backend. Available backends with gateway support: ['aws', 'azure', 'gcp', 'kubernetes'].",
+                ],
+            ),
+            (
+                "type: gateway\nbackend: azure\nregion: r\npublic_ip: false\ncertificate: null",
+                &[
+                    "Private gateways are not supported for azure backend.  Available backends with private gateway support: ['aws', 'gcp'].",
+                ],
+            ),
+            (
+                "type: gateway\nbackend: aws\nregion: r\nreplicas: 10\ncertificate: null",
+                &["Cannot provision 10 gateway replicas. This server allows at most 9"],
+            ),
+            (
+                "type: gateway\nbackend: aws\nregion: r\npublic_ip: false",
+                &["lets-encrypt certificate type is not supported for private gateways"],
+            ),
+            (
+                "type: gateway\nbackend: aws\nregion: r\nreplicas: 2",
+                &[
+                    "The `lets-encrypt` certificate type is not supported for gateways with `replicas` greater than `1`. To create a replicated gateway, set the `certificate` configuration property to one of the supported values, such as `certificate: null` (no HTTPS) or `certificate: { type: acm, arn: <arn> }` (AWS ACM)",
+                ],
+            ),
+            (
+                "type: gateway\nbackend: gcp\nregion: r\ncertificate: {type: acm, arn: a}",
+                &["acm certificate type is supported for aws backend only"],
+            ),
+            (
+                "type: gateway\nbackend: gcp\nregion: r\ncertificate: {type: gcp-cm, name: n}",
+                &["`certificate: { type: gcp-cm }` requires `load_balancer: { type: alb }`"],
+            ),
+            (
+                "type: gateway\nbackend: aws\nregion: r\nload_balancer: {type: alb}",
+                &[
+                    "`load_balancer: { type: alb }` can only be used with `certificate: null` or `certificate: { type: acm }`",
+                ],
+            ),
+        ];
+        for (yaml, expected) in cases {
+            let parsed = crate::parse_configuration(yaml);
+            let Some(crate::AnyConfiguration::Gateway(gateway)) = parsed.configuration else {
+                panic!("{yaml}: {:?}", parsed.diagnostics);
+            };
+            assert_eq!(gateway.static_checks(), *expected, "{yaml}");
+        }
+    }
+}
