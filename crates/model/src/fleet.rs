@@ -16,7 +16,7 @@ use serde::ser::{Error as _, SerializeMap};
 
 use crate::de::{Cx, FromNode, Object, lax_int, seq_with};
 use crate::env::Env;
-use crate::profile::{ProfileParams, ProfileScope};
+use crate::profile::{FleetProfileParams, ProfileParams, ProfileScope};
 use crate::resources::ResourcesSpec;
 use crate::string_enum;
 use crate::yaml::{Node, Value};
@@ -416,8 +416,8 @@ pub struct FleetConfiguration {
     pub reservation: Option<String>,
     /// Unset means unconstrained.
     pub resources: Option<ResourcesSpec>,
-    /// Only the fleet subset is read (`ProfileScope::Fleet`).
-    pub profile: ProfileParams,
+    /// The fleet subset of the profile parameters (`ProfileScope::Fleet`).
+    pub profile: FleetProfileParams,
     pub ssh_config: Option<SshParams>,
     pub env: Env,
 }
@@ -431,9 +431,9 @@ impl FromNode for FleetConfiguration {
         let placement = obj.opt(cx, "placement");
         let blocks = obj.field(cx, "blocks", Blocks::default);
         let nodes = obj.opt(cx, "nodes");
-        let reservation = obj.opt(cx, "reservation");
         let resources = obj.opt(cx, "resources");
-        let profile = ProfileParams::read(&mut obj, cx, ProfileScope::Fleet);
+        let (reservation, profile) =
+            ProfileParams::read(&mut obj, cx, ProfileScope::Fleet).into_fleet();
         let ssh_config = obj.opt(cx, "ssh_config");
         let env = obj.field(cx, "env", Env::default);
         obj.finish(cx);
@@ -749,7 +749,7 @@ mod ip {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::test_support::{FOREIGN_MODULES_MERGED, check_err, check_json};
+    use crate::fleet::test_support::{check_err, check_json};
 
     // Spec §13 E5, E6 and I7, verbatim.
     const E5: &str = r#"type: fleet
@@ -877,10 +877,6 @@ tags:
             ),
         ];
         for (yaml, json) in cases {
-            // E6 sets profile fields the placeholder profile module does not read yet.
-            if *yaml == E6 && !FOREIGN_MODULES_MERGED {
-                continue;
-            }
             check_json(yaml, json);
         }
     }
@@ -1014,9 +1010,6 @@ tags:
             (E6, &[]),
         ];
         for (yaml, expected) in cases {
-            if *yaml == E6 && !FOREIGN_MODULES_MERGED {
-                continue;
-            }
             let parsed = crate::parse_configuration(yaml);
             let Some(crate::AnyConfiguration::Fleet(fleet)) = parsed.configuration else {
                 panic!("{yaml}: {:?}", parsed.diagnostics);
@@ -1033,58 +1026,6 @@ pub(crate) mod test_support {
 
     use crate::parse_configuration;
 
-    /// Whether `env`, `resources` and `profile` are the real modules rather than the
-    /// placeholders this branch was written against. While they are placeholders, the keys
-    /// they own are left out of the comparison; flip this once they are merged.
-    pub(crate) const FOREIGN_MODULES_MERGED: bool = false;
-
-    const PROFILE_KEYS: &[&str] = &[
-        "backends",
-        "regions",
-        "availability_zones",
-        "instance_types",
-        "reservation",
-        "spot_policy",
-        "retry",
-        "max_duration",
-        "stop_duration",
-        "max_price",
-        "creation_policy",
-        "idle_duration",
-        "utilization_policy",
-        "startup_order",
-        "stop_criteria",
-        "schedule",
-        "fleets",
-        "instances",
-        "tags",
-        "backend_options",
-    ];
-
-    fn strip_foreign(mut json: Value) -> Value {
-        if FOREIGN_MODULES_MERGED {
-            return json;
-        }
-        let Some(map) = json.as_object_mut() else {
-            return json;
-        };
-        let keys: Vec<&str> = match map.get("type").and_then(Value::as_str) {
-            Some("fleet") => ["resources", "env"]
-                .into_iter()
-                .chain(crate::fleet::FLEET_PROFILE_FIELDS.iter().copied())
-                .collect(),
-            Some("preset") => ["env"]
-                .into_iter()
-                .chain(PROFILE_KEYS.iter().copied())
-                .collect(),
-            _ => Vec::new(),
-        };
-        for key in keys {
-            map.shift_remove(key);
-        }
-        json
-    }
-
     /// Parses `yaml` and compares the JSON with `expected` (dstack's `model_dump_json()`),
     /// key order included.
     pub(crate) fn check_json(yaml: &str, expected: &str) {
@@ -1094,22 +1035,15 @@ pub(crate) mod test_support {
         };
         let got = serde_json::to_value(&conf).expect("serializes");
         let want: Value = serde_json::from_str(expected).expect("expected JSON is valid");
-        let (got, want) = (strip_foreign(got), strip_foreign(want));
         assert_eq!(
             serde_json::to_string(&got).expect("serializes"),
             serde_json::to_string(&want).expect("serializes"),
             "\n{yaml}"
         );
         // The wire JSON must read back to the same configuration.
-        let own_fields_only = !matches!(
-            want.get("type").and_then(Value::as_str),
-            Some("fleet" | "preset")
-        );
-        if FOREIGN_MODULES_MERGED || own_fields_only {
-            let back: crate::AnyConfiguration =
-                serde_json::from_value(want.clone()).expect("wire JSON deserializes");
-            assert_eq!(serde_json::to_value(&back).expect("serializes"), want);
-        }
+        let back: crate::AnyConfiguration =
+            serde_json::from_value(want.clone()).expect("wire JSON deserializes");
+        assert_eq!(serde_json::to_value(&back).expect("serializes"), want);
     }
 
     /// Parses `yaml`, expects it to fail, and looks for `needle` in the rendered errors.
