@@ -11,10 +11,12 @@ pub mod de;
 pub mod env;
 pub mod fleet;
 pub mod gateway;
+mod placeholder;
 pub mod preset;
 pub mod profile;
 pub mod resources;
 pub mod run;
+pub mod service;
 pub mod volume;
 pub mod yaml;
 
