@@ -20,13 +20,13 @@ use crate::yaml::{self, Node, Value};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum AnyConfiguration {
-    DevEnvironment(DevEnvironmentConfiguration),
-    Task(TaskConfiguration),
-    Service(ServiceConfiguration),
-    Fleet(FleetConfiguration),
-    Gateway(GatewayConfiguration),
-    Volume(VolumeConfiguration),
-    Preset(PresetConfiguration),
+    DevEnvironment(Box<DevEnvironmentConfiguration>),
+    Task(Box<TaskConfiguration>),
+    Service(Box<ServiceConfiguration>),
+    Fleet(Box<FleetConfiguration>),
+    Gateway(Box<GatewayConfiguration>),
+    Volume(Box<VolumeConfiguration>),
+    Preset(Box<PresetConfiguration>),
 }
 
 /// The values of the `type` discriminator, in dstack's order.
@@ -74,15 +74,23 @@ impl FromNode for AnyConfiguration {
             _ => "",
         };
         Some(match kind {
-            "dev-environment" => {
-                AnyConfiguration::DevEnvironment(DevEnvironmentConfiguration::from_node(node, cx)?)
+            "dev-environment" => AnyConfiguration::DevEnvironment(Box::new(
+                DevEnvironmentConfiguration::from_node(node, cx)?,
+            )),
+            "task" => AnyConfiguration::Task(Box::new(TaskConfiguration::from_node(node, cx)?)),
+            "service" => {
+                AnyConfiguration::Service(Box::new(ServiceConfiguration::from_node(node, cx)?))
             }
-            "task" => AnyConfiguration::Task(TaskConfiguration::from_node(node, cx)?),
-            "service" => AnyConfiguration::Service(ServiceConfiguration::from_node(node, cx)?),
-            "fleet" => AnyConfiguration::Fleet(FleetConfiguration::from_node(node, cx)?),
-            "gateway" => AnyConfiguration::Gateway(GatewayConfiguration::from_node(node, cx)?),
-            "volume" => AnyConfiguration::Volume(VolumeConfiguration::from_node(node, cx)?),
-            "preset" => AnyConfiguration::Preset(PresetConfiguration::from_node(node, cx)?),
+            "fleet" => AnyConfiguration::Fleet(Box::new(FleetConfiguration::from_node(node, cx)?)),
+            "gateway" => {
+                AnyConfiguration::Gateway(Box::new(GatewayConfiguration::from_node(node, cx)?))
+            }
+            "volume" => {
+                AnyConfiguration::Volume(Box::new(VolumeConfiguration::from_node(node, cx)?))
+            }
+            "preset" => {
+                AnyConfiguration::Preset(Box::new(PresetConfiguration::from_node(node, cx)?))
+            }
             _ => {
                 let message = format!(
                     "expected one of {}, found {}",
@@ -161,6 +169,15 @@ pub fn parse_configuration(text: &str) -> Parsed {
 
 /// dstack's server-side rules that need no server state (names, mutually exclusive fields
 /// checked at plan time, limits), so `dstack validate` gives the verdict `dstack apply` would.
-pub fn static_checks(_configuration: &AnyConfiguration) -> Vec<String> {
-    Vec::new()
+pub fn static_checks(configuration: &AnyConfiguration) -> Vec<String> {
+    match configuration {
+        AnyConfiguration::Fleet(c) => c.static_checks(),
+        AnyConfiguration::Gateway(c) => c.static_checks(),
+        AnyConfiguration::Volume(c) => c.static_checks(),
+        AnyConfiguration::DevEnvironment(c) => c.static_checks(),
+        AnyConfiguration::Task(c) => c.static_checks(),
+        AnyConfiguration::Service(c) => c.static_checks(),
+        // Presets are used locally by the CLI; the server never sees them.
+        AnyConfiguration::Preset(_) => Vec::new(),
+    }
 }

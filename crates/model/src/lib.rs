@@ -11,7 +11,7 @@ pub mod de;
 pub mod env;
 pub mod fleet;
 pub mod gateway;
-mod placeholder;
+pub mod gpus;
 pub mod preset;
 pub mod profile;
 pub mod resources;

@@ -134,7 +134,7 @@ impl FromNode for CpuArch {
 }
 
 /// A GPU or accelerator vendor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GpuVendor {
     Nvidia,
     Amd,

@@ -33,17 +33,13 @@ use crate::common::{OffDuration, PortMapping, Range};
 use crate::de::{Cx, FromNode, Object, choice, int_in, seq_with};
 use crate::env::Env;
 use crate::profile::{ProfileParams, ProfileScope};
-use crate::resources::ResourcesSpec;
+use crate::resources::{CpuArch, ResourcesSpec};
 use crate::service::{
     ProbeConfig, RateLimit, ReplicaGroup, ScalingSpec, ServiceGateway, ServiceHttps, ServiceModel,
     parse_groups, parse_replicas, parse_service_port,
 };
 use crate::string_enum;
 use crate::yaml::{Node, Value};
-
-/// Kept so the modules still holding placeholders build; the macro lives in `placeholder.rs`.
-#[allow(unused_imports)]
-pub(crate) use crate::placeholder::placeholder;
 
 string_enum! {
     /// The `type` of a run configuration.
@@ -822,20 +818,96 @@ fn is_valid_docker_volume_target(path: &str) -> bool {
 ///
 /// They are read through the profile's JSON form so this module does not depend on how the
 /// profile module types those fields.
-fn profile_static_checks(profile: &ProfileParams, out: &mut Vec<String>) {
-    let Ok(json) = serde_json::to_value(profile) else {
+/// Where a run's jobs take their resources, image and Docker-in-Docker setting from: the
+/// whole run, or each group (with its index).
+struct ImageTarget<'a> {
+    group: Option<usize>,
+    resources: &'a ResourcesSpec,
+    image: Option<&'a str>,
+    docker: bool,
+}
+
+/// dstack's `image` checks for accelerators and ARM CPUs the default image cannot serve
+/// (`_validate_gpu_vendor_and_image`, `_validate_cpu_arch_and_image`).
+fn image_static_checks(targets: &[ImageTarget<'_>], out: &mut Vec<String>) {
+    let mut vendors = std::collections::BTreeSet::new();
+    let mut gpu_groups = Vec::new();
+    for t in targets {
+        let found =
+            crate::gpus::vendors_requiring_image(t.resources.gpu.as_ref(), t.image, t.docker);
+        if !found.is_empty() {
+            vendors.extend(found.iter().map(|v| v.as_str()));
+            gpu_groups.extend(t.group);
+        }
+    }
+    if !vendors.is_empty() {
+        let list: Vec<String> = vendors.iter().map(|v| format!("'{v}'")).collect();
+        let message = format!(
+            "`image` must be set when the requested accelerator is not supported by the default image: [{}]",
+            list.join(", ")
+        );
+        out.push(with_groups(&gpu_groups, message));
         return;
-    };
-    let retry_duration = json
-        .pointer("/retry/duration")
-        .and_then(serde_json::Value::as_i64);
-    if retry_duration.is_some_and(|d| d < 0) {
+    }
+    let arm: Vec<&ImageTarget<'_>> = targets
+        .iter()
+        .filter(|t| t.resources.cpu.arch == Some(CpuArch::Arm))
+        .collect();
+    let with_docker: Vec<usize> = arm
+        .iter()
+        .filter(|t| t.docker)
+        .filter_map(|t| t.group)
+        .collect();
+    let without_image: Vec<usize> = arm
+        .iter()
+        .filter(|t| !t.docker && t.image.is_none())
+        .filter_map(|t| t.group)
+        .collect();
+    match targets {
+        [ImageTarget { group: None, .. }] => {
+            if let Some(t) = arm.first() {
+                if t.docker {
+                    out.push("`docker: true` is not supported on ARM CPU".to_owned());
+                } else if t.image.is_none() {
+                    out.push("`image` must be set when ARM CPU requested".to_owned());
+                }
+            }
+        }
+        _ => {
+            if !without_image.is_empty() {
+                out.push(with_groups(
+                    &without_image,
+                    "`image` must be set when ARM CPU requested".to_owned(),
+                ));
+            }
+            if !with_docker.is_empty() {
+                out.push(with_groups(
+                    &with_docker,
+                    "`docker: true` is not supported on ARM CPU".to_owned(),
+                ));
+            }
+        }
+    }
+}
+
+/// Prefixes `groups[0, 2]: ` (dstack's Python list repr) when the message is about groups.
+fn with_groups(groups: &[usize], message: String) -> String {
+    if groups.is_empty() {
+        return message;
+    }
+    let list: Vec<String> = groups.iter().map(ToString::to_string).collect();
+    format!("groups[{}]: {message}", list.join(", "))
+}
+
+fn profile_static_checks(profile: &ProfileParams, out: &mut Vec<String>) {
+    if let Some(crate::profile::Retry::Policy(policy)) = &profile.retry
+        && policy.duration.is_some_and(|d| d.0 < 0)
+    {
         out.push("retry.duration cannot be negative".to_owned());
     }
-    let time_window = json
-        .pointer("/utilization_policy/time_window")
-        .and_then(serde_json::Value::as_i64);
-    if time_window.is_some_and(|w| w > METRICS_RUNNING_TTL_SECONDS) {
+    if let Some(policy) = &profile.utilization_policy
+        && policy.time_window.0 > METRICS_RUNNING_TTL_SECONDS
+    {
         out.push(format!(
             "Maximum utilization_policy.time_window is {METRICS_RUNNING_TTL_SECONDS}s"
         ));
@@ -844,14 +916,6 @@ fn profile_static_checks(profile: &ProfileParams, out: &mut Vec<String>) {
 
 /// `DSTACK_SERVER_METRICS_RUNNING_TTL_SECONDS` default.
 const METRICS_RUNNING_TTL_SECONDS: i64 = 3600;
-
-/// Whether the profile has a `schedule`.
-fn profile_has_schedule(profile: &ProfileParams) -> bool {
-    serde_json::to_value(profile)
-        .ok()
-        .and_then(|j| j.get("schedule").map(|s| !s.is_null()))
-        .unwrap_or(false)
-}
 
 /// Runs dstack's model (cross-field) rules once every field is valid, then reports unknown
 /// keys. Returns the model only if nothing was wrong since `mark`.
@@ -965,6 +1029,15 @@ impl DevEnvironmentConfiguration {
         let mut out = Vec::new();
         self.base.static_checks(&mut out);
         profile_static_checks(&self.profile, &mut out);
+        image_static_checks(
+            &[ImageTarget {
+                group: None,
+                resources: &self.base.resources,
+                image: self.base.image.as_deref(),
+                docker: self.base.docker == Some(true),
+            }],
+            &mut out,
+        );
         out
     }
 }
@@ -1113,6 +1186,25 @@ impl TaskConfiguration {
         let mut out = Vec::new();
         self.base.static_checks(&mut out);
         profile_static_checks(&self.profile, &mut out);
+        let targets: Vec<ImageTarget<'_>> = match &self.groups {
+            Some(groups) => groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| ImageTarget {
+                    group: Some(i),
+                    resources: &g.resources,
+                    image: self.base.image.as_deref(),
+                    docker: self.base.docker == Some(true),
+                })
+                .collect(),
+            None => vec![ImageTarget {
+                group: None,
+                resources: &self.base.resources,
+                image: self.base.image.as_deref(),
+                docker: self.base.docker == Some(true),
+            }],
+        };
+        image_static_checks(&targets, &mut out);
         out
     }
 
@@ -1251,13 +1343,74 @@ impl ServiceConfiguration {
         }
     }
 
+    /// With `gateway: false` the service certainly runs without a gateway, so dstack's
+    /// gateway-less rules apply (otherwise the project's default gateway decides, which
+    /// needs server state). dstack stops at the first; so do we.
+    fn gateway_static_checks(&self, out: &mut Vec<String>) {
+        let dynamo = self.groups.iter().flatten().any(|g| {
+            g.router
+                .as_ref()
+                .is_some_and(|r| r.kind == crate::service::RouterType::Dynamo)
+        });
+        if self.profile.retry.is_some() && dynamo {
+            out.push(
+                "Retry cannot be configured for services with a Dynamo router replica group. \
+                 The router's address must remain stable for the life of the run; allowing retry \
+                 would leave workers bound to a router that no longer exists. Remove `retry` from \
+                 the profile/configuration and re-apply."
+                    .to_owned(),
+            );
+        }
+        if self.gateway != Some(ServiceGateway::Bool(false)) {
+            return;
+        }
+        if self.https == Some(ServiceHttps::Bool(false)) {
+            out.push(
+                "Setting `https: False` is not allowed without a gateway. Please configure a \
+                 gateway or remove the `https` property from the service configuration"
+                    .to_owned(),
+            );
+        } else if self.replica_ranges().iter().any(|r| r.min != r.max) {
+            out.push(
+                "Auto-scaling is not supported when running services without a gateway. Please \
+                 configure a gateway or set `replicas` to a fixed value in the service configuration"
+                    .to_owned(),
+            );
+        } else if !self.rate_limits.is_empty() {
+            out.push(
+                "Rate limits are not supported when running services without a gateway. Please \
+                 configure a gateway or remove `rate_limits` from the service configuration"
+                    .to_owned(),
+            );
+        }
+    }
+
     /// dstack's server-side run checks that need no server state, with dstack's messages.
     pub fn static_checks(&self) -> Vec<String> {
         let mut out = Vec::new();
         self.base.static_checks(&mut out);
         profile_static_checks(&self.profile, &mut out);
-        if profile_has_schedule(&self.profile)
-            && self.replica_ranges().iter().all(|r| r.min == Some(0))
+        let groups: Vec<ImageTarget<'_>> = match &self.groups {
+            Some(groups) => groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| ImageTarget {
+                    group: Some(i),
+                    resources: &g.resources,
+                    image: g.image.as_deref().or(self.base.image.as_deref()),
+                    docker: g.docker.or(self.base.docker) == Some(true),
+                })
+                .collect(),
+            None => vec![ImageTarget {
+                group: None,
+                resources: &self.base.resources,
+                image: self.base.image.as_deref(),
+                docker: self.base.docker == Some(true),
+            }],
+        };
+        image_static_checks(&groups, &mut out);
+        self.gateway_static_checks(&mut out);
+        if self.profile.schedule.is_some() && self.replica_ranges().iter().all(|r| r.min == Some(0))
         {
             out.push("Scheduled services with autoscaling to zero are not supported".to_owned());
         }
@@ -2493,62 +2646,11 @@ port: 80
         json
     }
 
-    /// The profile fields other than `backends`, which the placeholder profile module does not
-    /// know yet.
-    const PROFILE_KEYS: &[&str] = &[
-        "regions",
-        "availability_zones",
-        "instance_types",
-        "reservation",
-        "spot_policy",
-        "retry",
-        "max_duration",
-        "stop_duration",
-        "max_price",
-        "creation_policy",
-        "idle_duration",
-        "utilization_policy",
-        "startup_order",
-        "stop_criteria",
-        "schedule",
-        "fleets",
-        "instances",
-        "tags",
-        "backend_options",
-    ];
-
-    /// The input as this worktree can read it: while `profile.rs` is still the placeholder,
-    /// top-level profile fields are dropped (they are not this module's to check). Once the
-    /// real profile module is in, the input is used as is.
-    fn input(text: &str) -> String {
-        let placeholder_profile = parse_configuration("type: task\nimage: i\nspot_policy: auto\n")
-            .configuration
-            .is_none();
-        if !placeholder_profile {
-            return text.to_owned();
-        }
-        let mut out = String::new();
-        let mut skipping = false;
-        for line in text.lines() {
-            let top_key = (!line.starts_with([' ', '-']))
-                .then(|| line.split(':').next())
-                .flatten();
-            if let Some(key) = top_key {
-                skipping = PROFILE_KEYS.contains(&key);
-            }
-            if !skipping {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out
-    }
-
     #[test]
     fn valid_configurations_serialize_as_dstack_does() {
         let mut failures = Vec::new();
         for (name, text, expected) in VALID {
-            let (conf, messages) = parse(&input(text));
+            let (conf, messages) = parse(text);
             let Some(conf) = conf else {
                 failures.push(format!("{name}: refused: {messages:?}"));
                 continue;
@@ -2583,7 +2685,7 @@ port: 80
     #[test]
     fn valid_configurations_round_trip_through_json() {
         for (name, text, _) in VALID {
-            let (conf, messages) = parse(&input(text));
+            let (conf, messages) = parse(text);
             let conf = conf.unwrap_or_else(|| panic!("{name}: {messages:?}"));
             let json = serde_json::to_value(&conf).unwrap_or_default();
             let back: Result<AnyConfiguration, _> = serde_json::from_value(json);
