@@ -364,8 +364,8 @@ impl FromNode for PresetConfiguration {
                 cx.error(
                     node,
                     format!(
-                        "{} shape synthetic prompts and cannot be set together with `dataset`; a dataset defines its own request shape",
-                        set.join(", ")
+                        "{} cannot be set together with `dataset`: these fields shape synthetic prompts, and a dataset brings its own",
+                        set.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
                     ),
                 );
                 return None;
@@ -498,7 +498,7 @@ mod tests {
             ),
             (
                 "type: preset\nrepo: r\ndataset: sharegpt\ninput_tokens: 5\noutput_tokens: 4",
-                "input_tokens, output_tokens shape synthetic prompts and cannot be set together with `dataset`; a dataset defines its own request shape",
+                "`input_tokens`, `output_tokens` cannot be set together with `dataset`: these fields shape synthetic prompts, and a dataset brings its own",
             ),
             (
                 "type: preset\nrepo: r\nshared_prefix_tokens: 1024",
