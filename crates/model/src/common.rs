@@ -614,6 +614,57 @@ pub fn positive_f64(node: &Node, cx: &mut Cx) -> Option<f64> {
     Some(v)
 }
 
+/// `^[a-z][a-z0-9-]{1,40}$`: run, fleet, gateway and volume names (checked by dstack's server).
+pub fn is_valid_resource_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (2..=41).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// dstack's message for a name that fails [`is_valid_resource_name`].
+pub const RESOURCE_NAME_ERROR: &str = "Resource name should match regex '^[a-z][a-z0-9-]{1,40}$'";
+
+/// `^[a-z0-9][a-z0-9-]{0,39}$`: replica group and node group names.
+pub fn is_valid_group_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (1..=40).contains(&b.len())
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// Reads the `type` key of a configuration read directly (wire JSON): absent is fine, any
+/// value other than `expected` is an error.
+pub fn check_type_tag(obj: &mut Object<'_>, cx: &mut Cx, expected: &str) {
+    if let Some(node) = obj.raw("type")
+        && node.as_str() != Some(expected)
+    {
+        cx.at_field("type", |cx| cx.expected(node, &format!("`{expected}`")));
+    }
+}
+
+/// Reads the `type` discriminator of a tagged mapping; `None` after an error.
+pub fn read_tag<'c>(node: &Node, cx: &mut Cx, tags: &[&'c str]) -> Option<&'c str> {
+    if !matches!(node.value, Value::Map(_)) {
+        cx.expected(node, "a mapping with a `type` field");
+        return None;
+    }
+    let Some(tag) = node.get("type") else {
+        let list: Vec<String> = tags.iter().map(|t| format!("`{t}`")).collect();
+        cx.error_help(
+            node,
+            "missing required field `type`",
+            format!("set `type` to one of {}", list.join(", ")),
+        );
+        return None;
+    };
+    cx.at_field("type", |cx| crate::de::choice(tag, cx, tags))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

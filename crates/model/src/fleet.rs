@@ -14,6 +14,7 @@
 use serde::Serialize;
 use serde::ser::{Error as _, SerializeMap};
 
+use crate::common::{RESOURCE_NAME_ERROR, check_type_tag, is_valid_resource_name};
 use crate::de::{Cx, FromNode, Object, lax_int, seq_with};
 use crate::env::Env;
 use crate::profile::{FleetProfileParams, ProfileParams, ProfileScope};
@@ -35,31 +36,6 @@ pub const FLEET_PROFILE_FIELDS: &[&str] = &[
     "tags",
     "backend_options",
 ];
-
-/// dstack's resource name rule for fleets, gateways and volumes (checked by the server).
-pub(crate) fn is_valid_resource_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
-    let rest: Vec<char> = chars.collect();
-    first_ok
-        && (1..=40).contains(&rest.len())
-        && rest
-            .iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
-}
-
-pub(crate) const RESOURCE_NAME_ERROR: &str =
-    "Resource name should match regex '^[a-z][a-z0-9-]{1,40}$'";
-
-/// Reads the `type` key of a configuration read directly (wire JSON): absent is fine, any
-/// value other than `expected` is an error.
-pub(crate) fn check_type_tag(obj: &mut Object<'_>, cx: &mut Cx, expected: &str) {
-    if let Some(node) = obj.raw("type")
-        && node.as_str() != Some(expected)
-    {
-        cx.at_field("type", |cx| cx.expected(node, &format!("`{expected}`")));
-    }
-}
 
 string_enum! {
     /// How a fleet's instances are placed: `cluster` means interconnected.

@@ -9,9 +9,9 @@ use indexmap::IndexMap;
 use serde::Serialize;
 
 use crate::common::{BackendType, parse_tags};
+use crate::common::{RESOURCE_NAME_ERROR, check_type_tag, is_valid_resource_name, read_tag};
 use crate::de::{Cx, FromNode, Object, int_in};
-use crate::fleet::{RESOURCE_NAME_ERROR, check_type_tag, is_valid_resource_name};
-use crate::yaml::{Node, Value};
+use crate::yaml::Node;
 
 /// dstack's default for `DSTACK_SERVER_GATEWAY_MAX_REPLICAS`.
 pub const GATEWAY_MAX_REPLICAS: i64 = 9;
@@ -44,24 +44,6 @@ pub enum GatewayCertificate {
 }
 
 const CERTIFICATE_TYPES: &[&str] = &["lets-encrypt", "acm", "gcp-cm"];
-
-/// Reads the `type` discriminator of a tagged mapping; `None` after an error.
-pub(crate) fn read_tag<'c>(node: &Node, cx: &mut Cx, tags: &[&'c str]) -> Option<&'c str> {
-    if !matches!(node.value, Value::Map(_)) {
-        cx.expected(node, "a mapping with a `type` field");
-        return None;
-    }
-    let Some(tag) = node.get("type") else {
-        let list: Vec<String> = tags.iter().map(|t| format!("`{t}`")).collect();
-        cx.error_help(
-            node,
-            "missing required field `type`",
-            format!("set `type` to one of {}", list.join(", ")),
-        );
-        return None;
-    };
-    cx.at_field("type", |cx| crate::de::choice(tag, cx, tags))
-}
 
 impl FromNode for GatewayCertificate {
     fn from_node(node: &Node, cx: &mut Cx) -> Option<Self> {

@@ -11,9 +11,9 @@ use serde::Serialize;
 use serde::ser::{Error as _, SerializeMap};
 
 use crate::common::EntityReference;
+use crate::common::check_type_tag;
 use crate::de::{Cx, FromNode, Object, int_in, lax_bool};
 use crate::env::Env;
-use crate::fleet::check_type_tag;
 use crate::profile::{ProfileParams, ProfileScope};
 use crate::string_enum;
 use crate::yaml::{Node, Value};

@@ -29,7 +29,10 @@
 
 use serde::Serialize;
 
-use crate::common::{OffDuration, PortMapping, Range};
+use crate::common::{
+    OffDuration, PortMapping, RESOURCE_NAME_ERROR, Range, is_valid_group_name,
+    is_valid_resource_name,
+};
 use crate::de::{Cx, FromNode, Object, choice, int_in, seq_with};
 use crate::env::Env;
 use crate::profile::{ProfileParams, ProfileScope};
@@ -779,7 +782,7 @@ impl BaseRunConfiguration {
         if let Some(name) = &self.name
             && !is_valid_resource_name(name)
         {
-            out.push("Resource name should match regex '^[a-z][a-z0-9-]{1,40}$'".to_owned());
+            out.push(RESOURCE_NAME_ERROR.to_owned());
         }
         for mount in &self.volumes {
             if !is_valid_docker_volume_target(mount.path()) {
@@ -787,26 +790,6 @@ impl BaseRunConfiguration {
             }
         }
     }
-}
-
-/// `^[a-z][a-z0-9-]{1,40}$`: run, fleet, gateway and volume names.
-pub fn is_valid_resource_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    (2..=41).contains(&b.len())
-        && b[0].is_ascii_lowercase()
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-}
-
-/// `^[a-z0-9][a-z0-9-]{0,39}$`: replica group and node group names.
-pub fn is_valid_group_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    (1..=40).contains(&b.len())
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 /// dstack's Docker mount target rule: absolute, no trailing `/` (except `/`), no NUL.

@@ -6,12 +6,11 @@
 
 use serde::Serialize;
 
-use crate::common::{Duration, EntityReference, PortMapping, Range};
+use crate::common::{Duration, EntityReference, PortMapping, Range, is_valid_group_name};
 use crate::de::{Cx, FromNode, Object, choice, int_in, lax_bool, lax_float, seq_with};
 use crate::resources::ResourcesSpec;
 use crate::run::{
-    PythonVersion, duplicates, is_valid_group_name, parse_nvcc, parse_python, py_str_list,
-    string_choice, truthy,
+    PythonVersion, duplicates, parse_nvcc, parse_python, py_str_list, string_choice, truthy,
 };
 use crate::string_enum;
 use crate::yaml::{Node, Value, python_float_repr};

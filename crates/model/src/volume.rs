@@ -14,8 +14,8 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 
 use crate::common::{Memory, parse_idle_duration, parse_tags};
+use crate::common::{RESOURCE_NAME_ERROR, check_type_tag, is_valid_resource_name};
 use crate::de::{Cx, FromNode, Object, choice};
-use crate::fleet::{RESOURCE_NAME_ERROR, check_type_tag, is_valid_resource_name};
 use crate::yaml::Node;
 
 /// The `backend` values a volume may have, in dstack's order.
