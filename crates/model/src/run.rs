@@ -711,23 +711,7 @@ impl BaseRunConfiguration {
         let priority = obj.opt_with(cx, "priority", |n, cx| int_in(n, cx, Some(0), Some(100)));
         let volumes = obj.field(cx, "volumes", Vec::new);
         let docker = obj.opt_with(cx, "docker", |n, cx| {
-            let v = bool::from_node(n, cx)?;
-            let conflict = if !v {
-                None
-            } else if image_set {
-                Some("`image` and `docker` are mutually exclusive fields")
-            } else if python.is_some() {
-                Some("`python` and `docker` are mutually exclusive fields")
-            } else if nvcc == Some(true) {
-                Some("`nvcc` and `docker` are mutually exclusive fields")
-            } else {
-                None
-            };
-            if let Some(message) = conflict {
-                cx.error(n, message);
-                return None;
-            }
-            Some(v)
+            parse_docker(n, cx, image_set, python.is_some(), nvcc, "fields")
         });
         let repos = obj.field_with(cx, "repos", Vec::new, |n, cx| {
             let repos = Vec::<RepoSpec>::from_node(n, cx)?;
@@ -880,6 +864,38 @@ fn with_groups(groups: &[usize], message: String) -> String {
     }
     let list: Vec<String> = groups.iter().map(ToString::to_string).collect();
     format!("groups[{}]: {message}", list.join(", "))
+}
+
+/// `docker: true` excludes `image`, `python` and `nvcc: true`; `scope` ends dstack's message
+/// (`fields` at the top level, `within a replica group` in a group).
+pub(crate) fn parse_docker(
+    node: &Node,
+    cx: &mut Cx,
+    image_set: bool,
+    python_set: bool,
+    nvcc: Option<bool>,
+    scope: &str,
+) -> Option<bool> {
+    let v = bool::from_node(node, cx)?;
+    let conflict = if !v {
+        None
+    } else if image_set {
+        Some("image")
+    } else if python_set {
+        Some("python")
+    } else if nvcc == Some(true) {
+        Some("nvcc")
+    } else {
+        None
+    };
+    if let Some(other) = conflict {
+        cx.error(
+            node,
+            format!("`{other}` and `docker` are mutually exclusive {scope}"),
+        );
+        return None;
+    }
+    Some(v)
 }
 
 fn profile_static_checks(profile: &ProfileParams, out: &mut Vec<String>) {

@@ -10,7 +10,8 @@ use crate::common::{Duration, EntityReference, PortMapping, Range, is_valid_grou
 use crate::de::{Cx, FromNode, Object, choice, int_in, lax_bool, lax_float, seq_with};
 use crate::resources::ResourcesSpec;
 use crate::run::{
-    PythonVersion, duplicates, parse_nvcc, parse_python, py_str_list, string_choice, truthy,
+    PythonVersion, duplicates, parse_docker, parse_nvcc, parse_python, py_str_list, string_choice,
+    truthy,
 };
 use crate::string_enum;
 use crate::yaml::{Node, Value, python_float_repr};
@@ -757,23 +758,14 @@ impl ReplicaGroup {
         });
         let nvcc = obj.opt_with(cx, "nvcc", |n, cx| parse_nvcc(n, cx, image_set));
         let docker = obj.opt_with(cx, "docker", |n, cx| {
-            let v = bool::from_node(n, cx)?;
-            let conflict = if !v {
-                None
-            } else if image_set {
-                Some("`image` and `docker` are mutually exclusive within a replica group")
-            } else if python.is_some() {
-                Some("`python` and `docker` are mutually exclusive within a replica group")
-            } else if nvcc == Some(true) {
-                Some("`nvcc` and `docker` are mutually exclusive within a replica group")
-            } else {
-                None
-            };
-            if let Some(message) = conflict {
-                cx.error(n, message);
-                return None;
-            }
-            Some(v)
+            parse_docker(
+                n,
+                cx,
+                image_set,
+                python.is_some(),
+                nvcc,
+                "within a replica group",
+            )
         });
         let privileged = obj.opt_with(cx, "privileged", |n, cx| {
             let v = bool::from_node(n, cx)?;
