@@ -661,6 +661,16 @@ pub struct BaseRunConfiguration {
 }
 
 impl BaseRunConfiguration {
+    /// The whole run as the target of the image checks (no groups).
+    fn image_target(&self) -> ImageTarget<'_> {
+        ImageTarget {
+            group: None,
+            resources: &self.resources,
+            image: self.image.as_deref(),
+            docker: self.docker == Some(true),
+        }
+    }
+
     /// Reads the shared fields from an open mapping, with dstack's field validators.
     fn read(obj: &mut Object<'_>, cx: &mut Cx, kind: RunConfigurationType) -> Self {
         let kind = obj.field_with(
@@ -1028,15 +1038,7 @@ impl DevEnvironmentConfiguration {
         let mut out = Vec::new();
         self.base.static_checks(&mut out);
         profile_static_checks(&self.profile, &mut out);
-        image_static_checks(
-            &[ImageTarget {
-                group: None,
-                resources: &self.base.resources,
-                image: self.base.image.as_deref(),
-                docker: self.base.docker == Some(true),
-            }],
-            &mut out,
-        );
+        image_static_checks(&[self.base.image_target()], &mut out);
         out
     }
 }
@@ -1082,9 +1084,21 @@ impl NodeGroup {
 }
 
 fn parse_node_groups(node: &Node, cx: &mut Cx) -> Option<Vec<NodeGroup>> {
+    parse_named_groups(node, cx, "node", NodeGroup::read, |g| &g.name)
+}
+
+/// Reads a non-empty list of groups whose names (defaulting to the index) are unique;
+/// `kind` is `node` or `replica` for the messages.
+pub(crate) fn parse_named_groups<T>(
+    node: &Node,
+    cx: &mut Cx,
+    kind: &str,
+    read: impl Fn(&Node, &mut Cx, usize) -> Option<T>,
+    name: impl Fn(&T) -> &str,
+) -> Option<Vec<T>> {
     let mut index = 0;
     let groups = seq_with(node, cx, |n, cx| {
-        let g = NodeGroup::read(n, cx, index);
+        let g = read(n, cx, index);
         index += 1;
         g
     })?;
@@ -1092,14 +1106,14 @@ fn parse_node_groups(node: &Node, cx: &mut Cx) -> Option<Vec<NodeGroup>> {
         cx.error(node, "`groups` cannot be an empty list");
         return None;
     }
-    let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
-    let duplicates = duplicates(&names);
-    if !duplicates.is_empty() {
+    let names: Vec<&str> = groups.iter().map(&name).collect();
+    let repeated = duplicates(&names);
+    if !repeated.is_empty() {
         cx.error(
             node,
             format!(
-                "Duplicate node group names found: {}. Each node group must have a unique name.",
-                py_str_list(&duplicates)
+                "Duplicate {kind} group names found: {}. Each {kind} group must have a unique name.",
+                py_str_list(&repeated)
             ),
         );
         return None;
@@ -1196,12 +1210,7 @@ impl TaskConfiguration {
                     docker: self.base.docker == Some(true),
                 })
                 .collect(),
-            None => vec![ImageTarget {
-                group: None,
-                resources: &self.base.resources,
-                image: self.base.image.as_deref(),
-                docker: self.base.docker == Some(true),
-            }],
+            None => vec![self.base.image_target()],
         };
         image_static_checks(&targets, &mut out);
         out
@@ -1400,12 +1409,7 @@ impl ServiceConfiguration {
                     docker: g.docker.or(self.base.docker) == Some(true),
                 })
                 .collect(),
-            None => vec![ImageTarget {
-                group: None,
-                resources: &self.base.resources,
-                image: self.base.image.as_deref(),
-                docker: self.base.docker == Some(true),
-            }],
+            None => vec![self.base.image_target()],
         };
         image_static_checks(&groups, &mut out);
         self.gateway_static_checks(&mut out);

@@ -7,11 +7,11 @@
 use serde::Serialize;
 
 use crate::common::{Duration, EntityReference, PortMapping, Range, is_valid_group_name};
-use crate::de::{Cx, FromNode, Object, choice, int_in, lax_bool, lax_float, seq_with};
+use crate::de::{Cx, FromNode, Object, choice, int_in, lax_bool, lax_float};
 use crate::resources::ResourcesSpec;
 use crate::run::{
-    PythonVersion, duplicates, parse_docker, parse_nvcc, parse_python, py_str_list, string_choice,
-    truthy,
+    PythonVersion, duplicates, parse_docker, parse_named_groups, parse_nvcc, parse_python,
+    py_str_list, string_choice, truthy,
 };
 use crate::string_enum;
 use crate::yaml::{Node, Value, python_float_repr};
@@ -807,29 +807,7 @@ impl ReplicaGroup {
 
 /// Reads replica groups (`groups`, or the legacy list under `replicas`).
 pub(crate) fn parse_groups(node: &Node, cx: &mut Cx) -> Option<Vec<ReplicaGroup>> {
-    let mut index = 0;
-    let groups = seq_with(node, cx, |n, cx| {
-        let g = ReplicaGroup::read(n, cx, index);
-        index += 1;
-        g
-    })?;
-    if groups.is_empty() {
-        cx.error(node, "`groups` cannot be an empty list");
-        return None;
-    }
-    let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
-    let repeated = duplicates(&names);
-    if !repeated.is_empty() {
-        cx.error(
-            node,
-            format!(
-                "Duplicate replica group names found: {}. Each replica group must have a unique name.",
-                py_str_list(&repeated)
-            ),
-        );
-        return None;
-    }
-    Some(groups)
+    parse_named_groups(node, cx, "replica", ReplicaGroup::read, |g| &g.name)
 }
 
 /// Which of the fields groups may also set are set at the service level (dstack's sense of
