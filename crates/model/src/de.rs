@@ -193,7 +193,7 @@ impl Cx {
         self.push(Severity::Error, pos, message.into(), None);
     }
 
-    /// Records "expected X, found <description of node>".
+    /// Records "expected X, found `<description of node>`".
     pub fn expected(&mut self, node: &Node, what: &str) {
         let message = format!("expected {what}, found {}", node.describe());
         self.error(node, message);
