@@ -21,7 +21,7 @@
 //! - a second YAML document (`---`) is refused with a message; dstack shows a traceback;
 //! - unsupported tags (`!!binary`, `!!set`, local tags) are refused by name;
 //! - a document that expands to more than a million values through aliases is refused;
-//! - integers beyond 128 bits are refused.
+//! - integers beyond 128 bits are read as text, so integer fields refuse them.
 //!
 //! In the models: [`common`] (`ports: ["8080:"]` and `"*:"` crash dstack), [`resources`]
 //! (`gpu: 2..4..8`, non-finite sizes, `gpu: true`), [`run`] (`nvcc: true` with `image` is
