@@ -155,3 +155,38 @@ fn yaml_syntax_errors_are_reported_with_position() {
             predicate::str::contains("broken.yml:").and(predicate::str::contains("invalid YAML")),
         );
 }
+
+/// The spec's examples (config.md §13): E1–E8 are valid, I1–I6 are refused by dstack's parser
+/// and I7 by its server; `dstack validate` gives the same verdict for each.
+#[test]
+fn spec_examples_get_dstacks_verdict() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/corpus");
+    let mut n_checked = 0;
+    for (dir, expected_code) in [("valid", 0), ("invalid", 1), ("server", 1)] {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(corpus.join(dir))
+            .expect("corpus folder exists")
+            .map(|e| e.expect("readable entry").path())
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                let is_example = name.len() > 3
+                    && (name.starts_with('e') || name.starts_with('i'))
+                    && name.as_bytes()[1].is_ascii_digit()
+                    && name.as_bytes()[2] == b'-';
+                is_example && name.ends_with(".yml")
+            })
+            .collect();
+        names.sort();
+        for path in names {
+            let out = dstack().arg("validate").arg(&path).output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(expected_code),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            n_checked += 1;
+        }
+    }
+    assert_eq!(n_checked, 15, "E1–E8 and I1–I7 are all in the corpus");
+}
