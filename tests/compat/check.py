@@ -4,12 +4,14 @@
 Corpus: crates/model/tests/corpus/{valid,invalid,deviations,server}/NAME.yml.
 
 - valid/NAME.yml: dstack accepts it and its normalized JSON equals valid/NAME.json
-  (compared as parsed JSON, so 8 == 8.0, but true != 1).
+  (compared as parsed JSON, so 8 == 8.0, but true != 1). If dstack's server-side checks still
+  refuse it, their message equals valid/NAME.server.err; otherwise that file does not exist.
 - invalid/NAME.yml: dstack refuses it (ConfigurationError, ValidationError or YAML error).
 - deviations/NAME.yml: the first line is `# dstack: accepts`, `# dstack: crashes` or
   `# dstack: rejects-differently`, and dstack behaves as that line says (valid, crash,
   invalid). These are the places where we deliberately differ from dstack.
-- server/NAME.yml: dstack's parser accepts it (dstack's server refuses it later).
+- server/NAME.yml: dstack's parser accepts it and dstack's server-side checks refuse it with
+  exactly the message in server/NAME.err (which our own checks must also produce).
 
 Every disagreement is listed; the last line is `compat: N passed, M failed`; the exit status
 is 1 when anything failed. `--write-json` (re)writes valid/NAME.json from dstack's output
@@ -79,6 +81,27 @@ def describe(result) -> str:
     return f"dstack {what} it:\n      {error}"
 
 
+def server_problems(expected_path: Path, server_error, required: bool) -> list:
+    """Compares dstack's server verdict with the expectation file (absent = accepted)."""
+    expected = None
+    if expected_path.exists():
+        expected = expected_path.read_text(encoding="utf-8").rstrip("\n")
+    if server_error is None:
+        if required:
+            return ["expected dstack's server to refuse it, but its checks accept it"]
+        if expected is not None:
+            return [f"{expected_path.name} says the server refuses it, but dstack's server accepts it"]
+        return []
+    if expected is None:
+        return [f"dstack's server refuses it, but {expected_path.name} is missing:\n      {server_error}"]
+    if expected != server_error:
+        return [
+            f"dstack's server message differs from {expected_path.name}:\n"
+            f"      dstack: {server_error}\n      file:   {expected}"
+        ]
+    return []
+
+
 def deviation_claim(path: Path):
     try:
         first = path.read_text(encoding="utf-8").splitlines()[0].strip()
@@ -110,7 +133,9 @@ def check_file(category: str, path: Path, write_json: bool) -> list:
             expected = json.loads(expected_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             return [f"{expected_path.name} is not valid JSON: {e}"]
-        return json_diff(expected, result["json"])
+        return json_diff(expected, result["json"]) + server_problems(
+            path.with_suffix(".server.err"), result["server_error"], required=False
+        )
     if category == "invalid":
         if verdict != "invalid":
             return [f"expected dstack to refuse it; {describe(result)}"]
@@ -118,7 +143,7 @@ def check_file(category: str, path: Path, write_json: bool) -> list:
     if category == "server":
         if verdict != "valid":
             return [f"expected dstack's parser to accept it (the server refuses it); {describe(result)}"]
-        return []
+        return server_problems(path.with_suffix(".err"), result["server_error"], required=True)
     claim = deviation_claim(path)
     if claim not in DEVIATION_VERDICTS:
         return [
@@ -141,11 +166,18 @@ def stray_files() -> list:
         if not folder.is_dir():
             continue
         for entry in sorted(folder.iterdir()):
-            allowed = {".yml", ".json"} if category == "valid" else {".yml", ".err"}
-            if entry.suffix not in allowed:
+            name = entry.name
+            if category == "valid" and name.endswith(".server.err"):
+                source = entry.with_name(name.removesuffix(".server.err") + ".yml")
+            elif entry.suffix in ({".json"} if category == "valid" else {".err"}):
+                source = entry.with_suffix(".yml")
+            elif entry.suffix == ".yml":
+                continue
+            else:
                 out.append((entry, f"unexpected file in {category}/"))
-            elif entry.suffix != ".yml" and not entry.with_suffix(".yml").exists():
-                out.append((entry, f"no matching {entry.stem}.yml"))
+                continue
+            if not source.exists():
+                out.append((entry, f"no matching {source.name}"))
     return out
 
 

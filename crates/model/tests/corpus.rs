@@ -2,7 +2,9 @@
 //!
 //! - `valid/NAME.yml`: parses without errors, serializes to exactly `valid/NAME.json` (dstack
 //!   0.22.5's own output, same key order; numbers compared as f64), and that JSON deserializes
-//!   back to a configuration that serializes to the same JSON.
+//!   back to a configuration that serializes to the same JSON. Some valid files are still
+//!   refused by dstack's server (an AMD GPU without `image`, an SSH host without a user): for
+//!   those `static_checks` gives exactly `NAME.server.err`; for the rest it gives nothing.
 //! - `invalid/NAME.yml` and `deviations/NAME.yml`: parsing reports errors, and all diagnostics,
 //!   each rendered with the file name `NAME.yml` and joined by newlines, equal `NAME.err`.
 //! - `server/NAME.yml`: parses without errors, but `static_checks` refuses it with exactly the
@@ -127,6 +129,7 @@ fn check_valid(case: &Case) -> Result<(), String> {
             summarize(&diffs)
         ));
     }
+    check_server_verdict(case, &static_checks(&configuration))?;
     let reparsed: AnyConfiguration = serde_json::from_value(actual.clone())
         .map_err(|e| format!("round trip: our JSON does not deserialize: {e}"))?;
     let again = serde_json::to_value(&reparsed)
@@ -154,7 +157,7 @@ fn check_refused(case: &Case) -> Result<(), String> {
             }
         ));
     }
-    expect_text(case, &render_all(case, &parsed.diagnostics))
+    expect_text(&case.sibling("err"), &render_all(case, &parsed.diagnostics))
 }
 
 fn check_server(case: &Case) -> Result<(), String> {
@@ -163,7 +166,28 @@ fn check_server(case: &Case) -> Result<(), String> {
     if messages.is_empty() {
         return Err("expected static_checks to refuse it, but it returned no messages".into());
     }
-    expect_text(case, &messages.join("\n"))
+    expect_text(&case.sibling("err"), &messages.join("\n"))
+}
+
+/// A parser-valid file: `static_checks` agrees with `NAME.server.err`, which exists only when
+/// dstack's server refuses the file.
+fn check_server_verdict(case: &Case, messages: &[String]) -> Result<(), String> {
+    let path = case.sibling("server.err");
+    if !messages.is_empty() {
+        return expect_text(&path, &messages.join("\n"));
+    }
+    if !path.exists() {
+        return Ok(());
+    }
+    if update_expect() {
+        fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+        eprintln!("removed {}", path.display());
+        return Ok(());
+    }
+    Err(format!(
+        "static_checks accepts it, but {} says the server refuses it",
+        path.display()
+    ))
 }
 
 fn parse_ok(case: &Case) -> Result<AnyConfiguration, String> {
@@ -185,10 +209,9 @@ fn render_all(case: &Case, diagnostics: &[dstack_model::Diagnostic]) -> String {
         .join("\n")
 }
 
-/// Compares `actual` with the case's `.err` file, or rewrites the file under `UPDATE_EXPECT`.
-fn expect_text(case: &Case, actual: &str) -> Result<(), String> {
-    let path = case.sibling("err");
-    let expected = fs::read_to_string(&path).ok();
+/// Compares `actual` with an expectation file, or rewrites the file under `UPDATE_EXPECT`.
+fn expect_text(path: &Path, actual: &str) -> Result<(), String> {
+    let expected = fs::read_to_string(path).ok();
     let matches = expected
         .as_deref()
         .is_some_and(|e| e.strip_suffix('\n').unwrap_or(e) == actual);
@@ -196,7 +219,7 @@ fn expect_text(case: &Case, actual: &str) -> Result<(), String> {
         return Ok(());
     }
     if update_expect() {
-        fs::write(&path, format!("{actual}\n"))
+        fs::write(path, format!("{actual}\n"))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         eprintln!("updated {}", path.display());
         return Ok(());
