@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod server;
 pub mod validate;
 
 /// dstack: GPU-native orchestration for ML teams.
@@ -21,6 +22,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start the dstack server (SQLite under ~/.dstack/server by default).
+    Server(server::ServerArgs),
     /// Check configuration files offline, without a server.
     ///
     /// Exits 0 when every file is valid, 1 when any is invalid, 2 on usage errors.
@@ -50,6 +53,7 @@ where
     };
     let code = match cli.command {
         Command::Validate(args) => validate::run(&args),
+        Command::Server(args) => server::run(&args),
     };
     ExitCode::from(code)
 }

@@ -1,0 +1,73 @@
+//! `dstack server`: runs the server in the foreground until SIGTERM or Ctrl-C.
+
+use std::path::PathBuf;
+
+use dstack_server::ServerConfig;
+
+use crate::{EXIT_INVALID, EXIT_OK};
+
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// The address to listen on.
+    #[arg(long, env = "DSTACK_SERVER_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// The port to listen on (0 picks a free one).
+    #[arg(long, short = 'p', env = "DSTACK_SERVER_PORT", default_value_t = 3000)]
+    pub port: u16,
+    /// The admin user's token, used when the admin is first created.
+    #[arg(long, env = "DSTACK_SERVER_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Do not ask for confirmation (accepted for compatibility; the server never asks).
+    #[arg(short = 'y', long = "yes")]
+    pub yes: bool,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, env = "DSTACK_SERVER_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Builds the configuration from the flags and dstack's environment variables.
+pub fn config_from(args: &ServerArgs) -> ServerConfig {
+    let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("."));
+    let server_dir = std::env::var_os("DSTACK_SERVER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".dstack").join("server"));
+    let skip_client_config = std::env::var_os("DSTACK_DO_NOT_UPDATE_DEFAULT_PROJECT").is_some();
+    ServerConfig {
+        host: args.host.clone(),
+        port: args.port,
+        admin_token: args.token.clone(),
+        server_dir,
+        database_url: std::env::var("DSTACK_DATABASE_URL").ok().filter(|u| !u.is_empty()),
+        public_url: std::env::var("DSTACK_SERVER_URL").ok().filter(|u| !u.is_empty()),
+        client_config: (!skip_client_config).then(|| home.join(".dstack").join("config.yml")),
+    }
+}
+
+pub fn run(args: &ServerArgs) -> u8 {
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{},sqlx=warn", args.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let config = config_from(args);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let result = runtime.block_on(dstack_server::run(
+        config,
+        |started| {
+            println!("The admin token is {:?}", started.admin_token);
+            println!("The server is running at {}/", started.url);
+        },
+        dstack_server::shutdown_signal(),
+    ));
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_INVALID
+        }
+    }
+}

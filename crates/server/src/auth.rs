@@ -1,0 +1,141 @@
+//! Who is calling and what they may do, as axum extractors: a handler that takes
+//! [`Caller`], [`GlobalAdmin`] or [`ProjectAccess<L>`] cannot run for anyone else.
+//!
+//! The rules are dstack's: a global admin passes every project check; project roles are
+//! `admin`, `manager`, `user`; an unknown project is a 404, a missing token a 401, a wrong
+//! token or a missing permission a 403.
+
+use std::marker::PhantomData;
+
+use axum::extract::{FromRequestParts, RawPathParams};
+use axum::http::request::Parts;
+use dstack_api::ApiError;
+use dstack_api::users::{GlobalRole, ProjectRole};
+use dstack_db::{ProjectRow, UserRow};
+
+use crate::crypto::token_hash;
+use crate::routes::Failure;
+use crate::state::AppState;
+
+/// An authenticated user and the token they came with.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: UserRow,
+    pub token: String,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.user.global_role == GlobalRole::Admin.as_str()
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let token = match header.map(str::trim) {
+            Some(value) => match value.split_once(' ') {
+                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+                    token.trim().to_owned()
+                }
+                _ => return Err(ApiError::NotAuthenticated.into()),
+            },
+            None => return Err(ApiError::NotAuthenticated.into()),
+        };
+        match state.db.user_by_token_hash(&token_hash(&token)).await? {
+            Some(user) if user.active => Ok(Caller { user, token }),
+            _ => Err(ApiError::InvalidToken.into()),
+        }
+    }
+}
+
+/// A caller with the global `admin` role.
+#[derive(Debug, Clone)]
+pub struct GlobalAdmin(pub Caller);
+
+impl FromRequestParts<AppState> for GlobalAdmin {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if caller.is_admin() { Ok(GlobalAdmin(caller)) } else { Err(ApiError::forbidden().into()) }
+    }
+}
+
+/// A project permission level (dstack's permission classes).
+pub trait AccessLevel: Send + Sync + 'static {
+    fn allows(role: Option<ProjectRole>, is_public: bool) -> bool;
+}
+
+/// `ProjectMember`: any member.
+pub struct Member;
+/// `ProjectMemberOrPublicAccess`: any member, or anyone for a public project.
+pub struct MemberOrPublic;
+/// `ProjectManager`: admins and managers.
+pub struct Manager;
+/// `ProjectManagerOrPublicProject`: admins and managers, or anyone for a public project.
+pub struct ManagerOrPublic;
+/// `ProjectAdmin`: project admins.
+pub struct Admin;
+
+impl AccessLevel for Member {
+    fn allows(role: Option<ProjectRole>, _: bool) -> bool {
+        role.is_some()
+    }
+}
+
+impl AccessLevel for MemberOrPublic {
+    fn allows(role: Option<ProjectRole>, is_public: bool) -> bool {
+        role.is_some() || is_public
+    }
+}
+
+impl AccessLevel for Manager {
+    fn allows(role: Option<ProjectRole>, _: bool) -> bool {
+        matches!(role, Some(ProjectRole::Admin | ProjectRole::Manager))
+    }
+}
+
+impl AccessLevel for ManagerOrPublic {
+    fn allows(role: Option<ProjectRole>, is_public: bool) -> bool {
+        matches!(role, Some(ProjectRole::Admin | ProjectRole::Manager)) || is_public
+    }
+}
+
+impl AccessLevel for Admin {
+    fn allows(role: Option<ProjectRole>, _: bool) -> bool {
+        role == Some(ProjectRole::Admin)
+    }
+}
+
+/// The project named in the path (`{project_name}`), reached by a caller at level `L`.
+pub struct ProjectAccess<L> {
+    pub caller: Caller,
+    pub project: ProjectRow,
+    /// The caller's own role (`None` for a global admin or public access without membership).
+    pub role: Option<ProjectRole>,
+    level: PhantomData<L>,
+}
+
+impl<L: AccessLevel> FromRequestParts<AppState> for ProjectAccess<L> {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let params = RawPathParams::from_request_parts(parts, state).await.map_err(|_| ApiError::NoRoute)?;
+        let name = params
+            .iter()
+            .find(|(key, _)| *key == "project_name")
+            .map(|(_, value)| value.to_owned())
+            .ok_or(ApiError::NoRoute)?;
+        let project = state.db.project_by_name(&name).await?.ok_or(ApiError::ProjectNotFound)?;
+        let role = state.db.member_role(project.id, caller.user.id).await?.as_deref().and_then(ProjectRole::parse);
+        if caller.is_admin() || L::allows(role, project.is_public) {
+            Ok(ProjectAccess { caller, project, role, level: PhantomData })
+        } else {
+            Err(ApiError::forbidden().into())
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The first start: the `admin` user, the `main` project, and the CLI's project entry.
+//!
+//! Idempotent: on a later start nothing is created again, the admin's stored token is
+//! reported, and the CLI entry is refreshed (the URL may have changed).
+
+use std::path::Path;
+
+use dstack_api::users::{GlobalRole, ProjectRole};
+use dstack_db::ProjectRow;
+use uuid::Uuid;
+
+use crate::config::ServerConfig;
+use crate::routes::users::{ADMIN_USERNAME, new_user};
+use crate::state::AppState;
+use crate::ServerError;
+
+/// The default project every server starts with.
+pub const DEFAULT_PROJECT: &str = "main";
+
+/// Creates what a first start needs; returns the admin's token.
+pub async fn first_start(state: &AppState, config: &ServerConfig, url: &str) -> Result<String, ServerError> {
+    let admin = match state.db.user_by_name(ADMIN_USERNAME).await? {
+        Some(admin) => admin,
+        None => {
+            let row = new_user(state, ADMIN_USERNAME, GlobalRole::Admin.as_str(), None, true, config.admin_token.as_deref());
+            state.db.insert_user(&row).await?;
+            row
+        }
+    };
+    let token = admin
+        .token_encrypted
+        .as_deref()
+        .and_then(|t| state.cipher.decrypt(t))
+        .ok_or_else(|| ServerError::Crypto("the admin token cannot be decrypted with the current key".into()))?;
+    if state.db.project_by_name(DEFAULT_PROJECT).await?.is_none() {
+        let project = ProjectRow {
+            id: Uuid::new_v4(),
+            name: DEFAULT_PROJECT.to_owned(),
+            owner_id: admin.id,
+            created_at: jiff::Timestamp::now(),
+            is_public: false,
+        };
+        state.db.insert_project(&project, ProjectRole::Admin.as_str()).await?;
+    }
+    if let Some(path) = &config.client_config {
+        write_client_config(path, DEFAULT_PROJECT, url, &token)?;
+    }
+    Ok(token)
+}
+
+/// Adds or updates `project` in the CLI's `~/.dstack/config.yml` and makes it the default,
+/// keeping the other entries (what `dstack server` does).
+pub fn write_client_config(path: &Path, project: &str, url: &str, token: &str) -> Result<(), ServerError> {
+    let io = |what: &str, source| ServerError::Io { what: format!("{what} {}", path.display()), source };
+    let mut doc: serde_json::Value = match std::fs::read_to_string(path) {
+        Ok(text) => serde_saphyr::from_str(&text).unwrap_or(serde_json::Value::Null),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Value::Null,
+        Err(e) => return Err(io("reading", e)),
+    };
+    if !doc.is_object() {
+        doc = serde_json::json!({});
+    }
+    let entry = serde_json::json!({"name": project, "url": url, "token": token, "default": true});
+    let mut list: Vec<serde_json::Value> = doc.get("projects").and_then(|p| p.as_array()).cloned().unwrap_or_default();
+    for p in &mut list {
+        if let Some(obj) = p.as_object_mut() {
+            obj.insert("default".to_owned(), serde_json::Value::Bool(false));
+        }
+    }
+    match list.iter_mut().find(|p| p["name"] == project) {
+        Some(existing) => *existing = entry,
+        None => list.push(entry),
+    }
+    doc["projects"] = serde_json::Value::Array(list);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io("creating the directory of", e))?;
+    }
+    let text = serde_saphyr::to_string(&doc).map_err(|e| ServerError::Config(format!("writing {}: {e}", path.display())))?;
+    std::fs::write(path, text).map_err(|e| io("writing", e))
+}

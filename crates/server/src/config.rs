@@ -1,0 +1,61 @@
+//! Server settings: one struct, filled from flags and dstack's environment variables by the
+//! CLI (flags win over the environment).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `DSTACK_SERVER_HOST`, `--host`; default `127.0.0.1`.
+    pub host: String,
+    /// `DSTACK_SERVER_PORT`, `--port`; default 3000 (0 picks a free port).
+    pub port: u16,
+    /// `DSTACK_SERVER_ADMIN_TOKEN`, `--token`: the admin's token, applied when the admin is
+    /// first created.
+    pub admin_token: Option<String>,
+    /// `DSTACK_SERVER_DIR`; default `~/.dstack/server`.
+    pub server_dir: PathBuf,
+    /// `DSTACK_DATABASE_URL`; default SQLite at `<server_dir>/data/sqlite.db`.
+    pub database_url: Option<String>,
+    /// `DSTACK_SERVER_URL`: the URL clients use; default `http://<host>:<port>`.
+    pub public_url: Option<String>,
+    /// Where to record the admin's project for the CLI (`~/.dstack/config.yml`); `None` skips
+    /// it (tests, `DSTACK_DO_NOT_UPDATE_DEFAULT_PROJECT`).
+    pub client_config: Option<PathBuf>,
+}
+
+impl ServerConfig {
+    /// Defaults for a server rooted at `server_dir`, on a free loopback port, writing no
+    /// client config (what tests use).
+    pub fn for_dir(server_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            host: "127.0.0.1".to_owned(),
+            port: 0,
+            admin_token: None,
+            server_dir,
+            database_url: None,
+            public_url: None,
+            client_config: None,
+        }
+    }
+
+    /// The database URL: the configured one or the SQLite file under the server dir.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.server_dir.join("data").join("sqlite.db").display()),
+        }
+    }
+
+    /// The URL clients reach the server at.
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => {
+                let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+                format!("http://{host}:{}", bound.port())
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Encryption at rest (AES-256-GCM) and token hashing.
+//!
+//! Tokens are looked up by their SHA-256 and kept encrypted, so an admin can still be shown a
+//! user's token (as dstack does) while the database alone reveals none. The key is generated
+//! on first start into `<server_dir>/data/encryption.key` (mode 0600).
+
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use sha2::{Digest, Sha256};
+
+use crate::ServerError;
+
+/// The hex SHA-256 of a token: what the database indexes.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Encrypts and decrypts values stored at rest.
+pub struct Cipher {
+    cipher: Aes256Gcm,
+}
+
+impl std::fmt::Debug for Cipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cipher(..)")
+    }
+}
+
+const PREFIX: &str = "aes256gcm:";
+
+impl Cipher {
+    pub fn from_key(key: &[u8; 32]) -> Cipher {
+        Cipher { cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key)) }
+    }
+
+    /// Reads the base64 key at `path`, or creates one there.
+    pub fn load_or_create(path: &Path) -> Result<Cipher, ServerError> {
+        let io = |what: &str, source| ServerError::Io { what: format!("{what} {}", path.display()), source };
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let bytes = B64.decode(text.trim()).map_err(|e| ServerError::Crypto(format!("{}: {e}", path.display())))?;
+                let key: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
+                    ServerError::Crypto(format!("{}: AES key must be 32 bytes. Got {} bytes", path.display(), b.len()))
+                })?;
+                Ok(Cipher::from_key(&key))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = Aes256Gcm::generate_key(OsRng);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| io("creating the directory of", e))?;
+                }
+                write_private(path, &B64.encode(key)).map_err(|e| io("writing", e))?;
+                let key: [u8; 32] = key.into();
+                Ok(Cipher::from_key(&key))
+            }
+            Err(e) => Err(io("reading", e)),
+        }
+    }
+
+    /// `aes256gcm:<base64(nonce || ciphertext)>`.
+    pub fn encrypt(&self, plaintext: &str) -> String {
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        // Encryption with a fresh nonce and an in-memory buffer cannot fail.
+        let ciphertext = self.cipher.encrypt(&nonce, plaintext.as_bytes()).unwrap_or_default();
+        let mut blob = nonce.to_vec();
+        blob.extend_from_slice(&ciphertext);
+        format!("{PREFIX}{}", B64.encode(blob))
+    }
+
+    /// The plaintext, or `None` for a value this key did not encrypt.
+    pub fn decrypt(&self, stored: &str) -> Option<String> {
+        let blob = B64.decode(stored.strip_prefix(PREFIX)?).ok()?;
+        if blob.len() < 12 {
+            return None;
+        }
+        let (nonce, ciphertext) = blob.split_at(12);
+        let plaintext = self.cipher.decrypt(Nonce::from_slice(nonce), ciphertext).ok()?;
+        String::from_utf8(plaintext).ok()
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encrypts_and_decrypts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        let a = Cipher::load_or_create(&path).unwrap();
+        let stored = a.encrypt("secret token");
+        assert!(!stored.contains("secret"));
+        let b = Cipher::load_or_create(&path).unwrap();
+        assert_eq!(b.decrypt(&stored).as_deref(), Some("secret token"));
+        assert_ne!(a.encrypt("x"), a.encrypt("x"), "fresh nonce each time");
+        let other = Cipher::from_key(&[7; 32]);
+        assert_eq!(other.decrypt(&stored), None);
+        assert_eq!(token_hash("abc").len(), 64);
+    }
+}

@@ -1,0 +1,98 @@
+//! The dstack server: dstack 0.22's HTTP API over SQLite or PostgreSQL.
+//!
+//! [`routes::app`] builds the router from an [`AppState`] (so tests drive exactly what ships
+//! with `tower::ServiceExt::oneshot`); [`run`] binds, bootstraps the first start and serves
+//! until SIGTERM or Ctrl-C.
+
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+mod convert;
+pub mod crypto;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+pub use config::ServerConfig;
+pub use routes::app;
+pub use state::AppState;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("database: {0}")]
+    Db(#[from] dstack_db::DbError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("encryption key: {0}")]
+    Crypto(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What a started server tells its caller.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub admin_token: String,
+}
+
+/// Opens the database, bootstraps the first start, binds and serves until `shutdown`
+/// resolves; `on_started` learns the address and admin token once the socket is bound.
+pub async fn run(
+    config: ServerConfig,
+    on_started: impl FnOnce(&Started),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let state = AppState::open(&config).await?;
+    let addr = format!("{}:{}", config.host, config.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
+    let local = listener.local_addr().map_err(|source| ServerError::Io { what: "local address".into(), source })?;
+    let url = config.public_url(local);
+    let admin_token = bootstrap::first_start(&state, &config, &url).await?;
+    on_started(&Started { addr: local, url, admin_token });
+    let db = state.db.clone();
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| ServerError::Io { what: "serving".into(), source })?;
+    db.close().await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
