@@ -306,14 +306,14 @@ def _(c: Ctx):
     home = tempfile.mkdtemp(prefix="dstack-api-compat-home-")
     try:
         p = run_cli(c, home, "project", "add", "--name", "main", "--url", c.url, "--token", c.token, "-y")
-        assert p.returncode == 0, f"project add failed ({p.returncode}): {p.stdout}{p.stderr}"
+        assert p.returncode == 0, f"project add failed ({p.returncode}): ...{(p.stdout + p.stderr)[-800:]}"
         cfg = yaml.safe_load((Path(home) / ".dstack" / "config.yml").read_text())
         projects = cfg["projects"]
         assert projects == [
             {"name": "main", "url": c.url, "token": c.token, "default": True}
         ], projects
         p = run_cli(c, home, "project", "list")
-        assert p.returncode == 0, p.stdout + p.stderr
+        assert p.returncode == 0, f"project list failed: ...{(p.stdout + p.stderr)[-800:]}"
         rows = [l.split() for l in p.stdout.splitlines()]
         assert any(r[:2] == ["main", c.url] for r in rows), p.stdout
     finally:
@@ -644,6 +644,52 @@ def _(c: Ctx):
     )
     expect_400(
         c.post("/api/users/delete", {"users": ["admin"]}), "User 'admin' cannot be deleted", "error"
+    )
+
+
+@case("projects: public project (update is_public, non-member read, self-join as user)")
+def _(c: Ctx):
+    u, tu = c.new_user("compat-pub")
+    proj = c.new_project("compat-pub")
+    expect_json(c.post(f"/api/projects/{proj}/get", token=tu), 403, DETAIL_DENIED)
+    r = c.post(f"/api/projects/{proj}/update", {"is_public": True})
+    expect_status(r, 200)
+    assert r.json()["is_public"] is True, r.json()
+    # A public project is readable by anyone, and listed for non-members by default.
+    p = c.client(tu).projects.get(proj)
+    assert p.is_public is True and u not in member_roles(p)
+    assert proj in [x.project_name for x in c.client(tu).projects.list()]
+    assert proj not in [x.project_name for x in c.client(tu).projects.list(include_not_joined=False)]
+    # Self-join to a public project only as "user".
+    r = c.post(
+        f"/api/projects/{proj}/add_members",
+        {"members": [{"username": u, "project_role": "admin"}]},
+        token=tu,
+    )
+    expect_json(r, 403, {"msg": "Access denied: can only join public projects as user role", "code": None})
+    p = c.client(tu).projects.add_member(proj, u, ProjectRole.USER)
+    assert member_roles(p) == {"admin": "admin", u: "user"}, member_roles(p)
+    # A plain member cannot update the project.
+    expect_json(c.post(f"/api/projects/{proj}/update", {"is_public": False}, token=tu), 403, DETAIL_DENIED)
+
+
+@case("users: update role, refresh_ssh_key")
+def _(c: Ctx):
+    name, token = c.new_user("compat-upd")
+    u = c.client().users.update(name, GlobalRole.ADMIN)
+    assert u.username == name and u.global_role == GlobalRole.ADMIN
+    assert c.client(token).users.get_my_user().global_role == GlobalRole.ADMIN
+    old_key = c.client(token).users.get_my_user().ssh_public_key
+    r = c.post("/api/users/refresh_ssh_key", {"username": name}, token=token)
+    expect_status(r, 200)
+    d = r.json()
+    assert d["username"] == name and d["creds"] == {"token": token}, d
+    assert d["ssh_public_key"] != old_key and d["ssh_public_key"].endswith(f" {name}\n")
+    assert c.client(token).users.get_my_user().ssh_public_key == d["ssh_public_key"]
+    expect_400(
+        c.post("/api/users/update", {"username": f"ghost-{SUFFIX}", "global_role": "user"}),
+        "Resource not found",
+        "resource_not_exists",
     )
 
 
