@@ -1,0 +1,848 @@
+#!/usr/bin/env python3
+"""API conformance harness: drives a running dstack-compatible server with the real
+dstack 0.22.5 client (its CLI, its Python SDK, and raw HTTP) and checks every answer.
+
+Usage: check.py --url URL --token ADMIN_TOKEN [-k SUBSTRING] [-v]
+
+Run it with the Python of the oracle venv (tests/compat/setup.sh creates it); run.sh does
+that and also starts the server. The expected values are what the real dstack 0.22.5
+server answers. Where /work/shared/spec/api.md and the real server disagree, the real server
+wins and a comment says so ("REAL:").
+
+Each case prints one line (PASS/FAIL name [: reason]); the last line is exactly
+`api-compat: N passed, M failed`; the exit status is 1 on any failure.
+
+Cases are independent of each other's success where possible, and every name they create
+carries a random suffix, so the harness can run repeatedly against the same server.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Tuple
+
+import requests
+import yaml
+
+from dstack._internal.core.errors import (
+    ClientError,
+    ResourceExistsError,
+    ResourceNotExistsError,
+    ServerClientError,
+    URLNotFoundError,
+)
+from dstack._internal.core.models.users import GlobalRole, ProjectRole
+from dstack._internal.server.schemas.projects import MemberSetting
+from dstack.api.server import APIClient
+from dstack.version import __version__ as CLIENT_VERSION
+
+SERVER_VERSION = "0.22.5"
+SUFFIX = uuid.uuid4().hex[:8]
+
+CASES: List[Tuple[str, Callable[["Ctx"], None]]] = []
+
+
+def case(name: str):
+    def deco(fn):
+        CASES.append((name, fn))
+        return fn
+
+    return deco
+
+
+class Ctx:
+    def __init__(self, url: str, token: str, verbose: bool):
+        self.url = url.rstrip("/")
+        self.token = token
+        self.verbose = verbose
+        self.cleanup: List[Callable[[], None]] = []
+
+    # --- raw HTTP -------------------------------------------------------------------------
+    def post(
+        self,
+        path: str,
+        body: Any = None,
+        token: Optional[str] = None,
+        auth: bool = True,
+        headers: Optional[dict] = None,
+        raw: Optional[bytes] = None,
+        version: Optional[str] = CLIENT_VERSION,
+    ) -> requests.Response:
+        h = {}
+        if version is not None:
+            h["X-API-VERSION"] = version
+        if auth:
+            h["Authorization"] = f"Bearer {token if token is not None else self.token}"
+        if body is not None:
+            h["Content-Type"] = "application/json"
+            raw = json.dumps(body).encode()
+        elif raw is not None:
+            h["Content-Type"] = "application/json"
+        h.update(headers or {})
+        r = requests.post(f"{self.url}{path}", data=raw, headers=h, timeout=60)
+        if self.verbose:
+            print(f"    POST {path} -> {r.status_code} {r.text[:300]}", file=sys.stderr)
+        return r
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return requests.get(f"{self.url}{path}", timeout=60, **kw)
+
+    # --- SDK ------------------------------------------------------------------------------
+    def client(self, token: Optional[str] = None) -> APIClient:
+        return APIClient(base_url=self.url, token=token if token is not None else self.token)
+
+    # --- fixtures -------------------------------------------------------------------------
+    def new_user(self, stem: str, role: str = "user") -> Tuple[str, str]:
+        """Creates a user through the SDK; returns (username, token)."""
+        name = f"{stem}-{SUFFIX}"
+        u = self.client().users.create(name, GlobalRole(role))
+        assert u.username == name, u
+        self.cleanup.append(lambda: self.post("/api/users/delete", {"users": [name]}))
+        # REAL: users/get_user answers the full UserWithCreds (token and ssh_private_key
+        # included) to a global admin, though the SDK parses it as a plain User.
+        r = self.post("/api/users/get_user", {"username": name})
+        expect_status(r, 200)
+        return name, r.json()["creds"]["token"]
+
+    def new_project(self, stem: str, token: Optional[str] = None) -> str:
+        name = f"{stem}-{SUFFIX}"
+        p = self.client(token).projects.create(name)
+        assert p.project_name == name, p
+        self.cleanup.append(lambda: self.post("/api/projects/delete", {"projects_names": [name]}))
+        return name
+
+
+# --- assertion helpers ------------------------------------------------------------------------
+
+
+def expect_status(r: requests.Response, status: int):
+    assert r.status_code == status, (
+        f"{r.request.method} {r.request.path_url}: expected {status}, got {r.status_code}: {r.text[:500]}"
+    )
+
+
+def expect_json(r: requests.Response, status: int, body: Any):
+    expect_status(r, status)
+    ctype = r.headers.get("content-type", "")
+    assert ctype.startswith("application/json"), f"content-type {ctype!r}"
+    got = r.json()
+    assert got == body, f"{r.request.path_url}: expected body {body!r}, got {got!r}"
+
+
+def expect_400(r: requests.Response, msg: str, code: Optional[str]):
+    """A 400 that the client turns into a ServerClientError: detail is a list of objects with
+    exactly msg and code (and optionally fields), nothing else (api.md §1.6 rule 1)."""
+    expect_status(r, 400)
+    d = r.json()
+    assert set(d) == {"detail"}, d
+    assert isinstance(d["detail"], list) and d["detail"], d
+    for item in d["detail"]:
+        assert isinstance(item, dict), d
+        assert {"msg", "code"} <= set(item) <= {"msg", "code", "fields"}, item
+    assert d["detail"] == [{"msg": msg, "code": code}], d
+
+
+DETAIL_DENIED = {"detail": {"msg": "Access denied", "code": None}}
+DETAIL_INVALID_TOKEN = {"detail": {"msg": "Invalid token", "code": None}}
+DETAIL_NOT_FOUND = {"detail": {"msg": "Not found", "code": None}}
+DETAIL_NOT_AUTHENTICATED = {"detail": "Not authenticated"}
+
+
+def raises(exc_type, fn, *a, **kw):
+    try:
+        fn(*a, **kw)
+    except exc_type as e:
+        return e
+    except Exception as e:  # noqa: BLE001
+        raise AssertionError(f"expected {exc_type.__name__}, got {type(e).__name__}: {e}")
+    raise AssertionError(f"expected {exc_type.__name__}, nothing was raised")
+
+
+def member_roles(project) -> dict:
+    return {m.user.username: m.project_role.value for m in project.members}
+
+
+# ============================================================================================
+# 1. Server info and non-API routes
+# ============================================================================================
+
+
+@case("server/get_info without auth")
+def _(c: Ctx):
+    r = c.post("/api/server/get_info", auth=False)
+    expect_json(r, 200, {"server_version": SERVER_VERSION})
+
+
+@case("server/get_info without X-API-VERSION")
+def _(c: Ctx):
+    r = c.post("/api/server/get_info", auth=False, version=None)
+    expect_json(r, 200, {"server_version": SERVER_VERSION})
+
+
+@case("GET /healthcheck")
+def _(c: Ctx):
+    expect_json(c.get("/healthcheck"), 200, {"status": "running"})
+
+
+@case("GET / answers 200 without redirect")
+def _(c: Ctx):
+    # `dstack login` uses the final URL after redirects as the base URL (api.md §1.8).
+    r = c.get("/", allow_redirects=True)
+    expect_status(r, 200)
+    assert r.url.rstrip("/") == c.url, f"GET / ended at {r.url}"
+
+
+# ============================================================================================
+# 2. Authentication and the client-version check
+# ============================================================================================
+
+
+@case("auth: no Authorization -> 401 Not authenticated")
+def _(c: Ctx):
+    expect_json(c.post("/api/users/get_my_user", auth=False), 401, DETAIL_NOT_AUTHENTICATED)
+
+
+@case("auth: empty bearer and non-bearer scheme -> 401")
+def _(c: Ctx):
+    for value in ("Bearer ", "Basic Zm9vOmJhcg=="):
+        r = c.post("/api/users/get_my_user", auth=False, headers={"Authorization": value})
+        expect_json(r, 401, DETAIL_NOT_AUTHENTICATED)
+
+
+@case("auth: bad token -> 403 Invalid token")
+def _(c: Ctx):
+    r = c.post("/api/users/get_my_user", token=f"bad-{SUFFIX}")
+    expect_json(r, 403, DETAIL_INVALID_TOKEN)
+
+
+@case("auth: no token on a project route -> 401 before the project lookup")
+def _(c: Ctx):
+    r = c.post(f"/api/project/nope-{SUFFIX}/fleets/list", auth=False)
+    expect_json(r, 401, DETAIL_NOT_AUTHENTICATED)
+    r = c.post(f"/api/project/nope-{SUFFIX}/fleets/list", token=f"bad-{SUFFIX}")
+    expect_json(r, 403, DETAIL_INVALID_TOKEN)
+
+
+@case("auth: SDK with a bad token -> ClientError 'Access ... denied'")
+def _(c: Ctx):
+    e = raises(ClientError, c.client(f"bad-{SUFFIX}").users.get_my_user)
+    assert "is denied" in str(e), e
+
+
+@case("version: X-API-VERSION 0.23.0 -> 400 incompatible")
+def _(c: Ctx):
+    msg = (
+        f"The client/CLI version (0.23.0) is incompatible with the server version"
+        f" ({SERVER_VERSION})."
+    )
+    expect_400(c.post("/api/users/get_my_user", version="0.23.0"), msg, "error")
+    # The check runs before authentication and on unauthenticated routes too.
+    expect_400(c.post("/api/server/get_info", auth=False, version="0.23.0"), msg, "error")
+    expect_400(c.post("/api/users/get_my_user", token="bad", version="0.23.0"), msg, "error")
+
+
+@case("version: incompatible majors (1, 1.0.0) -> 400")
+def _(c: Ctx):
+    for v in ("1", "1.0.0"):
+        msg = (
+            f"The client/CLI version ({v}) is incompatible with the server version"
+            f" ({SERVER_VERSION})."
+        )
+        expect_400(c.post("/api/server/get_info", auth=False, version=v), msg, "error")
+
+
+@case("version: garbage -> 400 Invalid version")
+def _(c: Ctx):
+    # REAL: code is null here, unlike the incompatibility error's "error".
+    expect_400(c.post("/api/users/get_my_user", version="garbage"), "Invalid version: garbage", None)
+    expect_400(
+        c.post("/api/server/get_info", auth=False, version="garbage"),
+        "Invalid version: garbage",
+        None,
+    )
+    # REAL: a present-but-empty header is checked too (an absent one is not).
+    expect_400(c.post("/api/server/get_info", auth=False, version=""), "Invalid version: ", None)
+
+
+@case("version: accepted values (older, same minor, dev, latest)")
+def _(c: Ctx):
+    for v in ("0.18.0", "0.22.9", "0.22.6rc1", "0.0.0", "0.0.0.dev1", "latest"):
+        r = c.post("/api/server/get_info", auth=False, version=v)
+        expect_json(r, 200, {"server_version": SERVER_VERSION})
+    r = c.post("/api/users/get_my_user", version="0.22.9")
+    expect_status(r, 200)
+
+
+# ============================================================================================
+# 3. The CLI (isolated HOME)
+# ============================================================================================
+
+
+def run_cli(c: Ctx, home: str, *args: str) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "dstack"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("DSTACK_") or k == "DSTACK_CLI_LOG_LEVEL"
+    }
+    env.update(HOME=home, COLUMNS="200", NO_COLOR="1", TERM="dumb")
+    p = subprocess.run(
+        [str(exe), *args], env=env, cwd=home, capture_output=True, text=True, timeout=120
+    )
+    if c.verbose:
+        print(f"    dstack {' '.join(args)} -> {p.returncode}\n{p.stdout}{p.stderr}", file=sys.stderr)
+    return p
+
+
+@case("CLI: project add writes config.yml; project list shows it")
+def _(c: Ctx):
+    home = tempfile.mkdtemp(prefix="dstack-api-compat-home-")
+    try:
+        p = run_cli(c, home, "project", "add", "--name", "main", "--url", c.url, "--token", c.token, "-y")
+        assert p.returncode == 0, f"project add failed ({p.returncode}): ...{(p.stdout + p.stderr)[-800:]}"
+        cfg = yaml.safe_load((Path(home) / ".dstack" / "config.yml").read_text())
+        projects = cfg["projects"]
+        assert projects == [
+            {"name": "main", "url": c.url, "token": c.token, "default": True}
+        ], projects
+        p = run_cli(c, home, "project", "list")
+        assert p.returncode == 0, f"project list failed: ...{(p.stdout + p.stderr)[-800:]}"
+        rows = [l.split() for l in p.stdout.splitlines()]
+        assert any(r[:2] == ["main", c.url] for r in rows), p.stdout
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@case("CLI: project add with a bad token / unknown project fails")
+def _(c: Ctx):
+    home = tempfile.mkdtemp(prefix="dstack-api-compat-home-")
+    try:
+        p = run_cli(c, home, "project", "add", "--name", "main", "--url", c.url, "--token", "bad", "-y")
+        out = p.stdout + p.stderr
+        assert p.returncode == 1, f"rc {p.returncode}: {out}"
+        assert "is denied" in " ".join(out.split()), out
+        p = run_cli(
+            c, home, "project", "add", "--name", f"nope-{SUFFIX}", "--url", c.url, "--token", c.token, "-y"
+        )
+        out = p.stdout + p.stderr
+        assert p.returncode == 1, f"rc {p.returncode}: {out}"
+        assert "Status code 404" in out, out
+        assert not (Path(home) / ".dstack" / "config.yml").exists(), "config written on failure"
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+# ============================================================================================
+# 4. The SDK: users and projects
+# ============================================================================================
+
+
+@case("SDK: users.get_my_user is the admin with creds")
+def _(c: Ctx):
+    me = c.client().users.get_my_user()
+    assert me.username == "admin", me.username
+    assert me.global_role == GlobalRole.ADMIN, me.global_role
+    assert me.creds.token == c.token
+    assert me.active is True
+    assert me.permissions.can_create_projects is True
+    assert me.created_at is not None and me.created_at.tzinfo is not None, me.created_at
+    # api.md §3.1: RSA keypair, public key ends with " <username>\n", private key PKCS#8 PEM.
+    assert me.ssh_public_key and me.ssh_public_key.startswith("ssh-rsa "), me.ssh_public_key
+    assert me.ssh_public_key.endswith(" admin\n"), repr(me.ssh_public_key[-20:])
+    assert me.ssh_private_key and me.ssh_private_key.startswith("-----BEGIN PRIVATE KEY-----\n")
+    assert me.ssh_private_key.endswith("-----END PRIVATE KEY-----\n")
+    # Stable across calls.
+    again = c.client().users.get_my_user()
+    assert again.id == me.id and again.ssh_public_key == me.ssh_public_key
+
+
+@case("HTTP: get_my_user has exactly the UserWithCreds fields")
+def _(c: Ctx):
+    r = c.post("/api/users/get_my_user")
+    expect_status(r, 200)
+    d = r.json()
+    assert set(d) == {
+        "id", "username", "created_at", "global_role", "email", "active", "permissions",
+        "ssh_public_key", "creds", "ssh_private_key",
+    }, sorted(d)
+    assert d["creds"] == {"token": c.token}
+    assert d["permissions"] == {"can_create_projects": True}
+    assert d["email"] is None
+    assert str(uuid.UUID(d["id"])) == d["id"], d["id"]
+    assert d["created_at"].endswith("Z"), d["created_at"]
+
+
+@case("SDK: projects.list contains main; projects.get('main') has the admin as member")
+def _(c: Ctx):
+    api = c.client()
+    projects = api.projects.list()
+    assert isinstance(projects, list)
+    main = [p for p in projects if p.project_name == "main"]
+    assert len(main) == 1, [p.project_name for p in projects]
+    assert main[0].owner.username == "admin"
+    # REAL: projects/list answers members: [] and backends: [] (members are only filled when
+    # the request names a `username`); api.md §2 says so too.
+    assert main[0].members == [], main[0].members
+    p = api.projects.get("main")
+    assert p.project_name == "main" and p.project_id == main[0].project_id
+    assert p.owner.username == "admin"
+    assert p.is_public is False
+    assert p.backends == []
+    assert member_roles(p) == {"admin": "admin"}, member_roles(p)
+    m = p.members[0]
+    assert m.permissions.can_manage_ssh_fleets is True and m.permissions.can_manage_secrets is True
+
+
+@case("SDK: projects.list with return_total_count")
+def _(c: Ctx):
+    info = c.client().projects.list(return_total_count=True)
+    names = [p.project_name for p in info.projects]
+    assert "main" in names
+    assert info.total_count == len(info.projects), (info.total_count, names)
+
+
+@case("SDK: users.create, users.list, get_user; duplicate -> ResourceExistsError")
+def _(c: Ctx):
+    name, token = c.new_user("compat-u")
+    api = c.client()
+    users = api.users.list()
+    by_name = {u.username: u for u in users}
+    assert name in by_name and "admin" in by_name, list(by_name)
+    u = by_name[name]
+    assert u.global_role == GlobalRole.USER and u.active is True and u.email is None
+    assert u.ssh_public_key and u.ssh_public_key.endswith(f" {name}\n"), u.ssh_public_key
+    info = api.users.list(return_total_count=True)
+    assert info.total_count == len(info.users) and name in [x.username for x in info.users]
+    got = api.users.get_user(name)
+    assert got.username == name and got.id == u.id
+    # The new user's token works and is theirs.
+    me = c.client(token).users.get_my_user()
+    assert me.username == name and me.global_role == GlobalRole.USER and me.creds.token == token
+    e = raises(ResourceExistsError, api.users.create, name, GlobalRole.USER)
+    assert e.msg == "Resource exists", e.msg
+    expect_400(
+        c.post("/api/users/create", {"username": name, "global_role": "user"}),
+        "Resource exists",
+        "resource_exists",
+    )
+
+
+@case("users: a non-admin sees only itself and cannot create/delete users")
+def _(c: Ctx):
+    name, token = c.new_user("compat-plain")
+    users = c.client(token).users.list()
+    assert [u.username for u in users] == [name], [u.username for u in users]
+    r = c.post("/api/users/create", {"username": f"x-{SUFFIX}", "global_role": "user"}, token=token)
+    expect_json(r, 403, DETAIL_DENIED)
+    r = c.post("/api/users/delete", {"users": ["admin"]}, token=token)
+    expect_json(r, 403, DETAIL_DENIED)
+    r = c.post("/api/users/refresh_token", {"username": "admin"}, token=token)
+    expect_json(r, 403, DETAIL_DENIED)
+    # REAL: a non-admin asking for another (existing) user gets 400 resource_not_exists, not 403.
+    expect_400(
+        c.post("/api/users/get_user", {"username": "admin"}, token=token),
+        "Resource not found",
+        "resource_not_exists",
+    )
+
+
+@case("SDK: users.refresh_token returns a new working token; the old one stops working")
+def _(c: Ctx):
+    name, old = c.new_user("compat-rt")
+    fresh = c.client(old).users.refresh_token(name)
+    assert fresh.username == name
+    new = fresh.creds.token
+    assert new and new != old
+    assert c.client(new).users.get_my_user().username == name
+    expect_json(c.post("/api/users/get_my_user", token=old), 403, DETAIL_INVALID_TOKEN)
+    # An admin may refresh another user's token.
+    again = c.client().users.refresh_token(name)
+    assert again.creds.token not in (old, new)
+    expect_json(c.post("/api/users/get_my_user", token=new), 403, DETAIL_INVALID_TOKEN)
+    assert c.client(again.creds.token).users.get_my_user().username == name
+
+
+@case("projects: a user's own project; user sees only its own, admin sees all")
+def _(c: Ctx):
+    name, token = c.new_user("compat-owner")
+    proj = c.new_project("compat-p", token=token)
+    p = c.client(token).projects.get(proj)
+    assert p.owner.username == name
+    assert member_roles(p) == {name: "admin"}, member_roles(p)
+    mine = [x.project_name for x in c.client(token).projects.list()]
+    assert mine == [proj], mine
+    mine = [x.project_name for x in c.client(token).projects.list(include_not_joined=False)]
+    assert mine == [proj], mine
+    everything = [x.project_name for x in c.client().projects.list()]
+    assert proj in everything and "main" in everything, everything
+    # Newest first by default.
+    assert everything.index(proj) < everything.index("main"), everything
+    # The admin can read it without being a member.
+    assert c.client().projects.get(proj).project_name == proj
+
+
+@case("projects: a non-member gets 403 on a private project")
+def _(c: Ctx):
+    _, token = c.new_user("compat-outsider")
+    expect_json(c.post("/api/projects/main/get", token=token), 403, DETAIL_DENIED)
+    expect_json(c.post("/api/project/main/fleets/list", token=token), 403, DETAIL_DENIED)
+    e = raises(ClientError, c.client(token).projects.get, "main")
+    assert "is denied" in str(e), e
+
+
+@case("projects: set_members / add_members / remove_members change membership")
+def _(c: Ctx):
+    a, ta = c.new_user("compat-ma")
+    b, tb = c.new_user("compat-mb")
+    proj = c.new_project("compat-mem")
+    api = c.client()
+    p = api.projects.set_members(
+        proj,
+        [
+            MemberSetting(username="admin", project_role=ProjectRole.ADMIN),
+            MemberSetting(username=a, project_role=ProjectRole.USER),
+        ],
+    )
+    assert member_roles(p) == {"admin": "admin", a: "user"}, member_roles(p)
+    assert member_roles(api.projects.get(proj)) == {"admin": "admin", a: "user"}
+    # a is a member now; b is not.
+    assert c.client(ta).projects.get(proj).project_name == proj
+    expect_json(c.post(f"/api/projects/{proj}/get", token=tb), 403, DETAIL_DENIED)
+    assert [x.project_name for x in c.client(ta).projects.list()] == [proj]
+
+    p = api.projects.add_members(proj, [MemberSetting(username=b, project_role=ProjectRole.MANAGER)])
+    assert member_roles(p) == {"admin": "admin", a: "user", b: "manager"}, member_roles(p)
+    assert c.client(tb).projects.get(proj).project_name == proj
+    # add_members on an existing member updates the role.
+    p = api.projects.add_member(proj, a, ProjectRole.MANAGER)
+    assert member_roles(p)[a] == "manager", member_roles(p)
+    # Default permissions: everyone may manage SSH fleets; only global admins and project
+    # admins may manage secrets (allow_managers_manage_secrets defaults to false).
+    perms = {
+        m.user.username: (m.permissions.can_manage_ssh_fleets, m.permissions.can_manage_secrets)
+        for m in p.members
+    }
+    assert perms == {"admin": (True, True), a: (True, False), b: (True, False)}, perms
+
+    p = api.projects.remove_members(proj, [a])
+    assert member_roles(p) == {"admin": "admin", b: "manager"}, member_roles(p)
+    expect_json(c.post(f"/api/projects/{proj}/get", token=ta), 403, DETAIL_DENIED)
+
+    # Self-leave is allowed to a non-admin member.
+    p = c.client(tb).projects.remove_member(proj, b)
+    assert member_roles(p) == {"admin": "admin"}, member_roles(p)
+
+    # A non-member cannot manage members: the permission check answers the wrapped 403.
+    r = c.post(
+        f"/api/projects/{proj}/add_members",
+        {"members": [{"username": a, "project_role": "admin"}]},
+        token=ta,
+    )
+    expect_json(r, 403, DETAIL_DENIED)
+
+    # Errors from the membership service itself.
+    expect_400(
+        c.post(f"/api/projects/{proj}/remove_members", {"usernames": [a]}),
+        f"User is not a member of this project: {a}",
+        "error",
+    )
+    expect_400(
+        c.post(f"/api/projects/{proj}/remove_members", {"usernames": [f"ghost-{SUFFIX}"]}),
+        f"User not found: ghost-{SUFFIX}",
+        "error",
+    )
+    expect_400(
+        c.post(f"/api/projects/{proj}/remove_members", {"usernames": ["admin"]}),
+        "Cannot leave project: you are the last admin",
+        "error",
+    )
+    # Removing the only admin on someone else's behalf is refused differently.
+    api.projects.add_member(proj, a, ProjectRole.USER)
+    expect_400(
+        c.post(f"/api/projects/{proj}/remove_members", {"usernames": ["admin", a]}),
+        "Cannot remove all project admins",
+        "error",
+    )
+
+
+@case("projects: role checks on membership changes (dependency vs service 403)")
+def _(c: Ctx):
+    u, tu = c.new_user("compat-ua")
+    m, tm = c.new_user("compat-mgr")
+    proj = c.new_project("compat-ur")
+    api = c.client()
+    api.projects.add_member(proj, u, ProjectRole.USER)
+    api.projects.add_member(proj, m, ProjectRole.MANAGER)
+    # A user-role member fails the route's permission dependency: the wrapped 403.
+    r = c.post(
+        f"/api/projects/{proj}/add_members",
+        {"members": [{"username": "admin", "project_role": "user"}]},
+        token=tu,
+    )
+    expect_json(r, 403, DETAIL_DENIED)
+    # REAL: a 403 raised inside a service (ForbiddenError) is NOT wrapped in "detail": the
+    # body is the bare {"msg","code"} object, often with a specific message. api.md §1.6
+    # does not mention this. The client only looks at the status, so both work with it.
+    r = c.post(
+        f"/api/projects/{proj}/add_members",
+        {"members": [{"username": u, "project_role": "admin"}]},
+        token=tm,
+    )
+    expect_json(r, 403, {"msg": "Access denied: only global admins can add project admins", "code": None})
+    r = c.post(
+        f"/api/projects/{proj}/set_members",
+        {"members": [{"username": m, "project_role": "admin"}]},
+        token=tm,
+    )
+    expect_json(r, 403, {"msg": "Access denied: changing project admins", "code": None})
+    # A manager may add a plain user.
+    p = c.client(tm).projects.add_members(
+        proj, [MemberSetting(username=u, project_role=ProjectRole.USER)]
+    )
+    assert member_roles(p) == {"admin": "admin", u: "user", m: "manager"}, member_roles(p)
+    expect_400(
+        c.post(
+            f"/api/projects/{proj}/set_members",
+            {"members": [{"username": u, "project_role": "user"}, {"username": u, "project_role": "user"}]},
+        ),
+        "Cannot add same user multiple times",
+        "error",
+    )
+
+
+@case("projects.delete: by a non-owner -> 403 bare body; by the owner -> gone")
+def _(c: Ctx):
+    name, token = c.new_user("compat-del")
+    proj = c.new_project("compat-del", token=token)
+    # REAL: unwrapped 403 body (ForbiddenError from the service), see above.
+    r = c.post("/api/projects/delete", {"projects_names": ["main"]}, token=token)
+    expect_json(r, 403, {"msg": "Access denied", "code": None})
+    c.client(token).projects.delete([proj])
+    expect_json(c.post(f"/api/projects/{proj}/get"), 404, DETAIL_NOT_FOUND)
+    assert proj not in [x.project_name for x in c.client().projects.list()]
+    # The name can be reused after deletion.
+    c.new_project("compat-del", token=token)
+    assert c.client(token).projects.get(proj).project_name == proj
+
+
+@case("users.delete: user is gone, token stops working, admin cannot be deleted")
+def _(c: Ctx):
+    name, token = c.new_user("compat-gone")
+    r = c.post("/api/users/delete", {"users": [name]})
+    expect_json(r, 200, None)
+    expect_json(c.post("/api/users/get_my_user", token=token), 403, DETAIL_INVALID_TOKEN)
+    assert name not in [u.username for u in c.client().users.list()]
+    expect_400(
+        c.post("/api/users/get_user", {"username": name}), "Resource not found", "resource_not_exists"
+    )
+    expect_400(
+        c.post("/api/users/delete", {"users": ["admin"]}), "User 'admin' cannot be deleted", "error"
+    )
+
+
+@case("projects: public project (update is_public, non-member read, self-join as user)")
+def _(c: Ctx):
+    u, tu = c.new_user("compat-pub")
+    proj = c.new_project("compat-pub")
+    expect_json(c.post(f"/api/projects/{proj}/get", token=tu), 403, DETAIL_DENIED)
+    r = c.post(f"/api/projects/{proj}/update", {"is_public": True})
+    expect_status(r, 200)
+    assert r.json()["is_public"] is True, r.json()
+    # A public project is readable by anyone, and listed for non-members by default.
+    p = c.client(tu).projects.get(proj)
+    assert p.is_public is True and u not in member_roles(p)
+    assert proj in [x.project_name for x in c.client(tu).projects.list()]
+    assert proj not in [x.project_name for x in c.client(tu).projects.list(include_not_joined=False)]
+    # Self-join to a public project only as "user".
+    r = c.post(
+        f"/api/projects/{proj}/add_members",
+        {"members": [{"username": u, "project_role": "admin"}]},
+        token=tu,
+    )
+    expect_json(r, 403, {"msg": "Access denied: can only join public projects as user role", "code": None})
+    p = c.client(tu).projects.add_member(proj, u, ProjectRole.USER)
+    assert member_roles(p) == {"admin": "admin", u: "user"}, member_roles(p)
+    # A plain member cannot update the project.
+    expect_json(c.post(f"/api/projects/{proj}/update", {"is_public": False}, token=tu), 403, DETAIL_DENIED)
+
+
+@case("users: update role, refresh_ssh_key")
+def _(c: Ctx):
+    name, token = c.new_user("compat-upd")
+    u = c.client().users.update(name, GlobalRole.ADMIN)
+    assert u.username == name and u.global_role == GlobalRole.ADMIN
+    assert c.client(token).users.get_my_user().global_role == GlobalRole.ADMIN
+    old_key = c.client(token).users.get_my_user().ssh_public_key
+    r = c.post("/api/users/refresh_ssh_key", {"username": name}, token=token)
+    expect_status(r, 200)
+    d = r.json()
+    assert d["username"] == name and d["creds"] == {"token": token}, d
+    assert d["ssh_public_key"] != old_key and d["ssh_public_key"].endswith(f" {name}\n")
+    assert c.client(token).users.get_my_user().ssh_public_key == d["ssh_public_key"]
+    expect_400(
+        c.post("/api/users/update", {"username": f"ghost-{SUFFIX}", "global_role": "user"}),
+        "Resource not found",
+        "resource_not_exists",
+    )
+
+
+# ============================================================================================
+# 5. The error contract
+# ============================================================================================
+
+
+@case("errors: unknown project -> 404 Not found (wrapped)")
+def _(c: Ctx):
+    expect_json(c.post(f"/api/projects/nope-{SUFFIX}/get"), 404, DETAIL_NOT_FOUND)
+    expect_json(c.post(f"/api/project/nope-{SUFFIX}/fleets/list"), 404, DETAIL_NOT_FOUND)
+    e = raises(URLNotFoundError, c.client().projects.get, f"nope-{SUFFIX}")
+    assert "Status code 404" in str(e), e
+
+
+@case("errors: create an existing project -> 400 resource_exists")
+def _(c: Ctx):
+    expect_400(
+        c.post("/api/projects/create", {"project_name": "main"}), "Resource exists", "resource_exists"
+    )
+    e = raises(ResourceExistsError, c.client().projects.create, "main")
+    assert e.msg == "Resource exists"
+
+
+@case("errors: delete unknown projects/users -> 400 error")
+def _(c: Ctx):
+    expect_400(
+        c.post("/api/projects/delete", {"projects_names": [f"nope-{SUFFIX}"]}),
+        "Failed to delete non-existent projects",
+        "error",
+    )
+    expect_400(
+        c.post("/api/users/delete", {"users": [f"nope-{SUFFIX}"]}),
+        "Failed to delete non-existent users",
+        "error",
+    )
+    e = raises(ServerClientError, c.client().projects.delete, [f"nope-{SUFFIX}"])
+    assert e.msg == "Failed to delete non-existent projects"
+
+
+@case("errors: users/get_user of a missing user -> 400 resource_not_exists")
+def _(c: Ctx):
+    expect_400(
+        c.post("/api/users/get_user", {"username": f"ghost-{SUFFIX}"}),
+        "Resource not found",
+        "resource_not_exists",
+    )
+    e = raises(ResourceNotExistsError, c.client().users.get_user, f"ghost-{SUFFIX}")
+    assert e.msg == "Resource not found"
+
+
+@case("errors: malformed JSON -> 422 json_invalid")
+def _(c: Ctx):
+    r = c.post("/api/projects/create", raw=b"{bad")
+    expect_json(
+        r,
+        422,
+        {
+            "detail": [
+                {
+                    "type": "json_invalid",
+                    "loc": ["body", 1],
+                    "msg": "JSON decode error",
+                    "input": {},
+                    "ctx": {"error": "Expecting property name enclosed in double quotes"},
+                }
+            ]
+        },
+    )
+
+
+@case("errors: missing body / missing field / extra field -> 422")
+def _(c: Ctx):
+    r = c.post("/api/users/get_user")
+    expect_json(
+        r, 422, {"detail": [{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}]}
+    )
+    r = c.post("/api/users/get_user", {})
+    expect_json(
+        r,
+        422,
+        {"detail": [{"type": "missing", "loc": ["body", "username"], "msg": "Field required", "input": {}}]},
+    )
+    r = c.post("/api/users/get_user", {"username": "admin", "bogus": 1})
+    expect_json(
+        r,
+        422,
+        {
+            "detail": [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ["body", "bogus"],
+                    "msg": "Extra inputs are not permitted",
+                    "input": 1,
+                }
+            ]
+        },
+    )
+
+
+@case("errors: unknown API paths (POST -> 405, GET -> 404)")
+def _(c: Ctx):
+    # REAL: with the UI mounted, an unknown POST path answers 405 and an unknown GET under
+    # /api answers 404 {"detail":"Not Found"} -- also for a known POST-only route.
+    expect_json(c.post("/api/nope"), 405, {"detail": "Method Not Allowed"})
+    expect_json(c.post(f"/api/project/main/nope"), 405, {"detail": "Method Not Allowed"})
+    expect_json(c.get("/api/nope"), 404, {"detail": "Not Found"})
+    expect_json(c.get("/api/users/list"), 404, {"detail": "Not Found"})
+    expect_json(c.post("/healthcheck"), 405, {"detail": "Method Not Allowed"})
+
+
+# ============================================================================================
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--token", required=True, help="the admin token")
+    ap.add_argument("-k", dest="filter", help="run only cases whose name contains this")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args()
+
+    # The SDK must not read a developer's ~/.dstack or DSTACK_* settings.
+    for k in [k for k in os.environ if k.startswith("DSTACK_")]:
+        del os.environ[k]
+
+    ctx = Ctx(args.url, args.token, args.verbose)
+    passed = failed = 0
+    for name, fn in CASES:
+        if args.filter and args.filter not in name:
+            continue
+        try:
+            fn(ctx)
+        except Exception as e:  # noqa: BLE001
+            failed += 1
+            reason = str(e) if isinstance(e, AssertionError) else f"{type(e).__name__}: {e}"
+            print(f"FAIL {name}: {' '.join(reason.split())[:1000]}")
+            if args.verbose:
+                traceback.print_exc()
+        else:
+            passed += 1
+            print(f"PASS {name}")
+        finally:
+            sys.stdout.flush()
+    for undo in reversed(ctx.cleanup):
+        try:
+            undo()
+        except Exception:  # noqa: BLE001
+            pass
+    print(f"api-compat: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
