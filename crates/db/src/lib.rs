@@ -1,0 +1,154 @@
+//! Storage layer of the dstack server: schema, migrations and typed repository functions.
+//!
+//! One code path serves SQLite and PostgreSQL through [`sqlx::AnyPool`].
+//! The SQL is portable: only TEXT, BIGINT and BOOLEAN columns, `$N` placeholders
+//! (SQLite maps them to positional arguments), UUIDs stored as hyphenated TEXT and
+//! timestamps stored as BIGINT unix microseconds (UTC).
+//!
+//! **Architecture Invariant:** no business rules live here.
+//! Callers decide who may do what and which values are valid; this crate only stores and loads rows.
+
+mod connect;
+mod projects;
+mod users;
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+use uuid::Uuid;
+
+pub use crate::projects::ProjectRow;
+pub use crate::users::UserRow;
+
+/// Which database server a [`Db`] talks to.
+///
+/// Only features that have no portable spelling (advisory locks, `FOR UPDATE SKIP LOCKED`)
+/// should ever branch on this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+/// A pool of connections to the server's database, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    kind: DbKind,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// A unique constraint rejected the write, e.g. a second user with the same name.
+    #[error("{what} already exists")]
+    Conflict { what: String },
+    /// The row the operation refers to does not exist.
+    #[error("row not found")]
+    NotFound,
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl Db {
+    /// Connects to `url` and applies the embedded migrations.
+    ///
+    /// Accepted spellings:
+    /// - `sqlite:///abs/path/sqlite.db`, `sqlite://rel.db`, `sqlite::memory:`;
+    /// - `postgres://user:pass@host:port/db` (also `postgresql://`);
+    /// - dstack's SQLAlchemy spellings `sqlite+aiosqlite:///path` and `postgresql+asyncpg://…`.
+    ///
+    /// A missing SQLite file (and its parent directory) is created.
+    /// SQLite connections use WAL, enforce foreign keys and wait up to 5 s on a locked database.
+    pub async fn connect(url: &str) -> Result<Db, DbError> {
+        crate::connect::connect(url).await
+    }
+
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    /// Closes every connection; later calls on any clone of this `Db` fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write transaction.
+    ///
+    /// On SQLite the write lock is taken up front (`BEGIN IMMEDIATE`), so two concurrent writers
+    /// queue on `busy_timeout` instead of one failing with `SQLITE_BUSY` when it upgrades its lock.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, DbError> {
+        let tx = match self.kind {
+            DbKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            DbKind::Postgres => self.pool.begin().await?,
+        };
+        Ok(tx)
+    }
+}
+
+/// Maps a unique violation to [`DbError::Conflict`] and leaves every other error as it is.
+///
+/// `what` names the thing that already exists (`user name "alice"`).
+fn conflict_on_unique(err: sqlx::Error, what: impl FnOnce(&str) -> String) -> DbError {
+    match err.as_database_error() {
+        Some(db_err) if db_err.is_unique_violation() => DbError::Conflict {
+            what: what(db_err.message()),
+        },
+        _ => DbError::Sqlx(err),
+    }
+}
+
+/// Maps a foreign key violation (a row referring to a missing user or project) to
+/// [`DbError::NotFound`].
+fn not_found_on_foreign_key(err: sqlx::Error) -> DbError {
+    match err.as_database_error() {
+        Some(db_err) if db_err.is_foreign_key_violation() => DbError::NotFound,
+        _ => DbError::Sqlx(err),
+    }
+}
+
+fn get_uuid(row: &AnyRow, column: &str) -> Result<Uuid, sqlx::Error> {
+    let text: String = row.try_get(column)?;
+    Uuid::parse_str(&text).map_err(|err| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: Box::new(err),
+    })
+}
+
+/// Reads a BOOLEAN column that the query selected as `CAST(col AS INTEGER) AS col`.
+///
+/// sqlx's Any driver rejects result columns whose SQLite declared type is BOOLEAN
+/// ("Any driver does not support the SQLite type Bool"), so every query reads booleans as integers.
+/// Writing and comparing (`$1` bound to a `bool`, `deleted = FALSE`) work as they are.
+fn get_bool(row: &AnyRow, column: &str) -> Result<bool, sqlx::Error> {
+    let value: i64 = row.try_get(column)?;
+    Ok(value != 0)
+}
+
+fn get_timestamp(row: &AnyRow, column: &str) -> Result<jiff::Timestamp, sqlx::Error> {
+    let micros: i64 = row.try_get(column)?;
+    jiff::Timestamp::from_microsecond(micros).map_err(|err| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: Box::new(err),
+    })
+}
+
+/// The stored form of a timestamp: unix microseconds; nanoseconds below a microsecond are dropped.
+fn micros(ts: jiff::Timestamp) -> i64 {
+    ts.as_microsecond()
+}
+
+fn uuid_text(id: Uuid) -> String {
+    id.hyphenated().to_string()
+}
+
+/// The name a soft-deleted user or project is renamed to, so that its name can be taken again
+/// (dstack renames to `_deleted_<ts>_<hex>` and keeps `original_name` too).
+fn deleted_name() -> String {
+    let hex = Uuid::new_v4().simple().to_string();
+    format!(
+        "_deleted_{}_{}",
+        jiff::Timestamp::now().as_second(),
+        &hex[..8]
+    )
+}
