@@ -12,24 +12,11 @@ use anyhow::{Context, Result};
 
 /// Crates that must stay free of I/O and async, and what they may never depend on.
 const PURE_CRATES: &[&str] = &["dstack-model"];
-const FORBIDDEN_IN_PURE: &[&str] = &[
-    "tokio",
-    "sqlx",
-    "reqwest",
-    "axum",
-    "hyper",
-    "bollard",
-    "russh",
-    "kube",
-    "async-trait",
-    "futures",
-];
+const FORBIDDEN_IN_PURE: &[&str] =
+    &["tokio", "sqlx", "reqwest", "axum", "hyper", "bollard", "russh", "kube", "async-trait", "futures"];
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// Every problem found, one line each.
@@ -47,31 +34,16 @@ fn dependency_rules(root: &Path) -> Result<Vec<String>> {
         .current_dir(root)
         .output()
         .context("running cargo metadata")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "cargo metadata failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    anyhow::ensure!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let packages = meta["packages"].as_array().context("packages")?;
     let name_of = |id: &str| -> String {
-        packages
-            .iter()
-            .find(|p| p["id"] == id)
-            .and_then(|p| p["name"].as_str())
-            .unwrap_or(id)
-            .to_owned()
+        packages.iter().find(|p| p["id"] == id).and_then(|p| p["name"].as_str()).unwrap_or(id).to_owned()
     };
-    let nodes = meta["resolve"]["nodes"]
-        .as_array()
-        .context("resolve.nodes")?;
+    let nodes = meta["resolve"]["nodes"].as_array().context("resolve.nodes")?;
     let mut problems = Vec::new();
     for pure in PURE_CRATES {
-        let Some(start) = packages
-            .iter()
-            .find(|p| p["name"] == *pure)
-            .and_then(|p| p["id"].as_str())
-        else {
+        let Some(start) = packages.iter().find(|p| p["name"] == *pure).and_then(|p| p["id"].as_str()) else {
             problems.push(format!("pure crate {pure} not found in the workspace"));
             continue;
         };
@@ -85,11 +57,7 @@ fn dependency_rules(root: &Path) -> Result<Vec<String>> {
                 continue;
             };
             for dep in node["deps"].as_array().into_iter().flatten() {
-                let normal = dep["dep_kinds"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|k| k["kind"].is_null());
+                let normal = dep["dep_kinds"].as_array().into_iter().flatten().any(|k| k["kind"].is_null());
                 if !normal {
                     continue;
                 }
@@ -98,10 +66,7 @@ fn dependency_rules(root: &Path) -> Result<Vec<String>> {
                 let mut chain = chain.clone();
                 chain.push(name.clone());
                 if FORBIDDEN_IN_PURE.contains(&name.as_str()) {
-                    problems.push(format!(
-                        "pure crate depends on `{name}`: {}",
-                        chain.join(" -> ")
-                    ));
+                    problems.push(format!("pure crate depends on `{name}`: {}", chain.join(" -> ")));
                 }
                 stack.push((dep_id, chain));
             }
@@ -142,13 +107,8 @@ fn source_rules(root: &Path) -> Result<Vec<String>> {
         ["PLACE", "HOLDER"].concat(),
     ];
     for file in files {
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("reading {}", file.display()))?;
-        let rel = file
-            .strip_prefix(root)
-            .unwrap_or(&file)
-            .display()
-            .to_string();
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let rel = file.strip_prefix(root).unwrap_or(&file).display().to_string();
         for (i, line) in text.lines().enumerate() {
             for b in &banned {
                 if line.contains(b.as_str()) {
@@ -159,9 +119,7 @@ fn source_rules(root: &Path) -> Result<Vec<String>> {
         if file.file_name().is_some_and(|n| n == "main.rs") && !rel.starts_with("fuzz") {
             let n_lines = text.lines().count();
             if n_lines > 150 {
-                problems.push(format!(
-                    "{rel}: main.rs has {n_lines} lines; keep binaries thin (< 150)"
-                ));
+                problems.push(format!("{rel}: main.rs has {n_lines} lines; keep binaries thin (< 150)"));
             }
         }
     }

@@ -33,6 +33,19 @@ impl ErrorCode {
     }
 }
 
+/// One item of a 422 answer, as pydantic/FastAPI report it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidationDetail {
+    /// pydantic's error type: `missing`, `extra_forbidden`, `string_type`, `json_invalid`, …
+    pub kind: String,
+    /// `["body", "field", 0, …]`.
+    pub loc: Vec<Value>,
+    pub msg: String,
+    /// The offending input.
+    pub input: Value,
+    pub ctx: Option<Value>,
+}
+
 /// An API error; [`ApiError::status`] and [`ApiError::body`] give the response.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiError {
@@ -44,8 +57,11 @@ pub enum ApiError {
     NotAuthenticated,
     /// 403: a token that matches no user.
     InvalidToken,
-    /// 403: a user without the permission (`Access denied` or a more specific message).
+    /// 403 from a permission check: `{"detail":{"msg","code":null}}`.
     Forbidden { msg: String },
+    /// 403 raised by a handler itself (dstack's `ForbiddenError`): the body is not wrapped in
+    /// `detail`, `{"msg","code":null}`.
+    ForbiddenAction { msg: String },
     /// 404: an unknown project.
     ProjectNotFound,
     /// 404: an unknown path.
@@ -55,11 +71,7 @@ pub enum ApiError {
     /// 413: a body over the limit.
     PayloadTooLarge { limit_bytes: usize },
     /// 422: a body that is not the expected JSON (FastAPI's validation shape).
-    Validation {
-        loc: Vec<String>,
-        msg: String,
-        kind: &'static str,
-    },
+    Validation(Box<ValidationDetail>),
     /// 500: a bug; details are logged, never sent.
     Internal,
 }
@@ -67,39 +79,28 @@ pub enum ApiError {
 impl ApiError {
     /// A 400 with code `error` and a message that says what to change.
     pub fn error(msg: impl Into<String>) -> ApiError {
-        ApiError::Client {
-            code: ErrorCode::Error,
-            msg: msg.into(),
-        }
+        ApiError::Client { code: ErrorCode::Error, msg: msg.into() }
     }
 
     /// A 400 `resource_exists` with dstack's default message.
     pub fn resource_exists() -> ApiError {
-        ApiError::Client {
-            code: ErrorCode::ResourceExists,
-            msg: "Resource exists".to_owned(),
-        }
+        ApiError::Client { code: ErrorCode::ResourceExists, msg: "Resource exists".to_owned() }
     }
 
     /// A 400 `resource_not_exists` (`Run not found`, `Fleet not found`, …).
     pub fn not_exists(msg: impl Into<String>) -> ApiError {
-        ApiError::Client {
-            code: ErrorCode::ResourceNotExists,
-            msg: msg.into(),
-        }
+        ApiError::Client { code: ErrorCode::ResourceNotExists, msg: msg.into() }
     }
 
     pub fn forbidden() -> ApiError {
-        ApiError::Forbidden {
-            msg: "Access denied".to_owned(),
-        }
+        ApiError::Forbidden { msg: "Access denied".to_owned() }
     }
 
     pub fn status(&self) -> u16 {
         match self {
             ApiError::Client { .. } | ApiError::BadVersionHeader { .. } => 400,
             ApiError::NotAuthenticated => 401,
-            ApiError::InvalidToken | ApiError::Forbidden { .. } => 403,
+            ApiError::InvalidToken | ApiError::Forbidden { .. } | ApiError::ForbiddenAction { .. } => 403,
             ApiError::ProjectNotFound | ApiError::NoRoute => 404,
             ApiError::MethodNotAllowed => 405,
             ApiError::PayloadTooLarge { .. } => 413,
@@ -117,14 +118,20 @@ impl ApiError {
             ApiError::NotAuthenticated => json!({"detail": "Not authenticated"}),
             ApiError::InvalidToken => json!({"detail": {"msg": "Invalid token", "code": null}}),
             ApiError::Forbidden { msg } => json!({"detail": {"msg": msg, "code": null}}),
+            ApiError::ForbiddenAction { msg } => json!({"msg": msg, "code": null}),
             ApiError::ProjectNotFound => json!({"detail": {"msg": "Not found", "code": null}}),
             ApiError::NoRoute => json!({"detail": "Not Found"}),
             ApiError::MethodNotAllowed => json!({"detail": "Method Not Allowed"}),
             ApiError::PayloadTooLarge { limit_bytes } => {
                 json!({"detail": format!("Request body is larger than {limit_bytes} bytes")})
             }
-            ApiError::Validation { loc, msg, kind } => {
-                json!({"detail": [{"type": kind, "loc": loc, "msg": msg}]})
+            ApiError::Validation(detail) => {
+                let mut item =
+                    json!({"type": detail.kind, "loc": detail.loc, "msg": detail.msg, "input": detail.input});
+                if let Some(ctx) = &detail.ctx {
+                    item["ctx"] = ctx.clone();
+                }
+                json!({"detail": [item]})
             }
             ApiError::Internal => json!({"detail": "Internal Server Error"}),
         }
@@ -136,16 +143,18 @@ impl ApiError {
             ApiError::Client { msg, .. }
             | ApiError::BadVersionHeader { msg }
             | ApiError::Forbidden { msg } => msg.clone(),
-            ApiError::Validation { loc, msg, .. } => format!("{}: {msg}", loc.join(".")),
+            ApiError::Validation(detail) => {
+                let loc: Vec<String> = detail
+                    .loc
+                    .iter()
+                    .map(|l| l.as_str().map_or_else(|| l.to_string(), str::to_owned))
+                    .collect();
+                format!("{}: {}", loc.join("."), detail.msg)
+            }
             other => other.body()["detail"]
                 .as_str()
                 .map(str::to_owned)
-                .unwrap_or_else(|| {
-                    other.body()["detail"]["msg"]
-                        .as_str()
-                        .unwrap_or("error")
-                        .to_owned()
-                }),
+                .unwrap_or_else(|| other.body()["detail"]["msg"].as_str().unwrap_or("error").to_owned()),
         }
     }
 }
@@ -174,10 +183,7 @@ mod tests {
             r#"{"detail":{"msg":"Invalid token","code":null}}"#
         );
         assert_eq!(ApiError::ProjectNotFound.status(), 404);
-        assert_eq!(
-            ApiError::NoRoute.body().to_string(),
-            r#"{"detail":"Not Found"}"#
-        );
+        assert_eq!(ApiError::NoRoute.body().to_string(), r#"{"detail":"Not Found"}"#);
         assert_eq!(ApiError::forbidden().message(), "Access denied");
         assert_eq!(ApiError::NotAuthenticated.message(), "Not authenticated");
     }

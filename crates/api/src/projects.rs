@@ -48,6 +48,7 @@ pub struct ProjectsInfoList {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct ListProjectsRequest {
     pub include_not_joined: Option<bool>,
     pub username: Option<String>,
@@ -61,6 +62,7 @@ pub struct ListProjectsRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateProjectRequest {
     pub project_name: String,
     #[serde(default)]
@@ -71,6 +73,7 @@ pub struct CreateProjectRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateProjectRequest {
     pub is_public: Option<bool>,
     pub templates_repo: Option<String>,
@@ -78,11 +81,13 @@ pub struct UpdateProjectRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeleteProjectsRequest {
     pub projects_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MemberSetting {
     pub username: String,
     pub project_role: ProjectRole,
@@ -90,11 +95,13 @@ pub struct MemberSetting {
 
 /// `set_members` and `add_members`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SetProjectMembersRequest {
     pub members: Vec<MemberSetting>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RemoveProjectMembersRequest {
     pub usernames: Vec<String>,
 }

@@ -11,11 +11,7 @@ pub fn format(ts: Timestamp) -> String {
     let frac = micros.rem_euclid(1_000_000);
     let whole = Timestamp::from_second(secs).unwrap_or(Timestamp::UNIX_EPOCH);
     let base = whole.strftime("%Y-%m-%dT%H:%M:%S").to_string();
-    if frac == 0 {
-        format!("{base}Z")
-    } else {
-        format!("{base}.{frac:06}Z")
-    }
+    if frac == 0 { format!("{base}Z") } else { format!("{base}.{frac:06}Z") }
 }
 
 /// `#[serde(with = "dstack_api::time::rfc3339")]` for `Timestamp` fields.
@@ -82,14 +78,8 @@ mod tests {
 
     #[test]
     fn parses_offsets_and_naive_times() {
-        assert_eq!(
-            format(parse("2026-11-24T04:00:00+01:00").unwrap()),
-            "2026-11-24T03:00:00Z"
-        );
-        assert_eq!(
-            format(parse("2026-11-24T03:00:00.25").unwrap()),
-            "2026-11-24T03:00:00.250000Z"
-        );
+        assert_eq!(format(parse("2026-11-24T04:00:00+01:00").unwrap()), "2026-11-24T03:00:00Z");
+        assert_eq!(format(parse("2026-11-24T03:00:00.25").unwrap()), "2026-11-24T03:00:00.250000Z");
         assert!(parse("yesterday").is_err());
     }
 }

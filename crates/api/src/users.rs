@@ -101,6 +101,7 @@ pub struct UsersInfoList {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct ListUsersRequest {
     pub return_total_count: bool,
     pub name_pattern: Option<String>,
@@ -112,12 +113,14 @@ pub struct ListUsersRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GetUserRequest {
     pub username: String,
 }
 
 /// `users/create` and `users/update`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
     pub username: String,
     pub global_role: GlobalRole,
@@ -132,11 +135,21 @@ fn yes() -> bool {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RefreshTokenRequest {
     pub username: String,
 }
 
+/// `users/refresh_ssh_key`: the caller's own keys when `username` is absent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshSshKeyRequest {
+    pub username: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeleteUsersRequest {
     pub users: Vec<String>,
 }

@@ -30,11 +30,7 @@ pub fn run(args: &ValidateArgs) -> u8 {
         let text = match read_input(path) {
             Ok(text) => text,
             Err(message) => {
-                let _ = stderr.write_line(&format!(
-                    "{}: {} {message}",
-                    name,
-                    style("error:").red().bold()
-                ));
+                let _ = stderr.write_line(&format!("{}: {} {message}", name, style("error:").red().bold()));
                 any_unreadable = true;
                 continue;
             }
@@ -56,10 +52,7 @@ pub fn run(args: &ValidateArgs) -> u8 {
         let rule_errors = static_checks(&configuration);
         if !rule_errors.is_empty() {
             for message in &rule_errors {
-                let _ = stderr.write_line(&format!(
-                    "{name}: {} {message}",
-                    style("error:").red().bold()
-                ));
+                let _ = stderr.write_line(&format!("{name}: {} {message}", style("error:").red().bold()));
             }
             let _ = stderr.write_line(&format!("{name}: {}", style("invalid").red().bold()));
             any_invalid = true;
@@ -96,16 +89,11 @@ pub fn run(args: &ValidateArgs) -> u8 {
 fn read_input(path: &PathBuf) -> Result<String, String> {
     if path.as_os_str() == "-" {
         let mut text = String::new();
-        io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        io::stdin().read_to_string(&mut text).map_err(|e| format!("cannot read standard input: {e}"))?;
         return Ok(text);
     }
     if !path.exists() {
-        return Err(format!(
-            "configuration file {} does not exist",
-            path.display()
-        ));
+        return Err(format!("configuration file {} does not exist", path.display()));
     }
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))

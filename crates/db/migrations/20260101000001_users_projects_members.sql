@@ -12,6 +12,7 @@ CREATE TABLE users (
     active BOOLEAN NOT NULL,
     deleted BOOLEAN NOT NULL DEFAULT FALSE,
     token_hash TEXT NOT NULL,
+    token_encrypted TEXT NULL,
     ssh_public_key TEXT NULL,
     ssh_private_key TEXT NULL,
     CONSTRAINT pk_users PRIMARY KEY (id),

@@ -62,28 +62,17 @@ fn sqlite_pool_options() -> AnyPoolOptions {
 /// A database URL in the spelling sqlx understands.
 #[derive(Debug, PartialEq, Eq)]
 enum Target {
-    Postgres {
-        url: String,
-    },
-    SqliteMemory {
-        url: String,
-    },
-    SqliteFile {
-        url: String,
-        path: std::path::PathBuf,
-    },
+    Postgres { url: String },
+    SqliteMemory { url: String },
+    SqliteFile { url: String, path: std::path::PathBuf },
 }
 
 fn parse_url(url: &str) -> Result<Target, sqlx::Error> {
     if let Some(rest) = url.strip_prefix("postgresql+asyncpg://") {
-        return Ok(Target::Postgres {
-            url: format!("postgres://{rest}"),
-        });
+        return Ok(Target::Postgres { url: format!("postgres://{rest}") });
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Target::Postgres {
-            url: url.to_owned(),
-        });
+        return Ok(Target::Postgres { url: url.to_owned() });
     }
     // SQLAlchemy: `sqlite+aiosqlite:///rel.db`, `sqlite+aiosqlite:////abs.db`, and an empty path
     // for an in-memory database. sqlx: `sqlite://rel.db`, `sqlite:///abs.db`.
@@ -107,10 +96,7 @@ fn parse_url(url: &str) -> Result<Target, sqlx::Error> {
         Some((path, params)) => (path, Some(params)),
         None => (sqlite_rest, None),
     };
-    let mode = params
-        .into_iter()
-        .flat_map(|p| p.split('&'))
-        .find_map(|kv| kv.strip_prefix("mode="));
+    let mode = params.into_iter().flat_map(|p| p.split('&')).find_map(|kv| kv.strip_prefix("mode="));
     if path.is_empty() || path == ":memory:" || mode == Some("memory") {
         // sqlx parses the URL with `url` first, which rejects `sqlite://:memory:`.
         let url = match params {
@@ -154,38 +140,25 @@ mod tests {
     /// A file target; a relative `path` is taken from the current directory.
     fn file(path: &str, query: &str) -> Target {
         let path = std::path::absolute(path).unwrap();
-        Target::SqliteFile {
-            url: format!("sqlite://{}?{query}", path.display()),
-            path,
-        }
+        Target::SqliteFile { url: format!("sqlite://{}?{query}", path.display()), path }
     }
 
     fn memory(url: &str) -> Target {
-        Target::SqliteMemory {
-            url: url.to_owned(),
-        }
+        Target::SqliteMemory { url: url.to_owned() }
     }
 
     fn pg(url: &str) -> Target {
-        Target::Postgres {
-            url: url.to_owned(),
-        }
+        Target::Postgres { url: url.to_owned() }
     }
 
     #[test]
     fn url_spellings() {
         let cases = [
-            (
-                "sqlite:///abs/sqlite.db",
-                file("/abs/sqlite.db", "mode=rwc"),
-            ),
+            ("sqlite:///abs/sqlite.db", file("/abs/sqlite.db", "mode=rwc")),
             ("sqlite://rel.db", file("rel.db", "mode=rwc")),
             ("sqlite:rel.db", file("rel.db", "mode=rwc")),
             ("sqlite://Dir/x.db?mode=ro", file("Dir/x.db", "mode=ro")),
-            (
-                "sqlite://x.db?cache=shared",
-                file("x.db", "cache=shared&mode=rwc"),
-            ),
+            ("sqlite://x.db?cache=shared", file("x.db", "cache=shared&mode=rwc")),
             ("sqlite::memory:", memory("sqlite::memory:")),
             ("sqlite://?mode=memory", memory("sqlite://?mode=memory")),
             (
@@ -197,10 +170,7 @@ mod tests {
             ("sqlite+aiosqlite:///:memory:", memory("sqlite::memory:")),
             ("postgres://u:p@h:5432/db", pg("postgres://u:p@h:5432/db")),
             ("postgresql://u:p@h/db", pg("postgresql://u:p@h/db")),
-            (
-                "postgresql+asyncpg://u:p@h:5432/db",
-                pg("postgres://u:p@h:5432/db"),
-            ),
+            ("postgresql+asyncpg://u:p@h:5432/db", pg("postgres://u:p@h:5432/db")),
         ];
         for (input, expected) in cases {
             assert_eq!(parse_url(input).unwrap(), expected, "{input}");
@@ -210,9 +180,7 @@ mod tests {
     #[test]
     fn odd_characters_in_paths_are_escaped() {
         let target = parse_url("sqlite:///tmp/a b/100%/x#1.db").unwrap();
-        let Target::SqliteFile { url, path } = target else {
-            panic!("{target:?}")
-        };
+        let Target::SqliteFile { url, path } = target else { panic!("{target:?}") };
         assert_eq!(url, "sqlite:///tmp/a%20b/100%25/x%231.db?mode=rwc");
         assert_eq!(path, std::path::Path::new("/tmp/a b/100%/x#1.db"));
     }
@@ -220,10 +188,6 @@ mod tests {
     #[test]
     fn unsupported_scheme() {
         let err = parse_url("mysql://u@h/db").unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("unsupported database url scheme `mysql`"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("unsupported database url scheme `mysql`"), "{err}");
     }
 }

@@ -91,9 +91,7 @@ impl Db {
 /// `what` names the thing that already exists (`user name "alice"`).
 fn conflict_on_unique(err: sqlx::Error, what: impl FnOnce(&str) -> String) -> DbError {
     match err.as_database_error() {
-        Some(db_err) if db_err.is_unique_violation() => DbError::Conflict {
-            what: what(db_err.message()),
-        },
+        Some(db_err) if db_err.is_unique_violation() => DbError::Conflict { what: what(db_err.message()) },
         _ => DbError::Sqlx(err),
     }
 }
@@ -109,10 +107,8 @@ fn not_found_on_foreign_key(err: sqlx::Error) -> DbError {
 
 fn get_uuid(row: &AnyRow, column: &str) -> Result<Uuid, sqlx::Error> {
     let text: String = row.try_get(column)?;
-    Uuid::parse_str(&text).map_err(|err| sqlx::Error::ColumnDecode {
-        index: column.to_owned(),
-        source: Box::new(err),
-    })
+    Uuid::parse_str(&text)
+        .map_err(|err| sqlx::Error::ColumnDecode { index: column.to_owned(), source: Box::new(err) })
 }
 
 /// Reads a BOOLEAN column that the query selected as `CAST(col AS INTEGER) AS col`.
@@ -127,10 +123,8 @@ fn get_bool(row: &AnyRow, column: &str) -> Result<bool, sqlx::Error> {
 
 fn get_timestamp(row: &AnyRow, column: &str) -> Result<jiff::Timestamp, sqlx::Error> {
     let micros: i64 = row.try_get(column)?;
-    jiff::Timestamp::from_microsecond(micros).map_err(|err| sqlx::Error::ColumnDecode {
-        index: column.to_owned(),
-        source: Box::new(err),
-    })
+    jiff::Timestamp::from_microsecond(micros)
+        .map_err(|err| sqlx::Error::ColumnDecode { index: column.to_owned(), source: Box::new(err) })
 }
 
 /// The stored form of a timestamp: unix microseconds; nanoseconds below a microsecond are dropped.
@@ -146,9 +140,5 @@ fn uuid_text(id: Uuid) -> String {
 /// (dstack renames to `_deleted_<ts>_<hex>` and keeps `original_name` too).
 fn deleted_name() -> String {
     let hex = Uuid::new_v4().simple().to_string();
-    format!(
-        "_deleted_{}_{}",
-        jiff::Timestamp::now().as_second(),
-        &hex[..8]
-    )
+    format!("_deleted_{}_{}", jiff::Timestamp::now().as_second(), &hex[..8])
 }

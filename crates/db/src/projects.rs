@@ -98,17 +98,11 @@ impl Db {
         ))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(project_from_row)
-            .collect::<Result<_, _>>()?)
+        Ok(rows.iter().map(project_from_row).collect::<Result<_, _>>()?)
     }
 
     /// The non-deleted projects `user_id` is a member of, newest first.
-    pub async fn list_projects_for_member(
-        &self,
-        user_id: Uuid,
-    ) -> Result<Vec<ProjectRow>, DbError> {
+    pub async fn list_projects_for_member(&self, user_id: Uuid) -> Result<Vec<ProjectRow>, DbError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             project_columns!("p."),
@@ -119,10 +113,7 @@ impl Db {
         .bind(uuid_text(user_id))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(project_from_row)
-            .collect::<Result<_, _>>()?)
+        Ok(rows.iter().map(project_from_row).collect::<Result<_, _>>()?)
     }
 
     /// Soft-deletes the named projects in one transaction: `deleted` and `original_name` are set
@@ -145,17 +136,12 @@ impl Db {
     }
 
     /// [`DbError::NotFound`] if there is no such non-deleted project.
-    pub async fn set_project_public(
-        &self,
-        project_id: Uuid,
-        is_public: bool,
-    ) -> Result<(), DbError> {
-        let done =
-            sqlx::query("UPDATE projects SET is_public = $2 WHERE id = $1 AND deleted = FALSE")
-                .bind(uuid_text(project_id))
-                .bind(is_public)
-                .execute(&self.pool)
-                .await?;
+    pub async fn set_project_public(&self, project_id: Uuid, is_public: bool) -> Result<(), DbError> {
+        let done = sqlx::query("UPDATE projects SET is_public = $2 WHERE id = $1 AND deleted = FALSE")
+            .bind(uuid_text(project_id))
+            .bind(is_public)
+            .execute(&self.pool)
+            .await?;
         if done.rows_affected() == 0 {
             return Err(DbError::NotFound);
         }
@@ -163,10 +149,7 @@ impl Db {
     }
 
     /// The project's members with their project roles, ordered by user name.
-    pub async fn project_members(
-        &self,
-        project_id: Uuid,
-    ) -> Result<Vec<(UserRow, String)>, DbError> {
+    pub async fn project_members(&self, project_id: Uuid) -> Result<Vec<(UserRow, String)>, DbError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             user_columns!("u."),
@@ -184,28 +167,19 @@ impl Db {
     }
 
     /// The user's role in the project; `None` if the user is not a member.
-    pub async fn member_role(
-        &self,
-        project_id: Uuid,
-        user_id: Uuid,
-    ) -> Result<Option<String>, DbError> {
-        let role = sqlx::query_scalar(
-            "SELECT project_role FROM members WHERE project_id = $1 AND user_id = $2",
-        )
-        .bind(uuid_text(project_id))
-        .bind(uuid_text(user_id))
-        .fetch_optional(&self.pool)
-        .await?;
+    pub async fn member_role(&self, project_id: Uuid, user_id: Uuid) -> Result<Option<String>, DbError> {
+        let role =
+            sqlx::query_scalar("SELECT project_role FROM members WHERE project_id = $1 AND user_id = $2")
+                .bind(uuid_text(project_id))
+                .bind(uuid_text(user_id))
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(role)
     }
 
     /// Replaces all members of the project with `members`, in one transaction.
     /// [`DbError::NotFound`] (and nothing changed) if the project or a user does not exist.
-    pub async fn set_members(
-        &self,
-        project_id: Uuid,
-        members: &[(Uuid, String)],
-    ) -> Result<(), DbError> {
+    pub async fn set_members(&self, project_id: Uuid, members: &[(Uuid, String)]) -> Result<(), DbError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM members WHERE project_id = $1")
             .bind(uuid_text(project_id))
@@ -220,11 +194,7 @@ impl Db {
 
     /// Adds members, or changes the role of existing ones, in one transaction.
     /// [`DbError::NotFound`] (and nothing changed) if the project or a user does not exist.
-    pub async fn add_members(
-        &self,
-        project_id: Uuid,
-        members: &[(Uuid, String)],
-    ) -> Result<(), DbError> {
+    pub async fn add_members(&self, project_id: Uuid, members: &[(Uuid, String)]) -> Result<(), DbError> {
         let mut tx = self.begin_write().await?;
         for (user_id, role) in members {
             upsert_member(&mut tx, project_id, *user_id, role).await?;

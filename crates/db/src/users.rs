@@ -5,8 +5,7 @@ use sqlx::any::AnyRow;
 use uuid::Uuid;
 
 use crate::{
-    Db, DbError, conflict_on_unique, deleted_name, get_bool, get_timestamp, get_uuid, micros,
-    uuid_text,
+    Db, DbError, conflict_on_unique, deleted_name, get_bool, get_timestamp, get_uuid, micros, uuid_text,
 };
 
 /// A user as stored. Soft-deleted users are never returned, except by [`Db::user_by_id`].
@@ -21,6 +20,8 @@ pub struct UserRow {
     pub active: bool,
     /// SHA-256 hex of the user's API token: the lookup key for authentication.
     pub token_hash: String,
+    /// The token encrypted with the server's key (so admins can be shown it), if stored.
+    pub token_encrypted: Option<String>,
     pub ssh_public_key: Option<String>,
     pub ssh_private_key: Option<String>,
 }
@@ -38,6 +39,7 @@ macro_rules! user_columns {
             $p, "email, ",
             "CAST(", $p, "active AS INTEGER) AS active, ",
             $p, "token_hash, ",
+            $p, "token_encrypted, ",
             $p, "ssh_public_key, ",
             $p, "ssh_private_key"
         )
@@ -54,6 +56,7 @@ pub(crate) fn user_from_row(row: &AnyRow) -> Result<UserRow, sqlx::Error> {
         email: row.try_get("email")?,
         active: get_bool(row, "active")?,
         token_hash: row.try_get("token_hash")?,
+        token_encrypted: row.try_get("token_encrypted")?,
         ssh_public_key: row.try_get("ssh_public_key")?,
         ssh_private_key: row.try_get("ssh_private_key")?,
     })
@@ -64,8 +67,8 @@ impl Db {
     pub async fn insert_user(&self, u: &UserRow) -> Result<(), DbError> {
         sqlx::query(
             "INSERT INTO users (id, name, created_at, global_role, email, active, deleted, \
-             token_hash, ssh_public_key, ssh_private_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $8, $9)",
+             token_hash, token_encrypted, ssh_public_key, ssh_private_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $8, $9, $10)",
         )
         .bind(uuid_text(u.id))
         .bind(&u.name)
@@ -74,6 +77,7 @@ impl Db {
         .bind(&u.email)
         .bind(u.active)
         .bind(&u.token_hash)
+        .bind(&u.token_encrypted)
         .bind(&u.ssh_public_key)
         .bind(&u.ssh_private_key)
         .execute(&self.pool)
@@ -121,14 +125,10 @@ impl Db {
     /// The user with this id, **including a deleted one** (still the owner of its projects);
     /// a deleted user's `name` is its `_deleted_…` name and `active` is false.
     pub async fn user_by_id(&self, id: Uuid) -> Result<Option<UserRow>, DbError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            user_columns!(""),
-            " FROM users WHERE id = $1"
-        ))
-        .bind(uuid_text(id))
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(concat!("SELECT ", user_columns!(""), " FROM users WHERE id = $1"))
+            .bind(uuid_text(id))
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
@@ -167,20 +167,23 @@ impl Db {
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
-    /// Replaces the token hash of the user called `name` (token rotation);
-    /// `None` if there is no such user, [`DbError::Conflict`] if another user has this hash.
-    pub async fn set_user_token_hash(
+    /// Replaces the token (its hash and encrypted copy) of the user called `name` (token
+    /// rotation); `None` if there is no such user, [`DbError::Conflict`] if another user has
+    /// this hash.
+    pub async fn set_user_token(
         &self,
         name: &str,
         token_hash: &str,
+        token_encrypted: &str,
     ) -> Result<Option<UserRow>, DbError> {
         let row = sqlx::query(concat!(
-            "UPDATE users SET token_hash = $2 \
+            "UPDATE users SET token_hash = $2, token_encrypted = $3 \
              WHERE name = $1 AND deleted = FALSE RETURNING ",
             user_columns!("")
         ))
         .bind(name)
         .bind(token_hash)
+        .bind(token_encrypted)
         .fetch_optional(&self.pool)
         .await
         .map_err(|err| conflict_on_unique(err, |_| "user token".to_owned()))?;
@@ -188,12 +191,7 @@ impl Db {
     }
 
     /// Stores the user's SSH key pair; [`DbError::NotFound`] if there is no such user.
-    pub async fn set_user_ssh_keys(
-        &self,
-        user_id: Uuid,
-        public: &str,
-        private: &str,
-    ) -> Result<(), DbError> {
+    pub async fn set_user_ssh_keys(&self, user_id: Uuid, public: &str, private: &str) -> Result<(), DbError> {
         let done = sqlx::query(
             "UPDATE users SET ssh_public_key = $2, ssh_private_key = $3 \
              WHERE id = $1 AND deleted = FALSE",
@@ -230,10 +228,7 @@ impl Db {
             .bind(deleted_name())
             .execute(&mut *tx)
             .await?;
-            sqlx::query("DELETE FROM members WHERE user_id = $1")
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query("DELETE FROM members WHERE user_id = $1").bind(&id).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -28,9 +28,7 @@ impl Duration {
                 }
             },
             Value::Bool(b) => Some(Duration(i64::from(*b))),
-            Value::Float(f) if f.is_finite() && f.abs() < 9.2e18 => {
-                Some(Duration(f.trunc() as i64))
-            }
+            Value::Float(f) if f.is_finite() && f.abs() < 9.2e18 => Some(Duration(f.trunc() as i64)),
             Value::Str(s) => match parse_duration_str(s) {
                 Some(d) => Some(Duration(d)),
                 None => {
@@ -157,11 +155,7 @@ pub struct Memory(pub f64);
 impl Memory {
     /// Parses the text form (`16GB`, `512MB`, `1.5TB`, `24`): spaces removed, case ignored.
     pub fn parse_str(s: &str) -> Result<Memory, String> {
-        let v: String = s
-            .chars()
-            .filter(|c| *c != ' ')
-            .collect::<String>()
-            .to_lowercase();
+        let v: String = s.chars().filter(|c| *c != ' ').collect::<String>().to_lowercase();
         let (number, factor) = if let Some(n) = v.strip_suffix("tb") {
             (n, 1024.0)
         } else if let Some(n) = v.strip_suffix("gb") {
@@ -198,19 +192,11 @@ pub fn format_g(f: f64) -> String {
         let decimals = (5 - exp).max(0) as usize;
         let s = format!("{f:.decimals$}");
 
-        if s.contains('.') {
-            s.trim_end_matches('0').trim_end_matches('.').to_owned()
-        } else {
-            s
-        }
+        if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_owned() } else { s }
     } else {
         let s = format!("{f:.5e}");
         let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
-        let m = if m.contains('.') {
-            m.trim_end_matches('0').trim_end_matches('.')
-        } else {
-            m
-        };
+        let m = if m.contains('.') { m.trim_end_matches('0').trim_end_matches('.') } else { m };
         let e: i32 = e.parse().unwrap_or(0);
         format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
     }
@@ -281,28 +267,18 @@ pub struct Range<T> {
 
 impl<T: RangeValue> Range<T> {
     pub fn exact(v: T) -> Range<T> {
-        Range {
-            min: Some(v),
-            max: Some(v),
-        }
+        Range { min: Some(v), max: Some(v) }
     }
 
     pub fn at_least(v: T) -> Range<T> {
-        Range {
-            min: Some(v),
-            max: None,
-        }
+        Range { min: Some(v), max: None }
     }
 
     /// The text form: `8`, `2..8`, `2..`.
     pub fn display(&self) -> String {
         let min = self.min.map(T::display).unwrap_or_default();
         let max = self.max.map(T::display).unwrap_or_default();
-        if min == max {
-            min
-        } else {
-            format!("{min}..{max}")
-        }
+        if min == max { min } else { format!("{min}..{max}") }
     }
 
     /// Parses the `a..b` text form (spaces removed); `None` when the text has no `..`.
@@ -313,23 +289,12 @@ impl<T: RangeValue> Range<T> {
         let v: String = s.chars().filter(|c| *c != ' ').collect();
         let parts: Vec<&str> = v.split("..").collect();
         if parts.len() != 2 {
-            return Some(Err(format!(
-                "invalid range {s:?}: use `min..max`, `min..` or `..max`"
-            )));
+            return Some(Err(format!("invalid range {s:?}: use `min..max`, `min..` or `..max`")));
         }
         let side = |p: &str| -> Result<Option<T>, String> {
-            if p.is_empty() {
-                Ok(None)
-            } else {
-                T::parse_bound(p).map(Some)
-            }
+            if p.is_empty() { Ok(None) } else { T::parse_bound(p).map(Some) }
         };
-        Some(side(parts[0]).and_then(|min| {
-            Ok(Range {
-                min,
-                max: side(parts[1])?,
-            })
-        }))
+        Some(side(parts[0]).and_then(|min| Ok(Range { min, max: side(parts[1])? })))
     }
 
     fn check(self, node: &Node, cx: &mut Cx) -> Option<Range<T>> {
@@ -339,10 +304,7 @@ impl<T: RangeValue> Range<T> {
                 None
             }
             (Some(min), Some(max)) if min > max => {
-                cx.error(
-                    node,
-                    format!("Invalid range order: {}..{}", min.display(), max.display()),
-                );
+                cx.error(node, format!("Invalid range order: {}..{}", min.display(), max.display()));
                 None
             }
             _ => Some(self),
@@ -361,9 +323,7 @@ impl<T: RangeValue> FromNode for Range<T> {
                 }
                 None => Range::exact(T::from_value(node, cx)?),
             },
-            Value::Int(_) | Value::Float(_) | Value::Bool(_) => {
-                Range::exact(T::from_value(node, cx)?)
-            }
+            Value::Int(_) | Value::Float(_) | Value::Bool(_) => Range::exact(T::from_value(node, cx)?),
             Value::Map(_) => {
                 let mut obj = Object::new(node, cx)?;
                 let mark = cx.mark();
@@ -389,8 +349,7 @@ pub struct EntityReference {
     pub name: String,
 }
 
-const INVALID_REF: &str =
-    "Invalid entity reference. Only `<name>` or `<project>/<name>` formats are allowed";
+const INVALID_REF: &str = "Invalid entity reference. Only `<name>` or `<project>/<name>` formats are allowed";
 
 impl EntityReference {
     pub fn parse_str(s: &str) -> Option<EntityReference> {
@@ -399,14 +358,10 @@ impl EntityReference {
             return None;
         }
         match parts.as_slice() {
-            [name] => Some(EntityReference {
-                project: None,
-                name: (*name).to_owned(),
-            }),
-            [project, name] => Some(EntityReference {
-                project: Some((*project).to_owned()),
-                name: (*name).to_owned(),
-            }),
+            [name] => Some(EntityReference { project: None, name: (*name).to_owned() }),
+            [project, name] => {
+                Some(EntityReference { project: Some((*project).to_owned()), name: (*name).to_owned() })
+            }
             _ => None,
         }
     }
@@ -418,10 +373,7 @@ impl FromNode for EntityReference {
             Value::Map(_) => {
                 let mut obj = Object::new(node, cx)?;
                 let mark = cx.mark();
-                let r = EntityReference {
-                    project: obj.opt(cx, "project"),
-                    name: obj.required(cx, "name"),
-                };
+                let r = EntityReference { project: obj.opt(cx, "project"), name: obj.required(cx, "name") };
                 obj.finish(cx);
                 cx.ok_since(mark)?;
                 Some(r)
@@ -475,10 +427,7 @@ impl FromNode for PortMapping {
         match &node.value {
             Value::Int(_) => {
                 let p = port(node, cx)?;
-                Some(PortMapping {
-                    local_port: Some(p),
-                    container_port: p,
-                })
+                Some(PortMapping { local_port: Some(p), container_port: p })
             }
             Value::Str(s) => {
                 let (local, container) = match PortMapping::parse_str(s) {
@@ -498,10 +447,7 @@ impl FromNode for PortMapping {
                     Some("*") => None,
                     Some(l) => Some(num(l, cx)?),
                 };
-                Some(PortMapping {
-                    local_port,
-                    container_port,
-                })
+                Some(PortMapping { local_port, container_port })
             }
             Value::Map(_) => {
                 let mut obj = Object::new(node, cx)?;
@@ -567,36 +513,31 @@ pub fn parse_tags(node: &Node, cx: &mut Cx) -> Option<IndexMap<String, String>> 
         if k.as_str().is_none() {
             cx.expected(k, "a string tag name");
         } else if !matches!(v.value, Value::Str(_)) {
-            cx.at_field(&k.key_string(), |cx| {
-                cx.expected(v, "a string (quote numbers and booleans)")
-            });
+            cx.at_field(&k.key_string(), |cx| cx.expected(v, "a string (quote numbers and booleans)"));
         }
     }
     cx.ok_since(mark)?;
     let tags = IndexMap::<String, String>::from_node(node, cx)?;
     let key_ok = |k: &str| {
         (1..=60).contains(&k.chars().count())
-            && k.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     };
     let value_ok = |v: &str| {
-        v.chars().count() <= 256
-            && v.chars()
-                .all(|c| c.is_ascii_alphanumeric() || " .:/=_-+@".contains(c))
+        v.chars().count() <= 256 && v.chars().all(|c| c.is_ascii_alphanumeric() || " .:/=_-+@".contains(c))
     };
     let mark = cx.mark();
     for (k, v) in &tags {
         if !key_ok(k) {
             cx.error(
                 node,
-                format!(
-                    "Invalid tag key {k}. The key must match regex '^[_\\-a-zA-Z0-9]{{1,60}}$'"
-                ),
+                format!("Invalid tag key {k}. The key must match regex '^[_\\-a-zA-Z0-9]{{1,60}}$'"),
             );
         } else if !value_ok(v) {
             cx.error(
                 node,
-                format!("Invalid tag value {v}. The value must match regex '^[a-zA-Z0-9 .:/=_\\-+@]{{0,256}}$'"),
+                format!(
+                    "Invalid tag value {v}. The value must match regex '^[a-zA-Z0-9 .:/=_\\-+@]{{0,256}}$'"
+                ),
             );
         }
     }
@@ -619,9 +560,7 @@ pub fn is_valid_resource_name(name: &str) -> bool {
     let b = name.as_bytes();
     (2..=41).contains(&b.len())
         && b[0].is_ascii_lowercase()
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[1..].iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 /// dstack's message for a name that fails [`is_valid_resource_name`].
@@ -632,9 +571,7 @@ pub fn is_valid_group_name(name: &str) -> bool {
     let b = name.as_bytes();
     (1..=40).contains(&b.len())
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[1..].iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 /// Reads the `type` key of a configuration read directly (wire JSON): absent is fine, any
@@ -674,11 +611,7 @@ mod tests {
         let node = load(text).unwrap();
         let mut cx = Cx::new();
         T::from_node(&node, &mut cx).ok_or_else(|| {
-            cx.into_diagnostics()
-                .iter()
-                .map(|d| d.message.clone())
-                .collect::<Vec<_>>()
-                .join("; ")
+            cx.into_diagnostics().iter().map(|d| d.message.clone()).collect::<Vec<_>>().join("; ")
         })
     }
 
@@ -688,69 +621,24 @@ mod tests {
         assert_eq!(parse::<Duration>("30m"), Ok(Duration(1800)));
         assert_eq!(parse::<Duration>("1 w"), Ok(Duration(604_800)));
         assert_eq!(parse::<Duration>("'15'"), Ok(Duration(15)));
-        assert!(
-            parse::<Duration>("1h30m")
-                .unwrap_err()
-                .contains("cannot parse the duration")
-        );
+        assert!(parse::<Duration>("1h30m").unwrap_err().contains("cannot parse the duration"));
         assert!(parse::<Duration>("10 min").is_err());
-        assert_eq!(
-            parse::<Option<OffDuration>>("off"),
-            Ok(Some(OffDuration::Off))
-        );
+        assert_eq!(parse::<Option<OffDuration>>("off"), Ok(Some(OffDuration::Off)));
         assert_eq!(parse::<Option<OffDuration>>("true"), Ok(None));
-        assert_eq!(
-            parse::<Option<OffDuration>>("-5"),
-            Err("Duration cannot be negative".into())
-        );
+        assert_eq!(parse::<Option<OffDuration>>("-5"), Err("Duration cannot be negative".into()));
     }
 
     #[test]
     fn ranges_and_memory() {
-        assert_eq!(
-            parse::<Range<i64>>("2..8"),
-            Ok(Range {
-                min: Some(2),
-                max: Some(8)
-            })
-        );
-        assert_eq!(
-            parse::<Range<i64>>("'..8'"),
-            Ok(Range {
-                min: None,
-                max: Some(8)
-            })
-        );
-        assert_eq!(
-            parse::<Range<Memory>>("1.5TB"),
-            Ok(Range::exact(Memory(1536.0)))
-        );
-        assert_eq!(
-            parse::<Range<Memory>>("24GB.."),
-            Ok(Range::at_least(Memory(24.0)))
-        );
-        assert_eq!(
-            parse::<Range<Memory>>("512MB"),
-            Ok(Range::exact(Memory(0.5)))
-        );
-        assert_eq!(
-            parse::<Range<i64>>("'..'"),
-            Err("Invalid empty range: ..".into())
-        );
-        assert_eq!(
-            parse::<Range<Memory>>("64GB..16GB"),
-            Err("Invalid range order: 64GB..16GB".into())
-        );
-        assert!(
-            parse::<Range<Memory>>("16GiB")
-                .unwrap_err()
-                .contains("memory size")
-        );
-        assert!(
-            parse::<Range<i64>>("2..4..8")
-                .unwrap_err()
-                .contains("invalid range")
-        );
+        assert_eq!(parse::<Range<i64>>("2..8"), Ok(Range { min: Some(2), max: Some(8) }));
+        assert_eq!(parse::<Range<i64>>("'..8'"), Ok(Range { min: None, max: Some(8) }));
+        assert_eq!(parse::<Range<Memory>>("1.5TB"), Ok(Range::exact(Memory(1536.0))));
+        assert_eq!(parse::<Range<Memory>>("24GB.."), Ok(Range::at_least(Memory(24.0))));
+        assert_eq!(parse::<Range<Memory>>("512MB"), Ok(Range::exact(Memory(0.5))));
+        assert_eq!(parse::<Range<i64>>("'..'"), Err("Invalid empty range: ..".into()));
+        assert_eq!(parse::<Range<Memory>>("64GB..16GB"), Err("Invalid range order: 64GB..16GB".into()));
+        assert!(parse::<Range<Memory>>("16GiB").unwrap_err().contains("memory size"));
+        assert!(parse::<Range<i64>>("2..4..8").unwrap_err().contains("invalid range"));
         assert_eq!(Range::<Memory>::at_least(Memory(24.0)).display(), "24GB..");
     }
 
@@ -758,34 +646,14 @@ mod tests {
     fn ports_and_references() {
         assert_eq!(
             parse::<PortMapping>("8080"),
-            Ok(PortMapping {
-                local_port: Some(8080),
-                container_port: 8080
-            })
+            Ok(PortMapping { local_port: Some(8080), container_port: 8080 })
         );
-        assert_eq!(
-            parse::<PortMapping>("'*:90'"),
-            Ok(PortMapping {
-                local_port: None,
-                container_port: 90
-            })
-        );
-        assert!(
-            parse::<PortMapping>("'8080:'")
-                .unwrap_err()
-                .contains("invalid port mapping")
-        );
-        assert!(
-            parse::<PortMapping>("3000:30")
-                .unwrap_err()
-                .contains("less than or equal to 65535")
-        );
+        assert_eq!(parse::<PortMapping>("'*:90'"), Ok(PortMapping { local_port: None, container_port: 90 }));
+        assert!(parse::<PortMapping>("'8080:'").unwrap_err().contains("invalid port mapping"));
+        assert!(parse::<PortMapping>("3000:30").unwrap_err().contains("less than or equal to 65535"));
         assert_eq!(
             parse::<EntityReference>("p/b"),
-            Ok(EntityReference {
-                project: Some("p".into()),
-                name: "b".into()
-            })
+            Ok(EntityReference { project: Some("p".into()), name: "b".into() })
         );
         assert_eq!(parse::<EntityReference>("a/b/c"), Err(INVALID_REF.into()));
     }

@@ -30,15 +30,8 @@ pub enum AnyConfiguration {
 }
 
 /// The values of the `type` discriminator, in dstack's order.
-pub const CONFIGURATION_TYPES: &[&str] = &[
-    "dev-environment",
-    "task",
-    "service",
-    "fleet",
-    "gateway",
-    "preset",
-    "volume",
-];
+pub const CONFIGURATION_TYPES: &[&str] =
+    &["dev-environment", "task", "service", "fleet", "gateway", "preset", "volume"];
 
 impl AnyConfiguration {
     /// The `type` value.
@@ -74,37 +67,21 @@ impl FromNode for AnyConfiguration {
             _ => "",
         };
         Some(match kind {
-            "dev-environment" => AnyConfiguration::DevEnvironment(Box::new(
-                DevEnvironmentConfiguration::from_node(node, cx)?,
-            )),
+            "dev-environment" => {
+                AnyConfiguration::DevEnvironment(Box::new(DevEnvironmentConfiguration::from_node(node, cx)?))
+            }
             "task" => AnyConfiguration::Task(Box::new(TaskConfiguration::from_node(node, cx)?)),
-            "service" => {
-                AnyConfiguration::Service(Box::new(ServiceConfiguration::from_node(node, cx)?))
-            }
+            "service" => AnyConfiguration::Service(Box::new(ServiceConfiguration::from_node(node, cx)?)),
             "fleet" => AnyConfiguration::Fleet(Box::new(FleetConfiguration::from_node(node, cx)?)),
-            "gateway" => {
-                AnyConfiguration::Gateway(Box::new(GatewayConfiguration::from_node(node, cx)?))
-            }
-            "volume" => {
-                AnyConfiguration::Volume(Box::new(VolumeConfiguration::from_node(node, cx)?))
-            }
-            "preset" => {
-                AnyConfiguration::Preset(Box::new(PresetConfiguration::from_node(node, cx)?))
-            }
+            "gateway" => AnyConfiguration::Gateway(Box::new(GatewayConfiguration::from_node(node, cx)?)),
+            "volume" => AnyConfiguration::Volume(Box::new(VolumeConfiguration::from_node(node, cx)?)),
+            "preset" => AnyConfiguration::Preset(Box::new(PresetConfiguration::from_node(node, cx)?)),
             _ => {
-                let message = format!(
-                    "expected one of {}, found {}",
-                    list(CONFIGURATION_TYPES),
-                    type_node.describe()
-                );
+                let message =
+                    format!("expected one of {}, found {}", list(CONFIGURATION_TYPES), type_node.describe());
                 cx.at_field("type", |cx| {
-                    match type_node
-                        .as_str()
-                        .and_then(|s| suggest(s, CONFIGURATION_TYPES))
-                    {
-                        Some(near) => {
-                            cx.error_help(type_node, message, format!("did you mean `{near}`?"))
-                        }
+                    match type_node.as_str().and_then(|s| suggest(s, CONFIGURATION_TYPES)) {
+                        Some(near) => cx.error_help(type_node, message, format!("did you mean `{near}`?")),
                         None => cx.error(type_node, message),
                     }
                 });
@@ -117,11 +94,7 @@ impl FromNode for AnyConfiguration {
 crate::deserialize_via_node!(AnyConfiguration);
 
 fn list(items: &[&str]) -> String {
-    items
-        .iter()
-        .map(|c| format!("`{c}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    items.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
 }
 
 /// The outcome of parsing one configuration file.
@@ -152,19 +125,13 @@ pub fn parse_configuration(text: &str) -> Parsed {
                 message: format!("invalid YAML: {}", e.message),
                 help: None,
             };
-            return Parsed {
-                configuration: None,
-                diagnostics: vec![diagnostic],
-            };
+            return Parsed { configuration: None, diagnostics: vec![diagnostic] };
         }
     };
     let mut cx = Cx::new();
     let configuration = AnyConfiguration::from_node(&node, &mut cx);
     let configuration = if cx.has_errors() { None } else { configuration };
-    Parsed {
-        configuration,
-        diagnostics: cx.into_diagnostics(),
-    }
+    Parsed { configuration, diagnostics: cx.into_diagnostics() }
 }
 
 /// dstack's server-side rules that need no server state (names, mutually exclusive fields

@@ -159,23 +159,11 @@ impl Cx {
         self.at(Seg::Index(i), f)
     }
 
-    fn push(
-        &mut self,
-        severity: Severity,
-        pos: Option<Pos>,
-        message: String,
-        help: Option<String>,
-    ) {
+    fn push(&mut self, severity: Severity, pos: Option<Pos>, message: String, help: Option<String>) {
         if severity == Severity::Error {
             self.n_errors += 1;
         }
-        self.diagnostics.push(Diagnostic {
-            severity,
-            path: self.path_string(),
-            pos,
-            message,
-            help,
-        });
+        self.diagnostics.push(Diagnostic { severity, path: self.path_string(), pos, message, help });
     }
 
     /// Records an error about `node` at the current path.
@@ -222,11 +210,7 @@ impl<'a> Object<'a> {
     /// Starts reading `node` as a mapping; records an error if it is not one.
     pub fn new(node: &'a Node, cx: &mut Cx) -> Option<Object<'a>> {
         match &node.value {
-            Value::Map(entries) => Some(Object {
-                node,
-                entries,
-                known: Vec::new(),
-            }),
+            Value::Map(entries) => Some(Object { node, entries, known: Vec::new() }),
             _ => {
                 cx.expected(node, "a mapping");
                 None
@@ -244,10 +228,7 @@ impl<'a> Object<'a> {
         if !self.known.contains(&key) {
             self.known.push(key);
         }
-        self.entries
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(key))
-            .map(|(_, v)| v)
+        self.entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
     }
 
     /// Whether `key` is present (even as null); marks the key as known.
@@ -278,12 +259,7 @@ impl<'a> Object<'a> {
 
     /// A field with a default for when it is absent. An explicit null goes to `T`, so
     /// non-optional types refuse it (as pydantic does).
-    pub fn field<T: FromNode>(
-        &mut self,
-        cx: &mut Cx,
-        key: &'static str,
-        default: impl FnOnce() -> T,
-    ) -> T {
+    pub fn field<T: FromNode>(&mut self, cx: &mut Cx, key: &'static str, default: impl FnOnce() -> T) -> T {
         self.field_with(cx, key, default, T::from_node)
     }
 
@@ -321,9 +297,7 @@ impl<'a> Object<'a> {
         match self.raw(key) {
             None => {
                 let node = self.node;
-                cx.at_field(key, |cx| {
-                    cx.error(node, format!("missing required field `{key}`"))
-                });
+                cx.at_field(key, |cx| cx.error(node, format!("missing required field `{key}`")));
                 T::default()
             }
             Some(value) => cx.at_field(key, |cx| f(value, cx)).unwrap_or_default(),
@@ -334,10 +308,7 @@ impl<'a> Object<'a> {
     pub fn finish(self, cx: &mut Cx) {
         for (key, _) in self.entries {
             let Some(name) = key.as_str() else {
-                cx.error(
-                    key,
-                    format!("expected a field name, found {}", key.describe()),
-                );
+                cx.error(key, format!("expected a field name, found {}", key.describe()));
                 continue;
             };
             if self.known.contains(&name) {
@@ -392,11 +363,7 @@ impl<T: FromNode> FromNode for Vec<T> {
 
 impl<T: FromNode> FromNode for Option<T> {
     fn from_node(node: &Node, cx: &mut Cx) -> Option<Self> {
-        if node.is_null() {
-            Some(None)
-        } else {
-            T::from_node(node, cx).map(Some)
-        }
+        if node.is_null() { Some(None) } else { T::from_node(node, cx).map(Some) }
     }
 }
 
@@ -467,10 +434,7 @@ pub fn lax_int(node: &Node, cx: &mut Cx) -> Option<i64> {
         Value::Str(s) => {
             let t = s.trim();
             let t = t.strip_prefix('+').unwrap_or(t);
-            t.replace('_', "")
-                .parse::<i128>()
-                .ok()
-                .filter(|_| !t.starts_with('_') && !t.ends_with('_'))
+            t.replace('_', "").parse::<i128>().ok().filter(|_| !t.starts_with('_') && !t.ends_with('_'))
         }
         _ => None,
     };
@@ -516,11 +480,7 @@ pub fn parse_python_float(s: &str) -> Option<f64> {
         "inf" | "infinity" | "nan" => return lower.parse::<f64>().ok(),
         _ => {}
     }
-    if lower.is_empty()
-        || !lower
-            .bytes()
-            .all(|c| c.is_ascii_digit() || b"+-.e".contains(&c))
-    {
+    if lower.is_empty() || !lower.bytes().all(|c| c.is_ascii_digit() || b"+-.e".contains(&c)) {
         return None;
     }
     lower.parse::<f64>().ok()
@@ -560,19 +520,13 @@ pub fn int_in(node: &Node, cx: &mut Cx, min: Option<i64>, max: Option<i64>) -> O
     if let Some(min) = min
         && v < min
     {
-        cx.error(
-            node,
-            format!("expected an integer greater than or equal to {min}, found {v}"),
-        );
+        cx.error(node, format!("expected an integer greater than or equal to {min}, found {v}"));
         return None;
     }
     if let Some(max) = max
         && v > max
     {
-        cx.error(
-            node,
-            format!("expected an integer less than or equal to {max}, found {v}"),
-        );
+        cx.error(node, format!("expected an integer less than or equal to {max}, found {v}"));
         return None;
     }
     Some(v)
@@ -585,11 +539,7 @@ pub fn choice<'c>(node: &Node, cx: &mut Cx, choices: &[&'c str]) -> Option<&'c s
         _ => None,
     };
     if found.is_none() {
-        let list = choices
-            .iter()
-            .map(|c| format!("`{c}`"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = choices.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
         let message = format!("expected one of {list}, found {}", node.describe());
         match node.as_str().and_then(|s| suggest(s, choices)) {
             Some(near) => cx.error_help(node, message, format!("did you mean `{near}`?")),
@@ -674,13 +624,7 @@ pub fn from_json<T: FromNode>(json: &serde_json::Value) -> Result<T, String> {
             .into_diagnostics()
             .iter()
             .filter(|d| d.is_error())
-            .map(|d| {
-                if d.path.is_empty() {
-                    d.message.clone()
-                } else {
-                    format!("{}: {}", d.path, d.message)
-                }
-            })
+            .map(|d| if d.path.is_empty() { d.message.clone() } else { format!("{}: {}", d.path, d.message) })
             .collect::<Vec<_>>()
             .join("\n")),
     }
@@ -722,27 +666,14 @@ mod tests {
         let node = load(text).unwrap();
         let mut cx = Cx::new();
         let demo = Demo::from_node(&node, &mut cx);
-        (
-            demo,
-            cx.into_diagnostics()
-                .iter()
-                .map(|d| d.render("f.yml"))
-                .collect(),
-        )
+        (demo, cx.into_diagnostics().iter().map(|d| d.render("f.yml")).collect())
     }
 
     #[test]
     fn lax_coercion() {
         let (demo, diags) = check("name: 123\ncount: '5'\nflag: on\n");
         assert!(diags.is_empty(), "{diags:?}");
-        assert_eq!(
-            demo,
-            Some(Demo {
-                name: Some("123".into()),
-                count: 5,
-                flag: true
-            })
-        );
+        assert_eq!(demo, Some(Demo { name: Some("123".into()), count: 5, flag: true }));
     }
 
     #[test]
@@ -762,10 +693,7 @@ mod tests {
     #[test]
     fn missing_required_field() {
         let (_, diags) = check("name: x\n");
-        assert_eq!(
-            diags,
-            vec!["f.yml:1:1: error: `count`: missing required field `count`"]
-        );
+        assert_eq!(diags, vec!["f.yml:1:1: error: `count`: missing required field `count`"]);
     }
 
     #[test]

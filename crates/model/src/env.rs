@@ -27,12 +27,8 @@ fn is_env_item(s: &str) -> bool {
         None => (s, None),
     };
     let mut chars = name.chars();
-    let head_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    head_ok
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && value.is_none_or(|v| !v.contains('\n'))
+    let head_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    head_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') && value.is_none_or(|v| !v.contains('\n'))
 }
 
 /// The value of one environment variable.
@@ -96,8 +92,7 @@ impl Env {
     /// Marks `name` as required, to be resolved from the environment.
     pub fn set_required(&mut self, name: impl Into<String>) {
         let name = name.into();
-        self.0
-            .insert(name.clone(), EnvValue::Required { key: name });
+        self.0.insert(name.clone(), EnvValue::Required { key: name });
     }
 
     /// Overrides these variables with `other`'s (dstack's `Env.update`, used for `-e` flags).
@@ -118,10 +113,7 @@ impl Env {
     /// Fills every required variable with `lookup(key)`. A missing one fails with dstack's
     /// message `Environment variable NAME is not set` (the first missing one, in order); on
     /// failure nothing is changed.
-    pub fn resolve(
-        &mut self,
-        mut lookup: impl FnMut(&str) -> Option<String>,
-    ) -> Result<(), String> {
+    pub fn resolve(&mut self, mut lookup: impl FnMut(&str) -> Option<String>) -> Result<(), String> {
         let mut resolved = Vec::new();
         for (name, value) in &self.0 {
             if let EnvValue::Required { key } = value {
@@ -143,10 +135,7 @@ impl Env {
         let mut unresolved: Vec<&str> = self.required_names().collect();
         if !unresolved.is_empty() {
             unresolved.sort_unstable();
-            return Err(format!(
-                "not all variables are resolved: {}",
-                unresolved.join(", ")
-            ));
+            return Err(format!("not all variables are resolved: {}", unresolved.join(", ")));
         }
         Ok(self
             .0
@@ -237,10 +226,7 @@ impl FromNode for Env {
             Value::Seq(items) => Env::from_list(items, cx),
             Value::Map(entries) => Env::from_map(entries, cx),
             _ => {
-                cx.expected(
-                    node,
-                    "a list of `NAME=value` strings or a mapping of names to values",
-                );
+                cx.expected(node, "a list of `NAME=value` strings or a mapping of names to values");
                 None
             }
         }
@@ -259,22 +245,14 @@ mod tests {
         let mut cx = Cx::new();
         match Env::from_node(&node, &mut cx) {
             Some(env) if !cx.has_errors() => serde_json::to_string(&env).map_err(|e| e.to_string()),
-            _ => Err(cx
-                .into_diagnostics()
-                .iter()
-                .map(|d| d.message.clone())
-                .collect::<Vec<_>>()
-                .join("; ")),
+            _ => Err(cx.into_diagnostics().iter().map(|d| d.message.clone()).collect::<Vec<_>>().join("; ")),
         }
     }
 
     /// Input YAML, then the expected JSON (`Ok`) or an error substring (`Err`). Each expected
     /// JSON was produced by dstack 0.22.5's `model_dump_json()` for `env:` of a task.
     const CASES: &[(&str, Result<&str, &str>)] = &[
-        (
-            "[A, B=1, C=, D=x=y]",
-            Ok(r#"{"A":{"key":"A"},"B":"1","C":"","D":"x=y"}"#),
-        ),
+        ("[A, B=1, C=, D=x=y]", Ok(r#"{"A":{"key":"A"},"B":"1","C":"","D":"x=y"}"#)),
         ("[]", Ok("{}")),
         ("{}", Ok("{}")),
         ("['_a=b']", Ok(r#"{"_a":"b"}"#)),
@@ -298,10 +276,7 @@ mod tests {
         ("['é=1']", Err("invalid environment variable")),
         ("[5]", Err("invalid environment variable \"5\"")),
         ("[true]", Err("found a boolean `true`")),
-        (
-            "{A: true}",
-            Err("expected a string (numbers are converted), found a boolean"),
-        ),
+        ("{A: true}", Err("expected a string (numbers are converted), found a boolean")),
         ("{A: null}", Err("found null")),
         ("{A: [1]}", Err("found a list")),
         ("{true: x}", Err("expected a string, found a boolean")),
@@ -341,10 +316,7 @@ mod tests {
         let node = load("[A, B=1, C]").unwrap();
         let mut env = Env::from_node(&node, &mut Cx::new()).unwrap();
         assert_eq!(env.required_names().collect::<Vec<_>>(), vec!["A", "C"]);
-        assert_eq!(
-            env.as_dict(),
-            Err("not all variables are resolved: A, C".to_owned())
-        );
+        assert_eq!(env.as_dict(), Err("not all variables are resolved: A, C".to_owned()));
         let before = env.clone();
         assert_eq!(
             env.resolve(|k| (k == "A").then(|| "a".to_owned())),

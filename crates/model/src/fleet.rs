@@ -84,10 +84,7 @@ impl FromNode for Blocks {
         }
         let n = lax_int(node, cx)?;
         if n < 1 {
-            cx.error(
-                node,
-                format!("expected `auto` or an integer greater than or equal to 1, found {n}"),
-            );
+            cx.error(node, format!("expected `auto` or an integer greater than or equal to 1, found {n}"));
             return None;
         }
         Some(Blocks::Count(n))
@@ -198,10 +195,7 @@ impl FromNode for SshKey {
     fn from_node(node: &Node, cx: &mut Cx) -> Option<Self> {
         let mut obj = Object::new(node, cx)?;
         let mark = cx.mark();
-        let key = SshKey {
-            public: obj.required(cx, "public"),
-            private: obj.opt(cx, "private"),
-        };
+        let key = SshKey { public: obj.required(cx, "public"), private: obj.opt(cx, "private") };
         obj.finish(cx);
         cx.ok_since(mark)?;
         Some(key)
@@ -293,10 +287,7 @@ fn network(node: &Node, cx: &mut Cx) -> Option<String> {
             None
         }
         Some((first, last)) if !ip::network_is_private(first, last) => {
-            cx.error(
-                node,
-                "Public network is specified when private network is required",
-            );
+            cx.error(node, "Public network is specified when private network is required");
             None
         }
         Some(_) => Some(s),
@@ -330,17 +321,10 @@ impl SshHost {
 impl FromNode for SshHost {
     fn from_node(node: &Node, cx: &mut Cx) -> Option<Self> {
         match &node.value {
-            Value::Map(_) => {
-                SshHostParams::from_node(node, cx).map(|p| SshHost::Params(Box::new(p)))
-            }
-            Value::Str(_) | Value::Int(_) | Value::Float(_) => {
-                String::from_node(node, cx).map(SshHost::Name)
-            }
+            Value::Map(_) => SshHostParams::from_node(node, cx).map(|p| SshHost::Params(Box::new(p))),
+            Value::Str(_) | Value::Int(_) | Value::Float(_) => String::from_node(node, cx).map(SshHost::Name),
             _ => {
-                cx.expected(
-                    node,
-                    "a hostname or a mapping with `hostname` and per-host parameters",
-                );
+                cx.expected(node, "a hostname or a mapping with `hostname` and per-host parameters");
                 None
             }
         }
@@ -408,8 +392,7 @@ impl FromNode for FleetConfiguration {
         let blocks = obj.field(cx, "blocks", Blocks::default);
         let nodes = obj.opt(cx, "nodes");
         let resources = obj.opt(cx, "resources");
-        let (reservation, profile) =
-            ProfileParams::read(&mut obj, cx, ProfileScope::Fleet).into_fleet();
+        let (reservation, profile) = ProfileParams::read(&mut obj, cx, ProfileScope::Fleet).into_fleet();
         let ssh_config = obj.opt(cx, "ssh_config");
         let env = obj.field(cx, "env", Env::default);
         obj.finish(cx);
@@ -502,18 +485,12 @@ impl FleetConfiguration {
                 break;
             }
             if ssh.user.is_none() && !host_user {
-                out.push(format!(
-                    "No ssh user specified for host {}",
-                    host.hostname()
-                ));
+                out.push(format!("No ssh user specified for host {}", host.hostname()));
                 break;
             }
         }
-        let n_internal = ssh
-            .hosts
-            .iter()
-            .filter(|h| h.params().is_some_and(|p| p.internal_ip.is_some()))
-            .count();
+        let n_internal =
+            ssh.hosts.iter().filter(|h| h.params().is_some_and(|p| p.internal_ip.is_some())).count();
         if n_internal != 0 && n_internal != ssh.hosts.len() {
             out.push("internal_ip must be specified for all hosts".to_owned());
         } else if n_internal > 0 && ssh.network.is_some() {
@@ -585,20 +562,12 @@ mod ip {
     ];
 
     fn in_v4(a: u32, (net, prefix): (u32, u32)) -> bool {
-        let mask = if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - prefix)
-        };
+        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
         a & mask == net
     }
 
     fn in_v6(a: u128, (net, prefix): (u128, u32)) -> bool {
-        let mask = if prefix == 0 {
-            0
-        } else {
-            u128::MAX << (128 - prefix)
-        };
+        let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
         a & mask == net
     }
 
@@ -699,11 +668,7 @@ mod ip {
                     None => prefix_from_mask(parse_v4(m)?)?,
                 },
             };
-            let netmask = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - prefix)
-            };
+            let netmask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
             let first = a & netmask;
             return Some((Addr::V4(first), Addr::V4(first | !netmask)));
         }
@@ -712,11 +677,7 @@ mod ip {
             None => 128,
             Some(m) => prefix_len(m, 128)?,
         };
-        let netmask = if prefix == 0 {
-            0
-        } else {
-            u128::MAX << (128 - prefix)
-        };
+        let netmask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
         let first = a & netmask;
         Some((Addr::V6(first), Addr::V6(first | !netmask)))
     }
@@ -860,15 +821,9 @@ tags:
     #[test]
     fn fleet_errors() {
         let cases: &[(&str, &str)] = &[
-            (
-                "type: fleet\nnodes: {min: 2, target: 1}",
-                "`nodes`: target must not be be less than min",
-            ),
+            ("type: fleet\nnodes: {min: 2, target: 1}", "`nodes`: target must not be be less than min"),
             ("type: fleet\nnodes: -1", "`nodes`: min cannot be negative"),
-            (
-                "type: fleet\nnodes: {max: 1, target: 2}",
-                "max must not be less than target",
-            ),
+            ("type: fleet\nnodes: {max: 1, target: 2}", "max must not be less than target"),
             ("type: fleet\nnodes: 2..1", "max must not be less than min"),
             ("type: fleet\nnodes: 1..2..3", "invalid range \"1..2..3\""),
             ("type: fleet\nnodes: 3.0", "expected a number of nodes"),
@@ -879,10 +834,7 @@ tags:
                 "`blocks`: expected `auto` or an integer greater than or equal to 1, found 0",
             ),
             ("type: fleet\nblocks: Auto", "`blocks`: expected `auto`"),
-            (
-                "type: fleet\nplacement: x",
-                "`placement`: expected one of `any`, `cluster`",
-            ),
+            ("type: fleet\nplacement: x", "`placement`: expected one of `any`, `cluster`"),
             (
                 "type: fleet\nssh_config:\n  hosts: [a]\n  network: 8.8.8.0/24",
                 "`ssh_config.network`: Public network is specified when private network is required",
@@ -903,22 +855,10 @@ tags:
                 "type: fleet\nssh_config:\n  hosts: [{hostname: a, proxy_jump: {hostname: b}}]",
                 "`ssh_config.hosts[0].proxy_jump.user`: missing required field `user`",
             ),
-            (
-                "type: fleet\nssh_config: {}",
-                "`ssh_config.hosts`: missing required field `hosts`",
-            ),
-            (
-                "type: fleet\nssh_config:\n  hosts: [{hostnme: a}]",
-                "help: did you mean `hostname`?",
-            ),
-            (
-                "type: fleet\nssh_config:\n  hosts: [true]",
-                "`ssh_config.hosts[0]`: expected a hostname",
-            ),
-            (
-                "type: fleet\nnodes: 1\nmax_duration: 1h",
-                "unknown field `max_duration`",
-            ),
+            ("type: fleet\nssh_config: {}", "`ssh_config.hosts`: missing required field `hosts`"),
+            ("type: fleet\nssh_config:\n  hosts: [{hostnme: a}]", "help: did you mean `hostname`?"),
+            ("type: fleet\nssh_config:\n  hosts: [true]", "`ssh_config.hosts[0]`: expected a hostname"),
+            ("type: fleet\nnodes: 1\nmax_duration: 1h", "unknown field `max_duration`"),
         ];
         for (yaml, err) in cases {
             check_err(yaml, err);
@@ -1026,13 +966,7 @@ pub(crate) mod test_support {
     pub(crate) fn check_err(yaml: &str, needle: &str) {
         let parsed = parse_configuration(yaml);
         let rendered: Vec<String> = parsed.errors().map(|d| d.render("f.yml")).collect();
-        assert!(
-            parsed.configuration.is_none(),
-            "{yaml}\nparsed, expected {needle:?}"
-        );
-        assert!(
-            rendered.iter().any(|r| r.contains(needle)),
-            "{yaml}\nexpected {needle:?} in {rendered:#?}"
-        );
+        assert!(parsed.configuration.is_none(), "{yaml}\nparsed, expected {needle:?}");
+        assert!(rendered.iter().any(|r| r.contains(needle)), "{yaml}\nexpected {needle:?} in {rendered:#?}");
     }
 }

@@ -17,16 +17,11 @@ use crate::yaml::Node;
 pub const GATEWAY_MAX_REPLICAS: i64 = 9;
 
 /// The backends whose compute supports gateways, in dstack's order.
-pub const BACKENDS_WITH_GATEWAY_SUPPORT: &[BackendType] = &[
-    BackendType::Aws,
-    BackendType::Azure,
-    BackendType::Gcp,
-    BackendType::Kubernetes,
-];
+pub const BACKENDS_WITH_GATEWAY_SUPPORT: &[BackendType] =
+    &[BackendType::Aws, BackendType::Azure, BackendType::Gcp, BackendType::Kubernetes];
 
 /// The backends that support gateways without a public IP.
-pub const BACKENDS_WITH_PRIVATE_GATEWAY_SUPPORT: &[BackendType] =
-    &[BackendType::Aws, BackendType::Gcp];
+pub const BACKENDS_WITH_PRIVATE_GATEWAY_SUPPORT: &[BackendType] = &[BackendType::Aws, BackendType::Gcp];
 
 /// How the gateway gets its TLS certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -53,12 +48,8 @@ impl FromNode for GatewayCertificate {
         let mark = cx.mark();
         let cert = match tag {
             "lets-encrypt" => GatewayCertificate::LetsEncrypt,
-            "acm" => GatewayCertificate::Acm {
-                arn: obj.required(cx, "arn"),
-            },
-            _ => GatewayCertificate::GcpCm {
-                name: obj.required(cx, "name"),
-            },
+            "acm" => GatewayCertificate::Acm { arn: obj.required(cx, "arn") },
+            _ => GatewayCertificate::GcpCm { name: obj.required(cx, "name") },
         };
         obj.finish(cx);
         cx.ok_since(mark)?;
@@ -135,9 +126,7 @@ impl FromNode for GatewayConfiguration {
         check_type_tag(&mut obj, cx, "gateway");
         let name = obj.opt(cx, "name");
         let default = obj.opt(cx, "default");
-        let backend = obj.required_with(cx, "backend", |n, cx| {
-            BackendType::from_node(n, cx).map(Some)
-        });
+        let backend = obj.required_with(cx, "backend", |n, cx| BackendType::from_node(n, cx).map(Some));
         let region = obj.required(cx, "region");
         let instance_type = obj.opt_with(cx, "instance_type", non_empty);
         let domain = obj.opt(cx, "domain");
@@ -227,24 +216,18 @@ impl GatewayConfiguration {
         }
         match cert {
             Some(GatewayCertificate::LetsEncrypt) if !self.public_ip => {
-                out.push(
-                    "lets-encrypt certificate type is not supported for private gateways"
-                        .to_owned(),
-                );
+                out.push("lets-encrypt certificate type is not supported for private gateways".to_owned());
             }
             Some(GatewayCertificate::Acm { .. }) if backend != BackendType::Aws => {
                 out.push("acm certificate type is supported for aws backend only".to_owned());
             }
             Some(GatewayCertificate::GcpCm { .. }) => {
                 if backend != BackendType::Gcp {
-                    out.push(
-                        "gcp-cm certificate type is supported for gcp backend only".to_owned(),
-                    );
+                    out.push("gcp-cm certificate type is supported for gcp backend only".to_owned());
                 }
                 if self.load_balancer != Some(GatewayLoadBalancer::Alb) {
                     out.push(
-                        "`certificate: { type: gcp-cm }` requires `load_balancer: { type: alb }`"
-                            .to_owned(),
+                        "`certificate: { type: gcp-cm }` requires `load_balancer: { type: alb }`".to_owned(),
                     );
                 }
             }
@@ -255,12 +238,9 @@ impl GatewayConfiguration {
                 "The `lets-encrypt` certificate type is not supported for gateways with `replicas` greater than `1`. To create a replicated gateway, set the `certificate` configuration property to one of the supported values, such as `certificate: null` (no HTTPS)",
             );
             match backend {
-                BackendType::Aws => {
-                    err.push_str(" or `certificate: { type: acm, arn: <arn> }` (AWS ACM)")
-                }
-                BackendType::Gcp => err.push_str(
-                    " or `certificate: { type: gcp-cm, name: <name> }` (GCP Certificate Manager)",
-                ),
+                BackendType::Aws => err.push_str(" or `certificate: { type: acm, arn: <arn> }` (AWS ACM)"),
+                BackendType::Gcp => err
+                    .push_str(" or `certificate: { type: gcp-cm, name: <name> }` (GCP Certificate Manager)"),
                 _ => {}
             }
             out.push(err);
@@ -348,26 +328,11 @@ tags:
                 "type: gateway\nbackend: aws\nregion: r\ninstance_type: ''",
                 "`instance_type`: String should have at least 1 character",
             ),
-            (
-                "type: gateway\nbackend: aws\nregion: r\npublic_ip: null",
-                "`public_ip`: expected a boolean",
-            ),
-            (
-                "type: gateway\nregion: r",
-                "`backend`: missing required field `backend`",
-            ),
-            (
-                "type: gateway\nbackend: aws",
-                "`region`: missing required field `region`",
-            ),
-            (
-                "type: gateway\nbackend: foo\nregion: r",
-                "`backend`: expected one of `amddevcloud`, `aws`",
-            ),
-            (
-                "type: gateway\nbackend: aws\nregion: r\nregions: [a]",
-                "unknown field `regions`",
-            ),
+            ("type: gateway\nbackend: aws\nregion: r\npublic_ip: null", "`public_ip`: expected a boolean"),
+            ("type: gateway\nregion: r", "`backend`: missing required field `backend`"),
+            ("type: gateway\nbackend: aws", "`region`: missing required field `region`"),
+            ("type: gateway\nbackend: foo\nregion: r", "`backend`: expected one of `amddevcloud`, `aws`"),
+            ("type: gateway\nbackend: aws\nregion: r\nregions: [a]", "unknown field `regions`"),
         ];
         for (yaml, err) in cases {
             check_err(yaml, err);

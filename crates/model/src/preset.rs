@@ -33,10 +33,7 @@ pub enum PresetModel {
 fn model_string(node: &Node, cx: &mut Cx, field: &str) -> Option<String> {
     let s = String::from_node(node, cx)?;
     if s.trim().is_empty() {
-        cx.error(
-            node,
-            format!("Preset model {field} must be a non-empty string"),
-        );
+        cx.error(node, format!("Preset model {field} must be a non-empty string"));
         return None;
     }
     Some(s)
@@ -66,10 +63,7 @@ impl FromNode for PresetModel {
                 Some(model)
             }
             _ => {
-                cx.expected(
-                    node,
-                    "a model repo, or a mapping with `repo` (and `name`) or `base`",
-                );
+                cx.expected(node, "a model repo, or a mapping with `repo` (and `name`) or `base`");
                 None
             }
         }
@@ -111,10 +105,7 @@ impl FromNode for PresetPrompt {
             return None;
         }
         if text.chars().count() > MAX_PROMPT_LENGTH {
-            cx.error(
-                node,
-                format!("Prompt must be at most {MAX_PROMPT_LENGTH} characters"),
-            );
+            cx.error(node, format!("Prompt must be at most {MAX_PROMPT_LENGTH} characters"));
             return None;
         }
         Some(PresetPrompt::Text(text))
@@ -180,9 +171,8 @@ impl FromNode for PresetAgentConfig {
     fn from_node(node: &Node, cx: &mut Cx) -> Option<Self> {
         let mut obj = Object::new(node, cx)?;
         let mark = cx.mark();
-        let provider = obj.required_with(cx, "provider", |n, cx| {
-            PresetAgentProvider::from_node(n, cx).map(Some)
-        });
+        let provider =
+            obj.required_with(cx, "provider", |n, cx| PresetAgentProvider::from_node(n, cx).map(Some));
         let model = obj.opt(cx, "model");
         let effort = obj.opt(cx, "effort");
         obj.finish(cx);
@@ -192,11 +182,7 @@ impl FromNode for PresetAgentConfig {
             cx.error(node, "effort `max` is not supported by `codex`");
             return None;
         }
-        Some(PresetAgentConfig {
-            provider,
-            model,
-            effort,
-        })
+        Some(PresetAgentConfig { provider, model, effort })
     }
 }
 
@@ -262,10 +248,7 @@ fn dataset(node: &Node, cx: &mut Cx) -> Option<String> {
         return None;
     }
     if s == "random" {
-        cx.error(
-            node,
-            "`random` is not a dataset; omit `dataset` for synthetic prompts",
-        );
+        cx.error(node, "`random` is not a dataset; omit `dataset` for synthetic prompts");
         return None;
     }
     Some(s.to_owned())
@@ -289,10 +272,7 @@ impl FromNode for PresetConfiguration {
             (false, false) => None,
         };
         if shorthand.is_some() && model_node.is_some_and(|n| !n.is_null()) {
-            cx.error(
-                node,
-                "`model` cannot be combined with the `base`/`repo` shorthand",
-            );
+            cx.error(node, "`model` cannot be combined with the `base`/`repo` shorthand");
             return None;
         }
         let profile = ProfileParams::read(&mut obj, cx, ProfileScope::Run);
@@ -318,17 +298,12 @@ impl FromNode for PresetConfiguration {
                 }
             },
         };
-        let (base, repo) = if shorthand.is_some() {
-            (None, None)
-        } else {
-            (obj.opt(cx, "base"), obj.opt(cx, "repo"))
-        };
+        let (base, repo) =
+            if shorthand.is_some() { (None, None) } else { (obj.opt(cx, "base"), obj.opt(cx, "repo")) };
         let conf = PresetConfiguration {
             profile,
             name,
-            model: model.unwrap_or(PresetModel::Base {
-                base: String::new(),
-            }),
+            model: model.unwrap_or(PresetModel::Base { base: String::new() }),
             base,
             repo,
             prompt: obj.opt(cx, "prompt"),
@@ -339,9 +314,8 @@ impl FromNode for PresetConfiguration {
             concurrency: obj.opt_with(cx, "concurrency", positive),
             input_tokens: obj.opt_with(cx, "input_tokens", positive),
             output_tokens: obj.opt_with(cx, "output_tokens", |n, cx| int_in(n, cx, Some(2), None)),
-            shared_prefix_tokens: obj.opt_with(cx, "shared_prefix_tokens", |n, cx| {
-                int_in(n, cx, Some(0), None)
-            }),
+            shared_prefix_tokens: obj
+                .opt_with(cx, "shared_prefix_tokens", |n, cx| int_in(n, cx, Some(0), None)),
             dataset: obj.opt_with(cx, "dataset", dataset),
             baseline: obj.opt(cx, "baseline"),
             gateway: obj.opt(cx, "gateway"),
@@ -374,10 +348,7 @@ impl FromNode for PresetConfiguration {
         if let Some(prefix) = conf.shared_prefix_tokens {
             let input = conf.input_tokens.unwrap_or(1024);
             if prefix >= input {
-                cx.error(
-                    node,
-                    format!("shared_prefix_tokens must be less than input_tokens ({input})"),
-                );
+                cx.error(node, format!("shared_prefix_tokens must be less than input_tokens ({input})"));
                 return None;
             }
         }
@@ -392,9 +363,7 @@ impl Serialize for PresetConfiguration {
         let profile = match serde_json::to_value(&self.profile).map_err(S::Error::custom)? {
             serde_json::Value::Object(map) => map,
             other => {
-                return Err(S::Error::custom(format!(
-                    "profile parameters serialized to {other}"
-                )));
+                return Err(S::Error::custom(format!("profile parameters serialized to {other}")));
             }
         };
         let mut m = s.serialize_map(None)?;
@@ -472,26 +441,17 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             ("type: preset", "`model`: missing required field `model`"),
             ("type: preset\nrepo: ''", "missing required field `model`"),
-            (
-                "type: preset\nbase: b\nrepo: r",
-                "`base` and `repo` are mutually exclusive",
-            ),
+            ("type: preset\nbase: b\nrepo: r", "`base` and `repo` are mutually exclusive"),
             (
                 "type: preset\nbase: b\nmodel: x",
                 "`model` cannot be combined with the `base`/`repo` shorthand",
             ),
-            (
-                "type: preset\nmodel: ''",
-                "`model`: Preset model model must be a non-empty string",
-            ),
+            ("type: preset\nmodel: ''", "`model`: Preset model model must be a non-empty string"),
             (
                 "type: preset\nmodel: {repo: ' '}",
                 "`model.repo`: Preset model repo must be a non-empty string",
             ),
-            (
-                "type: preset\nmodel: {repo: r, base: b}",
-                "`model.base`: unknown field `base`",
-            ),
+            ("type: preset\nmodel: {repo: r, base: b}", "`model.base`: unknown field `base`"),
             (
                 "type: preset\nrepo: r\ndataset: random",
                 "`dataset`: `random` is not a dataset; omit `dataset` for synthetic prompts",
@@ -508,10 +468,7 @@ mod tests {
                 "type: preset\nrepo: r\nagent: {provider: codex, effort: max}",
                 "`agent`: effort `max` is not supported by `codex`",
             ),
-            (
-                "type: preset\nrepo: r\nprompt: '  '",
-                "`prompt`: Prompt must be a non-empty string",
-            ),
+            ("type: preset\nrepo: r\nprompt: '  '", "`prompt`: Prompt must be a non-empty string"),
             (
                 "type: preset\nrepo: r\noutput_tokens: 1",
                 "`output_tokens`: expected an integer greater than or equal to 2, found 1",
@@ -520,10 +477,7 @@ mod tests {
                 "type: preset\nrepo: r\ntrials: 0",
                 "`trials`: expected an integer greater than or equal to 1, found 0",
             ),
-            (
-                "type: preset\nrepo: r\nagent: {}",
-                "`agent.provider`: missing required field `provider`",
-            ),
+            ("type: preset\nrepo: r\nagent: {}", "`agent.provider`: missing required field `provider`"),
         ];
         for (yaml, err) in cases {
             check_err(yaml, err);

@@ -26,12 +26,9 @@ use indexmap::IndexMap;
 use serde::Serialize;
 
 use crate::common::{
-    BackendType, Duration, EntityReference, OffDuration, parse_idle_duration, parse_tags,
-    positive_f64,
+    BackendType, Duration, EntityReference, OffDuration, parse_idle_duration, parse_tags, positive_f64,
 };
-use crate::de::{
-    Cx, Diagnostic, FromNode, Object, Severity, int_in, lax_bool, lax_float, seq_with,
-};
+use crate::de::{Cx, Diagnostic, FromNode, Object, Severity, int_in, lax_bool, lax_float, seq_with};
 use crate::deserialize_via_node;
 use crate::string_enum;
 use crate::yaml::{self, Node, Value};
@@ -116,13 +113,7 @@ pub struct RetryPolicy {
 impl Retry {
     /// The events retried and for how many seconds, or `None` when retry is off.
     pub fn effective(&self) -> Option<(Vec<RetryEvent>, i64)> {
-        let all = || {
-            vec![
-                RetryEvent::NoCapacity,
-                RetryEvent::Interruption,
-                RetryEvent::Error,
-            ]
-        };
+        let all = || vec![RetryEvent::NoCapacity, RetryEvent::Interruption, RetryEvent::Error];
         match self {
             Retry::Enabled(false) => None,
             Retry::Enabled(true) => Some((all(), DEFAULT_RETRY_DURATION)),
@@ -138,17 +129,12 @@ impl FromNode for RetryPolicy {
     fn from_node(node: &Node, cx: &mut Cx) -> Option<Self> {
         let mut obj = Object::new(node, cx)?;
         let mark = cx.mark();
-        let policy = RetryPolicy {
-            on_events: obj.opt(cx, "on_events"),
-            duration: obj.opt(cx, "duration"),
-        };
+        let policy = RetryPolicy { on_events: obj.opt(cx, "on_events"), duration: obj.opt(cx, "duration") };
         obj.finish(cx);
         cx.ok_since(mark)?;
         if policy.on_events.as_ref().is_some_and(Vec::is_empty) {
             let at = node.get("on_events").unwrap_or(node);
-            cx.at_field("on_events", |cx| {
-                cx.error(at, "`on_events` cannot be empty")
-            });
+            cx.at_field("on_events", |cx| cx.error(at, "`on_events` cannot be empty"));
             return None;
         }
         Some(policy)
@@ -163,10 +149,7 @@ impl FromNode for Retry {
         match lax_bool(node) {
             Some(b) => Some(Retry::Enabled(b)),
             None => {
-                cx.expected(
-                    node,
-                    "`true`, `false` or a mapping with `on_events` and `duration`",
-                );
+                cx.expected(node, "`true`, `false` or a mapping with `on_events` and `duration`");
                 None
             }
         }
@@ -186,9 +169,8 @@ impl FromNode for UtilizationPolicy {
         let mut obj = Object::new(node, cx)?;
         let mark = cx.mark();
         let policy = UtilizationPolicy {
-            min_gpu_utilization: obj.required_with(cx, "min_gpu_utilization", |n, cx| {
-                int_in(n, cx, Some(0), Some(100))
-            }),
+            min_gpu_utilization: obj
+                .required_with(cx, "min_gpu_utilization", |n, cx| int_in(n, cx, Some(0), Some(100))),
             time_window: obj.required_with(cx, "time_window", |n, cx| {
                 let d = Duration::parse(n, cx)?;
                 if d.0 < MIN_UTILIZATION_TIME_WINDOW {
@@ -264,9 +246,8 @@ const CRON_FIELDS: [(usize, &str, i128, i128); 5] = [
     (0, "minute", 0, 59),
 ];
 
-const MONTHS: [&str; 12] = [
-    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-];
+const MONTHS: [&str; 12] =
+    ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
 const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 /// Checks a five-field crontab expression as APScheduler 3's `CronTrigger.from_crontab` does
@@ -277,10 +258,7 @@ pub fn validate_cron(expr: &str) -> Result<(), String> {
         .filter(|f| !f.is_empty())
         .collect();
     if fields.len() != 5 {
-        return Err(format!(
-            "Wrong number of fields; got {}, expected 5",
-            fields.len()
-        ));
+        return Err(format!("Wrong number of fields; got {}, expected 5", fields.len()));
     }
     for (index, name, min, max) in CRON_FIELDS {
         for part in fields[index].split(',') {
@@ -297,11 +275,7 @@ fn cron_number(s: &str) -> Option<(Result<i128, ()>, &str)> {
         return None;
     }
     let digits = s[..end].trim_start_matches('0');
-    let value = if digits.len() > 30 {
-        Err(())
-    } else {
-        Ok(digits.parse().unwrap_or(0))
-    };
+    let value = if digits.len() > 30 { Err(()) } else { Ok(digits.parse().unwrap_or(0)) };
     Some((value, &s[end..]))
 }
 
@@ -357,15 +331,9 @@ fn cron_part(part: &str, name: &str, min: i128, max: i128) -> Result<(), String>
             if step == Some(0) {
                 return Err("Increment must be higher than 0".to_owned());
             }
-            let last = if last.is_none() && step.is_none() {
-                Some(first)
-            } else {
-                last
-            };
+            let last = if last.is_none() && step.is_none() { Some(first) } else { last };
             if last.is_some_and(|l| first > l) {
-                return Err(
-                    "The minimum value in a range must not be higher than the maximum".to_owned(),
-                );
+                return Err("The minimum value in a range must not be higher than the maximum".to_owned());
             }
             check_step(step, max - min)?;
             if first < min {
@@ -374,9 +342,7 @@ fn cron_part(part: &str, name: &str, min: i128, max: i128) -> Result<(), String>
                 )));
             }
             if let Some(l) = last.filter(|l| *l > max) {
-                return Err(wrap(format!(
-                    "the last value ({l}) is higher than the maximum value ({max})"
-                )));
+                return Err(wrap(format!("the last value ({l}) is higher than the maximum value ({max})")));
             }
             // APScheduler takes a last value of 0 as unset here.
             let range = last.filter(|l| *l != 0).unwrap_or(max) - first;
@@ -393,10 +359,7 @@ fn cron_part(part: &str, name: &str, min: i128, max: i128) -> Result<(), String>
     if let Some((names, base, what)) = names
         && let Some((first, rest)) = cron_word(part)
     {
-        let last = rest
-            .strip_prefix('-')
-            .and_then(cron_word)
-            .map(|(word, _)| word);
+        let last = rest.strip_prefix('-').and_then(cron_word).map(|(word, _)| word);
         let index = |word: &str| -> Result<i128, String> {
             let lower = word.to_ascii_lowercase();
             names
@@ -409,23 +372,15 @@ fn cron_part(part: &str, name: &str, min: i128, max: i128) -> Result<(), String>
         if let Some(last) = last
             && first > index(last)?
         {
-            return Err(
-                "The minimum value in a range must not be higher than the maximum".to_owned(),
-            );
+            return Err("The minimum value in a range must not be higher than the maximum".to_owned());
         }
         return Ok(());
     }
     // `last` (the last day of the month), matched at the start as APScheduler does.
-    if name == "day"
-        && part
-            .get(..4)
-            .is_some_and(|p| p.eq_ignore_ascii_case("last"))
-    {
+    if name == "day" && part.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("last")) {
         return Ok(());
     }
-    Err(format!(
-        "Unrecognized expression \"{part}\" for field \"{name}\""
-    ))
+    Err(format!("Unrecognized expression \"{part}\" for field \"{name}\""))
 }
 
 /// One entry of `instances`: an instance by name, by hostname, or by fleet and number.
@@ -433,16 +388,9 @@ fn cron_part(part: &str, name: &str, min: i128, max: i128) -> Result<(), String>
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum InstanceSelector {
-    Name {
-        name: String,
-    },
-    Hostname {
-        hostname: String,
-    },
-    Fleet {
-        fleet: EntityReference,
-        instance: i64,
-    },
+    Name { name: String },
+    Hostname { hostname: String },
+    Fleet { fleet: EntityReference, instance: i64 },
 }
 
 fn non_empty(node: &Node, cx: &mut Cx) -> Option<String> {
@@ -460,13 +408,8 @@ impl FromNode for InstanceSelector {
             Value::Str(_) => non_empty(node, cx).map(|name| InstanceSelector::Name { name }),
             Value::Map(entries) => {
                 let has = |k: &str| entries.iter().any(|(key, _)| key.as_str() == Some(k));
-                let kinds = [
-                    has("name"),
-                    has("hostname"),
-                    has("fleet") || has("instance"),
-                ];
-                let help =
-                    "write `name: NAME`, `hostname: HOST`, or `fleet: FLEET` with `instance: N`";
+                let kinds = [has("name"), has("hostname"), has("fleet") || has("instance")];
+                let help = "write `name: NAME`, `hostname: HOST`, or `fleet: FLEET` with `instance: N`";
                 match kinds.iter().filter(|k| **k).count() {
                     0 => {
                         cx.error_help(
@@ -489,18 +432,13 @@ impl FromNode for InstanceSelector {
                 let mut obj = Object::new(node, cx)?;
                 let mark = cx.mark();
                 let selector = if kinds[0] {
-                    InstanceSelector::Name {
-                        name: obj.required_with(cx, "name", non_empty),
-                    }
+                    InstanceSelector::Name { name: obj.required_with(cx, "name", non_empty) }
                 } else if kinds[1] {
-                    InstanceSelector::Hostname {
-                        hostname: obj.required_with(cx, "hostname", non_empty),
-                    }
+                    InstanceSelector::Hostname { hostname: obj.required_with(cx, "hostname", non_empty) }
                 } else {
                     InstanceSelector::Fleet {
                         fleet: obj.required(cx, "fleet"),
-                        instance: obj
-                            .required_with(cx, "instance", |n, cx| int_in(n, cx, Some(0), None)),
+                        instance: obj.required_with(cx, "instance", |n, cx| int_in(n, cx, Some(0), None)),
                     }
                 };
                 obj.finish(cx);
@@ -572,10 +510,7 @@ impl FromNode for BackendOptions {
                 if !(0.0..=1.0).contains(&v) {
                     cx.error(
                         n,
-                        format!(
-                            "expected a number from 0 to 1, found {}",
-                            crate::yaml::python_float_repr(v)
-                        ),
+                        format!("expected a number from 0 to 1, found {}", crate::yaml::python_float_repr(v)),
                     );
                     return None;
                 }
@@ -595,10 +530,7 @@ fn backend_options(node: &Node, cx: &mut Cx) -> Option<Vec<BackendOptions>> {
     for o in &options {
         let backend = o.backend();
         if seen.contains(&backend) {
-            cx.error(
-                node,
-                format!("backend_options contains duplicate entry for backend '{backend}'"),
-            );
+            cx.error(node, format!("backend_options contains duplicate entry for backend '{backend}'"));
             return None;
         }
         seen.push(backend);
@@ -695,20 +627,14 @@ impl ProfileParams {
             ..ProfileParams::default()
         };
         if run {
-            p.max_duration = obj
-                .opt_with(cx, "max_duration", OffDuration::parse_field)
-                .flatten();
-            p.stop_duration = obj
-                .opt_with(cx, "stop_duration", OffDuration::parse_field)
-                .flatten();
+            p.max_duration = obj.opt_with(cx, "max_duration", OffDuration::parse_field).flatten();
+            p.stop_duration = obj.opt_with(cx, "stop_duration", OffDuration::parse_field).flatten();
         }
         p.max_price = obj.opt_with(cx, "max_price", positive_f64);
         if run {
             p.creation_policy = obj.opt(cx, "creation_policy");
         }
-        p.idle_duration = obj
-            .opt_with(cx, "idle_duration", parse_idle_duration)
-            .flatten();
+        p.idle_duration = obj.opt_with(cx, "idle_duration", parse_idle_duration).flatten();
         if run {
             p.utilization_policy = obj.opt(cx, "utilization_policy");
             p.startup_order = obj.opt(cx, "startup_order");
@@ -717,10 +643,7 @@ impl ProfileParams {
             p.fleets = obj.opt_with(cx, "fleets", |n, cx| seq_with(n, cx, fleet_reference));
             p.instances = obj.opt_with(cx, "instances", |n, cx| {
                 if matches!(&n.value, Value::Seq(items) if items.is_empty()) {
-                    cx.error(
-                        n,
-                        "expected at least one instance selector, found an empty list",
-                    );
+                    cx.error(n, "expected at least one instance selector, found an empty list");
                     return None;
                 }
                 seq_with(n, cx, InstanceSelector::from_node)
@@ -881,9 +804,7 @@ impl FromNode for ProfilesConfig {
     fn from_node(node: &Node, cx: &mut Cx) -> Option<Self> {
         let mut obj = Object::new(node, cx)?;
         let mark = cx.mark();
-        let config = ProfilesConfig {
-            profiles: obj.required(cx, "profiles"),
-        };
+        let config = ProfilesConfig { profiles: obj.required(cx, "profiles") };
         obj.finish(cx);
         cx.ok_since(mark)?;
         Some(config)
@@ -921,10 +842,7 @@ pub fn parse_profiles(text: &str) -> ParsedProfiles {
     let mut cx = Cx::new();
     let config = ProfilesConfig::from_node(&node, &mut cx);
     let config = if cx.has_errors() { None } else { config };
-    ParsedProfiles {
-        config,
-        diagnostics: cx.into_diagnostics(),
-    }
+    ParsedProfiles { config, diagnostics: cx.into_diagnostics() }
 }
 
 #[cfg(test)]
@@ -962,18 +880,9 @@ mod tests {
     /// Input, then the set fields of dstack 0.22.5's `model_dump_json()` for
     /// `type: task\ncommands: [x]\n` plus the input (generated with the real dstack).
     const OK_CASES: &[(&str, &str)] = &[
-        (
-            r#"backends: [aws, gcp, remote, verda]"#,
-            r#"{"backends":["aws","gcp","remote","verda"]}"#,
-        ),
-        (
-            r#"regions: [eu-west-1, 1, 2.5]"#,
-            r#"{"regions":["eu-west-1","1","2.5"]}"#,
-        ),
-        (
-            r#"availability_zones: [eu-west-1a]"#,
-            r#"{"availability_zones":["eu-west-1a"]}"#,
-        ),
+        (r#"backends: [aws, gcp, remote, verda]"#, r#"{"backends":["aws","gcp","remote","verda"]}"#),
+        (r#"regions: [eu-west-1, 1, 2.5]"#, r#"{"regions":["eu-west-1","1","2.5"]}"#),
+        (r#"availability_zones: [eu-west-1a]"#, r#"{"availability_zones":["eu-west-1a"]}"#),
         (
             r#"instance_types: [g6e.24xlarge, n1-standard-4]"#,
             r#"{"instance_types":["g6e.24xlarge","n1-standard-4"]}"#,
@@ -981,28 +890,16 @@ mod tests {
         (r#"reservation: r-1"#, r#"{"reservation":"r-1"}"#),
         (r#"reservation: 5"#, r#"{"reservation":"5"}"#),
         (r#"spot_policy: spot"#, r#"{"spot_policy":"spot"}"#),
-        (
-            r#"spot_policy: on-demand"#,
-            r#"{"spot_policy":"on-demand"}"#,
-        ),
+        (r#"spot_policy: on-demand"#, r#"{"spot_policy":"on-demand"}"#),
         (r#"spot_policy: auto"#, r#"{"spot_policy":"auto"}"#),
         (r#"retry: true"#, r#"{"retry":true}"#),
         (r#"retry: false"#, r#"{"retry":false}"#),
         (r#"retry: yes"#, r#"{"retry":true}"#),
         (r#"retry: 0"#, r#"{"retry":false}"#),
         (r#"retry: "true""#, r#"{"retry":true}"#),
-        (
-            r#"retry: {}"#,
-            r#"{"retry":{"on_events":null,"duration":null}}"#,
-        ),
-        (
-            r#"retry: {duration: 1h}"#,
-            r#"{"retry":{"on_events":null,"duration":3600}}"#,
-        ),
-        (
-            r#"retry: {duration: off}"#,
-            r#"{"retry":{"on_events":null,"duration":0}}"#,
-        ),
+        (r#"retry: {}"#, r#"{"retry":{"on_events":null,"duration":null}}"#),
+        (r#"retry: {duration: 1h}"#, r#"{"retry":{"on_events":null,"duration":3600}}"#),
+        (r#"retry: {duration: off}"#, r#"{"retry":{"on_events":null,"duration":0}}"#),
         (
             r#"retry: {on_events: [no-capacity, interruption, error], duration: 2d}"#,
             r#"{"retry":{"on_events":["no-capacity","interruption","error"],"duration":172800}}"#,
@@ -1020,14 +917,8 @@ mod tests {
         (r#"max_price: true"#, r#"{"max_price":1.0}"#),
         (r#"max_price: 1e-9"#, r#"{"max_price":1e-09}"#),
         (r#"max_price: 2.75"#, r#"{"max_price":2.75}"#),
-        (
-            r#"creation_policy: reuse"#,
-            r#"{"creation_policy":"reuse"}"#,
-        ),
-        (
-            r#"creation_policy: reuse-or-create"#,
-            r#"{"creation_policy":"reuse-or-create"}"#,
-        ),
+        (r#"creation_policy: reuse"#, r#"{"creation_policy":"reuse"}"#),
+        (r#"creation_policy: reuse-or-create"#, r#"{"creation_policy":"reuse-or-create"}"#),
         (r#"idle_duration: off"#, r#"{"idle_duration":-1}"#),
         (r#"idle_duration: -1"#, r#"{"idle_duration":-1}"#),
         (r#"idle_duration: -5"#, r#"{"idle_duration":-5}"#),
@@ -1048,70 +939,25 @@ mod tests {
             r#"{"utilization_policy":{"min_gpu_utilization":100,"time_window":3600}}"#,
         ),
         (r#"startup_order: any"#, r#"{"startup_order":"any"}"#),
-        (
-            r#"startup_order: master-first"#,
-            r#"{"startup_order":"master-first"}"#,
-        ),
-        (
-            r#"startup_order: workers-first"#,
-            r#"{"startup_order":"workers-first"}"#,
-        ),
-        (
-            r#"stop_criteria: all-done"#,
-            r#"{"stop_criteria":"all-done"}"#,
-        ),
-        (
-            r#"stop_criteria: master-done"#,
-            r#"{"stop_criteria":"master-done"}"#,
-        ),
-        (
-            r#"schedule: {cron: "0 * * * *"}"#,
-            r#"{"schedule":{"cron":["0 * * * *"]}}"#,
-        ),
+        (r#"startup_order: master-first"#, r#"{"startup_order":"master-first"}"#),
+        (r#"startup_order: workers-first"#, r#"{"startup_order":"workers-first"}"#),
+        (r#"stop_criteria: all-done"#, r#"{"stop_criteria":"all-done"}"#),
+        (r#"stop_criteria: master-done"#, r#"{"stop_criteria":"master-done"}"#),
+        (r#"schedule: {cron: "0 * * * *"}"#, r#"{"schedule":{"cron":["0 * * * *"]}}"#),
         (
             r#"schedule: {cron: ["*/15 0-6 * jan-mar mon-fri", "5 4 last * sun"]}"#,
             r#"{"schedule":{"cron":["*/15 0-6 * jan-mar mon-fri","5 4 last * sun"]}}"#,
         ),
-        (
-            r#"schedule: {cron: "0 0 1,15 * 0"}"#,
-            r#"{"schedule":{"cron":["0 0 1,15 * 0"]}}"#,
-        ),
-        (
-            r#"schedule: {cron: "0 12 * * MON-fri"}"#,
-            r#"{"schedule":{"cron":["0 12 * * MON-fri"]}}"#,
-        ),
-        (
-            r#"schedule: {cron: "0\t12 * * 6"}"#,
-            r#"{"schedule":{"cron":["0\t12 * * 6"]}}"#,
-        ),
-        (
-            r#"schedule: {cron: "0 0 lastday * *"}"#,
-            r#"{"schedule":{"cron":["0 0 lastday * *"]}}"#,
-        ),
-        (
-            r#"schedule: {cron: "0 0 * jan5 *"}"#,
-            r#"{"schedule":{"cron":["0 0 * jan5 *"]}}"#,
-        ),
-        (
-            r#"schedule: {cron: "0 0 * * sat-sun/2"}"#,
-            r#"{"schedule":{"cron":["0 0 * * sat-sun/2"]}}"#,
-        ),
-        (
-            r#"schedule: {cron: "0-59/59 * * * *"}"#,
-            r#"{"schedule":{"cron":["0-59/59 * * * *"]}}"#,
-        ),
-        (
-            r#"schedule: {cron: "5/54 * * * *"}"#,
-            r#"{"schedule":{"cron":["5/54 * * * *"]}}"#,
-        ),
-        (
-            r#"schedule: {cron: "0-0/59 * * * *"}"#,
-            r#"{"schedule":{"cron":["0-0/59 * * * *"]}}"#,
-        ),
-        (
-            r#"schedule: {cron: "007 * * * *"}"#,
-            r#"{"schedule":{"cron":["007 * * * *"]}}"#,
-        ),
+        (r#"schedule: {cron: "0 0 1,15 * 0"}"#, r#"{"schedule":{"cron":["0 0 1,15 * 0"]}}"#),
+        (r#"schedule: {cron: "0 12 * * MON-fri"}"#, r#"{"schedule":{"cron":["0 12 * * MON-fri"]}}"#),
+        (r#"schedule: {cron: "0\t12 * * 6"}"#, r#"{"schedule":{"cron":["0\t12 * * 6"]}}"#),
+        (r#"schedule: {cron: "0 0 lastday * *"}"#, r#"{"schedule":{"cron":["0 0 lastday * *"]}}"#),
+        (r#"schedule: {cron: "0 0 * jan5 *"}"#, r#"{"schedule":{"cron":["0 0 * jan5 *"]}}"#),
+        (r#"schedule: {cron: "0 0 * * sat-sun/2"}"#, r#"{"schedule":{"cron":["0 0 * * sat-sun/2"]}}"#),
+        (r#"schedule: {cron: "0-59/59 * * * *"}"#, r#"{"schedule":{"cron":["0-59/59 * * * *"]}}"#),
+        (r#"schedule: {cron: "5/54 * * * *"}"#, r#"{"schedule":{"cron":["5/54 * * * *"]}}"#),
+        (r#"schedule: {cron: "0-0/59 * * * *"}"#, r#"{"schedule":{"cron":["0-0/59 * * * *"]}}"#),
+        (r#"schedule: {cron: "007 * * * *"}"#, r#"{"schedule":{"cron":["007 * * * *"]}}"#),
         (r#"schedule: null"#, r#"{}"#),
         (
             r#"fleets: [a, p/b, {name: c}, {project: q, name: d}, 5, 1.5]"#,
@@ -1123,10 +969,7 @@ mod tests {
             r#"{"instances":[{"name":"a"},{"name":"b"},{"name":"5"},{"hostname":"1.2.3.4"},{"fleet":{"project":null,"name":"f"},"instance":0},{"fleet":{"project":"p","name":"f"},"instance":2},{"fleet":{"project":"p","name":"f"},"instance":1}]}"#,
         ),
         (r#"instances: null"#, r#"{}"#),
-        (
-            r#"tags: {a: b, Team-1: "x y.z:/=_-+@"}"#,
-            r#"{"tags":{"a":"b","Team-1":"x y.z:/=_-+@"}}"#,
-        ),
+        (r#"tags: {a: b, Team-1: "x y.z:/=_-+@"}"#, r#"{"tags":{"a":"b","Team-1":"x y.z:/=_-+@"}}"#),
         (r#"tags: {}"#, r#"{"tags":{}}"#),
         (r#"tags: null"#, r#"{}"#),
         (
@@ -1148,11 +991,7 @@ mod tests {
     fn accepted_inputs_serialize_as_dstack() {
         for (input, expected) in OK_CASES {
             let expected: serde_json::Value = serde_json::from_str(expected).unwrap();
-            assert_eq!(
-                read(input, ProfileScope::Run),
-                Ok(expected),
-                "input: {input}"
-            );
+            assert_eq!(read(input, ProfileScope::Run), Ok(expected), "input: {input}");
         }
     }
 
@@ -1163,22 +1002,10 @@ mod tests {
             r#"backends: [foo]"#,
             r#"backends[0]: expected one of `amddevcloud`, `aws`, `azure`, `cloudrift`, `crusoe`, `cudo`, `datacrun"#,
         ),
-        (
-            r#"backends: aws"#,
-            r#"backends: expected a list, found a string "aws""#,
-        ),
-        (
-            r#"regions: us"#,
-            r#"regions: expected a list, found a string "us""#,
-        ),
-        (
-            r#"regions: [true]"#,
-            r#"regions[0]: expected a string, found a boolean `true`"#,
-        ),
-        (
-            r#"reservation: [a]"#,
-            r#"reservation: expected a string, found a list"#,
-        ),
+        (r#"backends: aws"#, r#"backends: expected a list, found a string "aws""#),
+        (r#"regions: us"#, r#"regions: expected a list, found a string "us""#),
+        (r#"regions: [true]"#, r#"regions[0]: expected a string, found a boolean `true`"#),
+        (r#"reservation: [a]"#, r#"reservation: expected a string, found a list"#),
         (
             r#"spot_policy: bad"#,
             r#"spot_policy: expected one of `spot`, `on-demand`, `auto`, found a string "bad""#,
@@ -1199,55 +1026,25 @@ mod tests {
             r#"retry: [a]"#,
             r#"retry: expected `true`, `false` or a mapping with `on_events` and `duration`, found a list"#,
         ),
-        (
-            r#"retry: {on_events: []}"#,
-            r#"retry.on_events: `on_events` cannot be empty"#,
-        ),
+        (r#"retry: {on_events: []}"#, r#"retry.on_events: `on_events` cannot be empty"#),
         (
             r#"retry: {on_events: [bad]}"#,
             r#"retry.on_events[0]: expected one of `no-capacity`, `interruption`, `error`, found a string "bad""#,
         ),
-        (
-            r#"retry: {duration: 1h30m}"#,
-            r#"retry.duration: cannot parse the duration "1h30m""#,
-        ),
+        (r#"retry: {duration: 1h30m}"#, r#"retry.duration: cannot parse the duration "1h30m""#),
         (r#"retry: {foo: 1}"#, r#"retry.foo: unknown field `foo`"#),
-        (
-            r#"max_duration: -1"#,
-            r#"max_duration: Duration cannot be negative"#,
-        ),
-        (
-            r#"max_duration: 10 min"#,
-            r#"max_duration: cannot parse the duration "10 min""#,
-        ),
-        (
-            r#"stop_duration: -1"#,
-            r#"stop_duration: Duration cannot be negative"#,
-        ),
-        (
-            r#"max_price: 0"#,
-            r#"max_price: Input should be greater than 0"#,
-        ),
-        (
-            r#"max_price: -1"#,
-            r#"max_price: Input should be greater than 0"#,
-        ),
-        (
-            r#"max_price: abc"#,
-            r#"max_price: expected a number, found a string "abc""#,
-        ),
-        (
-            r#"max_price: .nan"#,
-            r#"max_price: Input should be greater than 0"#,
-        ),
+        (r#"max_duration: -1"#, r#"max_duration: Duration cannot be negative"#),
+        (r#"max_duration: 10 min"#, r#"max_duration: cannot parse the duration "10 min""#),
+        (r#"stop_duration: -1"#, r#"stop_duration: Duration cannot be negative"#),
+        (r#"max_price: 0"#, r#"max_price: Input should be greater than 0"#),
+        (r#"max_price: -1"#, r#"max_price: Input should be greater than 0"#),
+        (r#"max_price: abc"#, r#"max_price: expected a number, found a string "abc""#),
+        (r#"max_price: .nan"#, r#"max_price: Input should be greater than 0"#),
         (
             r#"creation_policy: x"#,
             r#"creation_policy: expected one of `reuse`, `reuse-or-create`, found a string "x""#,
         ),
-        (
-            r#"idle_duration: 1h30m"#,
-            r#"idle_duration: cannot parse the duration "1h30m""#,
-        ),
+        (r#"idle_duration: 1h30m"#, r#"idle_duration: cannot parse the duration "1h30m""#),
         (
             r#"utilization_policy: {min_gpu_utilization: 101, time_window: 4m}"#,
             r#"utilization_policy.min_gpu_utilization: expected an integer less than or equal to 100, found 101; ut"#,
@@ -1268,10 +1065,7 @@ mod tests {
             r#"utilization_policy: {min_gpu_utilization: 0, time_window: 300, x: 1}"#,
             r#"utilization_policy.x: unknown field `x`"#,
         ),
-        (
-            r#"utilization_policy: 5"#,
-            r#"utilization_policy: expected a mapping, found an integer `5`"#,
-        ),
+        (r#"utilization_policy: 5"#, r#"utilization_policy: expected a mapping, found an integer `5`"#),
         (
             r#"startup_order: x"#,
             r#"startup_order: expected one of `any`, `master-first`, `workers-first`, found a string "x""#,
@@ -1280,18 +1074,9 @@ mod tests {
             r#"stop_criteria: x"#,
             r#"stop_criteria: expected one of `all-done`, `master-done`, found a string "x""#,
         ),
-        (
-            r#"schedule: "0 * * * *""#,
-            r#"schedule: expected a mapping, found a string "0 * * * *""#,
-        ),
-        (
-            r#"schedule: {}"#,
-            r#"schedule.cron: missing required field `cron`"#,
-        ),
-        (
-            r#"schedule: {cron: []}"#,
-            r#"schedule.cron: At least one cron expression must be specified"#,
-        ),
+        (r#"schedule: "0 * * * *""#, r#"schedule: expected a mapping, found a string "0 * * * *""#),
+        (r#"schedule: {}"#, r#"schedule.cron: missing required field `cron`"#),
+        (r#"schedule: {cron: []}"#, r#"schedule.cron: At least one cron expression must be specified"#),
         (
             r#"schedule: {cron: null}"#,
             r#"schedule.cron: expected a cron expression or a list of them, found null"#,
@@ -1300,22 +1085,10 @@ mod tests {
             r#"schedule: {cron: [true]}"#,
             r#"schedule.cron[0]: expected a cron expression string, found a boolean `true`"#,
         ),
-        (
-            r#"schedule: {cron: "0 0 * * *", x: 1}"#,
-            r#"schedule.x: unknown field `x`"#,
-        ),
-        (
-            r#"schedule: {cron: 5}"#,
-            r#"schedule.cron: Wrong number of fields; got 1, expected 5"#,
-        ),
-        (
-            r#"schedule: {cron: "* * *"}"#,
-            r#"schedule.cron: Wrong number of fields; got 3, expected 5"#,
-        ),
-        (
-            r#"schedule: {cron: "* * * * * *"}"#,
-            r#"schedule.cron: Wrong number of fields; got 6, expected 5"#,
-        ),
+        (r#"schedule: {cron: "0 0 * * *", x: 1}"#, r#"schedule.x: unknown field `x`"#),
+        (r#"schedule: {cron: 5}"#, r#"schedule.cron: Wrong number of fields; got 1, expected 5"#),
+        (r#"schedule: {cron: "* * *"}"#, r#"schedule.cron: Wrong number of fields; got 3, expected 5"#),
+        (r#"schedule: {cron: "* * * * * *"}"#, r#"schedule.cron: Wrong number of fields; got 6, expected 5"#),
         (
             r#"schedule: {cron: "61 * * * *"}"#,
             r#"schedule.cron: Error validating expression '61': the last value (61) is higher than the maximum valu"#,
@@ -1340,10 +1113,7 @@ mod tests {
             r#"schedule: {cron: "* * * * 7"}"#,
             r#"schedule.cron: Error validating expression '7': the last value (7) is higher than the maximum value "#,
         ),
-        (
-            r#"schedule: {cron: "*/0 * * * *"}"#,
-            r#"schedule.cron: Increment must be higher than 0"#,
-        ),
+        (r#"schedule: {cron: "*/0 * * * *"}"#, r#"schedule.cron: Increment must be higher than 0"#),
         (
             r#"schedule: {cron: "*/60 * * * *"}"#,
             r#"schedule.cron: Error validating expression '*/60': the step value (60) is higher than the total rang"#,
@@ -1360,10 +1130,7 @@ mod tests {
             r#"schedule: {cron: "0-0/60 * * * *"}"#,
             r#"schedule.cron: Error validating expression '0-0/60': the step value (60) is higher than the total ra"#,
         ),
-        (
-            r#"schedule: {cron: "1/0 * * * *"}"#,
-            r#"schedule.cron: Increment must be higher than 0"#,
-        ),
+        (r#"schedule: {cron: "1/0 * * * *"}"#, r#"schedule.cron: Increment must be higher than 0"#),
         (
             r#"schedule: {cron: "x * * * *"}"#,
             r#"schedule.cron: Unrecognized expression "x" for field "minute""#,
@@ -1372,30 +1139,18 @@ mod tests {
             r#"schedule: {cron: "1,,2 * * * *"}"#,
             r#"schedule.cron: Unrecognized expression "" for field "minute""#,
         ),
-        (
-            r#"schedule: {cron: "* * * foo *"}"#,
-            r#"schedule.cron: Invalid month name "foo""#,
-        ),
+        (r#"schedule: {cron: "* * * foo *"}"#, r#"schedule.cron: Invalid month name "foo""#),
         (
             r#"schedule: {cron: "* * * mar-jan *"}"#,
             r#"schedule.cron: The minimum value in a range must not be higher than the maximum"#,
         ),
-        (
-            r#"schedule: {cron: "* * * jan-xyz *"}"#,
-            r#"schedule.cron: Invalid month name "xyz""#,
-        ),
-        (
-            r#"schedule: {cron: "* * * * mon-funday"}"#,
-            r#"schedule.cron: Invalid weekday name "funday""#,
-        ),
+        (r#"schedule: {cron: "* * * jan-xyz *"}"#, r#"schedule.cron: Invalid month name "xyz""#),
+        (r#"schedule: {cron: "* * * * mon-funday"}"#, r#"schedule.cron: Invalid weekday name "funday""#),
         (
             r#"schedule: {cron: "* * * * sun-mon"}"#,
             r#"schedule.cron: The minimum value in a range must not be higher than the maximum"#,
         ),
-        (
-            r#"schedule: {cron: "* * last * last"}"#,
-            r#"schedule.cron: Invalid weekday name "last""#,
-        ),
+        (r#"schedule: {cron: "* * last * last"}"#, r#"schedule.cron: Invalid weekday name "last""#),
         (
             r#"schedule: {cron: "jan * * * *"}"#,
             r#"schedule.cron: Unrecognized expression "jan" for field "minute""#,
@@ -1424,42 +1179,18 @@ mod tests {
             r#"fleets: ["a/"]"#,
             r#"fleets[0]: Invalid entity reference. Only `<name>` or `<project>/<name>` formats are allowed"#,
         ),
-        (
-            r#"fleets: [true]"#,
-            r#"fleets[0]: expected a name or `project/name`, found a boolean `true`"#,
-        ),
-        (
-            r#"fleets: [{name: a, x: 1}]"#,
-            r#"fleets[0].x: unknown field `x`"#,
-        ),
-        (
-            r#"fleets: a"#,
-            r#"fleets: expected a list, found a string "a""#,
-        ),
-        (
-            r#"instances: []"#,
-            r#"instances: expected at least one instance selector, found an empty list"#,
-        ),
-        (
-            r#"instances: a"#,
-            r#"instances: expected a list, found a string "a""#,
-        ),
-        (
-            r#"instances: [""]"#,
-            r#"instances[0]: expected a non-empty string"#,
-        ),
+        (r#"fleets: [true]"#, r#"fleets[0]: expected a name or `project/name`, found a boolean `true`"#),
+        (r#"fleets: [{name: a, x: 1}]"#, r#"fleets[0].x: unknown field `x`"#),
+        (r#"fleets: a"#, r#"fleets: expected a list, found a string "a""#),
+        (r#"instances: []"#, r#"instances: expected at least one instance selector, found an empty list"#),
+        (r#"instances: a"#, r#"instances: expected a list, found a string "a""#),
+        (r#"instances: [""]"#, r#"instances[0]: expected a non-empty string"#),
         (
             r#"instances: [5]"#,
             r#"instances[0]: expected an instance name or a mapping with `name`, `hostname`, or `fleet` and `instan"#,
         ),
-        (
-            r#"instances: [{name: ""}]"#,
-            r#"instances[0].name: expected a non-empty string"#,
-        ),
-        (
-            r#"instances: [{hostname: ""}]"#,
-            r#"instances[0].hostname: expected a non-empty string"#,
-        ),
+        (r#"instances: [{name: ""}]"#, r#"instances[0].name: expected a non-empty string"#),
+        (r#"instances: [{hostname: ""}]"#, r#"instances[0].hostname: expected a non-empty string"#),
         (
             r#"instances: [{foo: 1}]"#,
             r#"instances[0]: expected an instance selector: `name`, `hostname`, or `fleet` and `instance`"#,
@@ -1468,14 +1199,8 @@ mod tests {
             r#"instances: [{name: a, hostname: b}]"#,
             r#"instances[0]: an instance selector takes only one of `name`, `hostname`, or `fleet` with `instance`"#,
         ),
-        (
-            r#"instances: [{fleet: f}]"#,
-            r#"instances[0].instance: missing required field `instance`"#,
-        ),
-        (
-            r#"instances: [{instance: 0}]"#,
-            r#"instances[0].fleet: missing required field `fleet`"#,
-        ),
+        (r#"instances: [{fleet: f}]"#, r#"instances[0].instance: missing required field `instance`"#),
+        (r#"instances: [{instance: 0}]"#, r#"instances[0].fleet: missing required field `fleet`"#),
         (
             r#"instances: [{fleet: f, instance: -1}]"#,
             r#"instances[0].instance: expected an integer greater than or equal to 0, found -1"#,
@@ -1500,22 +1225,10 @@ mod tests {
             r#"tags: {a: 1}"#,
             r#"tags.a: expected a string (quote numbers and booleans), found an integer `1`"#,
         ),
-        (
-            r#"tags: {1: a}"#,
-            r#"tags: expected a string tag name, found an integer `1`"#,
-        ),
-        (
-            r#"tags: [a]"#,
-            r#"tags: expected a mapping of tag names to values, found a list"#,
-        ),
-        (
-            r#"tags: {a: null}"#,
-            r#"tags.a: expected a string (quote numbers and booleans), found null"#,
-        ),
-        (
-            r#"backend_options: {}"#,
-            r#"backend_options: expected a list, found a mapping"#,
-        ),
+        (r#"tags: {1: a}"#, r#"tags: expected a string tag name, found an integer `1`"#),
+        (r#"tags: [a]"#, r#"tags: expected a mapping of tag names to values, found a list"#),
+        (r#"tags: {a: null}"#, r#"tags.a: expected a string (quote numbers and booleans), found null"#),
+        (r#"backend_options: {}"#, r#"backend_options: expected a list, found a mapping"#),
         (
             r#"backend_options: [{type: aws}]"#,
             r#"backend_options[0].type: expected `vastai` (the only backend with options), found a string "aws""#,
@@ -1540,10 +1253,7 @@ mod tests {
             r#"backend_options: [{offer_order: fast}]"#,
             r#"backend_options[0].offer_order: expected one of `score`, `price`, found a string "fast""#,
         ),
-        (
-            r#"backend_options: [{x: 1}]"#,
-            r#"backend_options[0].x: unknown field `x`"#,
-        ),
+        (r#"backend_options: [{x: 1}]"#, r#"backend_options[0].x: unknown field `x`"#),
     ];
 
     #[test]
@@ -1559,12 +1269,7 @@ mod tests {
     #[test]
     fn field_lists_match_the_serialization() {
         let json = serde_json::to_value(ProfileParams::default()).unwrap();
-        let keys: Vec<&str> = json
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(keys, PROFILE_FIELDS);
         assert!(RUN_ONLY_FIELDS.iter().all(|f| PROFILE_FIELDS.contains(f)));
     }
@@ -1573,10 +1278,7 @@ mod tests {
     fn unset_fields_serialize_as_null_in_dstack_order() {
         // From dstack's JSON for `type: task\ncommands: [x]`.
         let expected = r#"{"backends":null,"regions":null,"availability_zones":null,"instance_types":null,"reservation":null,"spot_policy":null,"retry":null,"max_duration":null,"stop_duration":null,"max_price":null,"creation_policy":null,"idle_duration":null,"utilization_policy":null,"startup_order":null,"stop_criteria":null,"schedule":null,"fleets":null,"instances":null,"tags":null,"backend_options":null}"#;
-        assert_eq!(
-            serde_json::to_string(&ProfileParams::default()).unwrap(),
-            expected
-        );
+        assert_eq!(serde_json::to_string(&ProfileParams::default()).unwrap(), expected);
     }
 
     /// How the fleet module places the fields: `reservation` after `nodes`, the rest after
@@ -1603,13 +1305,7 @@ mod tests {
         obj.finish(&mut cx);
         assert!(!cx.has_errors(), "{:?}", cx.diagnostics());
         let (reservation, profile) = params.clone().into_fleet();
-        let shape = FleetShape {
-            nodes: 1,
-            reservation,
-            resources: None,
-            profile,
-            ssh_config: None,
-        };
+        let shape = FleetShape { nodes: 1, reservation, resources: None, profile, ssh_config: None };
         // The matching part of dstack's JSON for `type: fleet\nnodes: 1\n` plus `text`.
         let expected = r#"{"nodes":1,"reservation":"r","resources":null,"backends":["aws"],"regions":["r"],"availability_zones":["z"],"instance_types":["t"],"spot_policy":"auto","retry":{"on_events":null,"duration":3600},"max_price":2.0,"idle_duration":-1,"tags":{"a":"b"},"backend_options":[{"type":"vastai","offer_order":null,"min_reliability":null,"min_score":null}],"ssh_config":null}"#;
         assert_eq!(serde_json::to_string(&shape).unwrap(), expected);
@@ -1639,15 +1335,9 @@ mod tests {
 
     #[test]
     fn every_field_error_is_reported() {
-        let err = read(
-            "spot_policy: x\nmax_price: 0\ninstances: []\nbogus: 1\n",
-            ProfileScope::Run,
-        )
-        .unwrap_err();
-        let paths: Vec<&str> = err
-            .split("; ")
-            .map(|m| m.split(':').next().unwrap_or_default())
-            .collect();
+        let err =
+            read("spot_policy: x\nmax_price: 0\ninstances: []\nbogus: 1\n", ProfileScope::Run).unwrap_err();
+        let paths: Vec<&str> = err.split("; ").map(|m| m.split(':').next().unwrap_or_default()).collect();
         assert_eq!(paths, ["spot_policy", "max_price", "instances", "bogus"]);
     }
 
@@ -1672,26 +1362,14 @@ mod tests {
                 "0-59/60 * * * *",
                 "Error validating expression '0-59/60': the step value (60) is higher than the total range of the expression (59)",
             ),
-            (
-                "5-/2 * * * *",
-                "Unrecognized expression \"5-/2\" for field \"minute\"",
-            ),
-            (
-                "1-2-3 * * * *",
-                "Unrecognized expression \"1-2-3\" for field \"minute\"",
-            ),
-            (
-                "* * * * 1-x",
-                "Unrecognized expression \"1-x\" for field \"day_of_week\"",
-            ),
+            ("5-/2 * * * *", "Unrecognized expression \"5-/2\" for field \"minute\""),
+            ("1-2-3 * * * *", "Unrecognized expression \"1-2-3\" for field \"minute\""),
+            ("* * * * 1-x", "Unrecognized expression \"1-x\" for field \"day_of_week\""),
             (
                 "* * * 0 *",
                 "Error validating expression '0': the first value (0) is lower than the minimum value (1)",
             ),
-            (
-                "99999999999999999999999999999999999 * * * *",
-                "the number is too large",
-            ),
+            ("99999999999999999999999999999999999 * * * *", "the number is too large"),
         ];
         for (expr, message) in err {
             let got = validate_cron(expr).unwrap_err();
@@ -1701,30 +1379,19 @@ mod tests {
 
     #[test]
     fn retry_effective_policy() {
-        let all = vec![
-            RetryEvent::NoCapacity,
-            RetryEvent::Interruption,
-            RetryEvent::Error,
-        ];
+        let all = vec![RetryEvent::NoCapacity, RetryEvent::Interruption, RetryEvent::Error];
         assert_eq!(Retry::Enabled(false).effective(), None);
         assert_eq!(Retry::Enabled(true).effective(), Some((all.clone(), 3600)));
-        let policy = Retry::Policy(RetryPolicy {
-            on_events: Some(vec![RetryEvent::Error]),
-            duration: None,
-        });
+        let policy = Retry::Policy(RetryPolicy { on_events: Some(vec![RetryEvent::Error]), duration: None });
         assert_eq!(policy.effective(), Some((vec![RetryEvent::Error], 3600)));
-        let policy = Retry::Policy(RetryPolicy {
-            on_events: None,
-            duration: Some(Duration(60)),
-        });
+        let policy = Retry::Policy(RetryPolicy { on_events: None, duration: Some(Duration(60)) });
         assert_eq!(policy.effective(), Some((all, 60)));
     }
 
     #[test]
     fn configuration_overrides_profile() {
         let parse = |text: &str| -> ProfileParams {
-            serde_json::from_value(serde_json::to_value(load(text).unwrap().to_json()).unwrap())
-                .unwrap()
+            serde_json::from_value(serde_json::to_value(load(text).unwrap().to_json()).unwrap()).unwrap()
         };
         let profile = parse("{backends: [aws], max_price: 2, spot_policy: spot}");
         let conf = parse("{max_price: 1, regions: [eu]}");
@@ -1754,10 +1421,7 @@ mod tests {
             ),
         ),
         ("profiles: []", Ok(r#"{"profiles":[]}"#)),
-        (
-            "profiles: [{}]",
-            Ok(r#"{"profiles":[{"name":"","default":false}]}"#),
-        ),
+        ("profiles: [{}]", Ok(r#"{"profiles":[{"name":"","default":false}]}"#)),
         (
             "profiles: [{name: a, default: yes, max_duration: 1h}]",
             Ok(r#"{"profiles":[{"max_duration":3600,"name":"a","default":true}]}"#),
@@ -1766,10 +1430,7 @@ mod tests {
         ("", Err("expected a mapping, found null")),
         ("profiles: 5", Err("expected a list, found an integer `5`")),
         ("profiles: [{name: a, x: 1}]", Err("unknown field `x`")),
-        (
-            "profiles: [{name: null}]",
-            Err("expected a string, found null"),
-        ),
+        ("profiles: [{name: null}]", Err("expected a string, found null")),
         ("profiles: [{default: null}]", Err("expected a boolean")),
         ("profiles: [{nmae: a}]", Err("did you mean `name`?")),
         ("profiles: [", Err("invalid YAML")),

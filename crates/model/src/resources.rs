@@ -62,10 +62,7 @@ impl ResourcesSpec {
     /// no disk requirement.
     pub fn unconstrained() -> ResourcesSpec {
         ResourcesSpec {
-            cpu: CpuSpec {
-                arch: None,
-                count: Range::at_least(1),
-            },
+            cpu: CpuSpec { arch: None, count: Range::at_least(1) },
             memory: Range::at_least(Memory(0.0)),
             shm_size: None,
             gpu: Some(GpuSpec::zero_or_more()),
@@ -143,8 +140,7 @@ pub enum GpuVendor {
     Tenstorrent,
 }
 
-const VENDOR_HELP: &str =
-    "use one of `nvidia`, `amd`, `google` (or `tpu`), `intel`, `tenstorrent` (or `tt`)";
+const VENDOR_HELP: &str = "use one of `nvidia`, `amd`, `google` (or `tpu`), `intel`, `tenstorrent` (or `tt`)";
 
 impl GpuVendor {
     pub fn as_str(self) -> &'static str {
@@ -179,11 +175,7 @@ impl Serialize for GpuVendor {
 impl FromNode for GpuVendor {
     fn from_node(node: &Node, cx: &mut Cx) -> Option<Self> {
         let Some(s) = node.as_str() else {
-            cx.error_help(
-                node,
-                format!("expected a GPU vendor, found {}", node.describe()),
-                VENDOR_HELP,
-            );
+            cx.error_help(node, format!("expected a GPU vendor, found {}", node.describe()), VENDOR_HELP);
             return None;
         };
         let vendor = GpuVendor::parse(s);
@@ -209,14 +201,12 @@ pub struct CpuSpec {
 /// Any architecture, at least 2 cores.
 impl Default for CpuSpec {
     fn default() -> CpuSpec {
-        CpuSpec {
-            arch: None,
-            count: Range::at_least(2),
-        }
+        CpuSpec { arch: None, count: Range::at_least(2) }
     }
 }
 
-const CPU_FORMS: &str = "a CPU spec: a count (`8`), a shorthand (`x86:8..`, `arm:4`) or a mapping (`{arch: arm, count: 4..}`)";
+const CPU_FORMS: &str =
+    "a CPU spec: a count (`8`), a shorthand (`x86:8..`, `arm:4`) or a mapping (`{arch: arm, count: 4..}`)";
 
 impl CpuSpec {
     /// Parses the shorthand text form (`8`, `x86:8..`, `16..:arm`).
@@ -295,9 +285,7 @@ impl FromNode for CpuSpec {
             // The legacy form: a mapping of only `min`/`max` is the count range.
             Value::Map(entries)
                 if !entries.is_empty()
-                    && entries
-                        .iter()
-                        .all(|(k, _)| matches!(k.as_str(), Some("min" | "max"))) =>
+                    && entries.iter().all(|(k, _)| matches!(k.as_str(), Some("min" | "max"))) =>
             {
                 let count = cx.at_field("count", |cx| Range::from_node(node, cx))?;
                 Some(CpuSpec { arch: None, count })
@@ -416,10 +404,7 @@ const TPU_PREFIX_WARNING: &str = "`tpu-` prefix is deprecated, specify gpu_vendo
 impl GpuSpec {
     /// The default of `resources.gpu`: any number of GPUs, including none.
     pub fn zero_or_more() -> GpuSpec {
-        GpuSpec {
-            count: Range::at_least(0),
-            ..GpuSpec::default()
-        }
+        GpuSpec { count: Range::at_least(0), ..GpuSpec::default() }
     }
 
     /// Parses the shorthand text form (`A100:80GB:2`, `nvidia:2`, `24GB..`).
@@ -520,19 +505,11 @@ impl GpuSpec {
             None => None,
         };
         let count = match count {
-            Some(t) => cx
-                .at_field("count", |cx| Range::from_node(&token_node(t), cx))
-                .unwrap_or_default(),
+            Some(t) => cx.at_field("count", |cx| Range::from_node(&token_node(t), cx)).unwrap_or_default(),
             None => GpuSpec::default().count,
         };
         cx.ok_since(mark)?;
-        Some(GpuSpec {
-            vendor,
-            name,
-            count,
-            memory,
-            ..GpuSpec::default()
-        })
+        Some(GpuSpec { vendor, name, count, memory, ..GpuSpec::default() })
     }
 }
 
@@ -618,10 +595,7 @@ impl fmt::Display for GpuSpec {
             parts.push(format!("name={names:?}"));
         }
         parts.push(format!("count={}", count_shorthand(&self.count)));
-        for (key, range) in [
-            ("memory", &self.memory),
-            ("total_memory", &self.total_memory),
-        ] {
+        for (key, range) in [("memory", &self.memory), ("total_memory", &self.total_memory)] {
             if let Some(r) = range {
                 parts.push(format!("{key}={}", range_text(r, memory_text)));
             }
@@ -643,9 +617,7 @@ pub struct DiskSpec {
 /// At least 100GB.
 impl Default for DiskSpec {
     fn default() -> DiskSpec {
-        DiskSpec {
-            size: Range::at_least(Memory(100.0)),
-        }
+        DiskSpec { size: Range::at_least(Memory(100.0)) }
     }
 }
 
@@ -659,9 +631,9 @@ impl DiskSpec {
 impl FromNode for DiskSpec {
     fn from_node(node: &Node, cx: &mut Cx) -> Option<Self> {
         match &node.value {
-            Value::Str(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_) => cx
-                .at_field("size", |cx| memory_range(node, cx))
-                .map(|size| DiskSpec { size }),
+            Value::Str(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_) => {
+                cx.at_field("size", |cx| memory_range(node, cx)).map(|size| DiskSpec { size })
+            }
             Value::Map(_) => {
                 let mut obj = Object::new(node, cx)?;
                 let mark = cx.mark();
@@ -697,10 +669,7 @@ pub fn memory_shorthand(memory: Memory) -> Option<String> {
 /// The shorthand of a memory range: `80GB`, `24GB..`, `40GB..80GB`; `None` when an end is
 /// not finite.
 pub fn memory_range_shorthand(range: &Range<Memory>) -> Option<String> {
-    let finite = [range.min, range.max]
-        .iter()
-        .flatten()
-        .all(|m| m.0.is_finite());
+    let finite = [range.min, range.max].iter().flatten().all(|m| m.0.is_finite());
     finite.then(|| range_text(range, memory_text))
 }
 
@@ -712,22 +681,16 @@ fn memory_text(memory: Memory) -> String {
 fn range_text<T: Copy + PartialEq>(range: &Range<T>, text: impl Fn(T) -> String) -> String {
     match (range.min, range.max) {
         (Some(min), Some(max)) if min == max => text(min),
-        (min, max) => format!(
-            "{}..{}",
-            min.map(&text).unwrap_or_default(),
-            max.map(&text).unwrap_or_default()
-        ),
+        (min, max) => {
+            format!("{}..{}", min.map(&text).unwrap_or_default(), max.map(&text).unwrap_or_default())
+        }
     }
 }
 
 /// A memory range whose ends are finite numbers.
 fn memory_range(node: &Node, cx: &mut Cx) -> Option<Range<Memory>> {
     let range = Range::<Memory>::from_node(node, cx)?;
-    if [range.min, range.max]
-        .iter()
-        .flatten()
-        .any(|m| !m.0.is_finite())
-    {
+    if [range.min, range.max].iter().flatten().any(|m| !m.0.is_finite()) {
         not_finite(node, cx);
         return None;
     }
@@ -778,10 +741,7 @@ fn python_repr(node: &Node) -> String {
         Value::Int(i) => i.to_string(),
         Value::Float(f) => python_float_repr(*f),
         Value::Str(s) | Value::Timestamp(s) => format!("'{s}'"),
-        Value::Seq(items) => format!(
-            "[{}]",
-            items.iter().map(python_repr).collect::<Vec<_>>().join(", ")
-        ),
+        Value::Seq(items) => format!("[{}]", items.iter().map(python_repr).collect::<Vec<_>>().join(", ")),
         Value::Map(entries) => format!(
             "{{{}}}",
             entries
@@ -989,89 +949,29 @@ mod tests {
             r#"{gpu: {compute_capability: ["8", "0"]}}"#,
             r#"{"gpu":{"vendor":null,"name":null,"count":{"min":1,"max":null},"memory":null,"total_memory":null,"compute_capability":[8,0]}}"#,
         ),
-        (
-            r#"{cpu: 8}"#,
-            r#"{"cpu":{"arch":null,"count":{"min":8,"max":8}}}"#,
-        ),
-        (
-            r#"{cpu: "8"}"#,
-            r#"{"cpu":{"arch":null,"count":{"min":8,"max":8}}}"#,
-        ),
-        (
-            r#"{cpu: x86}"#,
-            r#"{"cpu":{"arch":"x86","count":{"min":2,"max":null}}}"#,
-        ),
-        (
-            r#"{cpu: "x86:8.."}"#,
-            r#"{"cpu":{"arch":"x86","count":{"min":8,"max":null}}}"#,
-        ),
-        (
-            r#"{cpu: "arm:4"}"#,
-            r#"{"cpu":{"arch":"arm","count":{"min":4,"max":4}}}"#,
-        ),
-        (
-            r#"{cpu: "16..:x86"}"#,
-            r#"{"cpu":{"arch":"x86","count":{"min":16,"max":null}}}"#,
-        ),
-        (
-            r#"{cpu: "ARM:4"}"#,
-            r#"{"cpu":{"arch":"arm","count":{"min":4,"max":4}}}"#,
-        ),
-        (
-            r#"{cpu: "..8"}"#,
-            r#"{"cpu":{"arch":null,"count":{"min":null,"max":8}}}"#,
-        ),
-        (
-            r#"{cpu: " 2 .. 8 "}"#,
-            r#"{"cpu":{"arch":null,"count":{"min":2,"max":8}}}"#,
-        ),
-        (
-            r#"{cpu: 2:30}"#,
-            r#"{"cpu":{"arch":null,"count":{"min":150,"max":150}}}"#,
-        ),
-        (
-            r#"{cpu: {arch: arm, count: 4}}"#,
-            r#"{"cpu":{"arch":"arm","count":{"min":4,"max":4}}}"#,
-        ),
-        (
-            r#"{cpu: {arch: ARM}}"#,
-            r#"{"cpu":{"arch":"arm","count":{"min":2,"max":null}}}"#,
-        ),
-        (
-            r#"{cpu: {min: 4}}"#,
-            r#"{"cpu":{"arch":null,"count":{"min":4,"max":null}}}"#,
-        ),
-        (
-            r#"{cpu: {max: 8}}"#,
-            r#"{"cpu":{"arch":null,"count":{"min":null,"max":8}}}"#,
-        ),
-        (
-            r#"{cpu: {min: 4, max: 8}}"#,
-            r#"{"cpu":{"arch":null,"count":{"min":4,"max":8}}}"#,
-        ),
-        (
-            r#"{cpu: {count: {min: 2, max: 4}}}"#,
-            r#"{"cpu":{"arch":null,"count":{"min":2,"max":4}}}"#,
-        ),
+        (r#"{cpu: 8}"#, r#"{"cpu":{"arch":null,"count":{"min":8,"max":8}}}"#),
+        (r#"{cpu: "8"}"#, r#"{"cpu":{"arch":null,"count":{"min":8,"max":8}}}"#),
+        (r#"{cpu: x86}"#, r#"{"cpu":{"arch":"x86","count":{"min":2,"max":null}}}"#),
+        (r#"{cpu: "x86:8.."}"#, r#"{"cpu":{"arch":"x86","count":{"min":8,"max":null}}}"#),
+        (r#"{cpu: "arm:4"}"#, r#"{"cpu":{"arch":"arm","count":{"min":4,"max":4}}}"#),
+        (r#"{cpu: "16..:x86"}"#, r#"{"cpu":{"arch":"x86","count":{"min":16,"max":null}}}"#),
+        (r#"{cpu: "ARM:4"}"#, r#"{"cpu":{"arch":"arm","count":{"min":4,"max":4}}}"#),
+        (r#"{cpu: "..8"}"#, r#"{"cpu":{"arch":null,"count":{"min":null,"max":8}}}"#),
+        (r#"{cpu: " 2 .. 8 "}"#, r#"{"cpu":{"arch":null,"count":{"min":2,"max":8}}}"#),
+        (r#"{cpu: 2:30}"#, r#"{"cpu":{"arch":null,"count":{"min":150,"max":150}}}"#),
+        (r#"{cpu: {arch: arm, count: 4}}"#, r#"{"cpu":{"arch":"arm","count":{"min":4,"max":4}}}"#),
+        (r#"{cpu: {arch: ARM}}"#, r#"{"cpu":{"arch":"arm","count":{"min":2,"max":null}}}"#),
+        (r#"{cpu: {min: 4}}"#, r#"{"cpu":{"arch":null,"count":{"min":4,"max":null}}}"#),
+        (r#"{cpu: {max: 8}}"#, r#"{"cpu":{"arch":null,"count":{"min":null,"max":8}}}"#),
+        (r#"{cpu: {min: 4, max: 8}}"#, r#"{"cpu":{"arch":null,"count":{"min":4,"max":8}}}"#),
+        (r#"{cpu: {count: {min: 2, max: 4}}}"#, r#"{"cpu":{"arch":null,"count":{"min":2,"max":4}}}"#),
         (r#"{cpu: {}}"#, r#"{}"#),
         (r#"{cpu: {arch: null}}"#, r#"{}"#),
-        (
-            r#"{cpu: "x86:-1..4"}"#,
-            r#"{"cpu":{"arch":"x86","count":{"min":-1,"max":4}}}"#,
-        ),
+        (r#"{cpu: "x86:-1..4"}"#, r#"{"cpu":{"arch":"x86","count":{"min":-1,"max":4}}}"#),
         (r#"{memory: 16GB}"#, r#"{"memory":{"min":16.0,"max":16.0}}"#),
-        (
-            r#"{memory: "16GB..64GB"}"#,
-            r#"{"memory":{"min":16.0,"max":64.0}}"#,
-        ),
-        (
-            r#"{memory: 1.5TB}"#,
-            r#"{"memory":{"min":1536.0,"max":1536.0}}"#,
-        ),
-        (
-            r#"{memory: 512MB..}"#,
-            r#"{"memory":{"min":0.5,"max":null}}"#,
-        ),
+        (r#"{memory: "16GB..64GB"}"#, r#"{"memory":{"min":16.0,"max":64.0}}"#),
+        (r#"{memory: 1.5TB}"#, r#"{"memory":{"min":1536.0,"max":1536.0}}"#),
+        (r#"{memory: 512MB..}"#, r#"{"memory":{"min":0.5,"max":null}}"#),
         (r#"{memory: {min: 8GB}}"#, r#"{}"#),
         (r#"{memory: 24}"#, r#"{"memory":{"min":24.0,"max":24.0}}"#),
         (r#"{memory: true}"#, r#"{"memory":{"min":1.0,"max":1.0}}"#),
@@ -1080,30 +980,12 @@ mod tests {
         (r#"{shm_size: "512MB"}"#, r#"{"shm_size":0.5}"#),
         (r#"{shm_size: null}"#, r#"{}"#),
         (r#"{disk: null}"#, r#"{"disk":null}"#),
-        (
-            r#"{disk: 100}"#,
-            r#"{"disk":{"size":{"min":100.0,"max":100.0}}}"#,
-        ),
-        (
-            r#"{disk: 1.5}"#,
-            r#"{"disk":{"size":{"min":1.5,"max":1.5}}}"#,
-        ),
-        (
-            r#"{disk: 200GB}"#,
-            r#"{"disk":{"size":{"min":200.0,"max":200.0}}}"#,
-        ),
-        (
-            r#"{disk: {size: 200GB}}"#,
-            r#"{"disk":{"size":{"min":200.0,"max":200.0}}}"#,
-        ),
-        (
-            r#"{disk: 100GB..200GB}"#,
-            r#"{"disk":{"size":{"min":100.0,"max":200.0}}}"#,
-        ),
-        (
-            r#"{disk: "..200GB"}"#,
-            r#"{"disk":{"size":{"min":null,"max":200.0}}}"#,
-        ),
+        (r#"{disk: 100}"#, r#"{"disk":{"size":{"min":100.0,"max":100.0}}}"#),
+        (r#"{disk: 1.5}"#, r#"{"disk":{"size":{"min":1.5,"max":1.5}}}"#),
+        (r#"{disk: 200GB}"#, r#"{"disk":{"size":{"min":200.0,"max":200.0}}}"#),
+        (r#"{disk: {size: 200GB}}"#, r#"{"disk":{"size":{"min":200.0,"max":200.0}}}"#),
+        (r#"{disk: 100GB..200GB}"#, r#"{"disk":{"size":{"min":100.0,"max":200.0}}}"#),
+        (r#"{disk: "..200GB"}"#, r#"{"disk":{"size":{"min":null,"max":200.0}}}"#),
         (r#"{disk: {size: {min: 100}}}"#, r#"{}"#),
         (
             r#"{cpu: 4, memory: 16GB.., gpu: "A10G:1", disk: 50GB.., shm_size: 2GB}"#,
@@ -1113,88 +995,28 @@ mod tests {
 
     /// `resources` value -> (field path, message); dstack 0.22.5 refuses each too.
     const ERR: &[(&str, &str, &str)] = &[
-        (
-            r#"{gpu: "A100:40GB:H100"}"#,
-            "gpu",
-            "GPU spec name conflict: A100:40GB:H100",
-        ),
+        (r#"{gpu: "A100:40GB:H100"}"#, "gpu", "GPU spec name conflict: A100:40GB:H100"),
         (r#"{gpu: "1:2"}"#, "gpu", "GPU spec count conflict: 1:2"),
-        (
-            r#"{gpu: "A100:H100"}"#,
-            "gpu",
-            "GPU spec name conflict: A100:H100",
-        ),
-        (
-            r#"{gpu: "nvidia:amd"}"#,
-            "gpu",
-            "GPU spec vendor conflict: nvidia:amd",
-        ),
-        (
-            r#"{gpu: "24GB:80GB"}"#,
-            "gpu",
-            "GPU spec memory conflict: 24GB:80GB",
-        ),
+        (r#"{gpu: "A100:H100"}"#, "gpu", "GPU spec name conflict: A100:H100"),
+        (r#"{gpu: "nvidia:amd"}"#, "gpu", "GPU spec vendor conflict: nvidia:amd"),
+        (r#"{gpu: "24GB:80GB"}"#, "gpu", "GPU spec memory conflict: 24GB:80GB"),
         (r#"{gpu: "2:4"}"#, "gpu", "GPU spec count conflict: 2:4"),
-        (
-            r#"{gpu: "A100:"}"#,
-            "gpu",
-            "GPU spec contains empty token: A100:",
-        ),
-        (
-            r#"{gpu: "A100::2"}"#,
-            "gpu",
-            "GPU spec contains empty token: A100::2",
-        ),
+        (r#"{gpu: "A100:"}"#, "gpu", "GPU spec contains empty token: A100:"),
+        (r#"{gpu: "A100::2"}"#, "gpu", "GPU spec contains empty token: A100::2"),
         (r#"{gpu: ""}"#, "gpu", "GPU spec contains empty token: "),
-        (
-            r#"{gpu: "A100,,H100"}"#,
-            "gpu",
-            "GPU name can not be empty: A100,,H100",
-        ),
-        (
-            r#"{gpu: "A100:1.5"}"#,
-            "gpu.count",
-            "expected an integer, found a string \"1.5\"",
-        ),
-        (
-            r#"{gpu: "2..4..8"}"#,
-            "gpu.count",
-            "invalid range \"2..4..8\"",
-        ),
-        (
-            r#"{gpu: "A100:24GB..32GB..64GB"}"#,
-            "gpu.memory",
-            "invalid range \"24GB..32GB..64GB\"",
-        ),
-        (
-            r#"{gpu: "A100:80GiB"}"#,
-            "gpu.memory",
-            "cannot read \"80GiB\" as a memory size",
-        ),
+        (r#"{gpu: "A100,,H100"}"#, "gpu", "GPU name can not be empty: A100,,H100"),
+        (r#"{gpu: "A100:1.5"}"#, "gpu.count", "expected an integer, found a string \"1.5\""),
+        (r#"{gpu: "2..4..8"}"#, "gpu.count", "invalid range \"2..4..8\""),
+        (r#"{gpu: "A100:24GB..32GB..64GB"}"#, "gpu.memory", "invalid range \"24GB..32GB..64GB\""),
+        (r#"{gpu: "A100:80GiB"}"#, "gpu.memory", "cannot read \"80GiB\" as a memory size"),
         (r#"{gpu: "4..2"}"#, "gpu.count", "Invalid range order: 4..2"),
-        (
-            r#"{gpu: "80GB..40GB"}"#,
-            "gpu.memory",
-            "Invalid range order: 80GB..40GB",
-        ),
+        (r#"{gpu: "80GB..40GB"}"#, "gpu.memory", "Invalid range order: 80GB..40GB"),
         (r#"{gpu: ".."}"#, "gpu.count", "Invalid empty range: .."),
         (r#"{gpu: 1.5}"#, "gpu", "expected a GPU spec"),
         (r#"{gpu: [A100]}"#, "gpu", "expected a GPU spec"),
-        (
-            r#"{gpu: {vendor: foo}}"#,
-            "gpu.vendor",
-            "unknown GPU vendor \"foo\"",
-        ),
-        (
-            r#"{gpu: {vendor: 1}}"#,
-            "gpu.vendor",
-            "expected a GPU vendor, found an integer `1`",
-        ),
-        (
-            r#"{gpu: {name: [true]}}"#,
-            "gpu.name[0]",
-            "expected a string, found a boolean `true`",
-        ),
+        (r#"{gpu: {vendor: foo}}"#, "gpu.vendor", "unknown GPU vendor \"foo\""),
+        (r#"{gpu: {vendor: 1}}"#, "gpu.vendor", "expected a GPU vendor, found an integer `1`"),
+        (r#"{gpu: {name: [true]}}"#, "gpu.name[0]", "expected a string, found a boolean `true`"),
         (
             r#"{gpu: {count: null}}"#,
             "gpu.count",
@@ -1205,11 +1027,7 @@ mod tests {
             "gpu.compute_capability",
             "Invalid compute capability: [8, 0, 1]",
         ),
-        (
-            r#"{gpu: {compute_capability: 8}}"#,
-            "gpu.compute_capability",
-            "Invalid compute capability: 8",
-        ),
+        (r#"{gpu: {compute_capability: 8}}"#, "gpu.compute_capability", "Invalid compute capability: 8"),
         (
             r#"{gpu: {compute_capability: "7.x"}}"#,
             "gpu.compute_capability",
@@ -1218,45 +1036,17 @@ mod tests {
         (r#"{gpu: {nam: A100}}"#, "gpu.nam", "unknown field `nam`"),
         (r#"{cpu: null}"#, "cpu", "expected a CPU spec"),
         (r#"{cpu: "8:16"}"#, "cpu", "CPU spec count conflict: 8:16"),
-        (
-            r#"{cpu: "arm:x86"}"#,
-            "cpu",
-            "CPU spec arch conflict: arm:x86",
-        ),
-        (
-            r#"{cpu: "risc:4"}"#,
-            "cpu",
-            "Invalid CPU architecture: risc:4",
-        ),
-        (
-            r#"{cpu: "arm::4"}"#,
-            "cpu",
-            "CPU spec contains empty token: arm::4",
-        ),
+        (r#"{cpu: "arm:x86"}"#, "cpu", "CPU spec arch conflict: arm:x86"),
+        (r#"{cpu: "risc:4"}"#, "cpu", "Invalid CPU architecture: risc:4"),
+        (r#"{cpu: "arm::4"}"#, "cpu", "CPU spec contains empty token: arm::4"),
         (r#"{cpu: ""}"#, "cpu", "CPU spec contains empty token: "),
         (r#"{cpu: 4.0}"#, "cpu", "expected a CPU spec"),
-        (
-            r#"{cpu: "arm64"}"#,
-            "cpu",
-            "Invalid CPU architecture: arm64",
-        ),
+        (r#"{cpu: "arm64"}"#, "cpu", "Invalid CPU architecture: arm64"),
         (r#"{cpu: -1}"#, "cpu", "Invalid CPU architecture: -1"),
         (r#"{cpu: "4..2"}"#, "cpu.count", "Invalid range order: 4..2"),
-        (
-            r#"{cpu: "x86:2..4..8"}"#,
-            "cpu.count",
-            "invalid range \"2..4..8\"",
-        ),
-        (
-            r#"{cpu: {min: 4, arch: arm}}"#,
-            "cpu.min",
-            "unknown field `min`",
-        ),
-        (
-            r#"{cpu: {min: null}}"#,
-            "cpu.count",
-            "Invalid empty range: ..",
-        ),
+        (r#"{cpu: "x86:2..4..8"}"#, "cpu.count", "invalid range \"2..4..8\""),
+        (r#"{cpu: {min: 4, arch: arm}}"#, "cpu.min", "unknown field `min`"),
+        (r#"{cpu: {min: null}}"#, "cpu.count", "Invalid empty range: .."),
         (
             r#"{cpu: {count: null}}"#,
             "cpu.count",
@@ -1268,41 +1058,17 @@ mod tests {
             "expected a CPU architecture (`x86` or `arm`), found a string \"amd64\"",
         ),
         (r#"{cpu: [4]}"#, "cpu", "expected a CPU spec"),
-        (
-            r#"{memory: null}"#,
-            "memory",
-            "expected a number or a range (`2..8`, `2..`, `..8`), found null",
-        ),
-        (
-            r#"{memory: 16GiB}"#,
-            "memory",
-            "cannot read \"16GiB\" as a memory size",
-        ),
-        (
-            r#"{memory: "64GB..16GB"}"#,
-            "memory",
-            "Invalid range order: 64GB..16GB",
-        ),
-        (
-            r#"{shm_size: 8GB..}"#,
-            "shm_size",
-            "cannot read \"8GB..\" as a memory size",
-        ),
+        (r#"{memory: null}"#, "memory", "expected a number or a range (`2..8`, `2..`, `..8`), found null"),
+        (r#"{memory: 16GiB}"#, "memory", "cannot read \"16GiB\" as a memory size"),
+        (r#"{memory: "64GB..16GB"}"#, "memory", "Invalid range order: 64GB..16GB"),
+        (r#"{shm_size: 8GB..}"#, "shm_size", "cannot read \"8GB..\" as a memory size"),
         (
             r#"{disk: {size: null}}"#,
             "disk.size",
             "expected a number or a range (`2..8`, `2..`, `..8`), found null",
         ),
-        (
-            r#"{disk: {}}"#,
-            "disk.size",
-            "missing required field `size`",
-        ),
-        (
-            r#"{disk: {size: 200GB, foo: 1}}"#,
-            "disk.foo",
-            "unknown field `foo`",
-        ),
+        (r#"{disk: {}}"#, "disk.size", "missing required field `size`"),
+        (r#"{disk: {size: 200GB, foo: 1}}"#, "disk.foo", "unknown field `foo`"),
         (r#"{disk: [1]}"#, "disk", "expected a disk size (`100GB`)"),
         (r#"{gpus: 1}"#, "gpus", "unknown field `gpus`"),
     ];
@@ -1351,34 +1117,18 @@ mod tests {
             ("{gpu: false}", "gpu", "expected a GPU spec"),
             ("{gpu: tpu-}", "gpu", "GPU name can not be empty"),
             ("{gpu: {name: ''}}", "gpu.name", "GPU name can not be empty"),
-            (
-                "{gpu: {name: [A100, '']}}",
-                "gpu.name",
-                "GPU name can not be empty",
-            ),
+            ("{gpu: {name: [A100, '']}}", "gpu.name", "GPU name can not be empty"),
             (
                 "{gpu: {compute_capability: [8.5, 0]}}",
                 "gpu.compute_capability[0]",
                 "expected an integer, found a number with a fractional part `8.5`",
             ),
-            (
-                "{gpu: 99999999999999999999999}",
-                "gpu.count",
-                "integer is out of range",
-            ),
+            ("{gpu: 99999999999999999999999}", "gpu.count", "integer is out of range"),
             ("{memory: inf}", "memory", "expected a finite memory size"),
             ("{memory: inf..}", "memory", "expected a finite memory size"),
             ("{memory: nan}", "memory", "expected a finite memory size"),
-            (
-                "{shm_size: '1e400'}",
-                "shm_size",
-                "expected a finite memory size",
-            ),
-            (
-                "{gpu: 'A100:1e400GB'}",
-                "gpu.memory",
-                "expected a finite memory size",
-            ),
+            ("{shm_size: '1e400'}", "shm_size", "expected a finite memory size"),
+            ("{gpu: 'A100:1e400GB'}", "gpu.memory", "expected a finite memory size"),
             ("{disk: inf}", "disk.size", "expected a finite memory size"),
         ];
         for (input, path, message) in cases {
@@ -1426,10 +1176,7 @@ mod tests {
 
     #[test]
     fn defaults_and_unconstrained_match_dstack() {
-        assert_eq!(
-            serde_json::to_value(ResourcesSpec::default()).unwrap(),
-            default_json()
-        );
+        assert_eq!(serde_json::to_value(ResourcesSpec::default()).unwrap(), default_json());
         // `ResourcesSpec.unconstrained().model_dump_json()` from dstack 0.22.5.
         assert_eq!(
             serde_json::to_string(&ResourcesSpec::unconstrained()).unwrap(),
@@ -1502,10 +1249,7 @@ mod tests {
             assert_eq!(spec.to_string(), printed, "{input}");
             assert_eq!(CpuSpec::from_shorthand(printed).unwrap(), spec, "{printed}");
         }
-        let negative = CpuSpec {
-            arch: None,
-            count: Range::exact(-4),
-        };
+        let negative = CpuSpec { arch: None, count: Range::exact(-4) };
         assert_eq!(negative.shorthand(), "-4..-4");
         assert_eq!(CpuSpec::from_shorthand("-4..-4").unwrap(), negative);
         assert_eq!(DiskSpec::default().shorthand().as_deref(), Some("100GB.."));

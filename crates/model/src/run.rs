@@ -30,8 +30,7 @@
 use serde::Serialize;
 
 use crate::common::{
-    OffDuration, PortMapping, RESOURCE_NAME_ERROR, Range, is_valid_group_name,
-    is_valid_resource_name,
+    OffDuration, PortMapping, RESOURCE_NAME_ERROR, Range, is_valid_group_name, is_valid_resource_name,
 };
 use crate::de::{Cx, FromNode, Object, choice, int_in, seq_with};
 use crate::env::Env;
@@ -95,10 +94,8 @@ impl FromNode for RegistryAuth {
     fn from_node(node: &Node, cx: &mut Cx) -> Option<Self> {
         let mut obj = Object::new(node, cx)?;
         let mark = cx.mark();
-        let auth = RegistryAuth {
-            username: obj.required(cx, "username"),
-            password: obj.required(cx, "password"),
-        };
+        let auth =
+            RegistryAuth { username: obj.required(cx, "username"), password: obj.required(cx, "password") };
         obj.finish(cx);
         cx.ok_since(mark)?;
         Some(auth)
@@ -154,19 +151,12 @@ fn normalize_mount_path(path: &str) -> Result<String, String> {
     if !path.starts_with('/') {
         return Err(format!("path must be absolute: {path}"));
     }
-    let parts: Vec<&str> = path
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect();
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
     if parts.contains(&"..") {
         return Err(format!(".. are not allowed: {path}"));
     }
     // POSIX keeps exactly two leading slashes; one or three and more collapse to one.
-    let root = if path.starts_with("//") && !path.starts_with("///") {
-        "//"
-    } else {
-        "/"
-    };
+    let root = if path.starts_with("//") && !path.starts_with("///") { "//" } else { "/" };
     Ok(format!("{root}{}", parts.join("/")))
 }
 
@@ -214,17 +204,10 @@ impl FromNode for MountPoint {
                 let mount = if src.contains('/') {
                     let instance_path = checked("instance_path", src, cx);
                     let path = checked("path", dst, cx);
-                    MountPoint::Instance(InstanceMountPoint {
-                        instance_path,
-                        path,
-                        optional: false,
-                    })
+                    MountPoint::Instance(InstanceMountPoint { instance_path, path, optional: false })
                 } else {
                     let path = checked("path", dst, cx);
-                    MountPoint::Volume(VolumeMountPoint {
-                        name: VolumeName::One((*src).to_owned()),
-                        path,
-                    })
+                    MountPoint::Volume(VolumeMountPoint { name: VolumeName::One((*src).to_owned()), path })
                 };
                 cx.ok_since(mark)?;
                 Some(mount)
@@ -265,10 +248,7 @@ impl FromNode for MountPoint {
                 mount
             }
             _ => {
-                cx.expected(
-                    node,
-                    "a mount: `VOLUME:/path`, `/instance/path:/path` or a mapping",
-                );
+                cx.expected(node, "a mount: `VOLUME:/path`, `/instance/path:/path` or a mapping");
                 None
             }
         }
@@ -312,11 +292,9 @@ impl RepoSpec {
         }
         let mut it = parts.into_iter();
         match (it.next(), it.next(), it.next()) {
-            (Some(src), path, None) => Ok(if is_url {
-                (None, Some(src), path)
-            } else {
-                (Some(src), None, path)
-            }),
+            (Some(src), path, None) => {
+                Ok(if is_url { (None, Some(src), path) } else { (Some(src), None, path) })
+            }
             _ => Err(format!("Invalid repo: {v}")),
         }
     }
@@ -559,11 +537,8 @@ pub(crate) fn parse_python(node: &Node, cx: &mut Cx) -> Option<PythonVersion> {
     if let Some(v) = PythonVersion::from_wire(&text) {
         return Some(v);
     }
-    let message = format!(
-        "expected a Python version ({}), found {}",
-        list(PythonVersion::ALL),
-        node.describe()
-    );
+    let message =
+        format!("expected a Python version ({}), found {}", list(PythonVersion::ALL), node.describe());
     if matches!(node.value, Value::Float(_)) {
         cx.error_help(node, message, "quote the version: `python: \"3.12\"`");
     } else {
@@ -573,11 +548,7 @@ pub(crate) fn parse_python(node: &Node, cx: &mut Cx) -> Option<PythonVersion> {
 }
 
 pub(crate) fn list(items: &[&str]) -> String {
-    items
-        .iter()
-        .map(|c| format!("`{c}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    items.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
 }
 
 /// Python's `repr` of a list of strings, as dstack puts it in messages: `['a', 'b']`.
@@ -587,11 +558,7 @@ pub(crate) fn py_str_list<S: AsRef<str>>(items: &[S]) -> String {
 }
 
 fn py_str_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
+    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
     let mut out = String::from(quote);
     for c in s.chars() {
         match c {
@@ -619,8 +586,10 @@ pub(crate) fn truthy(s: &Option<String>) -> bool {
 }
 
 /// The message for `nvcc: true` with an image, which dstack silently ignores.
-const NVCC_WITH_IMAGE: &str = "`nvcc` has no effect with `image`: only dstack's default image has a variant with the CUDA compiler";
-const NVCC_WITH_IMAGE_HELP: &str = "remove `nvcc` and use an image that includes nvcc, or remove `image` to use dstack's default image";
+const NVCC_WITH_IMAGE: &str =
+    "`nvcc` has no effect with `image`: only dstack's default image has a variant with the CUDA compiler";
+const NVCC_WITH_IMAGE_HELP: &str =
+    "remove `nvcc` and use an image that includes nvcc, or remove `image` to use dstack's default image";
 
 /// Reads `nvcc`, refusing `true` together with an image.
 pub(crate) fn parse_nvcc(node: &Node, cx: &mut Cx, image_set: bool) -> Option<bool> {
@@ -720,9 +689,8 @@ impl BaseRunConfiguration {
         let resources = obj.field(cx, "resources", ResourcesSpec::default);
         let priority = obj.opt_with(cx, "priority", |n, cx| int_in(n, cx, Some(0), Some(100)));
         let volumes = obj.field(cx, "volumes", Vec::new);
-        let docker = obj.opt_with(cx, "docker", |n, cx| {
-            parse_docker(n, cx, image_set, python.is_some(), nvcc, "fields")
-        });
+        let docker = obj
+            .opt_with(cx, "docker", |n, cx| parse_docker(n, cx, image_set, python.is_some(), nvcc, "fields"));
         let repos = obj.field_with(cx, "repos", Vec::new, |n, cx| {
             let repos = Vec::<RepoSpec>::from_node(n, cx)?;
             if repos.len() > 1 {
@@ -810,8 +778,7 @@ fn image_static_checks(targets: &[ImageTarget<'_>], out: &mut Vec<String>) {
     let mut vendors = std::collections::BTreeSet::new();
     let mut gpu_groups = Vec::new();
     for t in targets {
-        let found =
-            crate::gpus::vendors_requiring_image(t.resources.gpu.as_ref(), t.image, t.docker);
+        let found = crate::gpus::vendors_requiring_image(t.resources.gpu.as_ref(), t.image, t.docker);
         if !found.is_empty() {
             vendors.extend(found.iter().map(|v| v.as_str()));
             gpu_groups.extend(t.group);
@@ -826,20 +793,11 @@ fn image_static_checks(targets: &[ImageTarget<'_>], out: &mut Vec<String>) {
         out.push(with_groups(&gpu_groups, message));
         return;
     }
-    let arm: Vec<&ImageTarget<'_>> = targets
-        .iter()
-        .filter(|t| t.resources.cpu.arch == Some(CpuArch::Arm))
-        .collect();
-    let with_docker: Vec<usize> = arm
-        .iter()
-        .filter(|t| t.docker)
-        .filter_map(|t| t.group)
-        .collect();
-    let without_image: Vec<usize> = arm
-        .iter()
-        .filter(|t| !t.docker && t.image.is_none())
-        .filter_map(|t| t.group)
-        .collect();
+    let arm: Vec<&ImageTarget<'_>> =
+        targets.iter().filter(|t| t.resources.cpu.arch == Some(CpuArch::Arm)).collect();
+    let with_docker: Vec<usize> = arm.iter().filter(|t| t.docker).filter_map(|t| t.group).collect();
+    let without_image: Vec<usize> =
+        arm.iter().filter(|t| !t.docker && t.image.is_none()).filter_map(|t| t.group).collect();
     match targets {
         [ImageTarget { group: None, .. }] => {
             if let Some(t) = arm.first() {
@@ -858,10 +816,7 @@ fn image_static_checks(targets: &[ImageTarget<'_>], out: &mut Vec<String>) {
                 ));
             }
             if !with_docker.is_empty() {
-                out.push(with_groups(
-                    &with_docker,
-                    "`docker: true` is not supported on ARM CPU".to_owned(),
-                ));
+                out.push(with_groups(&with_docker, "`docker: true` is not supported on ARM CPU".to_owned()));
             }
         }
     }
@@ -899,10 +854,7 @@ pub(crate) fn parse_docker(
         None
     };
     if let Some(other) = conflict {
-        cx.error(
-            node,
-            format!("`{other}` and `docker` are mutually exclusive {scope}"),
-        );
+        cx.error(node, format!("`{other}` and `docker` are mutually exclusive {scope}"));
         return None;
     }
     Some(v)
@@ -917,9 +869,7 @@ fn profile_static_checks(profile: &ProfileParams, out: &mut Vec<String>) {
     if let Some(policy) = &profile.utilization_policy
         && policy.time_window.0 > METRICS_RUNNING_TTL_SECONDS
     {
-        out.push(format!(
-            "Maximum utilization_policy.time_window is {METRICS_RUNNING_TTL_SECONDS}s"
-        ));
+        out.push(format!("Maximum utilization_policy.time_window is {METRICS_RUNNING_TTL_SECONDS}s"));
     }
 }
 
@@ -987,9 +937,7 @@ fn is_windsurf_version(v: &str) -> bool {
             !head.is_empty()
                 && !head.contains('\n')
                 && !tail.is_empty()
-                && tail
-                    .bytes()
-                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+                && tail.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
         }
         None => false,
     }
@@ -1003,9 +951,7 @@ impl FromNode for DevEnvironmentConfiguration {
             ide: obj.opt(cx, "ide"),
             version: obj.opt(cx, "version"),
             init: obj.field(cx, "init", Vec::new),
-            inactivity_duration: obj
-                .opt_with(cx, "inactivity_duration", parse_inactivity_duration)
-                .flatten(),
+            inactivity_duration: obj.opt_with(cx, "inactivity_duration", parse_inactivity_duration).flatten(),
             ports: obj.field(cx, "ports", Vec::new),
             base: BaseRunConfiguration::read(&mut obj, cx, RunConfigurationType::DevEnvironment),
             profile: ProfileParams::read(&mut obj, cx, ProfileScope::Run),
@@ -1063,10 +1009,7 @@ impl NodeGroup {
                 .opt_with(cx, "name", |n, cx| {
                     let name = String::from_node(n, cx)?;
                     if !is_valid_group_name(&name) {
-                        cx.error(
-                            n,
-                            "Node group name should match regex '^[a-z0-9][a-z0-9-]{0,39}$'",
-                        );
+                        cx.error(n, "Node group name should match regex '^[a-z0-9][a-z0-9-]{0,39}$'");
                         return None;
                     }
                     Some(name)
@@ -1262,10 +1205,7 @@ impl FromNode for ServiceConfiguration {
             );
         }
         // The legacy spelling: a list under `replicas` is the groups.
-        let legacy_groups = !both
-            && obj
-                .raw("replicas")
-                .is_some_and(|n| matches!(n.value, Value::Seq(_)));
+        let legacy_groups = !both && obj.raw("replicas").is_some_and(|n| matches!(n.value, Value::Seq(_)));
         let port = obj.required_with(cx, "port", |n, cx| parse_service_port(n, cx).map(Some));
         let gateway = obj.opt(cx, "gateway");
         let strip_prefix = obj.field(cx, "strip_prefix", || true);
@@ -1273,12 +1213,7 @@ impl FromNode for ServiceConfiguration {
         let https = obj.opt(cx, "https");
         let auth = obj.field(cx, "auth", || true);
         let scaling = obj.opt(cx, "scaling");
-        let rate_limits = obj.field_with(
-            cx,
-            "rate_limits",
-            Vec::new,
-            crate::service::parse_rate_limits,
-        );
+        let rate_limits = obj.field_with(cx, "rate_limits", Vec::new, crate::service::parse_rate_limits);
         let probes = obj.opt_with(cx, "probes", crate::service::parse_probes);
         let (replicas, groups) = if both {
             obj.allow(&["replicas"]);
@@ -1286,10 +1221,7 @@ impl FromNode for ServiceConfiguration {
         } else if legacy_groups {
             (None, obj.opt_with(cx, "replicas", parse_groups))
         } else {
-            (
-                obj.opt_with(cx, "replicas", parse_replicas),
-                obj.opt_with(cx, "groups", parse_groups),
-            )
+            (obj.opt_with(cx, "replicas", parse_replicas), obj.opt_with(cx, "groups", parse_groups))
         };
         let commands = obj.field(cx, "commands", Vec::new);
         let base = BaseRunConfiguration::read(&mut obj, cx, RunConfigurationType::Service);
@@ -1312,9 +1244,7 @@ impl FromNode for ServiceConfiguration {
             base,
             profile,
         };
-        finish(obj, cx, mark, conf, |c, _| {
-            c.check(spot_policy_set, reservation_set)
-        })
+        finish(obj, cx, mark, conf, |c, _| c.check(spot_policy_set, reservation_set))
     }
 }
 
@@ -1355,11 +1285,11 @@ impl ServiceConfiguration {
     /// gateway-less rules apply (otherwise the project's default gateway decides, which
     /// needs server state). dstack stops at the first; so do we.
     fn gateway_static_checks(&self, out: &mut Vec<String>) {
-        let dynamo = self.groups.iter().flatten().any(|g| {
-            g.router
-                .as_ref()
-                .is_some_and(|r| r.kind == crate::service::RouterType::Dynamo)
-        });
+        let dynamo = self
+            .groups
+            .iter()
+            .flatten()
+            .any(|g| g.router.as_ref().is_some_and(|r| r.kind == crate::service::RouterType::Dynamo));
         if self.profile.retry.is_some() && dynamo {
             out.push(
                 "Retry cannot be configured for services with a Dynamo router replica group. \
@@ -1413,8 +1343,7 @@ impl ServiceConfiguration {
         };
         image_static_checks(&groups, &mut out);
         self.gateway_static_checks(&mut out);
-        if self.profile.schedule.is_some() && self.replica_ranges().iter().all(|r| r.min == Some(0))
-        {
+        if self.profile.schedule.is_some() && self.replica_ranges().iter().all(|r| r.min == Some(0)) {
             out.push("Scheduled services with autoscaling to zero are not supported".to_owned());
         }
         crate::service::probe_static_checks(self.probes.as_deref().unwrap_or(&[]), &mut out);
@@ -1422,11 +1351,7 @@ impl ServiceConfiguration {
     }
 }
 
-crate::deserialize_via_node!(
-    DevEnvironmentConfiguration,
-    TaskConfiguration,
-    ServiceConfiguration
-);
+crate::deserialize_via_node!(DevEnvironmentConfiguration, TaskConfiguration, ServiceConfiguration);
 
 /// Reads a string from a fixed set (for the profile-owned enums used in replica groups).
 pub(crate) fn string_choice(node: &Node, cx: &mut Cx, choices: &[&str]) -> Option<String> {
@@ -2628,11 +2553,7 @@ port: 80
 
     fn parse(text: &str) -> (Option<AnyConfiguration>, Vec<String>) {
         let parsed = parse_configuration(text);
-        let messages = parsed
-            .diagnostics
-            .iter()
-            .map(|d| d.render("f.yml"))
-            .collect();
+        let messages = parsed.diagnostics.iter().map(|d| d.render("f.yml")).collect();
         (parsed.configuration, messages)
     }
 
@@ -2677,9 +2598,7 @@ port: 80
                 .unwrap_or_default();
             let want_order: Vec<&String> = expected.keys().collect();
             if order != want_order {
-                failures.push(format!(
-                    "{name}: key order {order:?}, expected {want_order:?}"
-                ));
+                failures.push(format!("{name}: key order {order:?}, expected {want_order:?}"));
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -2704,9 +2623,7 @@ port: 80
             if conf.is_some() {
                 failures.push(format!("{name}: accepted"));
             } else if !messages.iter().any(|m| m.contains(want)) {
-                failures.push(format!(
-                    "{name}: no error containing {want:?} in {messages:?}"
-                ));
+                failures.push(format!("{name}: no error containing {want:?} in {messages:?}"));
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -2715,23 +2632,16 @@ port: 80
     #[test]
     fn errors_carry_path_position_and_help() {
         let (_, messages) = parse("type: task\nimage: i\nvolumes:\n  - name: v\n    path: data\n");
-        assert_eq!(
-            messages,
-            vec!["f.yml:5:11: error: `volumes[0].path`: path must be absolute: data"]
-        );
+        assert_eq!(messages, vec!["f.yml:5:11: error: `volumes[0].path`: path must be absolute: data"]);
         let (_, messages) = parse("type: task\nimage: i\nnvcc: true\n");
         assert_eq!(
             messages,
-            vec![format!(
-                "f.yml:3:7: error: `nvcc`: {NVCC_WITH_IMAGE}\n  help: {NVCC_WITH_IMAGE_HELP}"
-            )]
+            vec![format!("f.yml:3:7: error: `nvcc`: {NVCC_WITH_IMAGE}\n  help: {NVCC_WITH_IMAGE_HELP}")]
         );
         let (_, messages) = parse("type: service\nport: 80\nimage: i\nreplicas: 1..4\n");
         assert_eq!(
             messages,
-            vec![
-                "f.yml:1:1: error: When you set `replicas` to a range, ensure to specify `scaling`."
-            ]
+            vec!["f.yml:1:1: error: When you set `replicas` to a range, ensure to specify `scaling`."]
         );
     }
 
@@ -2739,17 +2649,10 @@ port: 80
     fn setup_in_a_task_is_accepted_with_a_warning() {
         let parsed = parse_configuration("type: task\nimage: i\nsetup: [a]\n");
         assert!(parsed.configuration.is_some());
-        let warnings: Vec<&str> = parsed
-            .diagnostics
-            .iter()
-            .filter(|d| !d.is_error())
-            .map(|d| d.message.as_str())
-            .collect();
+        let warnings: Vec<&str> =
+            parsed.diagnostics.iter().filter(|d| !d.is_error()).map(|d| d.message.as_str()).collect();
         assert_eq!(warnings.len(), 1);
-        assert!(
-            warnings[0].contains("`setup` is deprecated"),
-            "{warnings:?}"
-        );
+        assert!(warnings[0].contains("`setup` is deprecated"), "{warnings:?}");
     }
 
     fn static_checks(text: &str) -> Vec<String> {
@@ -2764,13 +2667,9 @@ port: 80
     #[test]
     fn static_checks_use_dstack_server_messages() {
         let probes = |n: usize, timeout: &str| {
-            let items: Vec<String> = (0..n)
-                .map(|i| format!("{{type: http, url: /p{i}, timeout: {timeout}}}"))
-                .collect();
-            format!(
-                "type: service\nimage: i\nport: 80\nprobes: [{}]\n",
-                items.join(", ")
-            )
+            let items: Vec<String> =
+                (0..n).map(|i| format!("{{type: http, url: /p{i}, timeout: {timeout}}}")).collect();
+            format!("type: service\nimage: i\nport: 80\nprobes: [{}]\n", items.join(", "))
         };
         let table: Vec<(String, Vec<&str>)> = vec![
             ("type: task\nimage: i\nname: my-run\n".to_owned(), vec![]),
@@ -2787,14 +2686,8 @@ port: 80
                 vec!["Invalid volume mount path: /a\0b"],
             ),
             (probes(10, "300"), vec![]),
-            (
-                probes(11, "5"),
-                vec!["Cannot configure more than 10 probes"],
-            ),
-            (
-                probes(1, "301"),
-                vec!["Probe timeout cannot be longer than 300s"],
-            ),
+            (probes(11, "5"), vec!["Cannot configure more than 10 probes"]),
+            (probes(1, "301"), vec!["Probe timeout cannot be longer than 300s"]),
         ];
         for (text, want) in table {
             assert_eq!(static_checks(&text), want, "{text}");

@@ -10,8 +10,8 @@ use crate::common::{Duration, EntityReference, PortMapping, Range, is_valid_grou
 use crate::de::{Cx, FromNode, Object, choice, int_in, lax_bool, lax_float};
 use crate::resources::ResourcesSpec;
 use crate::run::{
-    PythonVersion, duplicates, parse_docker, parse_named_groups, parse_nvcc, parse_python,
-    py_str_list, string_choice, truthy,
+    PythonVersion, duplicates, parse_docker, parse_named_groups, parse_nvcc, parse_python, py_str_list,
+    string_choice, truthy,
 };
 use crate::string_enum;
 use crate::yaml::{Node, Value, python_float_repr};
@@ -36,10 +36,7 @@ pub(crate) fn parse_service_port(node: &Node, cx: &mut Cx) -> Option<PortMapping
         },
         Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Str(_) => {
             let port = int_in(node, cx, Some(1), Some(65535))?;
-            Some(PortMapping {
-                local_port: Some(80),
-                container_port: port,
-            })
+            Some(PortMapping { local_port: Some(80), container_port: port })
         }
         _ => {
             cx.expected(node, "a port (`8000`) or a mapping (`\"80:8000\"`)");
@@ -63,9 +60,7 @@ impl FromNode for ServiceGateway {
             return Some(ServiceGateway::Bool(b));
         }
         match &node.value {
-            Value::Map(_) | Value::Str(_) => {
-                EntityReference::from_node(node, cx).map(ServiceGateway::Ref)
-            }
+            Value::Map(_) | Value::Str(_) => EntityReference::from_node(node, cx).map(ServiceGateway::Ref),
             Value::Int(_) | Value::Float(_) => {
                 let name = String::from_node(node, cx)?;
                 let as_str = Node::new(Value::Str(name), node.pos);
@@ -165,8 +160,7 @@ impl FromNode for ServiceModel {
                     );
                     return None;
                 };
-                let format =
-                    cx.at_field("format", |cx| choice(format_node, cx, &["openai", "tgi"]))?;
+                let format = cx.at_field("format", |cx| choice(format_node, cx, &["openai", "tgi"]))?;
                 let mark = cx.mark();
                 let kind = obj.field(cx, "type", || ModelType::Chat);
                 let name = obj.required(cx, "name");
@@ -222,10 +216,7 @@ pub struct ScalingSpec {
 fn non_negative_duration(node: &Node, cx: &mut Cx) -> Option<Duration> {
     let d = Duration::parse(node, cx)?;
     if d.0 < 0 {
-        cx.error(
-            node,
-            format!("expected a non-negative duration, found {}", d.0),
-        );
+        cx.error(node, format!("expected a non-negative duration, found {}", d.0));
         return None;
     }
     Some(d)
@@ -235,9 +226,7 @@ impl FromNode for ScalingSpec {
     fn from_node(node: &Node, cx: &mut Cx) -> Option<Self> {
         let mut obj = Object::new(node, cx)?;
         let mark = cx.mark();
-        let metric = obj.required_with(cx, "metric", |n, cx| {
-            ScalingMetric::from_node(n, cx).map(Some)
-        });
+        let metric = obj.required_with(cx, "metric", |n, cx| ScalingMetric::from_node(n, cx).map(Some));
         let spec = ScalingSpec {
             metric: metric.unwrap_or(ScalingMetric::Rps),
             target: obj.required_with(cx, "target", crate::common::positive_f64),
@@ -249,18 +238,8 @@ impl FromNode for ScalingSpec {
                 }
                 Some(d)
             }),
-            scale_up_delay: obj.field_with(
-                cx,
-                "scale_up_delay",
-                || Duration(300),
-                non_negative_duration,
-            ),
-            scale_down_delay: obj.field_with(
-                cx,
-                "scale_down_delay",
-                || Duration(600),
-                non_negative_duration,
-            ),
+            scale_up_delay: obj.field_with(cx, "scale_up_delay", || Duration(300), non_negative_duration),
+            scale_down_delay: obj.field_with(cx, "scale_down_delay", || Duration(600), non_negative_duration),
         };
         obj.finish(cx);
         cx.ok_since(mark)?;
@@ -287,17 +266,13 @@ impl FromNode for PartitioningKey {
             );
             return None;
         };
-        let kind = cx.at_field("type", |cx| {
-            choice(kind_node, cx, &["ip_address", "header"])
-        })?;
+        let kind = cx.at_field("type", |cx| choice(kind_node, cx, &["ip_address", "header"]))?;
         let mark = cx.mark();
         let key = if kind == "header" {
             PartitioningKey::Header {
                 header: obj.required_with(cx, "header", |n, cx| {
                     let h = String::from_node(n, cx)?;
-                    let ok = h
-                        .bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
+                    let ok = h.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
                     if h.is_empty() || !ok {
                         cx.error(n, "String should match pattern '^[a-zA-Z0-9-_]+$'");
                         return None;
@@ -342,9 +317,7 @@ impl FromNode for RateLimit {
                 |n, cx| {
                     let p = String::from_node(n, cx)?;
                     let ok = p.starts_with('/')
-                        && !p[1..]
-                            .chars()
-                            .any(|c| c.is_whitespace() || matches!(c, '\\' | '{' | '}'));
+                        && !p[1..].chars().any(|c| c.is_whitespace() || matches!(c, '\\' | '{' | '}'));
                     if !ok {
                         cx.error(n, "String should match pattern '^/[^\\s\\\\{}]*$'");
                         return None;
@@ -362,18 +335,12 @@ impl FromNode for RateLimit {
                 if v < 1.0 / 60.0 || v.is_nan() {
                     cx.error(
                         n,
-                        format!(
-                            "Input should be greater than or equal to {}",
-                            python_float_repr(1.0 / 60.0)
-                        ),
+                        format!("Input should be greater than or equal to {}", python_float_repr(1.0 / 60.0)),
                     );
                     return None;
                 }
                 if v > MAX_RPS {
-                    cx.error(
-                        n,
-                        "Input should be less than or equal to 153722867280912930",
-                    );
+                    cx.error(n, "Input should be less than or equal to 153722867280912930");
                     return None;
                 }
                 Some(v)
@@ -529,10 +496,7 @@ impl FromNode for ProbeConfig {
             headers: obj.field_with(cx, "headers", Vec::new, |n, cx| {
                 let headers = Vec::<HttpHeader>::from_node(n, cx)?;
                 if headers.len() > 16 {
-                    cx.error(
-                        n,
-                        format!("expected at most 16 headers, found {}", headers.len()),
-                    );
+                    cx.error(n, format!("expected at most 16 headers, found {}", headers.len()));
                     return None;
                 }
                 Some(headers)
@@ -545,13 +509,8 @@ impl FromNode for ProbeConfig {
         };
         obj.finish(cx);
         cx.ok_since(mark)?;
-        if let (Some(_), Some(method @ (HttpMethod::Get | HttpMethod::Head))) =
-            (&probe.body, probe.method)
-        {
-            cx.error(
-                node,
-                format!("Cannot set request body for the `{method}` method"),
-            );
+        if let (Some(_), Some(method @ (HttpMethod::Get | HttpMethod::Head))) = (&probe.body, probe.method) {
+            cx.error(node, format!("Cannot set request body for the `{method}` method"));
             return None;
         }
         Some(probe)
@@ -561,10 +520,7 @@ impl FromNode for ProbeConfig {
 /// Reads `probes`, refusing identical probes.
 pub(crate) fn parse_probes(node: &Node, cx: &mut Cx) -> Option<Vec<ProbeConfig>> {
     let probes = Vec::<ProbeConfig>::from_node(node, cx)?;
-    let repeated = probes
-        .iter()
-        .enumerate()
-        .any(|(i, p)| probes[..i].contains(p));
+    let repeated = probes.iter().enumerate().any(|(i, p)| probes[..i].contains(p));
     if repeated {
         cx.error(node, "Probes must be unique");
         return None;
@@ -579,17 +535,10 @@ const MAX_PROBE_TIMEOUT: i64 = 300;
 /// dstack's server checks of `probes` (with the default server settings).
 pub(crate) fn probe_static_checks(probes: &[ProbeConfig], out: &mut Vec<String>) {
     if probes.len() > MAX_PROBES_PER_JOB {
-        out.push(format!(
-            "Cannot configure more than {MAX_PROBES_PER_JOB} probes"
-        ));
+        out.push(format!("Cannot configure more than {MAX_PROBES_PER_JOB} probes"));
     }
-    if probes
-        .iter()
-        .any(|p| p.timeout.is_some_and(|t| t.0 > MAX_PROBE_TIMEOUT))
-    {
-        out.push(format!(
-            "Probe timeout cannot be longer than {MAX_PROBE_TIMEOUT}s"
-        ));
+    if probes.iter().any(|p| p.timeout.is_some_and(|t| t.0 > MAX_PROBE_TIMEOUT)) {
+        out.push(format!("Probe timeout cannot be longer than {MAX_PROBE_TIMEOUT}s"));
     }
 }
 
@@ -606,16 +555,10 @@ pub(crate) fn parse_replicas(node: &Node, cx: &mut Cx) -> Option<Range<i64>> {
     };
     let min = range.min.unwrap_or(0);
     if min < 0 {
-        cx.error(
-            node,
-            "The minimum number of replicas must be greater than or equal to 0",
-        );
+        cx.error(node, "The minimum number of replicas must be greater than or equal to 0");
         return None;
     }
-    Some(Range {
-        min: Some(min),
-        max: Some(max),
-    })
+    Some(Range { min: Some(min), max: Some(max) })
 }
 
 /// dstack's rule tying a replica range to `scaling`.
@@ -711,10 +654,7 @@ impl ReplicaGroup {
             .opt_with(cx, "name", |n, cx| {
                 let name = String::from_node(n, cx)?;
                 if !is_valid_group_name(&name) {
-                    cx.error(
-                        n,
-                        "Resource name should match regex '^[a-z0-9][a-z0-9-]{0,39}$'",
-                    );
+                    cx.error(n, "Resource name should match regex '^[a-z0-9][a-z0-9-]{0,39}$'");
                     return None;
                 }
                 Some(name)
@@ -739,33 +679,21 @@ impl ReplicaGroup {
         };
         let scaling = obj.opt(cx, "scaling");
         let resources = obj.field(cx, "resources", ResourcesSpec::default);
-        let spot_policy = obj.opt_with(cx, "spot_policy", |n, cx| {
-            string_choice(n, cx, SPOT_POLICIES)
-        });
+        let spot_policy = obj.opt_with(cx, "spot_policy", |n, cx| string_choice(n, cx, SPOT_POLICIES));
         let reservation = obj.opt(cx, "reservation");
         let commands = obj.field(cx, "commands", Vec::new);
         let image: Option<String> = obj.opt(cx, "image");
         let image_set = truthy(&image);
         let python = obj.opt_with(cx, "python", |n, cx| {
             if image_set {
-                cx.error(
-                    n,
-                    "`image` and `python` are mutually exclusive within a replica group",
-                );
+                cx.error(n, "`image` and `python` are mutually exclusive within a replica group");
                 return None;
             }
             parse_python(n, cx)
         });
         let nvcc = obj.opt_with(cx, "nvcc", |n, cx| parse_nvcc(n, cx, image_set));
         let docker = obj.opt_with(cx, "docker", |n, cx| {
-            parse_docker(
-                n,
-                cx,
-                image_set,
-                python.is_some(),
-                nvcc,
-                "within a replica group",
-            )
+            parse_docker(n, cx, image_set, python.is_some(), nvcc, "within a replica group")
         });
         let privileged = obj.opt_with(cx, "privileged", |n, cx| {
             let v = bool::from_node(n, cx)?;
@@ -845,11 +773,7 @@ pub(crate) fn check_groups_against_service(
     let group_spot: GroupPred = |g| g.spot_policy.is_some();
     let group_reservation: GroupPred = |g| g.reservation.is_some();
     let names = |pred: GroupPred| -> Vec<&str> {
-        groups
-            .iter()
-            .filter(|g| pred(g))
-            .map(|g| g.name.as_str())
-            .collect()
+        groups.iter().filter(|g| pred(g)).map(|g| g.name.as_str()).collect()
     };
     let both_levels = [
         ("image", service.image, group_image),

@@ -120,10 +120,7 @@ impl VolumeConfiguration {
     /// state, with dstack's messages, in dstack's order (dstack stops at the first).
     pub fn static_checks(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let has_size = !matches!(
-            self.backend,
-            VolumeBackend::Daytona(_) | VolumeBackend::Lium(_)
-        );
+        let has_size = !matches!(self.backend, VolumeBackend::Daytona(_) | VolumeBackend::Lium(_));
         if has_size && self.external_volume_id().is_none() && self.size().is_none() {
             out.push("Volume must specify either existing identifier or size".to_owned());
         }
@@ -132,8 +129,7 @@ impl VolumeConfiguration {
         {
             out.push(RESOURCE_NAME_ERROR.to_owned());
         }
-        if self.external_volume_id().is_some() && self.auto_cleanup_duration.is_some_and(|d| d > 0)
-        {
+        if self.external_volume_id().is_some() && self.auto_cleanup_duration.is_some_and(|d| d > 0) {
             out.push(
                 "External volumes do not support auto_cleanup_duration. Auto-cleanup only works for volumes created and managed by dstack."
                     .to_owned(),
@@ -162,9 +158,7 @@ impl FromNode for VolumeConfiguration {
             Some(n) => cx.at_field("backend", |cx| choice(n, cx, VOLUME_BACKENDS)),
         };
         let name = obj.opt(cx, "name");
-        let auto_cleanup_duration = obj
-            .opt_with(cx, "auto_cleanup_duration", parse_idle_duration)
-            .flatten();
+        let auto_cleanup_duration = obj.opt_with(cx, "auto_cleanup_duration", parse_idle_duration).flatten();
         let tags = obj.opt_with(cx, "tags", parse_tags);
         // Without a valid backend, the backend's fields cannot be told from unknown ones.
         let backend = backend?;
@@ -177,11 +171,7 @@ impl FromNode for VolumeConfiguration {
                     region: obj.required(cx, "region"),
                     availability_zone: obj.opt(cx, "availability_zone"),
                 };
-                if backend == "aws" {
-                    VolumeBackend::Aws(disk)
-                } else {
-                    VolumeBackend::Gcp(disk)
-                }
+                if backend == "aws" { VolumeBackend::Aws(disk) } else { VolumeBackend::Gcp(disk) }
             }
             "runpod" => VolumeBackend::Runpod(RunpodVolume {
                 size: size(&mut obj, cx),
@@ -197,32 +187,19 @@ impl FromNode for VolumeConfiguration {
                 access_modes: obj.field(cx, "access_modes", || vec!["ReadWriteOnce".to_owned()]),
                 read_only: obj.field(cx, "read_only", || false),
             }),
-            "daytona" => VolumeBackend::Daytona(ExternalOnly {
-                volume_id: obj.opt(cx, "volume_id"),
-            }),
-            _ => VolumeBackend::Lium(ExternalOnly {
-                volume_id: obj.opt(cx, "volume_id"),
-            }),
+            "daytona" => VolumeBackend::Daytona(ExternalOnly { volume_id: obj.opt(cx, "volume_id") }),
+            _ => VolumeBackend::Lium(ExternalOnly { volume_id: obj.opt(cx, "volume_id") }),
         };
         obj.finish(cx);
         cx.ok_since(mark)?;
-        Some(VolumeConfiguration {
-            name,
-            auto_cleanup_duration,
-            tags,
-            backend,
-        })
+        Some(VolumeConfiguration { name, auto_cleanup_duration, tags, backend })
     }
 }
 
 crate::deserialize_via_node!(VolumeConfiguration);
 
 fn list(items: &[&str]) -> String {
-    items
-        .iter()
-        .map(|c| format!("`{c}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    items.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
 }
 
 impl Serialize for VolumeConfiguration {
@@ -328,46 +305,19 @@ size: 100GB
     fn volume_errors() {
         let cases: &[(&str, &str)] = &[
             (I6, "`region`: missing required field `region`"),
-            (
-                "type: volume\nbackend: gcp\nsize: 1",
-                "`region`: missing required field `region`",
-            ),
-            (
-                "type: volume\nregion: r",
-                "`backend`: missing required field `backend`",
-            ),
+            ("type: volume\nbackend: gcp\nsize: 1", "`region`: missing required field `region`"),
+            ("type: volume\nregion: r", "`backend`: missing required field `backend`"),
             (
                 "type: volume\nbackend: azure\nregion: r",
                 "`backend`: expected one of `aws`, `gcp`, `runpod`, `kubernetes`, `daytona`, `lium`, found",
             ),
-            (
-                "type: volume\nbackend: AWS\nregion: r",
-                "did you mean `aws`?",
-            ),
-            (
-                "type: volume\nbackend: aws\nregion: r\nfoo: 1",
-                "unknown field `foo`",
-            ),
-            (
-                "type: volume\nbackend: lium\nsize: 1",
-                "unknown field `size`",
-            ),
-            (
-                "type: volume\nbackend: daytona\nregion: r",
-                "unknown field `region`",
-            ),
-            (
-                "type: volume\nbackend: aws\nregion: r\nsize: x",
-                "`size`: cannot read \"x\" as a memory size",
-            ),
-            (
-                "type: volume\nbackend: kubernetes\nregion: null",
-                "`region`: expected a string, found null",
-            ),
-            (
-                "type: volume\nbackend: aws\nregion: r\ntags: {\"a b\": c}",
-                "Invalid tag key a b",
-            ),
+            ("type: volume\nbackend: AWS\nregion: r", "did you mean `aws`?"),
+            ("type: volume\nbackend: aws\nregion: r\nfoo: 1", "unknown field `foo`"),
+            ("type: volume\nbackend: lium\nsize: 1", "unknown field `size`"),
+            ("type: volume\nbackend: daytona\nregion: r", "unknown field `region`"),
+            ("type: volume\nbackend: aws\nregion: r\nsize: x", "`size`: cannot read \"x\" as a memory size"),
+            ("type: volume\nbackend: kubernetes\nregion: null", "`region`: expected a string, found null"),
+            ("type: volume\nbackend: aws\nregion: r\ntags: {\"a b\": c}", "Invalid tag key a b"),
         ];
         for (yaml, err) in cases {
             check_err(yaml, err);
@@ -393,10 +343,7 @@ size: 100GB
                     "External volumes do not support auto_cleanup_duration. Auto-cleanup only works for volumes created and managed by dstack.",
                 ],
             ),
-            (
-                "type: volume\nbackend: aws\nregion: r\nvolume_id: vol-1\nauto_cleanup_duration: off",
-                &[],
-            ),
+            ("type: volume\nbackend: aws\nregion: r\nvolume_id: vol-1\nauto_cleanup_duration: off", &[]),
         ];
         for (yaml, expected) in cases {
             let parsed = crate::parse_configuration(yaml);

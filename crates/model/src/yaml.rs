@@ -75,10 +75,7 @@ impl Node {
 
     /// The value under a string key of a mapping.
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.as_map()?
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(key))
-            .map(|(_, v)| v)
+        self.as_map()?.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
     }
 
     /// A short description of the value for error messages: `a string "abc"`, `a list`.
@@ -108,12 +105,9 @@ impl Node {
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             Value::Str(s) | Value::Timestamp(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
-            Value::Map(entries) => J::Object(
-                entries
-                    .iter()
-                    .map(|(k, v)| (k.key_string(), v.to_json()))
-                    .collect(),
-            ),
+            Value::Map(entries) => {
+                J::Object(entries.iter().map(|(k, v)| (k.key_string(), v.to_json())).collect())
+            }
         }
     }
 
@@ -174,18 +168,10 @@ pub fn python_float_repr(f: f64) -> String {
         return "nan".to_owned();
     }
     if f.is_infinite() {
-        return if f > 0.0 {
-            "inf".to_owned()
-        } else {
-            "-inf".to_owned()
-        };
+        return if f > 0.0 { "inf".to_owned() } else { "-inf".to_owned() };
     }
     if f == 0.0 {
-        return if f.is_sign_negative() {
-            "-0.0".to_owned()
-        } else {
-            "0.0".to_owned()
-        };
+        return if f.is_sign_negative() { "-0.0".to_owned() } else { "0.0".to_owned() };
     }
     // `{:e}` gives the shortest round-trip digits: "1.2345e3", "-5e-7".
     let sci = format!("{f:e}");
@@ -202,21 +188,14 @@ pub fn python_float_repr(f: f64) -> String {
         if point <= 0 {
             format!("{sign}0.{}{digits}", "0".repeat((-point) as usize))
         } else if point >= n_digits {
-            format!(
-                "{sign}{digits}{}.0",
-                "0".repeat((point - n_digits) as usize)
-            )
+            format!("{sign}{digits}{}.0", "0".repeat((point - n_digits) as usize))
         } else {
             let (a, b) = digits.split_at(point as usize);
             format!("{sign}{a}.{b}")
         }
     } else {
         let (a, b) = digits.split_at(1);
-        let frac = if b.is_empty() {
-            String::new()
-        } else {
-            format!(".{b}")
-        };
+        let frac = if b.is_empty() { String::new() } else { format!(".{b}") };
         let exp_sign = if exp < 0 { '-' } else { '+' };
         format!("{sign}{a}{frac}e{exp_sign}{:02}", exp.abs())
     }
@@ -245,20 +224,14 @@ const MAX_DEPTH: usize = 256;
 
 /// Loads one YAML document. An empty document loads as null, as in PyYAML.
 pub fn load(text: &str) -> Result<Node, LoadError> {
-    let mut builder = Builder {
-        anchors: HashMap::new(),
-        n_nodes: 0,
-    };
+    let mut builder = Builder { anchors: HashMap::new(), n_nodes: 0 };
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
     let mut root: Option<Node> = None;
     let mut n_documents = 0;
     while let Some(event) = parser.next_event() {
         let (event, span) = event.map_err(|e| LoadError {
-            pos: Some(Pos {
-                line: e.marker().line() as u32,
-                col: e.marker().col() as u32 + 1,
-            }),
+            pos: Some(Pos { line: e.marker().line() as u32, col: e.marker().col() as u32 + 1 }),
             message: e.info(),
         })?;
         let pos = Some(pos_of(&span));
@@ -294,47 +267,32 @@ pub fn load(text: &str) -> Result<Node, LoadError> {
             Event::SequenceStart(_, anchor, tag) => {
                 check_collection_tag(tag.as_deref().map(|t| (t.handle(), t.suffix())), "seq", pos)?;
                 if stack.len() >= MAX_DEPTH {
-                    return Err(LoadError {
-                        pos,
-                        message: "document nested too deeply".to_owned(),
-                    });
+                    return Err(LoadError { pos, message: "document nested too deeply".to_owned() });
                 }
-                stack.push(Frame {
-                    kind: FrameKind::Seq(Vec::new()),
-                    pos,
-                    anchor,
-                });
+                stack.push(Frame { kind: FrameKind::Seq(Vec::new()), pos, anchor });
                 None
             }
             Event::MappingStart(_, anchor, tag) => {
                 check_collection_tag(tag.as_deref().map(|t| (t.handle(), t.suffix())), "map", pos)?;
                 if stack.len() >= MAX_DEPTH {
-                    return Err(LoadError {
-                        pos,
-                        message: "document nested too deeply".to_owned(),
-                    });
+                    return Err(LoadError { pos, message: "document nested too deeply".to_owned() });
                 }
                 stack.push(Frame {
-                    kind: FrameKind::Map {
-                        entries: Vec::new(),
-                        key: None,
-                        merges: Vec::new(),
-                    },
+                    kind: FrameKind::Map { entries: Vec::new(), key: None, merges: Vec::new() },
                     pos,
                     anchor,
                 });
                 None
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let frame = stack.pop().ok_or_else(|| LoadError {
-                    pos,
-                    message: "unbalanced collection end".to_owned(),
-                })?;
+                let frame = stack
+                    .pop()
+                    .ok_or_else(|| LoadError { pos, message: "unbalanced collection end".to_owned() })?;
                 let value = match frame.kind {
                     FrameKind::Seq(items) => Value::Seq(items),
-                    FrameKind::Map {
-                        entries, merges, ..
-                    } => Value::Map(apply_merges(entries, merges, frame.pos)?),
+                    FrameKind::Map { entries, merges, .. } => {
+                        Value::Map(apply_merges(entries, merges, frame.pos)?)
+                    }
                 };
                 builder.n_nodes += 1;
                 Some((Node::new(value, frame.pos), frame.anchor))
@@ -354,26 +312,13 @@ pub fn load(text: &str) -> Result<Node, LoadError> {
         }
         match stack.last_mut() {
             None => root = Some(node),
-            Some(Frame {
-                kind: FrameKind::Seq(items),
-                ..
-            }) => items.push(node),
-            Some(Frame {
-                kind:
-                    FrameKind::Map {
-                        entries,
-                        key,
-                        merges,
-                    },
-                ..
-            }) => match key.take() {
+            Some(Frame { kind: FrameKind::Seq(items), .. }) => items.push(node),
+            Some(Frame { kind: FrameKind::Map { entries, key, merges }, .. }) => match key.take() {
                 None => {
-                    if matches!(&node.value, Value::Seq(_) | Value::Map(_)) && !is_merge_key(&node)
-                    {
+                    if matches!(&node.value, Value::Seq(_) | Value::Map(_)) && !is_merge_key(&node) {
                         return Err(LoadError {
                             pos: node.pos,
-                            message: "a mapping key must be a scalar, found a collection"
-                                .to_owned(),
+                            message: "a mapping key must be a scalar, found a collection".to_owned(),
                         });
                     }
                     *key = Some(node);
@@ -407,10 +352,7 @@ impl Builder {
 fn count_nodes(node: &Node) -> usize {
     1 + match &node.value {
         Value::Seq(items) => items.iter().map(count_nodes).sum(),
-        Value::Map(entries) => entries
-            .iter()
-            .map(|(k, v)| count_nodes(k) + count_nodes(v))
-            .sum(),
+        Value::Map(entries) => entries.iter().map(|(k, v)| count_nodes(k) + count_nodes(v)).sum(),
         _ => 0,
     }
 }
@@ -423,18 +365,11 @@ struct Frame {
 
 enum FrameKind {
     Seq(Vec<Node>),
-    Map {
-        entries: Vec<(Node, Node)>,
-        key: Option<Node>,
-        merges: Vec<Node>,
-    },
+    Map { entries: Vec<(Node, Node)>, key: Option<Node>, merges: Vec<Node> },
 }
 
 fn pos_of(span: &Span) -> Pos {
-    Pos {
-        line: span.start.line() as u32,
-        col: span.start.col() as u32 + 1,
-    }
+    Pos { line: span.start.line() as u32, col: span.start.col() as u32 + 1 }
 }
 
 fn is_merge_key(node: &Node) -> bool {
@@ -474,8 +409,7 @@ fn apply_merges(
                         _ => {
                             return Err(LoadError {
                                 pos: item.pos.or(pos),
-                                message: "expected a mapping for merging (`<<`), found a scalar"
-                                    .to_owned(),
+                                message: "expected a mapping for merging (`<<`), found a scalar".to_owned(),
                             });
                         }
                     }
@@ -509,20 +443,15 @@ fn check_collection_tag(
     match tag {
         None => Ok(()),
         Some(("tag:yaml.org,2002:", suffix)) if suffix == expected => Ok(()),
-        Some((handle, suffix)) => Err(LoadError {
-            pos,
-            message: format!("unsupported YAML tag `{handle}{suffix}`"),
-        }),
+        Some((handle, suffix)) => {
+            Err(LoadError { pos, message: format!("unsupported YAML tag `{handle}{suffix}`") })
+        }
     }
 }
 
 /// Types one scalar: quoted and block scalars are strings, plain ones go through the
 /// YAML 1.1 implicit resolvers, and explicit core tags (`!!str`, `!!int`, …) are honoured.
-fn resolve_scalar(
-    text: &str,
-    style: ScalarStyle,
-    tag: Option<&(String, String)>,
-) -> Result<Value, String> {
+fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&(String, String)>) -> Result<Value, String> {
     if let Some((handle, suffix)) = tag {
         if handle != "tag:yaml.org,2002:" {
             return Err(format!("unsupported YAML tag `{handle}{suffix}`"));
@@ -530,15 +459,9 @@ fn resolve_scalar(
         return match suffix.as_str() {
             "str" => Ok(Value::Str(text.to_owned())),
             "null" => Ok(Value::Null),
-            "bool" => parse_bool(text)
-                .map(Value::Bool)
-                .ok_or_else(|| bad_tagged(text, "bool")),
-            "int" => parse_int(text)
-                .map(Value::Int)
-                .ok_or_else(|| bad_tagged(text, "int")),
-            "float" => parse_float(text)
-                .map(Value::Float)
-                .ok_or_else(|| bad_tagged(text, "float")),
+            "bool" => parse_bool(text).map(Value::Bool).ok_or_else(|| bad_tagged(text, "bool")),
+            "int" => parse_int(text).map(Value::Int).ok_or_else(|| bad_tagged(text, "int")),
+            "float" => parse_float(text).map(Value::Float).ok_or_else(|| bad_tagged(text, "float")),
             other => Err(format!("unsupported YAML tag `!!{other}`")),
         };
     }
@@ -613,10 +536,7 @@ fn is_int_1_1(text: &str) -> bool {
     }
     let mut parts = body.split(':');
     let head = parts.next().unwrap_or("");
-    let head_ok = head
-        .as_bytes()
-        .first()
-        .is_some_and(|c| (b'1'..=b'9').contains(c))
+    let head_ok = head.as_bytes().first().is_some_and(|c| (b'1'..=b'9').contains(c))
         && head.bytes().all(|c| c.is_ascii_digit() || c == b'_');
     if !head_ok {
         return false;
@@ -649,9 +569,7 @@ fn parse_int(text: &str) -> Option<i128> {
     } else if body.contains(':') {
         let mut value: i128 = 0;
         for part in body.split(':') {
-            value = value
-                .checked_mul(60)?
-                .checked_add(part.parse::<i128>().ok()?)?;
+            value = value.checked_mul(60)?.checked_add(part.parse::<i128>().ok()?)?;
         }
         value
     } else {
@@ -713,11 +631,7 @@ fn is_float_1_1(text: &str) -> bool {
 
 /// PyYAML's `construct_yaml_float`.
 fn parse_float(text: &str) -> Option<f64> {
-    let cleaned: String = text
-        .chars()
-        .filter(|c| *c != '_')
-        .collect::<String>()
-        .to_lowercase();
+    let cleaned: String = text.chars().filter(|c| *c != '_').collect::<String>().to_lowercase();
     let (negative, body) = strip_sign(&cleaned);
     let sign = if negative { -1.0 } else { 1.0 };
     if body == ".inf" {
@@ -804,11 +718,7 @@ fn is_timestamp(text: &str) -> bool {
 
 fn take_digits(s: &str, min: usize, max: usize) -> (Option<&str>, &str) {
     let n = s.bytes().take(max).take_while(u8::is_ascii_digit).count();
-    if n < min {
-        (None, s)
-    } else {
-        (Some(&s[..n]), &s[n..])
-    }
+    if n < min { (None, s) } else { (Some(&s[..n]), &s[n..]) }
 }
 
 #[cfg(test)]
@@ -861,9 +771,7 @@ mod tests {
     fn positions_are_one_based() {
         let node = load("type: task\ncommands:\n  - echo\n").unwrap();
         let cmds = node.get("commands").unwrap();
-        let Value::Seq(items) = &cmds.value else {
-            panic!("not a list")
-        };
+        let Value::Seq(items) = &cmds.value else { panic!("not a list") };
         assert_eq!(items[0].pos, Some(Pos { line: 3, col: 5 }));
     }
 

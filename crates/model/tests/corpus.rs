@@ -51,11 +51,7 @@ fn check_folder(folder: &str, check: fn(&Case) -> Result<(), String>) {
     let mut failures = Vec::new();
     for case in &cases {
         if let Err(why) = check(case) {
-            failures.push(format!(
-                "--- {folder}/{}\n{}",
-                case.file_name,
-                why.trim_end()
-            ));
+            failures.push(format!("--- {folder}/{}\n{}", case.file_name, why.trim_end()));
         }
     }
     if !failures.is_empty() {
@@ -82,9 +78,7 @@ impl Case {
 }
 
 fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("corpus")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("corpus")
 }
 
 fn cases_in(dir: &Path) -> Vec<Case> {
@@ -93,13 +87,8 @@ fn cases_in(dir: &Path) -> Vec<Case> {
         .map(|entry| entry.expect("reading a corpus folder entry").path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "yml"))
         .map(|path| Case {
-            file_name: path
-                .file_name()
-                .expect("a corpus file has a name")
-                .to_string_lossy()
-                .into_owned(),
-            text: fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("reading {}: {e}", path.display())),
+            file_name: path.file_name().expect("a corpus file has a name").to_string_lossy().into_owned(),
+            text: fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display())),
             path,
         })
         .collect();
@@ -122,18 +111,15 @@ fn check_valid(case: &Case) -> Result<(), String> {
     if !diffs.is_empty() {
         return Err(format!(
             "the JSON differs from dstack's ({} = expected):\n{}",
-            expected_path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            expected_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             summarize(&diffs)
         ));
     }
     check_server_verdict(case, &static_checks(&configuration))?;
     let reparsed: AnyConfiguration = serde_json::from_value(actual.clone())
         .map_err(|e| format!("round trip: our JSON does not deserialize: {e}"))?;
-    let again = serde_json::to_value(&reparsed)
-        .map_err(|e| format!("round trip: serializing again failed: {e}"))?;
+    let again =
+        serde_json::to_value(&reparsed).map_err(|e| format!("round trip: serializing again failed: {e}"))?;
     let mut diffs = Vec::new();
     json_diff(&actual, &again, "$", &mut diffs);
     if !diffs.is_empty() {
@@ -184,37 +170,25 @@ fn check_server_verdict(case: &Case, messages: &[String]) -> Result<(), String> 
         eprintln!("removed {}", path.display());
         return Ok(());
     }
-    Err(format!(
-        "static_checks accepts it, but {} says the server refuses it",
-        path.display()
-    ))
+    Err(format!("static_checks accepts it, but {} says the server refuses it", path.display()))
 }
 
 fn parse_ok(case: &Case) -> Result<AnyConfiguration, String> {
     let parsed = parse_configuration(&case.text);
     match parsed.configuration {
         Some(configuration) if parsed.errors().next().is_none() => Ok(configuration),
-        _ => Err(format!(
-            "expected it to parse, but got:\n{}",
-            render_all(case, &parsed.diagnostics)
-        )),
+        _ => Err(format!("expected it to parse, but got:\n{}", render_all(case, &parsed.diagnostics))),
     }
 }
 
 fn render_all(case: &Case, diagnostics: &[dstack_model::Diagnostic]) -> String {
-    diagnostics
-        .iter()
-        .map(|d| d.render(&case.file_name))
-        .collect::<Vec<_>>()
-        .join("\n")
+    diagnostics.iter().map(|d| d.render(&case.file_name)).collect::<Vec<_>>().join("\n")
 }
 
 /// Compares `actual` with an expectation file, or rewrites the file under `UPDATE_EXPECT`.
 fn expect_text(path: &Path, actual: &str) -> Result<(), String> {
     let expected = fs::read_to_string(path).ok();
-    let matches = expected
-        .as_deref()
-        .is_some_and(|e| e.strip_suffix('\n').unwrap_or(e) == actual);
+    let matches = expected.as_deref().is_some_and(|e| e.strip_suffix('\n').unwrap_or(e) == actual);
     if matches {
         return Ok(());
     }
@@ -227,9 +201,7 @@ fn expect_text(path: &Path, actual: &str) -> Result<(), String> {
     Err(match expected {
         None => format!(
             "{} is missing; the errors are:\n{}",
-            path.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             indent(actual)
         ),
         Some(expected) => format!(
@@ -253,11 +225,7 @@ fn indent(text: &str) -> String {
 
 fn summarize(diffs: &[String]) -> String {
     const SHOWN: usize = 12;
-    let mut out: String = diffs
-        .iter()
-        .take(SHOWN)
-        .map(|d| format!("    {d}\n"))
-        .collect();
+    let mut out: String = diffs.iter().take(SHOWN).map(|d| format!("    {d}\n")).collect();
     if diffs.len() > SHOWN {
         let _ = writeln!(out, "    ... and {} more", diffs.len() - SHOWN);
     }

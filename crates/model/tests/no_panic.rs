@@ -16,18 +16,11 @@ fn check(text: &str) {
     let n_errors = parsed.errors().count();
     match &parsed.configuration {
         Some(conf) => {
-            assert_eq!(
-                n_errors, 0,
-                "a configuration came back with errors for {text:?}"
-            );
+            assert_eq!(n_errors, 0, "a configuration came back with errors for {text:?}");
             let json = serde_json::to_value(conf).expect("a configuration serializes");
             let back: dstack_model::AnyConfiguration = serde_json::from_value(json.clone())
                 .unwrap_or_else(|e| panic!("round trip of {text:?} failed: {e}"));
-            assert_eq!(
-                serde_json::to_value(&back).unwrap(),
-                json,
-                "round trip changed {text:?}"
-            );
+            assert_eq!(serde_json::to_value(&back).unwrap(), json, "round trip changed {text:?}");
         }
         None => {
             assert!(n_errors > 0, "no configuration and no error for {text:?}");
@@ -156,15 +149,7 @@ fn yaml_value(depth: u32) -> BoxedStrategy<String> {
 }
 
 fn yaml_document() -> impl Strategy<Value = String> {
-    let kinds = &[
-        "task",
-        "service",
-        "dev-environment",
-        "fleet",
-        "gateway",
-        "volume",
-        "preset",
-    ][..];
+    let kinds = &["task", "service", "dev-environment", "fleet", "gateway", "volume", "preset"][..];
     (
         proptest::sample::select(kinds),
         proptest::collection::vec((proptest::sample::select(KEYS), yaml_value(3)), 0..8),
@@ -220,12 +205,8 @@ fn apply(text: &str, mutation: &Mutation) -> String {
         }
         Mutation::DeleteLine(i) if !lines.is_empty() => {
             let i = i % lines.len();
-            let kept: Vec<&str> = lines
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, l)| *l)
-                .collect();
+            let kept: Vec<&str> =
+                lines.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, l)| *l).collect();
             kept.join("\n")
         }
         Mutation::DuplicateLine(i) if !lines.is_empty() => {
@@ -248,8 +229,7 @@ fn apply(text: &str, mutation: &Mutation) -> String {
 fn mutation() -> impl Strategy<Value = Mutation> {
     let bytes = &b":-[]{}#&*!|>'\"\n\t ,.0aZ"[..];
     prop_oneof![
-        (any::<usize>(), proptest::sample::select(bytes))
-            .prop_map(|(i, b)| Mutation::ReplaceByte(i, b)),
+        (any::<usize>(), proptest::sample::select(bytes)).prop_map(|(i, b)| Mutation::ReplaceByte(i, b)),
         any::<usize>().prop_map(Mutation::DeleteLine),
         any::<usize>().prop_map(Mutation::DuplicateLine),
         any::<usize>().prop_map(Mutation::Truncate),

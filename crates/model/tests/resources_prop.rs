@@ -4,8 +4,7 @@
 use dstack_model::common::{Memory, Range};
 use dstack_model::de::{Cx, FromNode};
 use dstack_model::resources::{
-    CpuArch, CpuSpec, DiskSpec, GpuSpec, GpuVendor, ResourcesSpec, count_shorthand,
-    memory_range_shorthand,
+    CpuArch, CpuSpec, DiskSpec, GpuSpec, GpuVendor, ResourcesSpec, count_shorthand, memory_range_shorthand,
 };
 use dstack_model::yaml::{Node, Value};
 use proptest::prelude::*;
@@ -24,17 +23,11 @@ fn parse_str<T: FromNode>(text: &str) -> Result<T, String> {
 /// A closed range with the ends in order.
 fn between<T: PartialOrd + Copy>(a: T, b: T) -> Range<T> {
     let (min, max) = if a > b { (b, a) } else { (a, b) };
-    Range {
-        min: Some(min),
-        max: Some(max),
-    }
+    Range { min: Some(min), max: Some(max) }
 }
 
 fn at_most<T>(max: T) -> Range<T> {
-    Range {
-        min: None,
-        max: Some(max),
-    }
+    Range { min: None, max: Some(max) }
 }
 
 fn count_value() -> impl Strategy<Value = i64> {
@@ -87,10 +80,7 @@ fn range_of(value: impl Strategy<Value = Memory> + Clone) -> impl Strategy<Value
 }
 
 fn cpu_spec() -> impl Strategy<Value = CpuSpec> {
-    (
-        prop::option::of(prop_oneof![Just(CpuArch::X86), Just(CpuArch::Arm)]),
-        count_range(),
-    )
+    (prop::option::of(prop_oneof![Just(CpuArch::X86), Just(CpuArch::Arm)]), count_range())
         .prop_map(|(arch, count)| CpuSpec { arch, count })
 }
 
@@ -128,12 +118,7 @@ fn gpu_spec() -> impl Strategy<Value = GpuSpec> {
 }
 
 fn gpu_spec_with(memory: impl Strategy<Value = Range<Memory>>) -> impl Strategy<Value = GpuSpec> {
-    (
-        prop::option::of(vendor()),
-        prop::option::of(gpu_names()),
-        count_range(),
-        prop::option::of(memory),
-    )
+    (prop::option::of(vendor()), prop::option::of(gpu_names()), count_range(), prop::option::of(memory))
         .prop_map(|(vendor, name, count, memory)| GpuSpec {
             vendor,
             name,

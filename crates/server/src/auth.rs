@@ -37,7 +37,9 @@ impl FromRequestParts<AppState> for Caller {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let token = match header.map(str::trim) {
             Some(value) => match value.split_once(' ') {
-                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+                Some((scheme, token))
+                    if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+                {
                     token.trim().to_owned()
                 }
                 _ => return Err(ApiError::NotAuthenticated.into()),
@@ -131,7 +133,8 @@ impl<L: AccessLevel> FromRequestParts<AppState> for ProjectAccess<L> {
             .map(|(_, value)| value.to_owned())
             .ok_or(ApiError::NoRoute)?;
         let project = state.db.project_by_name(&name).await?.ok_or(ApiError::ProjectNotFound)?;
-        let role = state.db.member_role(project.id, caller.user.id).await?.as_deref().and_then(ProjectRole::parse);
+        let role =
+            state.db.member_role(project.id, caller.user.id).await?.as_deref().and_then(ProjectRole::parse);
         if caller.is_admin() || L::allows(role, project.is_public) {
             Ok(ProjectAccess { caller, project, role, level: PhantomData })
         } else {

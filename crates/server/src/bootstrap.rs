@@ -9,10 +9,10 @@ use dstack_api::users::{GlobalRole, ProjectRole};
 use dstack_db::ProjectRow;
 use uuid::Uuid;
 
-use crate::config::ServerConfig;
-use crate::routes::users::{ADMIN_USERNAME, new_user};
-use crate::state::AppState;
 use crate::ServerError;
+use crate::config::ServerConfig;
+use crate::routes::users::{ADMIN_USERNAME, NewUser, new_user};
+use crate::state::AppState;
 
 /// The default project every server starts with.
 pub const DEFAULT_PROJECT: &str = "main";
@@ -22,16 +22,23 @@ pub async fn first_start(state: &AppState, config: &ServerConfig, url: &str) -> 
     let admin = match state.db.user_by_name(ADMIN_USERNAME).await? {
         Some(admin) => admin,
         None => {
-            let row = new_user(state, ADMIN_USERNAME, GlobalRole::Admin.as_str(), None, true, config.admin_token.as_deref());
+            // The admin's SSH keys are made on first use: a first start stays fast.
+            let new = NewUser {
+                name: ADMIN_USERNAME,
+                global_role: GlobalRole::Admin,
+                email: None,
+                active: true,
+                token: config.admin_token.as_deref(),
+                ssh_keys: false,
+            };
+            let row = new_user(state, new).await?;
             state.db.insert_user(&row).await?;
             row
         }
     };
-    let token = admin
-        .token_encrypted
-        .as_deref()
-        .and_then(|t| state.cipher.decrypt(t))
-        .ok_or_else(|| ServerError::Crypto("the admin token cannot be decrypted with the current key".into()))?;
+    let token = admin.token_encrypted.as_deref().and_then(|t| state.cipher.decrypt(t)).ok_or_else(|| {
+        ServerError::Crypto("the admin token cannot be decrypted with the current key".into())
+    })?;
     if state.db.project_by_name(DEFAULT_PROJECT).await?.is_none() {
         let project = ProjectRow {
             id: Uuid::new_v4(),
@@ -61,7 +68,8 @@ pub fn write_client_config(path: &Path, project: &str, url: &str, token: &str) -
         doc = serde_json::json!({});
     }
     let entry = serde_json::json!({"name": project, "url": url, "token": token, "default": true});
-    let mut list: Vec<serde_json::Value> = doc.get("projects").and_then(|p| p.as_array()).cloned().unwrap_or_default();
+    let mut list: Vec<serde_json::Value> =
+        doc.get("projects").and_then(|p| p.as_array()).cloned().unwrap_or_default();
     for p in &mut list {
         if let Some(obj) = p.as_object_mut() {
             obj.insert("default".to_owned(), serde_json::Value::Bool(false));
@@ -75,6 +83,7 @@ pub fn write_client_config(path: &Path, project: &str, url: &str, token: &str) -
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io("creating the directory of", e))?;
     }
-    let text = serde_saphyr::to_string(&doc).map_err(|e| ServerError::Config(format!("writing {}: {e}", path.display())))?;
+    let text = serde_saphyr::to_string(&doc)
+        .map_err(|e| ServerError::Config(format!("writing {}: {e}", path.display())))?;
     std::fs::write(path, text).map_err(|e| io("writing", e))
 }

@@ -53,7 +53,8 @@ impl ServerConfig {
         match &self.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => {
-                let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+                let host =
+                    if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
                 format!("http://{host}:{}", bound.port())
             }
         }

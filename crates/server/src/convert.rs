@@ -34,12 +34,14 @@ pub(crate) fn user_with_creds(row: &UserRow, cipher: &Cipher, known_token: Optio
     }
 }
 
+/// A member with dstack's default permissions: everyone manages SSH fleets; secrets are for
+/// project admins and global admins (managers too only with `allow_managers_manage_secrets`).
 pub(crate) fn member(row: &UserRow, role: ProjectRole) -> Member {
-    let manages = matches!(role, ProjectRole::Admin | ProjectRole::Manager);
+    let secrets = role == ProjectRole::Admin || row.global_role == GlobalRole::Admin.as_str();
     Member {
         user: user(row),
         project_role: role,
-        permissions: MemberPermissions { can_manage_ssh_fleets: true, can_manage_secrets: manages },
+        permissions: MemberPermissions { can_manage_ssh_fleets: true, can_manage_secrets: secrets },
     }
 }
 

@@ -34,7 +34,7 @@ const PREFIX: &str = "aes256gcm:";
 
 impl Cipher {
     pub fn from_key(key: &[u8; 32]) -> Cipher {
-        Cipher { cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key)) }
+        Cipher { cipher: Aes256Gcm::new(&Key::<Aes256Gcm>::from(*key)) }
     }
 
     /// Reads the base64 key at `path`, or creates one there.
@@ -42,9 +42,15 @@ impl Cipher {
         let io = |what: &str, source| ServerError::Io { what: format!("{what} {}", path.display()), source };
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                let bytes = B64.decode(text.trim()).map_err(|e| ServerError::Crypto(format!("{}: {e}", path.display())))?;
+                let bytes = B64
+                    .decode(text.trim())
+                    .map_err(|e| ServerError::Crypto(format!("{}: {e}", path.display())))?;
                 let key: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
-                    ServerError::Crypto(format!("{}: AES key must be 32 bytes. Got {} bytes", path.display(), b.len()))
+                    ServerError::Crypto(format!(
+                        "{}: AES key must be 32 bytes. Got {} bytes",
+                        path.display(),
+                        b.len()
+                    ))
                 })?;
                 Ok(Cipher::from_key(&key))
             }
@@ -78,8 +84,50 @@ impl Cipher {
             return None;
         }
         let (nonce, ciphertext) = blob.split_at(12);
-        let plaintext = self.cipher.decrypt(Nonce::from_slice(nonce), ciphertext).ok()?;
+        let nonce: [u8; 12] = nonce.try_into().ok()?;
+        let plaintext = self.cipher.decrypt(&Nonce::from(nonce), ciphertext).ok()?;
         String::from_utf8(plaintext).ok()
+    }
+}
+
+/// A user's SSH key pair as dstack makes it: RSA 2048, the public key in OpenSSH form ending
+/// with ` <username>\n`, the private key as PKCS#8 PEM (OpenSSH reads it).
+pub fn generate_ssh_keypair(username: &str) -> Result<(String, String), ServerError> {
+    use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+    use rsa::traits::PublicKeyParts;
+
+    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
+        .map_err(|e| ServerError::Crypto(format!("generating an RSA key: {e}")))?;
+    let private = key
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| ServerError::Crypto(format!("encoding an RSA key: {e}")))?
+        .to_string();
+    let mut blob = Vec::new();
+    ssh_string(&mut blob, b"ssh-rsa");
+    ssh_mpint(&mut blob, &key.e().to_bytes_be());
+    ssh_mpint(&mut blob, &key.n().to_bytes_be());
+    let public = format!("ssh-rsa {} {username}\n", B64.encode(blob));
+    Ok((public, private))
+}
+
+fn ssh_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// An SSH `mpint`: big-endian, a leading zero byte when the high bit is set.
+fn ssh_mpint(out: &mut Vec<u8>, bytes: &[u8]) {
+    let trimmed: &[u8] = {
+        let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+        &bytes[start..]
+    };
+    if trimmed.first().is_some_and(|b| b & 0x80 != 0) {
+        let mut padded = Vec::with_capacity(trimmed.len() + 1);
+        padded.push(0);
+        padded.extend_from_slice(trimmed);
+        ssh_string(out, &padded);
+    } else {
+        ssh_string(out, trimmed);
     }
 }
 
@@ -113,5 +161,26 @@ mod tests {
         let other = Cipher::from_key(&[7; 32]);
         assert_eq!(other.decrypt(&stored), None);
         assert_eq!(token_hash("abc").len(), 64);
+    }
+
+    #[test]
+    fn ssh_keys_look_like_dstacks() {
+        let (public, private) = generate_ssh_keypair("alice").unwrap();
+        assert!(public.starts_with("ssh-rsa AAAAB3NzaC1yc2E"), "{public}");
+        assert!(public.ends_with(" alice\n"));
+        assert!(private.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        assert!(private.ends_with("-----END PRIVATE KEY-----\n"));
+        // OpenSSH itself derives the same public key from the private one.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id");
+        write_private(&path, &private).unwrap();
+        let out = std::process::Command::new("ssh-keygen").arg("-y").arg("-f").arg(&path).output();
+        if let Ok(out) = out {
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let derived = String::from_utf8(out.stdout).unwrap();
+            let ours: Vec<&str> = public.split(' ').take(2).collect();
+            let theirs: Vec<&str> = derived.trim().split(' ').take(2).collect();
+            assert_eq!(ours, theirs);
+        }
     }
 }

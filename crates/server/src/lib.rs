@@ -62,7 +62,8 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
-    let local = listener.local_addr().map_err(|source| ServerError::Io { what: "local address".into(), source })?;
+    let local =
+        listener.local_addr().map_err(|source| ServerError::Io { what: "local address".into(), source })?;
     let url = config.public_url(local);
     let admin_token = bootstrap::first_start(&state, &config, &url).await?;
     on_started(&Started { addr: local, url, admin_token });

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use dstack_db::Db;
 
+use crate::ServerError;
 use crate::config::ServerConfig;
 use crate::crypto::Cipher;
-use crate::ServerError;
 
 /// Cheap to clone: the database pool and the secrets cipher.
 #[derive(Clone)]

@@ -22,11 +22,7 @@ fn write(dir: &TempDir, name: &str, text: &str) -> PathBuf {
 #[test]
 fn valid_file_exits_zero() {
     let dir = TempDir::new().unwrap();
-    let file = write(
-        &dir,
-        "task.dstack.yml",
-        "type: task\ncommands:\n  - python train.py\n",
-    );
+    let file = write(&dir, "task.dstack.yml", "type: task\ncommands:\n  - python train.py\n");
     dstack()
         .arg("validate")
         .arg(&file)
@@ -38,19 +34,14 @@ fn valid_file_exits_zero() {
 #[test]
 fn invalid_file_exits_one_with_position_path_and_suggestion() {
     let dir = TempDir::new().unwrap();
-    let file = write(
-        &dir,
-        "train.yml",
-        "type: task\ncommands: [echo]\nresources:\n  gpu: A100\n  memroy: 16GB\n",
-    );
+    let file =
+        write(&dir, "train.yml", "type: task\ncommands: [echo]\nresources:\n  gpu: A100\n  memroy: 16GB\n");
     dstack()
         .current_dir(dir.path())
         .args(["validate", "train.yml"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains(
-            "train.yml:5:3: error: `resources.memroy`: unknown field `memroy`",
-        ))
+        .stderr(predicate::str::contains("train.yml:5:3: error: `resources.memroy`: unknown field `memroy`"))
         .stderr(predicate::str::contains("help: did you mean `memory`?"));
     drop(file);
 }
@@ -64,9 +55,7 @@ fn unknown_type_is_refused_with_suggestion() {
         .args(["validate", "x.yml"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains(
-            "x.yml:1:7: error: `type`: expected one of",
-        ))
+        .stderr(predicate::str::contains("x.yml:1:7: error: `type`: expected one of"))
         .stderr(predicate::str::contains("did you mean `task`?"));
 }
 
@@ -81,22 +70,13 @@ fn any_invalid_file_makes_the_run_fail() {
         .assert()
         .code(1)
         .stdout(predicate::str::contains("ok.yml: valid"))
-        .stderr(predicate::str::contains(
-            "bad.yml:2:11: error: `commands`: expected a list",
-        ));
+        .stderr(predicate::str::contains("bad.yml:2:11: error: `commands`: expected a list"));
 }
 
 #[test]
 fn usage_errors_exit_two() {
-    dstack()
-        .arg("validate")
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("FILE"));
-    dstack()
-        .args(["validate", "--bogus", "x.yml"])
-        .assert()
-        .code(2);
+    dstack().arg("validate").assert().code(2).stderr(predicate::str::contains("FILE"));
+    dstack().args(["validate", "--bogus", "x.yml"]).assert().code(2);
     dstack()
         .args(["validate", "/definitely/not/here.yml"])
         .assert()
@@ -109,17 +89,9 @@ fn json_prints_one_normalized_document_per_valid_file() {
     let dir = TempDir::new().unwrap();
     write(&dir, "a.yml", "type: task\ncommands: [echo a]\n");
     write(&dir, "b.yml", "type: dev-environment\nide: vscode\n");
-    let out = dstack()
-        .current_dir(dir.path())
-        .args(["validate", "--json", "a.yml", "b.yml"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        dstack().current_dir(dir.path()).args(["validate", "--json", "a.yml", "b.yml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let docs: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -151,9 +123,7 @@ fn yaml_syntax_errors_are_reported_with_position() {
         .args(["validate", "broken.yml"])
         .assert()
         .code(1)
-        .stderr(
-            predicate::str::contains("broken.yml:").and(predicate::str::contains("invalid YAML")),
-        );
+        .stderr(predicate::str::contains("broken.yml:").and(predicate::str::contains("invalid YAML")));
 }
 
 /// The spec's examples (config.md §13): E1–E8 are valid, I1–I6 are refused by dstack's parser

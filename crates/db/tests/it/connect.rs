@@ -38,9 +38,7 @@ async fn sqlite_file_and_parent_dirs_are_created_with_wal() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a/b/sqlite.db");
     // dstack's SQLAlchemy spelling: four slashes before an absolute path.
-    let db = Db::connect(&format!("sqlite+aiosqlite:///{}", path.display()))
-        .await
-        .unwrap();
+    let db = Db::connect(&format!("sqlite+aiosqlite:///{}", path.display())).await.unwrap();
     assert_eq!(db.kind(), DbKind::Sqlite);
     new_user(&db, "wal").await;
     assert!(path.is_file());
@@ -69,10 +67,7 @@ async fn postgres_spellings() {
         .strip_prefix("postgres://")
         .or_else(|| url.strip_prefix("postgresql://"))
         .expect("DSTACK_TEST_POSTGRES starts with postgres://");
-    for spelling in [
-        format!("postgresql://{rest}"),
-        format!("postgresql+asyncpg://{rest}"),
-    ] {
+    for spelling in [format!("postgresql://{rest}"), format!("postgresql+asyncpg://{rest}")] {
         let db = Db::connect(&spelling).await.unwrap();
         assert_eq!(db.kind(), DbKind::Postgres);
         let u = new_user(&db, "spelling").await;
@@ -84,8 +79,5 @@ async fn postgres_spellings() {
 #[tokio::test]
 async fn unsupported_url_is_an_error() {
     let err = Db::connect("mysql://root@localhost/db").await.unwrap_err();
-    assert!(
-        err.to_string().contains("unsupported database url scheme"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("unsupported database url scheme"), "{err}");
 }

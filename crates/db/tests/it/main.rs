@@ -24,9 +24,7 @@ struct Ctx {
 }
 
 fn postgres_url() -> Option<String> {
-    std::env::var("DSTACK_TEST_POSTGRES")
-        .ok()
-        .filter(|url| !url.is_empty())
+    std::env::var("DSTACK_TEST_POSTGRES").ok().filter(|url| !url.is_empty())
 }
 
 /// Runs `body` on a fresh SQLite file, then on the shared PostgreSQL database if configured.
@@ -39,21 +37,13 @@ where
     let url = format!("sqlite://{}", dir.path().join("sqlite.db").display());
     let db = Db::connect(&url).await.unwrap();
     assert_eq!(db.kind(), DbKind::Sqlite);
-    body(Ctx {
-        db: db.clone(),
-        exclusive: true,
-    })
-    .await;
+    body(Ctx { db: db.clone(), exclusive: true }).await;
     db.close().await;
 
     if let Some(url) = postgres_url() {
         let db = Db::connect(&url).await.unwrap();
         assert_eq!(db.kind(), DbKind::Postgres);
-        body(Ctx {
-            db: db.clone(),
-            exclusive: false,
-        })
-        .await;
+        body(Ctx { db: db.clone(), exclusive: false }).await;
         db.close().await;
     }
 }
@@ -62,11 +52,7 @@ where
 fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let hex = Uuid::new_v4().simple().to_string();
-    format!(
-        "{prefix}-{}-{}",
-        &hex[..8],
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{prefix}-{}-{}", &hex[..8], N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A timestamp with all six sub-second digits used: `base` seconds plus 123456 µs.
@@ -83,6 +69,7 @@ fn user(name: &str) -> UserRow {
         email: None,
         active: true,
         token_hash: format!("hash-{}", Uuid::new_v4().simple()),
+        token_encrypted: Some("encrypted".to_owned()),
         ssh_public_key: None,
         ssh_private_key: None,
     }

@@ -35,10 +35,7 @@ async fn set_members_replaces_all() {
             vec![(b.id, "user".to_owned()), (c.id, "manager".to_owned())]
         );
         assert_eq!(db.member_role(p.id, a.id).await.unwrap(), None);
-        assert_eq!(
-            db.member_role(p.id, c.id).await.unwrap().as_deref(),
-            Some("manager")
-        );
+        assert_eq!(db.member_role(p.id, c.id).await.unwrap().as_deref(), Some("manager"));
 
         db.set_members(p.id, &[]).await.unwrap();
         assert!(db.project_members(p.id).await.unwrap().is_empty());
@@ -50,18 +47,9 @@ async fn set_members_replaces_all() {
 async fn set_members_with_unknown_user_changes_nothing() {
     each_backend(|Ctx { db, .. }| async move {
         let (p, a, b, _) = setup(&db).await;
-        let wanted = vec![
-            (b.id, "user".to_owned()),
-            (Uuid::new_v4(), "user".to_owned()),
-        ];
-        assert!(matches!(
-            db.set_members(p.id, &wanted).await,
-            Err(DbError::NotFound)
-        ));
-        assert_eq!(
-            roles(db.project_members(p.id).await.unwrap()),
-            vec![(a.id, "admin".to_owned())]
-        );
+        let wanted = vec![(b.id, "user".to_owned()), (Uuid::new_v4(), "user".to_owned())];
+        assert!(matches!(db.set_members(p.id, &wanted).await, Err(DbError::NotFound)));
+        assert_eq!(roles(db.project_members(p.id).await.unwrap()), vec![(a.id, "admin".to_owned())]);
     })
     .await;
 }
@@ -71,18 +59,9 @@ async fn add_members_upserts_roles() {
     each_backend(|Ctx { db, .. }| async move {
         let (p, a, b, c) = setup(&db).await;
 
-        db.add_members(p.id, &[(b.id, "user".to_owned())])
-            .await
-            .unwrap();
-        db.add_members(
-            p.id,
-            &[(b.id, "manager".to_owned()), (c.id, "user".to_owned())],
-        )
-        .await
-        .unwrap();
-        db.add_members(p.id, &[(a.id, "user".to_owned())])
-            .await
-            .unwrap();
+        db.add_members(p.id, &[(b.id, "user".to_owned())]).await.unwrap();
+        db.add_members(p.id, &[(b.id, "manager".to_owned()), (c.id, "user".to_owned())]).await.unwrap();
+        db.add_members(p.id, &[(a.id, "user".to_owned())]).await.unwrap();
         let members = db.project_members(p.id).await.unwrap();
         assert_eq!(
             members,
@@ -95,13 +74,11 @@ async fn add_members_upserts_roles() {
 
         let ghost_project = Uuid::new_v4();
         assert!(matches!(
-            db.add_members(ghost_project, &[(b.id, "user".to_owned())])
-                .await,
+            db.add_members(ghost_project, &[(b.id, "user".to_owned())]).await,
             Err(DbError::NotFound)
         ));
         assert!(matches!(
-            db.add_members(p.id, &[(Uuid::new_v4(), "user".to_owned())])
-                .await,
+            db.add_members(p.id, &[(Uuid::new_v4(), "user".to_owned())]).await,
             Err(DbError::NotFound)
         ));
     })
@@ -115,28 +92,16 @@ async fn remove_members() {
         let other = new_user(&db, "other").await;
         let q = project(&unique("other"), &other);
         db.insert_project(&q, "admin").await.unwrap();
-        db.add_members(
-            p.id,
-            &[(b.id, "user".to_owned()), (c.id, "user".to_owned())],
-        )
-        .await
-        .unwrap();
-        db.add_members(q.id, &[(b.id, "user".to_owned())])
-            .await
-            .unwrap();
+        db.add_members(p.id, &[(b.id, "user".to_owned()), (c.id, "user".to_owned())]).await.unwrap();
+        db.add_members(q.id, &[(b.id, "user".to_owned())]).await.unwrap();
 
-        db.remove_members(p.id, &[b.id, Uuid::new_v4(), other.id])
-            .await
-            .unwrap();
+        db.remove_members(p.id, &[b.id, Uuid::new_v4(), other.id]).await.unwrap();
         assert_eq!(
             roles(db.project_members(p.id).await.unwrap()),
             vec![(a.id, "admin".to_owned()), (c.id, "user".to_owned())]
         );
         // Only this project's membership went.
-        assert_eq!(
-            db.member_role(q.id, b.id).await.unwrap().as_deref(),
-            Some("user")
-        );
+        assert_eq!(db.member_role(q.id, b.id).await.unwrap().as_deref(), Some("user"));
 
         db.remove_members(p.id, &[]).await.unwrap();
         assert_eq!(db.project_members(p.id).await.unwrap().len(), 2);

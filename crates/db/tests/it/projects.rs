@@ -12,14 +12,8 @@ async fn insert_adds_the_owner_as_member() {
 
         assert_eq!(db.project_by_name(&p.name).await.unwrap(), Some(p.clone()));
         assert_eq!(db.project_by_name(&unique("nope")).await.unwrap(), None);
-        assert_eq!(
-            db.member_role(p.id, owner.id).await.unwrap().as_deref(),
-            Some("admin")
-        );
-        assert_eq!(
-            db.project_members(p.id).await.unwrap(),
-            vec![(owner.clone(), "admin".to_owned())]
-        );
+        assert_eq!(db.member_role(p.id, owner.id).await.unwrap().as_deref(), Some("admin"));
+        assert_eq!(db.project_members(p.id).await.unwrap(), vec![(owner.clone(), "admin".to_owned())]);
     })
     .await;
 }
@@ -38,12 +32,7 @@ async fn duplicate_name_conflicts_and_changes_nothing() {
             other => panic!("expected a conflict, got {other:?}"),
         }
         assert_eq!(db.project_by_name(&p.name).await.unwrap(), Some(p.clone()));
-        assert!(
-            db.list_projects_for_member(other.id)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(db.list_projects_for_member(other.id).await.unwrap().is_empty());
         assert_eq!(db.member_role(dup.id, other.id).await.unwrap(), None);
     })
     .await;
@@ -54,10 +43,7 @@ async fn unknown_owner_is_not_found() {
     each_backend(|Ctx { db, .. }| async move {
         let ghost = crate::user(&unique("ghost"));
         let p = project(&unique("proj"), &ghost);
-        assert!(matches!(
-            db.insert_project(&p, "admin").await,
-            Err(DbError::NotFound)
-        ));
+        assert!(matches!(db.insert_project(&p, "admin").await, Err(DbError::NotFound)));
         assert_eq!(db.project_by_name(&p.name).await.unwrap(), None);
     })
     .await;
@@ -77,16 +63,11 @@ async fn list_newest_first_and_by_member() {
         for p in [&p1, &p2, &p3] {
             db.insert_project(p, "admin").await.unwrap();
         }
-        db.add_members(p2.id, &[(alice.id, "user".to_owned())])
-            .await
-            .unwrap();
+        db.add_members(p2.id, &[(alice.id, "user".to_owned())]).await.unwrap();
 
         let all = db.list_projects().await.unwrap();
-        let ours: Vec<_> = all
-            .iter()
-            .filter(|p| [&p1, &p2, &p3].iter().any(|x| x.id == p.id))
-            .cloned()
-            .collect();
+        let ours: Vec<_> =
+            all.iter().filter(|p| [&p1, &p2, &p3].iter().any(|x| x.id == p.id)).cloned().collect();
         assert_eq!(ours, vec![p2.clone(), p3.clone(), p1.clone()]);
         if exclusive {
             assert_eq!(all, ours);
@@ -95,16 +76,8 @@ async fn list_newest_first_and_by_member() {
             db.list_projects_for_member(alice.id).await.unwrap(),
             vec![p2.clone(), p3.clone(), p1.clone()]
         );
-        assert_eq!(
-            db.list_projects_for_member(bob.id).await.unwrap(),
-            vec![p2.clone()]
-        );
-        assert!(
-            db.list_projects_for_member(uuid::Uuid::new_v4())
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert_eq!(db.list_projects_for_member(bob.id).await.unwrap(), vec![p2.clone()]);
+        assert!(db.list_projects_for_member(uuid::Uuid::new_v4()).await.unwrap().is_empty());
     })
     .await;
 }
@@ -118,26 +91,12 @@ async fn delete_is_soft_and_frees_the_name() {
         db.insert_project(&p, "admin").await.unwrap();
         db.insert_project(&kept, "admin").await.unwrap();
 
-        db.delete_projects(&[p.name.clone(), unique("nope")])
-            .await
-            .unwrap();
+        db.delete_projects(&[p.name.clone(), unique("nope")]).await.unwrap();
 
         assert_eq!(db.project_by_name(&p.name).await.unwrap(), None);
-        assert!(
-            db.list_projects()
-                .await
-                .unwrap()
-                .iter()
-                .all(|x| x.id != p.id)
-        );
-        assert_eq!(
-            db.list_projects_for_member(owner.id).await.unwrap(),
-            vec![kept.clone()]
-        );
-        assert!(matches!(
-            db.set_project_public(p.id, true).await,
-            Err(DbError::NotFound)
-        ));
+        assert!(db.list_projects().await.unwrap().iter().all(|x| x.id != p.id));
+        assert_eq!(db.list_projects_for_member(owner.id).await.unwrap(), vec![kept.clone()]);
+        assert!(matches!(db.set_project_public(p.id, true).await, Err(DbError::NotFound)));
 
         // The name can be taken again, by a new project.
         let again = project(&p.name, &owner);
@@ -157,25 +116,10 @@ async fn set_public() {
         db.insert_project(&p, "admin").await.unwrap();
 
         db.set_project_public(p.id, true).await.unwrap();
-        assert!(
-            db.project_by_name(&p.name)
-                .await
-                .unwrap()
-                .unwrap()
-                .is_public
-        );
+        assert!(db.project_by_name(&p.name).await.unwrap().unwrap().is_public);
         db.set_project_public(p.id, false).await.unwrap();
-        assert!(
-            !db.project_by_name(&p.name)
-                .await
-                .unwrap()
-                .unwrap()
-                .is_public
-        );
-        assert!(matches!(
-            db.set_project_public(uuid::Uuid::new_v4(), true).await,
-            Err(DbError::NotFound)
-        ));
+        assert!(!db.project_by_name(&p.name).await.unwrap().unwrap().is_public);
+        assert!(matches!(db.set_project_public(uuid::Uuid::new_v4(), true).await, Err(DbError::NotFound)));
     })
     .await;
 }

@@ -14,10 +14,7 @@ async fn insert_and_look_up() {
 
         assert_eq!(db.user_by_name(&u.name).await.unwrap(), Some(u.clone()));
         assert_eq!(db.user_by_id(u.id).await.unwrap(), Some(u.clone()));
-        assert_eq!(
-            db.user_by_token_hash(&u.token_hash).await.unwrap(),
-            Some(u.clone())
-        );
+        assert_eq!(db.user_by_token_hash(&u.token_hash).await.unwrap(), Some(u.clone()));
 
         assert_eq!(db.user_by_name(&unique("nobody")).await.unwrap(), None);
         assert_eq!(db.user_by_id(uuid::Uuid::new_v4()).await.unwrap(), None);
@@ -48,10 +45,7 @@ async fn timestamps_are_exact_to_the_microsecond() {
         u.created_at = jiff::Timestamp::new(1_764_000_000, 123_456_789).unwrap();
         db.insert_user(&u).await.unwrap();
         let got = db.user_by_name(&u.name).await.unwrap().unwrap();
-        assert_eq!(
-            got.created_at,
-            jiff::Timestamp::new(1_764_000_000, 123_456_000).unwrap()
-        );
+        assert_eq!(got.created_at, jiff::Timestamp::new(1_764_000_000, 123_456_000).unwrap());
     })
     .await;
 }
@@ -76,7 +70,7 @@ async fn duplicate_name_or_token_conflicts() {
         }
 
         let other = new_user(&db, "dup").await;
-        match db.set_user_token_hash(&other.name, &u.token_hash).await {
+        match db.set_user_token(&other.name, &u.token_hash, "enc").await {
             Err(DbError::Conflict { what }) => assert_eq!(what, "user token"),
             other => panic!("expected a conflict, got {other:?}"),
         }
@@ -129,70 +123,34 @@ async fn update_user_and_keys() {
     each_backend(|Ctx { db, .. }| async move {
         let u = new_user(&db, "upd").await;
 
-        let updated = db
-            .update_user(&u.name, "admin", Some("u@example.com"), false)
-            .await
-            .unwrap()
-            .unwrap();
+        let updated = db.update_user(&u.name, "admin", Some("u@example.com"), false).await.unwrap().unwrap();
         let mut expected = u.clone();
         expected.global_role = "admin".to_owned();
         expected.email = Some("u@example.com".to_owned());
         expected.active = false;
         assert_eq!(updated, expected);
-        assert_eq!(
-            db.user_by_name(&u.name).await.unwrap(),
-            Some(expected.clone())
-        );
+        assert_eq!(db.user_by_name(&u.name).await.unwrap(), Some(expected.clone()));
 
         // Inactive users are still found by their token (the caller decides what that means).
-        assert_eq!(
-            db.user_by_token_hash(&u.token_hash).await.unwrap(),
-            Some(expected.clone())
-        );
+        assert_eq!(db.user_by_token_hash(&u.token_hash).await.unwrap(), Some(expected.clone()));
 
-        let cleared = db
-            .update_user(&u.name, "user", None, true)
-            .await
-            .unwrap()
-            .unwrap();
+        let cleared = db.update_user(&u.name, "user", None, true).await.unwrap().unwrap();
         assert_eq!((cleared.email, cleared.active), (None, true));
 
-        assert_eq!(
-            db.update_user(&unique("nobody"), "user", None, true)
-                .await
-                .unwrap(),
-            None
-        );
+        assert_eq!(db.update_user(&unique("nobody"), "user", None, true).await.unwrap(), None);
 
         let new_hash = format!("rotated-{}", uuid::Uuid::new_v4().simple());
-        let rotated = db
-            .set_user_token_hash(&u.name, &new_hash)
-            .await
-            .unwrap()
-            .unwrap();
+        let rotated = db.set_user_token(&u.name, &new_hash, "enc-rotated").await.unwrap().unwrap();
         assert_eq!(rotated.token_hash, new_hash);
         assert_eq!(db.user_by_token_hash(&u.token_hash).await.unwrap(), None);
-        assert_eq!(
-            db.user_by_token_hash(&new_hash).await.unwrap().unwrap().id,
-            u.id
-        );
-        assert_eq!(
-            db.set_user_token_hash(&unique("nobody"), "x")
-                .await
-                .unwrap(),
-            None
-        );
+        assert_eq!(db.user_by_token_hash(&new_hash).await.unwrap().unwrap().id, u.id);
+        assert_eq!(db.set_user_token(&unique("nobody"), "x", "y").await.unwrap(), None);
 
-        db.set_user_ssh_keys(u.id, "ssh-rsa PUB", "PRIVATE")
-            .await
-            .unwrap();
+        db.set_user_ssh_keys(u.id, "ssh-rsa PUB", "PRIVATE").await.unwrap();
         let got = db.user_by_id(u.id).await.unwrap().unwrap();
         assert_eq!(got.ssh_public_key.as_deref(), Some("ssh-rsa PUB"));
         assert_eq!(got.ssh_private_key.as_deref(), Some("PRIVATE"));
-        assert!(matches!(
-            db.set_user_ssh_keys(uuid::Uuid::new_v4(), "a", "b").await,
-            Err(DbError::NotFound)
-        ));
+        assert!(matches!(db.set_user_ssh_keys(uuid::Uuid::new_v4(), "a", "b").await, Err(DbError::NotFound)));
     })
     .await;
 }
@@ -205,20 +163,12 @@ async fn delete_users_is_soft_and_frees_the_name() {
         let keeper = new_user(&db, "del").await;
         let p = project(&unique("del-proj"), &owner);
         db.insert_project(&p, "admin").await.unwrap();
-        db.add_members(
-            p.id,
-            &[
-                (member.id, "user".to_owned()),
-                (keeper.id, "user".to_owned()),
-            ],
-        )
-        .await
-        .unwrap();
-        let before = db.count_users().await.unwrap();
-
-        db.delete_users(&[owner.name.clone(), member.name.clone(), unique("nobody")])
+        db.add_members(p.id, &[(member.id, "user".to_owned()), (keeper.id, "user".to_owned())])
             .await
             .unwrap();
+        let before = db.count_users().await.unwrap();
+
+        db.delete_users(&[owner.name.clone(), member.name.clone(), unique("nobody")]).await.unwrap();
 
         for u in [&owner, &member] {
             assert_eq!(db.user_by_name(&u.name).await.unwrap(), None);
@@ -231,10 +181,7 @@ async fn delete_users_is_soft_and_frees_the_name() {
             assert!(!gone.active);
         }
         assert_eq!(db.count_users().await.unwrap(), before - 2);
-        assert_eq!(
-            db.user_by_name(&keeper.name).await.unwrap(),
-            Some(keeper.clone())
-        );
+        assert_eq!(db.user_by_name(&keeper.name).await.unwrap(), Some(keeper.clone()));
         let members = db.project_members(p.id).await.unwrap();
         assert_eq!(members, vec![(keeper.clone(), "user".to_owned())]);
         // The project of a deleted owner stays.
@@ -248,9 +195,7 @@ async fn delete_users_is_soft_and_frees_the_name() {
 
         // Deleting nothing, or an already deleted user, is fine.
         db.delete_users(&[]).await.unwrap();
-        db.delete_users(std::slice::from_ref(&member.name))
-            .await
-            .unwrap();
+        db.delete_users(std::slice::from_ref(&member.name)).await.unwrap();
     })
     .await;
 }
@@ -263,9 +208,7 @@ async fn concurrent_writers_wait_for_each_other() {
                 let db = db.clone();
                 tokio::spawn(async move {
                     let u = new_user(&db, "conc").await;
-                    db.delete_users(std::slice::from_ref(&u.name))
-                        .await
-                        .unwrap();
+                    db.delete_users(std::slice::from_ref(&u.name)).await.unwrap();
                     u
                 })
             })

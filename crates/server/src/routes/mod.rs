@@ -7,17 +7,18 @@
 
 mod projects;
 mod server;
-mod users;
+pub(crate) mod users;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use dstack_api::{ApiError, DSTACK_VERSION};
+use dstack_api::{ApiError, DSTACK_VERSION, ValidationDetail};
 use serde::de::DeserializeOwned;
+use serde_json::json;
 
 use crate::state::AppState;
 
@@ -36,6 +37,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/users/create", post(users::create))
         .route("/api/users/update", post(users::update))
         .route("/api/users/refresh_token", post(users::refresh_token))
+        .route("/api/users/refresh_ssh_key", post(users::refresh_ssh_key))
         .route("/api/users/delete", post(users::delete))
         .route("/api/projects/list", post(projects::list))
         .route("/api/projects/create", post(projects::create))
@@ -45,6 +47,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/projects/{project_name}/set_members", post(projects::set_members))
         .route("/api/projects/{project_name}/add_members", post(projects::add_members))
         .route("/api/projects/{project_name}/remove_members", post(projects::remove_members))
+        .merge(not_yet_routes())
         .layer(middleware::from_fn(check_client_version));
     Router::new()
         .route("/", get(server::root))
@@ -55,12 +58,118 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn no_route() -> Failure {
-    ApiError::NoRoute.into()
+/// dstack (with its UI mounted) answers an unknown POST with 405 and an unknown GET with 404.
+/// dstack 0.22 routes this server does not serve yet. They authenticate and check the
+/// project like the real ones, then answer a 400 that says so (never a crash, never a 405
+/// that would read as "no such route").
+const NOT_YET_PROJECT_ROUTES: &[&str] = &[
+    "backends/create",
+    "backends/update",
+    "backends/delete",
+    "backends/create_yaml",
+    "backends/update_yaml",
+    "fleets/list",
+    "fleets/get",
+    "fleets/get_plan",
+    "fleets/apply",
+    "fleets/delete",
+    "fleets/delete_instances",
+    "instances/get",
+    "instances/get_instance_health_checks",
+    "repos/list",
+    "repos/get",
+    "repos/init",
+    "repos/delete",
+    "repos/upload_code",
+    "runs/get",
+    "runs/get_plan",
+    "runs/apply",
+    "runs/stop",
+    "runs/delete",
+    "gpus/list",
+    "logs/poll",
+    "secrets/list",
+    "secrets/get",
+    "secrets/create_or_update",
+    "secrets/delete",
+    "gateways/list",
+    "gateways/get",
+    "gateways/get_plan",
+    "gateways/apply",
+    "gateways/create",
+    "gateways/delete",
+    "gateways/set_default",
+    "gateways/set_wildcard_domain",
+    "volumes/list",
+    "volumes/get",
+    "volumes/create",
+    "volumes/delete",
+    "exports/create",
+    "exports/update",
+    "exports/delete",
+    "exports/list",
+    "imports/list",
+    "imports/delete",
+    "templates/list",
+];
+
+const NOT_YET_GLOBAL_ROUTES: &[&str] = &[
+    "/api/runs/list",
+    "/api/fleets/list",
+    "/api/instances/list",
+    "/api/volumes/list",
+    "/api/events/list",
+    "/api/files/upload_archive",
+    "/api/files/get_archive_by_hash",
+    "/api/projects/list_only_no_fleets",
+    "/api/users/public_keys/list",
+    "/api/users/public_keys/add",
+    "/api/users/public_keys/delete",
+];
+
+fn not_yet_routes() -> Router<AppState> {
+    let mut router = Router::new();
+    for route in NOT_YET_PROJECT_ROUTES {
+        router = router.route(&format!("/api/project/{{project_name}}/{route}"), post(not_yet_project));
+    }
+    for route in NOT_YET_GLOBAL_ROUTES {
+        router = router.route(route, post(not_yet_global));
+    }
+    router
 }
 
-async fn method_not_allowed() -> Failure {
-    ApiError::MethodNotAllowed.into()
+async fn not_yet_project(
+    access: crate::auth::ProjectAccess<crate::auth::Member>,
+    uri: axum::http::Uri,
+) -> Failure {
+    let _ = access;
+    not_yet(uri.path())
+}
+
+async fn not_yet_global(caller: crate::auth::Caller, uri: axum::http::Uri) -> Failure {
+    let _ = caller;
+    not_yet(uri.path())
+}
+
+fn not_yet(path: &str) -> Failure {
+    ApiError::error(format!("{path} is not supported by this dstack-rs server yet")).into()
+}
+
+async fn no_route(method: Method) -> Failure {
+    if method == Method::GET || method == Method::HEAD {
+        ApiError::NoRoute.into()
+    } else {
+        ApiError::MethodNotAllowed.into()
+    }
+}
+
+/// A GET to a POST-only API route is a 404 in dstack; other mismatches are 405.
+async fn method_not_allowed(method: Method) -> Failure {
+    if method == Method::GET || method == Method::HEAD {
+        ApiError::NoRoute.into()
+    } else {
+        ApiError::MethodNotAllowed.into()
+    }
 }
 
 /// An error on its way out as dstack's JSON error shape.
@@ -98,7 +207,11 @@ pub(crate) fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -
         Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "serializing a response");
-            (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "application/json")], r#"{"detail":"Internal Server Error"}"#)
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(header::CONTENT_TYPE, "application/json")],
+                r#"{"detail":"Internal Server Error"}"#,
+            )
                 .into_response()
         }
     }
@@ -125,14 +238,124 @@ pub(crate) struct Body<T>(pub T);
 pub(crate) struct OptBody<T>(pub T);
 
 async fn read_body(req: Request, state: &AppState) -> Result<Bytes, Failure> {
-    Bytes::from_request(req, state).await.map_err(|_| Failure(ApiError::PayloadTooLarge { limit_bytes: MAX_BODY_BYTES }))
+    Bytes::from_request(req, state)
+        .await
+        .map_err(|_| Failure(ApiError::PayloadTooLarge { limit_bytes: MAX_BODY_BYTES }))
 }
 
 fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Failure> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        let kind = if e.is_data() { "value_error" } else { "json_invalid" };
-        Failure(ApiError::Validation { loc: vec!["body".to_owned()], msg: e.to_string(), kind })
-    })
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| json_error(bytes, &e))?;
+    serde_path_to_error::deserialize(&value)
+        .map_err(|e| Failure(ApiError::Validation(Box::new(shape_error(&value, &e)))))
+}
+
+fn validation(
+    kind: &str,
+    loc: Vec<serde_json::Value>,
+    msg: &str,
+    input: serde_json::Value,
+) -> ValidationDetail {
+    ValidationDetail { kind: kind.to_owned(), loc, msg: msg.to_owned(), input, ctx: None }
+}
+
+/// A body that is not JSON: `json_invalid` at the character offset, as FastAPI reports it.
+fn json_error(bytes: &[u8], e: &serde_json::Error) -> Failure {
+    let text = String::from_utf8_lossy(bytes);
+    let offset: usize =
+        text.lines().take(e.line().saturating_sub(1)).map(|l| l.chars().count() + 1).sum::<usize>()
+            + e.column().saturating_sub(1);
+    let message = e.to_string();
+    let python = if message.starts_with("key must be a string") {
+        "Expecting property name enclosed in double quotes".to_owned()
+    } else if message.starts_with("expected value") || message.starts_with("EOF while parsing a value") {
+        "Expecting value".to_owned()
+    } else {
+        message.split(" at line ").next().unwrap_or(&message).to_owned()
+    };
+    let mut detail =
+        validation("json_invalid", vec!["body".into(), offset.into()], "JSON decode error", json!({}));
+    detail.ctx = Some(json!({"error": python}));
+    Failure(ApiError::Validation(Box::new(detail)))
+}
+
+/// A JSON body of the wrong shape, mapped to pydantic's error types.
+fn shape_error(
+    body: &serde_json::Value,
+    e: &serde_path_to_error::Error<serde_json::Error>,
+) -> ValidationDetail {
+    let mut loc: Vec<serde_json::Value> = vec!["body".into()];
+    let mut at = body;
+    for seg in e.path().iter() {
+        match seg {
+            serde_path_to_error::Segment::Seq { index } => {
+                loc.push((*index).into());
+                at = at.get(index).unwrap_or(&serde_json::Value::Null);
+            }
+            serde_path_to_error::Segment::Map { key }
+            | serde_path_to_error::Segment::Enum { variant: key } => {
+                loc.push(key.as_str().into());
+                at = at.get(key.as_str()).unwrap_or(&serde_json::Value::Null);
+            }
+            serde_path_to_error::Segment::Unknown => {}
+        }
+    }
+    let message = e.inner().to_string();
+    let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+    let quoted = |m: &str| m.split('`').nth(1).unwrap_or_default().to_owned();
+    if message.starts_with("missing field") {
+        let field = quoted(&message);
+        let input = at.clone();
+        loc.push(field.into());
+        return validation("missing", loc, "Field required", input);
+    }
+    if message.starts_with("unknown field") {
+        // The path already ends at the unknown key.
+        let field = quoted(&message);
+        let input = if loc.last().and_then(|l| l.as_str()) == Some(field.as_str()) {
+            at.clone()
+        } else {
+            let input = at.get(&field).cloned().unwrap_or_default();
+            loc.push(field.into());
+            input
+        };
+        return validation("extra_forbidden", loc, "Extra inputs are not permitted", input);
+    }
+    let input = at.clone();
+    if message.starts_with("unknown variant") {
+        let allowed: Vec<String> = message
+            .split("expected ")
+            .nth(1)
+            .unwrap_or_default()
+            .split(['`', ',', ' '])
+            .filter(|s| !s.is_empty() && *s != "one" && *s != "of" && *s != "or")
+            .map(|s| format!("'{s}'"))
+            .collect();
+        let msg = match allowed.split_last() {
+            Some((last, rest)) if !rest.is_empty() => {
+                format!("Input should be {} or {last}", rest.join(", "))
+            }
+            Some((last, _)) => format!("Input should be {last}"),
+            None => message.clone(),
+        };
+        return validation("enum", loc, &msg, input);
+    }
+    let (kind, msg) = if message.contains("expected a string") {
+        ("string_type", "Input should be a valid string")
+    } else if message.contains("expected a boolean") {
+        ("bool_type", "Input should be a valid boolean")
+    } else if message.contains("expected i64")
+        || message.contains("expected u")
+        || message.contains("integer")
+    {
+        ("int_type", "Input should be a valid integer")
+    } else if message.contains("expected a sequence") {
+        ("list_type", "Input should be a valid list")
+    } else if message.contains("expected struct") || message.contains("expected a map") {
+        ("model_attributes_type", "Input should be a valid dictionary or object to extract fields from")
+    } else {
+        ("value_error", message.as_str())
+    };
+    validation(kind, loc, msg, input)
 }
 
 impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
@@ -141,11 +364,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let bytes = read_body(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(Failure(ApiError::Validation {
-                loc: vec!["body".to_owned()],
-                msg: "Field required".to_owned(),
-                kind: "missing",
-            }));
+            return Err(Failure(ApiError::Validation(Box::new(validation(
+                "missing",
+                vec!["body".into()],
+                "Field required",
+                serde_json::Value::Null,
+            )))));
         }
         parse_body(&bytes).map(Body)
     }
@@ -212,13 +436,20 @@ pub(crate) fn client_version_ok(client: &str) -> Result<(), ApiError> {
     if client == "latest" || client.starts_with("0.0.0") {
         return Ok(());
     }
+    // PEP 440-ish: `0.22.6rc1` and `0.22.5.post1` are fine; only the release numbers count.
     let parse = |v: &str| -> Option<(u64, u64, u64)> {
-        let core = v.split(['-', '+']).next()?;
-        let mut parts = core.split('.');
-        let major = parts.next()?.parse().ok()?;
-        let minor = parts.next().unwrap_or("0").parse().ok()?;
-        let patch = parts.next().unwrap_or("0").parse().ok()?;
-        parts.next().is_none().then_some((major, minor, patch))
+        let release_end = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
+        let (release, rest) = v.split_at(release_end);
+        let rest_ok = rest.is_empty()
+            || ["a", "b", "rc", "c", "pre", "dev", "post", "+", "-", "alpha", "beta"]
+                .iter()
+                .any(|p| rest.trim_start_matches(['.', '-', '_']).starts_with(p));
+        let release = release.trim_end_matches('.');
+        if release.is_empty() || !rest_ok || release.split('.').any(str::is_empty) {
+            return None;
+        }
+        let nums: Vec<u64> = release.split('.').map(|n| n.parse().ok()).collect::<Option<_>>()?;
+        Some((nums[0], nums.get(1).copied().unwrap_or(0), nums.get(2).copied().unwrap_or(0)))
     };
     let Some(theirs) = parse(client) else {
         return Err(ApiError::BadVersionHeader { msg: format!("Invalid version: {client}") });
@@ -243,6 +474,9 @@ mod tests {
         assert!(client_version_ok("0.21.0").is_ok());
         assert!(client_version_ok("latest").is_ok());
         assert!(client_version_ok("0.0.0.dev1").is_ok());
+        assert!(client_version_ok("0.22.6rc1").is_ok());
+        assert_eq!(client_version_ok("1").unwrap_err().status(), 400);
+        assert_eq!(client_version_ok("").unwrap_err().message(), "Invalid version: ");
         assert_eq!(client_version_ok("0.23.0").unwrap_err().status(), 400);
         assert_eq!(
             client_version_ok("garbage").unwrap_err().body().to_string(),

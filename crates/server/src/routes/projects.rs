@@ -52,7 +52,14 @@ pub(super) async fn list(
         rows.retain(|p| p.name.to_lowercase().contains(&pattern));
     }
     let total = rows.len() as i64;
-    let page = super::paginate(rows, |p| (p.created_at, p.id), req.prev_created_at, req.prev_id, req.limit, req.ascending);
+    let page = super::paginate(
+        rows,
+        |p| (p.created_at, p.id),
+        req.prev_created_at,
+        req.prev_id,
+        req.limit,
+        req.ascending,
+    );
     let mut projects = Vec::with_capacity(page.len());
     for row in &page {
         // Without `username` members are left out; with it, only that user's membership.
@@ -110,7 +117,7 @@ pub(super) async fn delete(
     for row in &found {
         let role = state.db.member_role(row.id, caller.user.id).await?;
         if !caller.is_admin() && role.as_deref() != Some(ProjectRole::Admin.as_str()) {
-            return Err(ApiError::forbidden().into());
+            return Err(forbidden("Access denied"));
         }
     }
     if found.len() != req.projects_names.len() {
@@ -154,10 +161,14 @@ pub(super) async fn set_members(
             .filter(|(_, role)| role == ProjectRole::Admin.as_str())
             .map(|(u, _)| u.name)
             .collect();
-        let wanted: HashSet<String> =
-            req.members.iter().filter(|m| m.project_role == ProjectRole::Admin).map(|m| m.username.clone()).collect();
+        let wanted: HashSet<String> = req
+            .members
+            .iter()
+            .filter(|m| m.project_role == ProjectRole::Admin)
+            .map(|m| m.username.clone())
+            .collect();
         if current != wanted {
-            return Err(ApiError::Forbidden { msg: "Access denied: changing project admins".to_owned() }.into());
+            return Err(forbidden("Access denied: changing project admins"));
         }
     }
     let mut members = Vec::new();
@@ -180,7 +191,8 @@ pub(super) async fn add_members(
     let caller = &access.caller;
     let self_join = req.members.len() == 1
         && access.project.is_public
-        && (req.members[0].username == caller.user.name || Some(&req.members[0].username) == caller.user.email.as_ref())
+        && (req.members[0].username == caller.user.name
+            || Some(&req.members[0].username) == caller.user.email.as_ref())
         && access.role.is_none();
     if self_join {
         if req.members[0].project_role != ProjectRole::User {
@@ -222,27 +234,40 @@ pub(super) async fn remove_members(
     let current = state.db.project_members(access.project.id).await?;
     let mut ids = Vec::new();
     for name in &req.usernames {
-        let user = find_user(&state, name).await?.ok_or_else(|| ApiError::error(format!("User not found: {name}")))?;
+        let user = find_user(&state, name)
+            .await?
+            .ok_or_else(|| ApiError::error(format!("User not found: {name}")))?;
         let Some((_, role)) = current.iter().find(|(u, _)| u.id == user.id) else {
             return Err(ApiError::error(format!("User is not a member of this project: {name}")).into());
         };
-        if role == ProjectRole::Admin.as_str() && !caller.is_admin() && access.role == Some(ProjectRole::Manager) {
+        if role == ProjectRole::Admin.as_str()
+            && !caller.is_admin()
+            && access.role == Some(ProjectRole::Manager)
+        {
             return Err(forbidden("Access denied: only global admins can remove project admins"));
         }
         ids.push(user.id);
     }
-    let admins_left = current.iter().filter(|(u, role)| role == ProjectRole::Admin.as_str() && !ids.contains(&u.id)).count();
+    let admins_left = current
+        .iter()
+        .filter(|(u, role)| role == ProjectRole::Admin.as_str() && !ids.contains(&u.id))
+        .count();
     let had_admins = current.iter().any(|(_, role)| role == ProjectRole::Admin.as_str());
     if had_admins && admins_left == 0 {
-        let msg = if self_leave { "Cannot leave project: you are the last admin" } else { "Cannot remove all project admins" };
+        let msg = if self_leave {
+            "Cannot leave project: you are the last admin"
+        } else {
+            "Cannot remove all project admins"
+        };
         return Err(ApiError::error(msg).into());
     }
     state.db.remove_members(access.project.id, &ids).await?;
     Ok(Json(full_project(&state, &access.project).await?))
 }
 
+/// A refusal from inside a handler (dstack's unwrapped `ForbiddenError` body).
 fn forbidden(msg: &str) -> Failure {
-    ApiError::Forbidden { msg: msg.to_owned() }.into()
+    ApiError::ForbiddenAction { msg: msg.to_owned() }.into()
 }
 
 fn check_unique<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), ApiError> {
@@ -281,6 +306,7 @@ pub(crate) async fn full_project(state: &AppState, row: &ProjectRow) -> Result<P
 
 /// `^[a-zA-Z0-9-_]{1,50}$`.
 pub(crate) fn validate_project_name(name: &str) -> Result<(), ApiError> {
-    let ok = (1..=50).contains(&name.len()) && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
+    let ok = (1..=50).contains(&name.len())
+        && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
     if ok { Ok(()) } else { Err(ApiError::error("Project name should match regex '^[a-zA-Z0-9-_]{1,50}$'")) }
 }

@@ -1,4 +1,9 @@
-//! `TestServer`: one router over one database per test binary, plus request helpers.
+//! `TestServer`: the router over the test binary's one database, plus request helpers.
+//!
+//! Every test gets its own `AppState` (a pool on its own tokio runtime; a pool must not
+//! outlive the runtime it was made on) over the shared server directory and database.
+
+use std::sync::OnceLock;
 
 use axum::Router;
 use axum::body::Body;
@@ -6,44 +11,43 @@ use axum::http::{Request, StatusCode};
 use dstack_server::{AppState, ServerConfig, app, bootstrap};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use tokio::sync::OnceCell;
 
-pub struct TestServer {
-    pub router: Router,
-    pub state: AppState,
-    pub admin_token: String,
-    _dir: tempfile::TempDir,
+pub(crate) struct TestServer {
+    pub(crate) router: Router,
+    pub(crate) state: AppState,
+    pub(crate) admin_token: String,
 }
 
-static SERVER: OnceCell<TestServer> = OnceCell::const_new();
+/// The server directory (encryption key, SQLite file) all tests of this binary share.
+static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+/// Serializes opening and bootstrapping so two tests do not both create the admin.
+static BOOTSTRAP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The shared server (created on first use).
-pub async fn server() -> &'static TestServer {
-    SERVER
-        .get_or_init(|| async {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let mut config = ServerConfig::for_dir(dir.path().to_path_buf());
-            config.database_url = std::env::var("DSTACK_TEST_POSTGRES").ok().filter(|u| !u.is_empty());
-            let state = AppState::open(&config).await.expect("the server state opens");
-            let admin_token = bootstrap::first_start(&state, &config, "http://127.0.0.1:3000").await.expect("bootstrap");
-            TestServer { router: app(state.clone()), state, admin_token, _dir: dir }
-        })
-        .await
+/// A server over the shared database, for the calling test's runtime.
+pub(crate) async fn server() -> TestServer {
+    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"));
+    let mut config = ServerConfig::for_dir(dir.path().to_path_buf());
+    config.database_url = std::env::var("DSTACK_TEST_POSTGRES").ok().filter(|u| !u.is_empty());
+    let _first = BOOTSTRAP.lock().await;
+    let state = AppState::open(&config).await.expect("the server state opens");
+    let admin_token =
+        bootstrap::first_start(&state, &config, "http://127.0.0.1:3000").await.expect("bootstrap");
+    TestServer { router: app(state.clone()), state, admin_token }
 }
 
 /// A name no other test uses.
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
 }
 
-pub struct Reply {
-    pub status: StatusCode,
-    pub json: Value,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) json: Value,
 }
 
 impl TestServer {
     /// POSTs `body` (JSON, or no body for `None`) with `token`.
-    pub async fn post(&self, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+    pub(crate) async fn post(&self, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
         let mut req = Request::post(path).header("x-api-version", "0.22.5");
         if let Some(token) = token {
             req = req.header("authorization", format!("Bearer {token}"));
@@ -58,26 +62,32 @@ impl TestServer {
         self.send(req.body(body).expect("request")).await
     }
 
-    pub async fn send(&self, req: Request<Body>) -> Reply {
+    pub(crate) async fn send(&self, req: Request<Body>) -> Reply {
         use tower::ServiceExt as _;
         let resp = self.router.clone().oneshot(req).await.expect("the router answers");
         let status = resp.status();
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        let json = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned())) };
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
         Reply { status, json }
     }
 
     /// POSTs as the admin and expects 200.
-    pub async fn admin(&self, path: &str, body: Option<Value>) -> Value {
+    pub(crate) async fn admin(&self, path: &str, body: Option<Value>) -> Value {
         let reply = self.post(path, Some(&self.admin_token), body).await;
         assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.json);
         reply.json
     }
 
     /// Creates a user; returns (name, token).
-    pub async fn new_user(&self, role: &str) -> (String, String) {
+    pub(crate) async fn new_user(&self, role: &str) -> (String, String) {
         let name = unique("user");
-        self.admin("/api/users/create", Some(serde_json::json!({"username": name, "global_role": role}))).await;
+        self.admin("/api/users/create", Some(serde_json::json!({"username": name, "global_role": role})))
+            .await;
         let creds = self.admin("/api/users/refresh_token", Some(serde_json::json!({"username": name}))).await;
         let token = creds["creds"]["token"].as_str().expect("a token").to_owned();
         (name, token)

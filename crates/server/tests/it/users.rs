@@ -20,19 +20,35 @@ async fn get_my_user_returns_the_callers_creds() {
 async fn create_update_refresh_and_delete_a_user() {
     let s = server().await;
     let name = unique("alice");
-    let created = s.admin("/api/users/create", Some(json!({"username": name, "global_role": "user", "email": "a@x.io"}))).await;
+    let created = s
+        .admin("/api/users/create", Some(json!({"username": name, "global_role": "user", "email": "a@x.io"})))
+        .await;
     assert_eq!(created["username"], name.as_str());
     assert_eq!(created["email"], "a@x.io");
     assert!(created.get("creds").is_none(), "create returns a User without creds");
 
-    let again = s.post("/api/users/create", Some(&s.admin_token), Some(json!({"username": name.to_uppercase(), "global_role": "user"}))).await;
+    let again = s
+        .post(
+            "/api/users/create",
+            Some(&s.admin_token),
+            Some(json!({"username": name.to_uppercase(), "global_role": "user"})),
+        )
+        .await;
     assert_eq!(again.status, StatusCode::BAD_REQUEST);
     assert_eq!(again.json, json!({"detail": [{"msg": "Resource exists", "code": "resource_exists"}]}));
 
-    let bad = s.post("/api/users/create", Some(&s.admin_token), Some(json!({"username": "a b", "global_role": "user"}))).await;
+    let bad = s
+        .post(
+            "/api/users/create",
+            Some(&s.admin_token),
+            Some(json!({"username": "a b", "global_role": "user"})),
+        )
+        .await;
     assert_eq!(bad.json["detail"][0]["msg"], "Username should match regex '^[a-zA-Z0-9-_]{1,60}$'");
 
-    let updated = s.admin("/api/users/update", Some(json!({"username": name, "global_role": "admin", "active": true}))).await;
+    let updated = s
+        .admin("/api/users/update", Some(json!({"username": name, "global_role": "admin", "active": true})))
+        .await;
     assert_eq!(updated["global_role"], "admin");
     assert_eq!(updated["email"], serde_json::Value::Null);
 
@@ -57,12 +73,14 @@ async fn users_see_only_themselves() {
     let s = server().await;
     let (name, token) = s.new_user("user").await;
     let listed = s.post("/api/users/list", Some(&token), None).await.json;
-    let names: Vec<&str> = listed.as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        listed.as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
     assert_eq!(names, vec![name.as_str()]);
     let other = s.post("/api/users/get_user", Some(&token), Some(json!({"username": "admin"}))).await;
     assert_eq!(other.status, StatusCode::BAD_REQUEST);
     assert_eq!(other.json["detail"][0]["code"], "resource_not_exists");
-    let refresh_other = s.post("/api/users/refresh_token", Some(&token), Some(json!({"username": "admin"}))).await;
+    let refresh_other =
+        s.post("/api/users/refresh_token", Some(&token), Some(json!({"username": "admin"}))).await;
     assert_eq!(refresh_other.status, StatusCode::FORBIDDEN);
     let all = s.admin("/api/users/list", Some(json!({"return_total_count": true}))).await;
     assert!(all["total_count"].as_i64().unwrap() >= 2);
@@ -74,7 +92,8 @@ async fn admin_cannot_be_deleted_and_missing_users_are_reported() {
     let s = server().await;
     let reply = s.post("/api/users/delete", Some(&s.admin_token), Some(json!({"users": ["admin"]}))).await;
     assert_eq!(reply.json, json!({"detail": [{"msg": "User 'admin' cannot be deleted", "code": "error"}]}));
-    let reply = s.post("/api/users/delete", Some(&s.admin_token), Some(json!({"users": [unique("ghost")]}))).await;
+    let reply =
+        s.post("/api/users/delete", Some(&s.admin_token), Some(json!({"users": [unique("ghost")]}))).await;
     assert_eq!(reply.json["detail"][0]["msg"], "Failed to delete non-existent users");
 }
 
@@ -83,7 +102,11 @@ async fn users_list_paginates_newest_first() {
     let s = server().await;
     let prefix = unique("page");
     for i in 0..3 {
-        s.admin("/api/users/create", Some(json!({"username": format!("{prefix}-{i}"), "global_role": "user"}))).await;
+        s.admin(
+            "/api/users/create",
+            Some(json!({"username": format!("{prefix}-{i}"), "global_role": "user"})),
+        )
+        .await;
     }
     let first = s.admin("/api/users/list", Some(json!({"name_pattern": prefix, "limit": 2}))).await;
     let first = first.as_array().unwrap();
@@ -93,7 +116,9 @@ async fn users_list_paginates_newest_first() {
     let rest = s
         .admin(
             "/api/users/list",
-            Some(json!({"name_pattern": prefix, "prev_created_at": last["created_at"], "prev_id": last["id"]})),
+            Some(
+                json!({"name_pattern": prefix, "prev_created_at": last["created_at"], "prev_id": last["id"]}),
+            ),
         )
         .await;
     let rest: Vec<&str> = rest.as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
