@@ -4,7 +4,7 @@
 #
 # Usage: tests/api_compat/run.sh SERVER_KIND [check.py options, e.g. -k NAME -v]
 #   SERVER_KIND  dstack  the real dstack 0.22.5 server from the oracle venv (the reference)
-#                rust    our server: ${DSTACK_RS_BIN:-target/debug/dstack} server ...
+#                rust    our server: ${DSTACK_RS_BIN:-${CARGO_TARGET_DIR:-target}/debug/dstack} server ...
 #
 # The oracle venv is $DSTACK_ORACLE_VENV (default .venv-dstack), created by
 # tests/compat/setup.sh when missing. Everything the server writes (its data dir, and the
@@ -63,7 +63,7 @@ url="http://127.0.0.1:$port"
 case "$kind" in
     dstack) server_cmd=("$venv/bin/dstack" server) ;;
     rust)
-        bin="${DSTACK_RS_BIN:-$root/target/debug/dstack}"
+        bin="${DSTACK_RS_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/dstack}"
         if [ ! -x "$bin" ]; then
             echo "api-compat: error: $bin not found (build it, or set DSTACK_RS_BIN)" >&2
             exit 1
