@@ -693,6 +693,56 @@ def _(c: Ctx):
     )
 
 
+@case("CLI: secret set/list/get/delete")
+def _(c: Ctx):
+    home = tempfile.mkdtemp(prefix="dstack-api-compat-home-")
+    name = f"tok_{SUFFIX}".replace("-", "_")
+    try:
+        p = run_cli(c, home, "project", "add", "--name", "main", "--url", c.url, "--token", c.token, "-y")
+        assert p.returncode == 0, (p.stdout + p.stderr)[-800:]
+        p = run_cli(c, home, "secret", "set", name, "s3cr3t-value")
+        assert p.returncode == 0, (p.stdout + p.stderr)[-800:]
+        p = run_cli(c, home, "secret", "list")
+        assert p.returncode == 0 and name in p.stdout, p.stdout + p.stderr
+        assert "s3cr3t-value" not in p.stdout, "list must not show values"
+        p = run_cli(c, home, "secret", "get", name)
+        assert p.returncode == 0 and "s3cr3t-value" in p.stdout, p.stdout + p.stderr
+        p = run_cli(c, home, "secret", "delete", name, "-y")
+        assert p.returncode == 0, (p.stdout + p.stderr)[-800:]
+        p = run_cli(c, home, "secret", "list")
+        assert name not in p.stdout, p.stdout
+        p = run_cli(c, home, "secret", "get", name)
+        assert p.returncode != 0 or "not found" in (p.stdout + p.stderr).lower(), p.stdout + p.stderr
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@case("SDK/HTTP: secrets are for project admins; managers get the handler's bare 403")
+def _(c: Ctx):
+    owner, owner_token = c.new_user("sec-owner")
+    manager, manager_token = c.new_user("sec-manager")
+    project = f"sec-{SUFFIX}"
+    r = c.post("/api/projects/create", {"project_name": project}, token=owner_token)
+    expect_status(r, 200)
+    c.cleanup.append(lambda: c.post("/api/projects/delete", {"projects_names": [project]}))
+    r = c.post(
+        f"/api/projects/{project}/add_members",
+        {"members": [{"username": manager, "project_role": "manager"}]},
+        token=owner_token,
+    )
+    expect_status(r, 200)
+    r = c.post(f"/api/project/{project}/secrets/create_or_update", {"name": "k", "value": "v"}, token=owner_token)
+    expect_status(r, 200)
+    d = r.json()
+    assert d["name"] == "k" and d["value"] == "v", d
+    r = c.post(f"/api/project/{project}/secrets/list", token=owner_token)
+    expect_json(r, 200, [{"id": d["id"], "name": "k", "value": None}])
+    r = c.post(f"/api/project/{project}/secrets/list", token=manager_token)
+    expect_json(r, 403, {"msg": "Access denied", "code": None})
+    r = c.post(f"/api/project/{project}/secrets/delete", {"secrets_names": ["k", "zz"]}, token=owner_token)
+    expect_json(r, 400, {"detail": [{"msg": "Secrets not found: zz", "code": "resource_not_exists"}]})
+
+
 # ============================================================================================
 # 5. The error contract
 # ============================================================================================

@@ -10,6 +10,7 @@
 
 mod connect;
 mod projects;
+mod secrets;
 mod users;
 
 use sqlx::any::AnyRow;
@@ -17,6 +18,7 @@ use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 
 pub use crate::projects::ProjectRow;
+pub use crate::secrets::SecretRow;
 pub use crate::users::UserRow;
 
 /// Which database server a [`Db`] talks to.

@@ -6,6 +6,7 @@
 //! error shapes through [`Failure`].
 
 mod projects;
+mod secrets;
 mod server;
 pub(crate) mod users;
 
@@ -47,6 +48,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/projects/{project_name}/set_members", post(projects::set_members))
         .route("/api/projects/{project_name}/add_members", post(projects::add_members))
         .route("/api/projects/{project_name}/remove_members", post(projects::remove_members))
+        .route("/api/project/{project_name}/secrets/list", post(secrets::list))
+        .route("/api/project/{project_name}/secrets/get", post(secrets::get))
+        .route("/api/project/{project_name}/secrets/create_or_update", post(secrets::create_or_update))
+        .route("/api/project/{project_name}/secrets/delete", post(secrets::delete))
         .merge(not_yet_routes())
         .layer(middleware::from_fn(check_client_version));
     Router::new()
@@ -88,10 +93,6 @@ const NOT_YET_PROJECT_ROUTES: &[&str] = &[
     "runs/delete",
     "gpus/list",
     "logs/poll",
-    "secrets/list",
-    "secrets/get",
-    "secrets/create_or_update",
-    "secrets/delete",
     "gateways/list",
     "gateways/get",
     "gateways/get_plan",

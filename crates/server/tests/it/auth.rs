@@ -23,6 +23,12 @@ async fn every_private_route_needs_a_valid_token() {
         "/api/projects/main/set_members",
         "/api/projects/main/add_members",
         "/api/projects/main/remove_members",
+        "/api/project/main/secrets/list",
+        "/api/project/main/secrets/get",
+        "/api/project/main/secrets/create_or_update",
+        "/api/project/main/secrets/delete",
+        "/api/project/main/runs/get_plan",
+        "/api/runs/list",
     ];
     for path in private {
         let none = s.post(path, None, Some(json!({}))).await;

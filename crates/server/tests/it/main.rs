@@ -6,6 +6,7 @@
 
 mod auth;
 mod projects;
+mod secrets;
 mod server;
 mod support;
 mod users;
