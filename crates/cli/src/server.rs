@@ -55,13 +55,18 @@ pub fn run(args: &ServerArgs) -> u8 {
             return EXIT_INVALID;
         }
     };
+    // Install the signal handlers before anything else can take a while.
+    let shutdown = {
+        let _entered = runtime.enter();
+        dstack_server::shutdown_signal()
+    };
     let result = runtime.block_on(dstack_server::run(
         config,
         |started| {
             println!("The admin token is {:?}", started.admin_token);
             println!("The server is running at {}/", started.url);
         },
-        dstack_server::shutdown_signal(),
+        shutdown,
     ));
     match result {
         Ok(()) => EXIT_OK,

@@ -1,3 +1,4 @@
 //! Integration tests for the `dstack` binary (one test executable; one module per command).
 
+mod server;
 mod validate;

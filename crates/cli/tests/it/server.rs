@@ -1,0 +1,81 @@
+//! `dstack server` as a process: first start, the CLI config it writes, a restart that keeps
+//! the admin token, and a graceful stop on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    url: String,
+    token: String,
+}
+
+fn start(home: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dstack"))
+        .args(["server", "--host", "127.0.0.1", "--port", "0"])
+        .args(extra)
+        .env("HOME", home)
+        .env("DSTACK_SERVER_DIR", home.join("server"))
+        .env_remove("DSTACK_DO_NOT_UPDATE_DEFAULT_PROJECT")
+        .env_remove("DSTACK_DATABASE_URL")
+        .env_remove("DSTACK_SERVER_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dstack server starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let token_line = lines.next().expect("a token line").expect("utf-8");
+    let url_line = lines.next().expect("a url line").expect("utf-8");
+    let token = token_line.trim_start_matches("The admin token is ").trim_matches('"').to_owned();
+    let url = url_line.trim_start_matches("The server is running at ").trim_end_matches('/').to_owned();
+    Server { child, url, token }
+}
+
+/// A minimal HTTP/1.1 GET (no client library needed for one health probe).
+fn get(url: &str, path: &str) -> String {
+    let addr = url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).expect("the server accepts connections");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+fn stop(mut server: Server) -> i32 {
+    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(Instant::now() < deadline, "the server did not stop within 10 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn first_start_restart_and_graceful_stop() {
+    let home = tempfile::TempDir::new().unwrap();
+    let server = start(home.path(), &["--token", "first-token"]);
+    assert_eq!(server.token, "first-token");
+    let health = get(&server.url, "/healthcheck");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.ends_with(r#"{"status":"running"}"#), "{health}");
+
+    let config =
+        std::fs::read_to_string(home.path().join(".dstack/config.yml")).expect("config.yml is written");
+    assert!(config.contains("name: main"), "{config}");
+    assert!(config.contains("token: first-token"), "{config}");
+    assert!(config.contains(&server.url), "{config}");
+    assert!(home.path().join("server/data/sqlite.db").exists());
+    assert_eq!(stop(server), 0, "SIGTERM is a clean exit");
+
+    // A restart keeps the admin created on the first start; --token no longer changes it.
+    let again = start(home.path(), &["--token", "other-token"]);
+    assert_eq!(again.token, "first-token");
+    assert_eq!(stop(again), 0);
+}
