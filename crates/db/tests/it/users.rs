@@ -112,7 +112,9 @@ async fn list_and_count() {
             assert_eq!((before, after), (0, 4));
             assert_eq!(db.list_users().await.unwrap(), expected);
         } else {
-            assert!(after >= before + 4, "{before} -> {after}");
+            // Other tests share this database and delete users concurrently, so only the
+            // users this test inserted can be counted on.
+            assert!(after >= 4, "{before} -> {after}");
         }
     })
     .await;
