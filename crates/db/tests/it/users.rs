@@ -159,7 +159,7 @@ async fn update_user_and_keys() {
 
 #[tokio::test]
 async fn delete_users_is_soft_and_frees_the_name() {
-    each_backend(|Ctx { db, .. }| async move {
+    each_backend(|Ctx { db, exclusive }| async move {
         let owner = new_user(&db, "del").await;
         let member = new_user(&db, "del").await;
         let keeper = new_user(&db, "del").await;
@@ -182,7 +182,10 @@ async fn delete_users_is_soft_and_frees_the_name() {
             assert!(gone.name.starts_with("_deleted_"), "{}", gone.name);
             assert!(!gone.active);
         }
-        assert_eq!(db.count_users().await.unwrap(), before - 2);
+        if exclusive {
+            // Only a database of our own keeps counts still while we look.
+            assert_eq!(db.count_users().await.unwrap(), before - 2);
+        }
         assert_eq!(db.user_by_name(&keeper.name).await.unwrap(), Some(keeper.clone()));
         let members = db.project_members(p.id).await.unwrap();
         assert_eq!(members, vec![(keeper.clone(), "user".to_owned())]);
