@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod projects;
+pub mod runs;
 pub mod server;
 pub mod time;
 pub mod users;
