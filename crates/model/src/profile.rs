@@ -716,7 +716,7 @@ impl FromNode for ProfileParams {
     }
 }
 
-deserialize_via_node!(ProfileParams);
+deserialize_via_node!(ProfileParams, UtilizationPolicy, BackendOptions);
 
 /// The profile fields of a fleet after `resources`, in its JSON order (meant for
 /// `#[serde(flatten)]`); `reservation` goes separately between `nodes` and `resources`.

@@ -653,7 +653,7 @@ impl FromNode for DiskSpec {
     }
 }
 
-deserialize_via_node!(ResourcesSpec, CpuSpec, GpuSpec, DiskSpec);
+deserialize_via_node!(ResourcesSpec, CpuSpec, GpuSpec, DiskSpec, CpuArch, GpuVendor);
 
 /// The shorthand of a count range: `8`, `2..8`, `2..`, `..8`.
 pub fn count_shorthand(range: &Range<i64>) -> String {

@@ -1351,7 +1351,13 @@ impl ServiceConfiguration {
     }
 }
 
-crate::deserialize_via_node!(DevEnvironmentConfiguration, TaskConfiguration, ServiceConfiguration);
+crate::deserialize_via_node!(
+    DevEnvironmentConfiguration,
+    TaskConfiguration,
+    ServiceConfiguration,
+    RegistryAuth,
+    MountPoint
+);
 
 /// Reads a string from a fixed set (for the profile-owned enums used in replica groups).
 pub(crate) fn string_choice(node: &Node, cx: &mut Cx, choices: &[&str]) -> Option<String> {

@@ -833,3 +833,5 @@ pub(crate) fn check_groups_against_service(
     }
     Ok(())
 }
+
+crate::deserialize_via_node!(HttpHeader);
