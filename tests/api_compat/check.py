@@ -6,7 +6,7 @@ Usage: check.py --url URL --token ADMIN_TOKEN [-k SUBSTRING] [-v]
 
 Run it with the Python of the oracle venv (tests/compat/setup.sh creates it); run.sh does
 that and also starts the server. The expected values are what the real dstack 0.22.5
-server answers. Where /work/shared/spec/api.md and the real server disagree, the real server
+server answers. Where ../shared/spec/api.md and the real server disagree, the real server
 wins and a comment says so ("REAL:").
 
 Each case prints one line (PASS/FAIL name [: reason]); the last line is exactly

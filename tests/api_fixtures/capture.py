@@ -7,7 +7,7 @@ exchange to crates/api/tests/fixtures/<step>.<route>.<request|response>.json. Uu
 timestamps are kept as captured. Then, with `--check`, it validates the Rust round-trip output
 of every Run / RunPlan fixture with the real pydantic models (see check_roundtrip.py).
 
-Usage: python3 tests/api_fixtures/capture.py [--venv /tmp/dsvenv] [--out DIR]
+Usage: python3 tests/api_fixtures/capture.py [--venv VENV] [--out DIR]
 """
 
 import argparse
@@ -146,7 +146,7 @@ def make_handler(rec: Recorder):
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--venv", default=os.environ.get("DSTACK_ORACLE_VENV", "/tmp/dsvenv"))
+    ap.add_argument("--venv", default=os.environ.get("DSTACK_ORACLE_VENV", str(ROOT / ".venv-dstack")))
     ap.add_argument("--out", default=str(ROOT / "crates/api/tests/fixtures"))
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = ap.parse_args()
