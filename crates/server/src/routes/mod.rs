@@ -60,6 +60,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 

@@ -111,3 +111,17 @@ async fn malformed_bodies_are_422() {
     let missing = s.post("/api/users/get_user", Some(&s.admin_token), None).await;
     assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn oversized_bodies_are_413() {
+    let s = server().await;
+    let body = vec![b' '; dstack_server::routes::MAX_BODY_BYTES + 1];
+    let req = Request::post("/api/users/get_user")
+        .header("authorization", format!("Bearer {}", s.admin_token))
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let reply = s.send(req).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.json, json!({"detail": "Request body is larger than 67108864 bytes"}));
+}
