@@ -9,6 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod project;
+pub mod secret;
 pub mod server;
 pub mod validate;
 
@@ -22,12 +24,29 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Manage the projects the CLI knows (~/.dstack/config.yml).
+    #[command(subcommand)]
+    Project(project::ProjectCommand),
+    /// Manage a project's secrets.
+    Secret(secret::SecretArgs),
     /// Start the dstack server (SQLite under ~/.dstack/server by default).
     Server(server::ServerArgs),
     /// Check configuration files offline, without a server.
     ///
     /// Exits 0 when every file is valid, 1 when any is invalid, 2 on usage errors.
     Validate(validate::ValidateArgs),
+}
+
+/// Prints an error the way every command does and returns [`EXIT_INVALID`].
+pub(crate) fn fail(message: impl std::fmt::Display) -> u8 {
+    eprintln!("{} {message}", console::style("error:").red().bold());
+    EXIT_INVALID
+}
+
+/// The CLI's configuration file under the user's home directory.
+pub(crate) fn config_path() -> std::path::PathBuf {
+    let home = dirs::home_dir().unwrap_or_else(|| std::path::PathBuf::from("."));
+    dstack_client::config::default_path(&home)
 }
 
 /// Exit code when every input was fine.
@@ -54,6 +73,8 @@ where
     let code = match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Server(args) => server::run(&args),
+        Command::Project(cmd) => project::run(&cmd),
+        Command::Secret(args) => secret::run(&args),
     };
     ExitCode::from(code)
 }

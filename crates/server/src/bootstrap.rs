@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use dstack_api::users::{GlobalRole, ProjectRole};
+use dstack_client::config::{CliConfig, ProjectConfig};
 use dstack_db::ProjectRow;
 use uuid::Uuid;
 
@@ -58,32 +59,13 @@ pub async fn first_start(state: &AppState, config: &ServerConfig, url: &str) -> 
 /// Adds or updates `project` in the CLI's `~/.dstack/config.yml` and makes it the default,
 /// keeping the other entries (what `dstack server` does).
 pub fn write_client_config(path: &Path, project: &str, url: &str, token: &str) -> Result<(), ServerError> {
-    let io = |what: &str, source| ServerError::Io { what: format!("{what} {}", path.display()), source };
-    let mut doc: serde_json::Value = match std::fs::read_to_string(path) {
-        Ok(text) => serde_saphyr::from_str(&text).unwrap_or(serde_json::Value::Null),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Value::Null,
-        Err(e) => return Err(io("reading", e)),
+    let (mut config, _ignored_warning) = CliConfig::load(path);
+    let entry = ProjectConfig {
+        name: project.to_owned(),
+        url: url.to_owned(),
+        token: token.to_owned(),
+        default: true,
     };
-    if !doc.is_object() {
-        doc = serde_json::json!({});
-    }
-    let entry = serde_json::json!({"name": project, "url": url, "token": token, "default": true});
-    let mut list: Vec<serde_json::Value> =
-        doc.get("projects").and_then(|p| p.as_array()).cloned().unwrap_or_default();
-    for p in &mut list {
-        if let Some(obj) = p.as_object_mut() {
-            obj.insert("default".to_owned(), serde_json::Value::Bool(false));
-        }
-    }
-    match list.iter_mut().find(|p| p["name"] == project) {
-        Some(existing) => *existing = entry,
-        None => list.push(entry),
-    }
-    doc["projects"] = serde_json::Value::Array(list);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| io("creating the directory of", e))?;
-    }
-    let text = serde_saphyr::to_string(&doc)
-        .map_err(|e| ServerError::Config(format!("writing {}: {e}", path.display())))?;
-    std::fs::write(path, text).map_err(|e| io("writing", e))
+    config.upsert(entry, true);
+    config.save(path).map_err(|e| ServerError::Config(e.to_string()))
 }

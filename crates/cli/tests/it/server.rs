@@ -79,3 +79,68 @@ fn first_start_restart_and_graceful_stop() {
     assert_eq!(again.token, "first-token");
     assert_eq!(stop(again), 0);
 }
+
+/// Runs our CLI with `home` as the home directory; returns (exit code, stdout, stderr).
+fn cli(home: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dstack"))
+        .args(args)
+        .env("HOME", home)
+        .env("NO_COLOR", "1")
+        .env_remove("DSTACK_PROJECT")
+        .env_remove("DSTACK_SERVER_URL")
+        .env_remove("DSTACK_TOKEN")
+        .output()
+        .expect("the CLI runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn the_cli_uses_the_server_it_started() {
+    let home = tempfile::TempDir::new().unwrap();
+    let server = start(home.path(), &[]);
+    let h = home.path();
+
+    // `dstack server` configured the CLI: secrets work at once.
+    assert_eq!(cli(h, &["secret", "set", "hf_token", "abc"]).0, 0);
+    let (code, out, _) = cli(h, &["secret", "list", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), r#"[{"name":"hf_token"}]"#);
+    let (code, out, _) = cli(h, &["secret", "get", "hf_token"]);
+    assert_eq!((code, out.trim()), (0, "abc"));
+    let (code, _, err) = cli(h, &["secret", "get", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Resource not found"), "{err}");
+    assert_eq!(cli(h, &["secret", "delete", "hf_token", "-y"]).0, 0);
+
+    // Projects: add checks the server, the others edit the file.
+    let (code, _, err) =
+        cli(h, &["project", "add", "--name", "main", "--url", &server.url, "--token", "wrong", "-y"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is denied"), "{err}");
+    let (code, _, err) =
+        cli(h, &["project", "add", "--name", "ghost", "--url", &server.url, "--token", &server.token]);
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) =
+        cli(h, &["project", "add", "--name", "main", "--url", &server.url, "--token", &server.token]);
+    assert_eq!(code, 1);
+    assert!(err.contains("pass -y"), "{err}");
+    assert_eq!(
+        cli(h, &["project", "add", "--name", "main", "--url", &server.url, "--token", &server.token, "-y"]).0,
+        0
+    );
+    let (_, out, _) = cli(h, &["project", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(listed, serde_json::json!([{"name": "main", "url": server.url, "default": true}]));
+    let (code, _, err) = cli(h, &["project", "set-default", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Project nope is not configured"), "{err}");
+    assert_eq!(cli(h, &["project", "delete", "--name", "main", "-y"]).0, 0);
+    let (code, _, err) = cli(h, &["secret", "list"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("No default project"), "{err}");
+    assert_eq!(stop(server), 0);
+}

@@ -1,0 +1,133 @@
+//! A typed, blocking client for the dstack 0.22 HTTP API (what our CLI uses), and the CLI's
+//! configuration file, `~/.dstack/config.yml`.
+//!
+//! The client speaks exactly what dstack's own client speaks: POST with JSON, `Authorization:
+//! Bearer`, `X-API-VERSION`, and dstack's error bodies turned back into messages.
+
+pub mod config;
+
+use dstack_api::DSTACK_VERSION;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// What went wrong talking to a server.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error; `message` is what dstack's CLI would show.
+    #[error("{message}")]
+    Api { status: u16, code: Option<String>, message: String },
+    #[error("cannot reach {url}: {reason}")]
+    Transport { url: String, reason: String },
+    #[error("unexpected answer from {url}: {reason}")]
+    Decode { url: String, reason: String },
+}
+
+impl ClientError {
+    /// A 400 with code `resource_not_exists` (a missing run, secret, …).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClientError::Api { code: Some(code), .. } if code == "resource_not_exists")
+    }
+}
+
+/// A connection to one server as one user.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base_url: String,
+    token: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Client {
+    pub fn new(base_url: &str, token: &str) -> Result<Client, ClientError> {
+        let http = reqwest::blocking::Client::builder()
+            .build()
+            .map_err(|e| ClientError::Transport { url: base_url.to_owned(), reason: e.to_string() })?;
+        Ok(Client { base_url: base_url.trim_end_matches('/').to_owned(), token: token.to_owned(), http })
+    }
+
+    /// POSTs `body` (or nothing) to `path` and reads the JSON answer as `T`.
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}/{}", self.base_url, path.trim_start_matches('/'));
+        let mut req = self.http.post(&url).bearer_auth(&self.token).header("X-API-VERSION", DSTACK_VERSION);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp =
+            req.send().map_err(|e| ClientError::Transport { url: url.clone(), reason: e.to_string() })?;
+        let status = resp.status().as_u16();
+        let bytes =
+            resp.bytes().map_err(|e| ClientError::Transport { url: url.clone(), reason: e.to_string() })?;
+        if status != 200 {
+            return Err(api_error(&url, status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url, reason: e.to_string() })
+    }
+
+    pub fn get_project(&self, project: &str) -> Result<dstack_api::projects::Project, ClientError> {
+        self.post::<(), _>(&format!("/api/projects/{project}/get"), None)
+    }
+
+    pub fn get_my_user(&self) -> Result<dstack_api::users::UserWithCreds, ClientError> {
+        self.post::<(), _>("/api/users/get_my_user", None)
+    }
+
+    pub fn list_secrets(&self, project: &str) -> Result<Vec<dstack_api::secrets::Secret>, ClientError> {
+        self.post::<(), _>(&format!("/api/project/{project}/secrets/list"), None)
+    }
+
+    pub fn get_secret(&self, project: &str, name: &str) -> Result<dstack_api::secrets::Secret, ClientError> {
+        self.post(&format!("/api/project/{project}/secrets/get"), Some(&serde_json::json!({"name": name})))
+    }
+
+    pub fn set_secret(
+        &self,
+        project: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<dstack_api::secrets::Secret, ClientError> {
+        let body = serde_json::json!({"name": name, "value": value});
+        self.post(&format!("/api/project/{project}/secrets/create_or_update"), Some(&body))
+    }
+
+    pub fn delete_secrets(&self, project: &str, names: &[String]) -> Result<(), ClientError> {
+        let body = serde_json::json!({"secrets_names": names});
+        self.post::<_, serde_json::Value>(&format!("/api/project/{project}/secrets/delete"), Some(&body))
+            .map(|_| ())
+    }
+}
+
+/// Turns dstack's error bodies into the message its CLI shows.
+fn api_error(url: &str, status: u16, bytes: &[u8]) -> ClientError {
+    let body: serde_json::Value = serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null);
+    let detail = &body["detail"];
+    let (code, message) = match status {
+        400 if detail.as_array().is_some_and(|d| d.len() == 1) => {
+            let d = &detail[0];
+            (d["code"].as_str().map(str::to_owned), d["msg"].as_str().unwrap_or("error").to_owned())
+        }
+        401 | 403 => (None, format!("Access to {url} is denied. Please check your access token")),
+        404 => (None, format!("Not found: {url}")),
+        422 => (None, format!("Server validation error: {detail}")),
+        _ => (None, format!("Unexpected error: status code {status} when requesting {url}: {body}")),
+    };
+    ClientError::Api { status, code, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_become_messages() {
+        let e = api_error("u", 400, br#"{"detail":[{"msg":"Run not found","code":"resource_not_exists"}]}"#);
+        assert!(e.is_not_found());
+        assert_eq!(e.to_string(), "Run not found");
+        let e = api_error("http://s/api/x", 403, br#"{"detail":{"msg":"Invalid token","code":null}}"#);
+        assert_eq!(e.to_string(), "Access to http://s/api/x is denied. Please check your access token");
+        assert!(!e.is_not_found());
+    }
+}
