@@ -693,6 +693,31 @@ def _(c: Ctx):
     )
 
 
+@case("SDK: repos.init (virtual and remote) / list / get_with_creds / delete")
+def _(c: Ctx):
+    from dstack._internal.core.models.repos.remote import RemoteRepoCreds, RemoteRepoInfo
+    from dstack._internal.core.models.repos.virtual import VirtualRepoInfo
+
+    api = c.client()
+    project = f"repos-{SUFFIX}"
+    expect_status(c.post("/api/projects/create", {"project_name": project}), 200)
+    c.cleanup.append(lambda: c.post("/api/projects/delete", {"projects_names": [project]}))
+    api.repos.init(project, "none", VirtualRepoInfo())
+    creds = RemoteRepoCreds(clone_url="https://example.com/org/r.git", private_key=None, oauth_token="tok")
+    api.repos.init(project, "r-1", RemoteRepoInfo(repo_name="r"), creds)
+    heads = sorted(api.repos.list(project), key=lambda h: h.repo_id)
+    assert [h.repo_id for h in heads] == ["none", "r-1"], heads
+    assert heads[0].repo_info.repo_type == "virtual" and heads[1].repo_info.repo_name == "r", heads
+    got = api.repos.get_with_creds(project, "r-1")
+    assert got.repo_creds is not None and got.repo_creds.oauth_token == "tok", got
+    plain = api.repos.get(project, "r-1")
+    assert plain.repo_id == "r-1", plain
+    r = c.post(f"/api/project/{project}/repos/get", {"repo_id": "nope", "include_creds": False})
+    expect_json(r, 400, {"detail": [{"msg": "Resource not found", "code": "resource_not_exists"}]})
+    api.repos.delete(project, ["r-1"])
+    assert [h.repo_id for h in api.repos.list(project)] == ["none"]
+
+
 @case("CLI: secret set/list/get/delete")
 def _(c: Ctx):
     home = tempfile.mkdtemp(prefix="dstack-api-compat-home-")

@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod projects;
+pub mod repos;
 pub mod runs;
 pub mod secrets;
 pub mod server;

@@ -10,6 +10,7 @@
 
 mod connect;
 mod projects;
+mod repos;
 mod secrets;
 mod users;
 
@@ -18,6 +19,7 @@ use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 
 pub use crate::projects::ProjectRow;
+pub use crate::repos::RepoRow;
 pub use crate::secrets::SecretRow;
 pub use crate::users::UserRow;
 

@@ -6,6 +6,7 @@
 //! error shapes through [`Failure`].
 
 mod projects;
+mod repos;
 mod secrets;
 mod server;
 pub(crate) mod users;
@@ -48,6 +49,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/projects/{project_name}/set_members", post(projects::set_members))
         .route("/api/projects/{project_name}/add_members", post(projects::add_members))
         .route("/api/projects/{project_name}/remove_members", post(projects::remove_members))
+        .route("/api/project/{project_name}/repos/list", post(repos::list))
+        .route("/api/project/{project_name}/repos/get", post(repos::get))
+        .route("/api/project/{project_name}/repos/init", post(repos::init))
+        .route("/api/project/{project_name}/repos/delete", post(repos::delete))
         .route("/api/project/{project_name}/secrets/list", post(secrets::list))
         .route("/api/project/{project_name}/secrets/get", post(secrets::get))
         .route("/api/project/{project_name}/secrets/create_or_update", post(secrets::create_or_update))
@@ -82,10 +87,6 @@ const NOT_YET_PROJECT_ROUTES: &[&str] = &[
     "fleets/delete_instances",
     "instances/get",
     "instances/get_instance_health_checks",
-    "repos/list",
-    "repos/get",
-    "repos/init",
-    "repos/delete",
     "repos/upload_code",
     "runs/get",
     "runs/get_plan",

@@ -6,6 +6,7 @@
 
 mod auth;
 mod projects;
+mod repos;
 mod secrets;
 mod server;
 mod support;
