@@ -822,6 +822,21 @@ fn image_static_checks(targets: &[ImageTarget<'_>], out: &mut Vec<String>) {
     }
 }
 
+/// One image-check target per group: `parts` gives a group's resources, image and Docker flag.
+fn group_targets<'a, G>(
+    groups: &'a [G],
+    parts: impl Fn(&'a G) -> (&'a ResourcesSpec, Option<&'a str>, bool),
+) -> Vec<ImageTarget<'a>> {
+    groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let (resources, image, docker) = parts(g);
+            ImageTarget { group: Some(i), resources, image, docker }
+        })
+        .collect()
+}
+
 /// Prefixes `groups[0, 2]: ` (dstack's Python list repr) when the message is about groups.
 fn with_groups(groups: &[usize], message: String) -> String {
     if groups.is_empty() {
@@ -1142,17 +1157,11 @@ impl TaskConfiguration {
         let mut out = Vec::new();
         self.base.static_checks(&mut out);
         profile_static_checks(&self.profile, &mut out);
-        let targets: Vec<ImageTarget<'_>> = match &self.groups {
-            Some(groups) => groups
-                .iter()
-                .enumerate()
-                .map(|(i, g)| ImageTarget {
-                    group: Some(i),
-                    resources: &g.resources,
-                    image: self.base.image.as_deref(),
-                    docker: self.base.docker == Some(true),
-                })
-                .collect(),
+        // Node groups take the image from the task.
+        let targets = match &self.groups {
+            Some(groups) => group_targets(groups, |g| {
+                (&g.resources, self.base.image.as_deref(), self.base.docker == Some(true))
+            }),
             None => vec![self.base.image_target()],
         };
         image_static_checks(&targets, &mut out);
@@ -1328,20 +1337,15 @@ impl ServiceConfiguration {
         let mut out = Vec::new();
         self.base.static_checks(&mut out);
         profile_static_checks(&self.profile, &mut out);
-        let groups: Vec<ImageTarget<'_>> = match &self.groups {
-            Some(groups) => groups
-                .iter()
-                .enumerate()
-                .map(|(i, g)| ImageTarget {
-                    group: Some(i),
-                    resources: &g.resources,
-                    image: g.image.as_deref().or(self.base.image.as_deref()),
-                    docker: g.docker.or(self.base.docker) == Some(true),
-                })
-                .collect(),
+        // Replica groups may set their own image and docker, falling back to the service's.
+        let targets = match &self.groups {
+            Some(groups) => group_targets(groups, |g| {
+                let image = g.image.as_deref().or(self.base.image.as_deref());
+                (&g.resources, image, g.docker.or(self.base.docker) == Some(true))
+            }),
             None => vec![self.base.image_target()],
         };
-        image_static_checks(&groups, &mut out);
+        image_static_checks(&targets, &mut out);
         self.gateway_static_checks(&mut out);
         if self.profile.schedule.is_some() && self.replica_ranges().iter().all(|r| r.min == Some(0)) {
             out.push("Scheduled services with autoscaling to zero are not supported".to_owned());
