@@ -613,21 +613,25 @@ macro_rules! deserialize_via_node {
     )+};
 }
 
-/// Validates wire JSON as `T`; the error lists every problem, one per line.
-pub fn from_json<T: FromNode>(json: &serde_json::Value) -> Result<T, String> {
-    let node = Node::from_json(json);
+/// Validates `node` as `T`: the value, or every error found (warnings left out).
+pub fn validate<T: FromNode>(node: &Node) -> Result<T, Vec<Diagnostic>> {
     let mut cx = Cx::new();
-    let value = T::from_node(&node, &mut cx);
+    let value = T::from_node(node, &mut cx);
     match value {
         Some(v) if !cx.has_errors() => Ok(v),
-        _ => Err(cx
-            .into_diagnostics()
+        _ => Err(cx.into_diagnostics().into_iter().filter(Diagnostic::is_error).collect()),
+    }
+}
+
+/// Validates wire JSON as `T`; the error lists every problem, one per line.
+pub fn from_json<T: FromNode>(json: &serde_json::Value) -> Result<T, String> {
+    validate(&Node::from_json(json)).map_err(|errors| {
+        errors
             .iter()
-            .filter(|d| d.is_error())
             .map(|d| if d.path.is_empty() { d.message.clone() } else { format!("{}: {}", d.path, d.message) })
             .collect::<Vec<_>>()
-            .join("\n")),
-    }
+            .join("\n")
+    })
 }
 
 /// Describes a string for messages (re-exported for models).

@@ -717,19 +717,8 @@ fn not_finite(node: &Node, cx: &mut Cx) {
 
 /// Parses a shorthand string through the same code as YAML input; errors joined by `; `.
 fn parse_text<T: FromNode>(s: &str) -> Result<T, String> {
-    let node = Node::new(Value::Str(s.to_owned()), None);
-    let mut cx = Cx::new();
-    let value = T::from_node(&node, &mut cx);
-    match value {
-        Some(v) if !cx.has_errors() => Ok(v),
-        _ => Err(cx
-            .into_diagnostics()
-            .iter()
-            .filter(|d| d.is_error())
-            .map(|d| d.message.clone())
-            .collect::<Vec<_>>()
-            .join("; ")),
-    }
+    crate::de::validate(&Node::new(Value::Str(s.to_owned()), None))
+        .map_err(|errors| errors.iter().map(|d| d.message.clone()).collect::<Vec<_>>().join("; "))
 }
 
 /// A value as Python's `repr` shows it, for messages that quote dstack's wording.
