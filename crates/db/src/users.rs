@@ -122,6 +122,33 @@ impl Db {
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
+    /// A non-deleted user whose name equals `name` ignoring ASCII case (dstack refuses such
+    /// near-duplicate names).
+    pub async fn user_by_name_ignore_case(&self, name: &str) -> Result<Option<UserRow>, DbError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(""),
+            " FROM users WHERE LOWER(name) = LOWER($1) AND deleted = FALSE"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    /// A non-deleted user with this email (the first by name if several share it).
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, DbError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(""),
+            " FROM users WHERE email = $1 AND deleted = FALSE ORDER BY name LIMIT 1"
+        ))
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
     /// The user with this id, **including a deleted one** (still the owner of its projects);
     /// a deleted user's `name` is its `_deleted_…` name and `active` is false.
     pub async fn user_by_id(&self, id: Uuid) -> Result<Option<UserRow>, DbError> {

@@ -24,29 +24,25 @@ pub(super) async fn list(
     OptBody(req): OptBody<ListProjectsRequest>,
 ) -> Result<Response, Failure> {
     let include_not_joined = req.include_not_joined.unwrap_or(true);
-    let mut rows = Vec::new();
-    for row in state.db.list_projects().await? {
-        let member = state.db.member_role(row.id, caller.user.id).await?.is_some();
-        if caller.is_admin() || member || (include_not_joined && row.is_public) {
-            rows.push(row);
-        }
-    }
+    let all = state.db.list_projects().await?;
+    let mut rows = if caller.is_admin() {
+        all
+    } else {
+        let joined: HashSet<Uuid> =
+            state.db.list_projects_for_member(caller.user.id).await?.into_iter().map(|p| p.id).collect();
+        all.into_iter().filter(|p| joined.contains(&p.id) || (include_not_joined && p.is_public)).collect()
+    };
     let profile_user = match &req.username {
         Some(name) => Some(state.db.user_by_name(name).await?),
         None => None,
     };
     if let Some(profile_user) = &profile_user {
-        let mut kept = Vec::new();
-        for row in rows {
-            let keep = match profile_user {
-                Some(u) => row.owner_id == u.id || state.db.member_role(row.id, u.id).await?.is_some(),
-                None => false,
-            };
-            if keep {
-                kept.push(row);
-            }
-        }
-        rows = kept;
+        // Projects the named user owns or belongs to.
+        let theirs: HashSet<Uuid> = match profile_user {
+            Some(u) => state.db.list_projects_for_member(u.id).await?.into_iter().map(|p| p.id).collect(),
+            None => HashSet::new(),
+        };
+        rows.retain(|p| profile_user.as_ref().is_some_and(|u| p.owner_id == u.id) || theirs.contains(&p.id));
     }
     if let Some(pattern) = req.name_pattern.as_deref().map(str::to_lowercase) {
         rows.retain(|p| p.name.to_lowercase().contains(&pattern));
@@ -61,6 +57,7 @@ pub(super) async fn list(
         req.ascending,
     );
     let mut projects = Vec::with_capacity(page.len());
+    let mut owners: std::collections::HashMap<Uuid, UserRow> = std::collections::HashMap::new();
     for row in &page {
         // Without `username` members are left out; with it, only that user's membership.
         let members = match &profile_user {
@@ -74,7 +71,11 @@ pub(super) async fn list(
                 .collect(),
             _ => Vec::new(),
         };
-        projects.push(convert::project(row, &owner_of(&state, row).await?, members));
+        let owner = match owners.entry(row.owner_id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(owner_of(&state, row).await?),
+        };
+        projects.push(convert::project(row, owner, members));
     }
     Ok(if req.return_total_count {
         Json(ProjectsInfoList { total_count: Some(total), projects }).into_response()
@@ -285,7 +286,7 @@ async fn find_user(state: &AppState, name_or_email: &str) -> Result<Option<UserR
     if let Some(user) = state.db.user_by_name(name_or_email).await? {
         return Ok(Some(user));
     }
-    Ok(state.db.list_users().await?.into_iter().find(|u| u.email.as_deref() == Some(name_or_email)))
+    Ok(state.db.user_by_email(name_or_email).await?)
 }
 
 async fn owner_of(state: &AppState, row: &ProjectRow) -> Result<UserRow, Failure> {

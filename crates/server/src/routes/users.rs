@@ -95,8 +95,7 @@ pub(super) async fn create(
     Body(req): Body<CreateUserRequest>,
 ) -> Result<Json<User>, Failure> {
     validate_username(&req.username)?;
-    let taken = state.db.list_users().await?.iter().any(|u| u.name.eq_ignore_ascii_case(&req.username));
-    if taken {
+    if state.db.user_by_name_ignore_case(&req.username).await?.is_some() {
         return Err(ApiError::resource_exists().into());
     }
     let new = NewUser {
