@@ -6,3 +6,5 @@
 //!
 //! - [`jobspec`]: the job specs of a run (what dstack's "job configurators" compute).
 pub mod jobspec;
+pub mod offers;
+pub mod run;
