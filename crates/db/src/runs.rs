@@ -692,8 +692,3 @@ impl Db {
             .map_err(DbError::from)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-}

@@ -98,7 +98,7 @@ pub struct InstanceCandidate {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Assignment {
     /// Take `blocks` of this instance.
-    Instance { id: Uuid, fleet_id: Uuid, offer: InstanceOfferWithAvailability },
+    Instance { id: Uuid, fleet_id: Uuid, offer: Box<InstanceOfferWithAvailability> },
     /// No instance can take it now: fail with no capacity and this message.
     NoCapacity { message: String },
 }
@@ -120,7 +120,7 @@ pub fn instance_offers<'a>(
     let mut offers: Vec<(&InstanceCandidate, InstanceOfferWithAvailability)> = instances
         .iter()
         .filter(|i| filter.run_fleet.is_none_or(|f| f == i.fleet_id))
-        .filter(|i| filter.names.as_ref().is_none_or(|names| names.iter().any(|n| *n == i.fleet_name)))
+        .filter(|i| filter.names.as_ref().is_none_or(|names| names.contains(&i.fleet_name)))
         .filter(|i| matches(req, &i.offer.instance.resources))
         .filter(|i| req.max_price.is_none_or(|max| i.offer.price <= max))
         .map(|i| {
@@ -143,7 +143,7 @@ pub fn instance_offers<'a>(
 pub fn assign(req: &Requirements, instances: &[InstanceCandidate], filter: &FleetFilter) -> Assignment {
     let offers = instance_offers(req, instances, filter);
     match offers.into_iter().find(|(_, o)| o.availability.is_available()) {
-        Some((i, offer)) => Assignment::Instance { id: i.id, fleet_id: i.fleet_id, offer },
+        Some((i, offer)) => Assignment::Instance { id: i.id, fleet_id: i.fleet_id, offer: Box::new(offer) },
         None => Assignment::NoCapacity { message: NO_FLEETS_MESSAGE.to_owned() },
     }
 }

@@ -324,7 +324,8 @@ mod tests {
     /// Each row: the run's status and its jobs → the status the run takes.
     #[test]
     fn active_runs_follow_their_jobs() {
-        let cases: &[(&[(i64, JobStatus, Option<R>)], RunStatus, Option<RunTerminationReason>)] = &[
+        type Case<'a> = (&'a [(i64, JobStatus, Option<R>)], RunStatus, Option<RunTerminationReason>);
+        let cases: &[Case<'_>] = &[
             (&[(0, J::Submitted, None)], RunStatus::Submitted, None),
             (&[(0, J::Provisioning, None)], RunStatus::Provisioning, None),
             (&[(0, J::Pulling, None)], RunStatus::Provisioning, None),
