@@ -100,7 +100,7 @@ pub struct ImageConfig {
     /// `USER`, as `user[:group]`.
     pub user: Option<String>,
     /// The CPU architectures the image is built for (one for a single-arch image).
-    pub architectures: BTreeSet<CpuArch>,
+    pub architectures: Vec<CpuArch>,
 }
 
 /// Image configurations by image name as written in the configuration.
@@ -670,9 +670,12 @@ impl<'a> Configurator<'a> {
             match image {
                 None => resources.cpu.arch = Some(CpuArch::X86),
                 Some(_) => {
+                    // A multi-arch image leaves the arch open: any the image supports.
                     let archs = &self.image_config()?.architectures;
-                    if archs.len() == 1 {
-                        resources.cpu.arch = archs.iter().next().copied();
+                    if let Some(&first) = archs.first()
+                        && archs.iter().all(|a| *a == first)
+                    {
+                        resources.cpu.arch = Some(first);
                     }
                 }
             }
@@ -704,7 +707,8 @@ impl<'a> Configurator<'a> {
 
     fn working_dir(&self) -> Option<String> {
         let wd = self.conf.working_dir.as_deref()?;
-        if wd.starts_with('/') {
+        // `~` and `~/…` count as absolute (the runner expands them).
+        if wd.starts_with('/') || wd.starts_with('~') {
             return Some(wd.to_owned());
         }
         Some(posix_join(LEGACY_REPO_DIR, wd))
