@@ -38,3 +38,12 @@ pub struct HealthcheckResponse {
     pub service: String,
     pub version: String,
 }
+
+/// Files a runner writes into its temp dir for a supervisor on the same host (the shim's
+/// process mode), which may outlive or restart independently of it.
+pub mod runner_files {
+    /// The job's process group id while the job runs.
+    pub const JOB_PID: &str = "job.pid";
+    /// The runner's exit code (0: the job ran and its logs were pulled), once it exits.
+    pub const EXIT_STATUS: &str = "runner.exit";
+}

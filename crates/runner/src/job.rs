@@ -255,7 +255,10 @@ async fn run_process(shared: &Arc<Shared>, body: &SubmitBody, prepared: &Prepare
     };
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     if let Some(pgid) = pgid {
-        let _ = std::fs::write(shared.config.temp_dir.join("job.pid"), pgid.to_string());
+        let _ = std::fs::write(
+            shared.config.temp_dir.join(dstack_agent_proto::runner_files::JOB_PID),
+            pgid.to_string(),
+        );
     }
     shared.job_state(JobState::Running, "", "", None);
     let readers = [
@@ -296,7 +299,7 @@ async fn run_process(shared: &Arc<Shared>, body: &SubmitBody, prepared: &Prepare
     for reader in readers.into_iter().flatten() {
         let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
     }
-    let _ = std::fs::remove_file(shared.config.temp_dir.join("job.pid"));
+    let _ = std::fs::remove_file(shared.config.temp_dir.join(dstack_agent_proto::runner_files::JOB_PID));
     let code = match status {
         Ok(status) => status.code().unwrap_or(-1),
         Err(e) => {

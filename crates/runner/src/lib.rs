@@ -112,6 +112,12 @@ pub enum RunnerError {
     JobStartTimeout(Duration),
 }
 
+/// Records how the runner process ends in `<temp>/runner.exit`, for a supervisor that did not
+/// start it (the shim after a restart).
+pub fn write_exit_status(temp_dir: &std::path::Path, code: i32) {
+    let _ = std::fs::write(temp_dir.join(dstack_agent_proto::runner_files::EXIT_STATUS), code.to_string());
+}
+
 /// Runs the runner until the job's logs were pulled (or a timeout). `on_listening` gets the
 /// bound address as soon as the API accepts connections.
 pub async fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), RunnerError> {

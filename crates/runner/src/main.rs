@@ -84,6 +84,7 @@ fn main() -> anyhow::Result<()> {
     };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(level(&cli.log_level)))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let http_address = if start.http_address.is_empty() { "0.0.0.0".to_owned() } else { start.http_address };
@@ -98,8 +99,9 @@ fn main() -> anyhow::Result<()> {
         ..dstack_runner::Config::new(start.temp_dir)
     };
     let port_file = start.port_file;
+    let temp_dir = config.temp_dir.clone();
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(dstack_runner::run(config, move |addr| {
+    let result = runtime.block_on(dstack_runner::run(config, move |addr| {
         println!("listening on {addr}");
         let _ = std::io::stdout().flush();
         if let Some(path) = port_file {
@@ -110,6 +112,7 @@ fn main() -> anyhow::Result<()> {
                 tracing::error!(%e, path = %path.display(), "cannot write the port file");
             }
         }
-    }))?;
-    Ok(())
+    }));
+    dstack_runner::write_exit_status(&temp_dir, i32::from(result.is_err()));
+    Ok(result?)
 }

@@ -68,7 +68,10 @@ async fn max_duration_terminates_the_job() {
     runner.client.run().await.expect("run");
     let pull = runner.pull_to_end(Duration::from_secs(10)).await;
     let last = last_state(&pull);
-    assert_eq!((last.state, last.termination_reason.as_str()), (JobState::Terminated, reason::MAX_DURATION_EXCEEDED));
+    assert_eq!(
+        (last.state, last.termination_reason.as_str()),
+        (JobState::Terminated, reason::MAX_DURATION_EXCEEDED)
+    );
     assert_eq!(last.termination_message, "Max duration exceeded");
 }
 
