@@ -75,13 +75,14 @@ async fn submit(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     ok()
 }
 
-fn require_wait_run(shared: &Shared) -> Result<(), Response> {
+/// The 409 answer unless the runner waits for `/api/run`.
+fn unless_wait_run(shared: &Shared) -> Option<Response> {
     let state = shared.lock().state;
-    if state == RunnerState::WaitRun { Ok(()) } else { Err(conflict(state)) }
+    (state != RunnerState::WaitRun).then(|| conflict(state))
 }
 
 async fn upload_code(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    if let Err(r) = require_wait_run(&shared) {
+    if let Some(r) = unless_wait_run(&shared) {
         return r;
     }
     let repo_id = match shared.lock().submit.as_ref() {
@@ -111,7 +112,7 @@ async fn upload_archive(
     let Some(mut multipart) = multipart else {
         return plain(StatusCode::BAD_REQUEST, "missing boundary");
     };
-    if let Err(r) = require_wait_run(&shared) {
+    if let Some(r) = unless_wait_run(&shared) {
         return r;
     }
     let field = match multipart.next_field().await {

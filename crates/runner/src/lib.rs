@@ -141,9 +141,8 @@ pub async fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Resul
     tracing::info!(%local, "dstack-runner listening");
     let outcome = lifecycle(&shared, &config).await;
     shutdown.notify_one();
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(Err(e))) => return Err(RunnerError::Serve(e)),
-        Ok(_) | Err(_) => {}
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), server).await {
+        return Err(RunnerError::Serve(e));
     }
     outcome
 }

@@ -41,15 +41,18 @@ fn plain(status: StatusCode, message: &str) -> Response {
 }
 
 /// Go's JSON body rules: at most 1 MiB, not empty, well-formed; unknown fields accepted.
-fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
     if body.len() > MAX_JSON_BYTES {
-        return Err(plain(StatusCode::PAYLOAD_TOO_LARGE, "Request body must not be larger than 1MB"));
+        return Err(Box::new(plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request body must not be larger than 1MB",
+        )));
     }
     if body.is_empty() {
-        return Err(plain(StatusCode::BAD_REQUEST, "Request body must not be empty"));
+        return Err(Box::new(plain(StatusCode::BAD_REQUEST, "Request body must not be empty")));
     }
     serde_json::from_slice(body).map_err(|e| {
-        plain(StatusCode::BAD_REQUEST, &format!("Request body contains badly-formed JSON ({e})"))
+        Box::new(plain(StatusCode::BAD_REQUEST, &format!("Request body contains badly-formed JSON ({e})")))
     })
 }
 
@@ -65,7 +68,7 @@ async fn shutdown(State(shim): State<Arc<Shim>>, body: Bytes) -> Response {
     if !body.is_empty()
         && let Err(r) = json_body::<ShutdownBody>(&body)
     {
-        return r;
+        return *r;
     }
     shim.shutdown.notify_one();
     plain(StatusCode::OK, "")
@@ -101,7 +104,7 @@ async fn get_task(State(shim): State<Arc<Shim>>, Path(id): Path<String>) -> Resp
 async fn submit_task(State(shim): State<Arc<Shim>>, body: Bytes) -> Response {
     let config: TaskConfig = match json_body(&body) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if config.id.is_empty() {
         return plain(StatusCode::BAD_REQUEST, "empty id");
@@ -145,7 +148,7 @@ async fn terminate_task(State(shim): State<Arc<Shim>>, Path(id): Path<String>, b
     } else {
         match json_body(&body) {
             Ok(b) => b,
-            Err(r) => return r,
+            Err(r) => return *r,
         }
     };
     let Some(task) = shim.store.terminate(&id, &body.termination_reason, &body.termination_message) else {

@@ -52,7 +52,12 @@ impl Shim {
         Shim { child, client: ShimClient::new(&format!("http://{addr}")) }
     }
 
-    pub(crate) async fn wait_status(&self, id: &str, status: TaskStatus, limit: Duration) -> TaskInfoResponse {
+    pub(crate) async fn wait_status(
+        &self,
+        id: &str,
+        status: TaskStatus,
+        limit: Duration,
+    ) -> TaskInfoResponse {
         let deadline = Instant::now() + limit;
         loop {
             let info = self.client.get_task(id).await.expect("get task");

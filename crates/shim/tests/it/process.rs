@@ -84,7 +84,10 @@ async fn terminate_kills_a_running_task() {
         timeout: 0,
     };
     let info = shim.client.terminate_task("t2", &body).await.expect("terminate");
-    assert_eq!((info.status, info.termination_reason.as_str()), (TaskStatus::Terminated, "terminated_by_user"));
+    assert_eq!(
+        (info.status, info.termination_reason.as_str()),
+        (TaskStatus::Terminated, "terminated_by_user")
+    );
     assert!(runner.healthcheck().await.is_err(), "the runner is gone");
     // Terminating again keeps the first reason.
     let again = TerminateBody { termination_reason: "other".to_owned(), ..TerminateBody::default() };
