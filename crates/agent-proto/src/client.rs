@@ -59,6 +59,10 @@ impl Http {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
+        Http::with_client(base_url, client)
+    }
+
+    fn with_client(base_url: &str, client: reqwest::Client) -> Http {
         Http { base: base_url.trim_end_matches('/').to_owned(), client }
     }
 
@@ -128,6 +132,11 @@ impl ShimClient {
         ShimClient { http: Http::new(base_url) }
     }
 
+    /// A client that shares `client` (its connection pool and timeouts).
+    pub fn with_client(base_url: &str, client: reqwest::Client) -> ShimClient {
+        ShimClient { http: Http::with_client(base_url, client) }
+    }
+
     pub async fn healthcheck(&self) -> Result<HealthcheckResponse, AgentError> {
         self.http.get("/api/healthcheck").await
     }
@@ -184,6 +193,11 @@ pub struct RunnerClient {
 impl RunnerClient {
     pub fn new(base_url: &str) -> RunnerClient {
         RunnerClient { http: Http::new(base_url) }
+    }
+
+    /// A client that shares `client` (its connection pool and timeouts).
+    pub fn with_client(base_url: &str, client: reqwest::Client) -> RunnerClient {
+        RunnerClient { http: Http::with_client(base_url, client) }
     }
 
     pub async fn healthcheck(&self) -> Result<HealthcheckResponse, AgentError> {

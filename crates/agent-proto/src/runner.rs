@@ -96,6 +96,19 @@ pub enum JobState {
     Done,
 }
 
+impl JobState {
+    /// The wire name (`running`, `done`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Terminating => "terminating",
+            JobState::Terminated => "terminated",
+            JobState::Failed => "failed",
+            JobState::Done => "done",
+        }
+    }
+}
+
 /// Termination reasons the runner sets.
 pub mod reason {
     pub const EXECUTOR_ERROR: &str = "executor_error";

@@ -1202,3 +1202,34 @@ mod tests {
         assert_eq!(host_commands(&conf, None).unwrap(), ["sh", "-c", "echo a"]);
     }
 }
+
+/// A job's environment with `${{ secrets.NAME }}` replaced (what dstack does when it submits
+/// a job); a missing secret or a malformed reference is an error that names it.
+pub fn interpolate_secrets(
+    env: &BTreeMap<String, String>,
+    secrets: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, JobSpecError> {
+    let vars: Vec<(String, String)> =
+        secrets.iter().map(|(k, v)| (format!("secrets.{k}"), v.clone())).collect();
+    let vars: Vec<(&str, String)> = vars.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    env.iter().map(|(k, v)| Ok((k.clone(), interpolate(v, &vars)?))).collect()
+}
+
+#[cfg(test)]
+mod secrets_tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_interpolated_into_env() {
+        let env = BTreeMap::from([
+            ("A".to_owned(), "${{ secrets.token }}".to_owned()),
+            ("B".to_owned(), "x$${{ y }}".to_owned()),
+        ]);
+        let secrets = BTreeMap::from([("token".to_owned(), "s3cr3t".to_owned())]);
+        let out = interpolate_secrets(&env, &secrets).unwrap();
+        assert_eq!(out["A"], "s3cr3t");
+        assert_eq!(out["B"], "x${{ y }}");
+        let err = interpolate_secrets(&env, &BTreeMap::new()).unwrap_err();
+        assert_eq!(err.to_string(), "Failed to interpolate due to missing vars: ['secrets.token']");
+    }
+}

@@ -5,6 +5,7 @@
 //! snapshots, calls these functions and carries out what they return.
 //!
 //! - [`jobspec`]: the job specs of a run (what dstack's "job configurators" compute).
+pub mod job;
 pub mod jobspec;
 pub mod offers;
 pub mod run;
