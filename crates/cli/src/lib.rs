@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod project;
+pub mod render;
 pub mod secret;
 pub mod server;
 pub mod validate;
