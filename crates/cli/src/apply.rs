@@ -444,7 +444,7 @@ mod tests {
 
     #[test]
     fn non_run_configurations_and_code_uploads_are_refused() {
-        let fleet = parse("type: fleet\nname: f\nnodes: 1\n");
+        let fleet = parse("type: fleet\nname: fl\nnodes: 1\n");
         let err = build_run_spec(fleet, "f.yml", None, &[], |_| None).unwrap_err();
         assert!(err.contains("`fleet` configurations are not supported yet"), "{err}");
         let task = parse("type: task\ncommands: [ls]\nfiles:\n  - .:/src\n");

@@ -1,4 +1,5 @@
 //! Integration tests for the `dstack` binary (one test executable; one module per command).
 
+mod offline;
 mod server;
 mod validate;
