@@ -186,24 +186,24 @@ fn submit(session: &Session, spec: RunSpec, args: &ApplyArgs) -> Result<Option<R
         let unchanged = serde_json::to_value(&effective.configuration).ok()
             == serde_json::to_value(&current.run_spec.configuration).ok();
         if plan.action == ApplyAction::Update && !unchanged {
-            println!("Active run {name} already exists. Detected changes that can be updated in-place.");
+            out!("Active run {name} already exists. Detected changes that can be updated in-place.");
             prompt = "Update the run?".to_owned();
         } else if plan.action == ApplyAction::Update {
-            println!("Active run {name} already exists. Detected no changes.");
+            out!("Active run {name} already exists. Detected no changes.");
             if args.yes && !args.force {
-                println!("Use --force to apply anyway.");
+                out!("Use --force to apply anyway.");
                 return Ok(None);
             }
             stop_first = Some(name.to_owned());
             prompt = "Stop and override the run?".to_owned();
         } else if !current.status.is_finished() {
-            println!("Active run {name} already exists. Detected changes that cannot be updated in-place.");
+            out!("Active run {name} already exists. Detected changes that cannot be updated in-place.");
             stop_first = Some(name.to_owned());
             prompt = "Stop and override the run?".to_owned();
         }
     }
     if !args.yes && !confirm(&prompt) {
-        println!("\nExiting...");
+        out!("\nExiting...");
         return Ok(None);
     }
     if let Some(name) = stop_first {
@@ -218,26 +218,26 @@ fn submit(session: &Session, spec: RunSpec, args: &ApplyArgs) -> Result<Option<R
     if args.detach {
         let name = run.run_spec.run_name.as_deref().unwrap_or_default();
         let verb = if action == ApplyAction::Update { "updated" } else { "submitted" };
-        println!("Run {name} {verb}, detaching...");
+        out!("Run {name} {verb}, detaching...");
     }
     Ok(Some(run))
 }
 
 fn print_plan(plan: &RunPlan, max_offers: i64, no_offers: bool, no_fleets: bool) {
     let color = stdout_color();
-    println!("{}\n", render::plan_properties(plan, color));
+    out!("{}\n", render::plan_properties(plan, color));
     if no_offers {
         let (text, style) = if no_fleets {
             (NO_FLEETS_WARNING, console::style(NO_FLEETS_WARNING).red())
         } else {
             (NO_OFFERS_WARNING, console::style(NO_OFFERS_WARNING).yellow())
         };
-        println!("{}\n", if color { style.to_string() } else { text.to_owned() });
+        out!("{}\n", if color { style.to_string() } else { text.to_owned() });
         return;
     }
     if let Some(job_plan) = plan.job_plans.first() {
         let shown = &job_plan.offers[..job_plan.offers.len().min(max_offers as usize)];
-        println!("{}\n", render::offers_table(shown, job_plan.total_offers, job_plan.max_price, color));
+        out!("{}\n", render::offers_table(shown, job_plan.total_offers, job_plan.max_price, color));
     }
 }
 
@@ -307,9 +307,14 @@ fn attach(session: &Session, mut run: Run) -> u8 {
     progress.clear();
     let started = run.jobs.iter().flat_map(|j| &j.job_submissions).any(|s| s.job_provisioning_data.is_some());
     if run.status.is_finished() && !started {
-        println!(
+        out!(
             "{}\n",
-            render::runs_table(std::slice::from_ref(&run), true, Timestamp::now(), stdout_color())
+            render::runs_table(
+                std::slice::from_ref(&run),
+                run.status == RunStatus::Failed,
+                Timestamp::now(),
+                stdout_color()
+            )
         );
         return finished(&run);
     }
@@ -334,16 +339,16 @@ fn finished(run: &Run) -> u8 {
             (0, false) => console::style(line).red(),
             _ => console::style(line),
         };
-        println!("{styled}");
+        out!("{styled}");
     }
     exit_code(run)
 }
 
 fn detached(name: &str) -> u8 {
-    println!();
-    println!("Detached; the run {name} goes on.");
-    println!("  Follow its logs: dstack logs -f {name}");
-    println!("  Stop it:         dstack stop {name}");
+    out!();
+    out!("Detached; the run {name} goes on.");
+    out!("  Follow its logs: dstack logs -f {name}");
+    out!("  Stop it:         dstack stop {name}");
     EXIT_OK
 }
 

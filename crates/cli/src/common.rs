@@ -49,6 +49,8 @@ pub fn confirm(prompt: &str) -> bool {
                 println!();
                 return false;
             }
+            // Typed-ahead or piped answers are not echoed; end the prompt's line.
+            Ok(_) if !interactive() => println!(),
             Ok(_) => {}
         }
         match line.trim().to_ascii_lowercase().as_str() {

@@ -48,22 +48,22 @@ pub fn run(args: &FleetArgs) -> u8 {
     match args.command.as_ref().unwrap_or(&FleetCommand::List { json: false }) {
         FleetCommand::List { json } => match client.list_fleets(project) {
             Ok(fleets) if *json => {
-                println!("{}", serde_json::to_string(&fleets).unwrap_or_default());
+                out!("{}", serde_json::to_string(&fleets).unwrap_or_default());
                 EXIT_OK
             }
             Ok(fleets) => {
-                println!("{}", fleets_table(&fleets, project, Timestamp::now(), stdout_color()));
+                out!("{}", fleets_table(&fleets, project, Timestamp::now(), stdout_color()));
                 EXIT_OK
             }
             Err(e) => fail(e),
         },
         FleetCommand::Get { name, .. } => match client.get_fleet(project, name) {
             Ok(fleet) => {
-                println!("{}", serde_json::to_string_pretty(&fleet).unwrap_or_default());
+                out!("{}", serde_json::to_string_pretty(&fleet).unwrap_or_default());
                 EXIT_OK
             }
             Err(e) if e.is_not_found() => {
-                println!("Fleet {name} not found");
+                out!("Fleet {name} not found");
                 EXIT_INVALID
             }
             Err(e) => fail(e),
@@ -72,18 +72,18 @@ pub fn run(args: &FleetArgs) -> u8 {
             match client.get_fleet(project, name) {
                 Ok(_) => {}
                 Err(e) if e.is_not_found() => {
-                    println!("Fleet {name} does not exist");
+                    out!("Fleet {name} does not exist");
                     return EXIT_INVALID;
                 }
                 Err(e) => return fail(e),
             }
             if !yes && !confirm(&format!("Delete the fleet {name}?")) {
-                println!("\nExiting...");
+                out!("\nExiting...");
                 return EXIT_OK;
             }
             match client.delete_fleets(project, std::slice::from_ref(name)) {
                 Ok(()) => {
-                    println!("Fleet {name} deleted");
+                    out!("Fleet {name} deleted");
                     EXIT_OK
                 }
                 Err(e) => fail(e),

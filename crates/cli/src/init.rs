@@ -126,7 +126,7 @@ pub fn run(args: &InitArgs) -> u8 {
     };
     match session.client.init_repo(&session.project, &req) {
         Ok(()) => {
-            println!("OK");
+            out!("OK");
             EXIT_OK
         }
         Err(e) => fail(e),

@@ -87,22 +87,19 @@ pub fn run(args: &OfferArgs) -> u8 {
         Err(e) => return fail(e),
     };
     if args.json {
-        println!("{}", serde_json::to_string(&plan).unwrap_or_default());
+        out!("{}", serde_json::to_string(&plan).unwrap_or_default());
         return EXIT_OK;
     }
     let Some(job_plan) = plan.job_plans.first_mut() else {
         return fail("the server returned a plan without jobs");
     };
     job_plan.offers.sort_by(|a, b| a.price.total_cmp(&b.price));
-    println!(" Project    {}", plan.project_name);
-    println!(" Resources  {}\n", spec_resources(&job_plan.job_spec.requirements.resources));
+    out!(" Project    {}", plan.project_name);
+    out!(" Resources  {}\n", spec_resources(&job_plan.job_spec.requirements.resources));
     if job_plan.offers.is_empty() {
-        println!("{NO_OFFERS_WARNING}");
+        out!("{NO_OFFERS_WARNING}");
     } else {
-        println!(
-            "{}",
-            offers_table(&job_plan.offers, job_plan.total_offers, job_plan.max_price, stdout_color())
-        );
+        out!("{}", offers_table(&job_plan.offers, job_plan.total_offers, job_plan.max_price, stdout_color()));
     }
     EXIT_OK
 }

@@ -72,9 +72,9 @@ pub fn ps(args: &PsArgs) -> u8 {
             Err(e) => return fail(e),
         };
         if args.json {
-            println!("{}", serde_json::json!({"project": session.project, "runs": runs}));
+            out!("{}", serde_json::json!({"project": session.project, "runs": runs}));
         } else {
-            println!("{}", runs_table(&runs, args.verbose, Timestamp::now(), stdout_color()));
+            out!("{}", runs_table(&runs, args.verbose, Timestamp::now(), stdout_color()));
         }
         return EXIT_OK;
     }
@@ -129,12 +129,12 @@ pub fn stop(args: &StopArgs) -> u8 {
         names => format!("Are you sure you want to stop the runs {}?", names.join(", ")),
     };
     if !args.yes && !confirm(&prompt) {
-        println!("\nExiting...");
+        out!("\nExiting...");
         return EXIT_OK;
     }
     match session.client.stop_runs(&session.project, &args.run_names, args.abort) {
         Ok(()) => {
-            println!("{}", if args.abort { "Aborted" } else { "Stopped" });
+            out!("{}", if args.abort { "Aborted" } else { "Stopped" });
             EXIT_OK
         }
         Err(e) => fail(e),
@@ -173,19 +173,19 @@ pub fn delete(args: &DeleteArgs) -> u8 {
         match session.client.get_run(&session.project, name) {
             Ok(_) => {}
             Err(e) if e.is_not_found() => {
-                println!("Run {name} does not exist");
+                out!("Run {name} does not exist");
                 return EXIT_INVALID;
             }
             Err(e) => return fail(e),
         }
         if !args.yes && !confirm(&format!("Delete the run {name}?")) {
-            println!("\nExiting...");
+            out!("\nExiting...");
             return EXIT_OK;
         }
         if let Err(e) = session.client.delete_runs(&session.project, std::slice::from_ref(name)) {
             return fail(e);
         }
-        println!("Run {name} deleted");
+        out!("Run {name} deleted");
     }
     EXIT_OK
 }
