@@ -6,6 +6,7 @@
 //! to a newer submission when the job is retried.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -104,14 +105,22 @@ pub fn run(args: &LogsArgs) -> u8 {
         Err(e) if e.is_not_found() => return fail(format!("Run {} not found", args.run_name)),
         Err(e) => return fail(e),
     };
-    let Some(submission) = pick_job(&run, args.replica, args.job).and_then(|j| j.job_submissions.last())
-    else {
-        return fail(format!(
-            "run {} has no job with replica {} and job {}",
-            args.run_name,
-            args.replica.unwrap_or(0),
-            args.job
-        ));
+    // Only following catches Ctrl-C; a one-off listing stops at once as usual.
+    let flag = if args.follow { interrupted() } else { Arc::new(AtomicBool::new(false)) };
+    let mut run = run;
+    let submission = loop {
+        if let Some(sub) = pick_job(&run, args.replica, args.job).and_then(|j| j.job_submissions.last()) {
+            break sub.clone();
+        }
+        // No such job (yet): nothing to show, as in dstack; with -f, wait for it.
+        if !args.follow || run.status.is_finished() || sleep_unless_interrupted(Duration::from_secs(2), &flag)
+        {
+            return EXIT_OK;
+        }
+        run = match session.client.get_run(&session.project, &args.run_name) {
+            Ok(run) => run,
+            Err(e) => return fail(e),
+        };
     };
     let mut cursor = Cursor {
         submission_id: submission.id,
@@ -120,12 +129,11 @@ pub fn run(args: &LogsArgs) -> u8 {
     };
     let mut out = std::io::stdout().lock();
     if !args.follow {
-        return match drain(&session, &args.run_name, &mut cursor, &mut out, &AtomicBool::new(false)) {
+        return match drain(&session, &args.run_name, &mut cursor, &mut out, &flag) {
             Ok(_) => EXIT_OK,
             Err(e) => fail(e),
         };
     }
-    let flag = interrupted();
     match follow(&session, &args.run_name, &mut cursor, (args.replica, args.job), &mut out, &flag) {
         Ok(Followed::Finished(_)) | Ok(Followed::Interrupted) => EXIT_OK,
         Err(e) => fail(e),

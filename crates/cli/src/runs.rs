@@ -87,7 +87,9 @@ pub fn ps(args: &PsArgs) -> u8 {
             Err(e) => return fail(e),
         };
         let table = runs_table(&runs, args.verbose, Timestamp::now(), stdout_color());
-        let _ = term.clear_last_lines(drawn);
+        if term.is_term() {
+            let _ = term.clear_last_lines(drawn);
+        }
         let _ = term.write_line(&table);
         drawn = table.lines().count();
         if sleep_unless_interrupted(Duration::from_secs(2), &flag) {
