@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::runs::{GpuDriverInfo, InstanceType};
+use crate::runs::{ApplyAction, GpuDriverInfo, InstanceOfferWithAvailability, InstanceType};
 
 string_enum! {
     /// The status of a fleet.
@@ -137,6 +137,51 @@ pub struct Instance {
 
 fn default_healthy() -> HealthStatus {
     HealthStatus::Healthy
+}
+
+/// `fleets/get_plan`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetPlan {
+    pub project_name: String,
+    pub user: String,
+    /// The request's spec, echoed with the SSH keys: the client sends it back in `fleets/apply`.
+    pub spec: FleetSpec,
+    #[serde(default)]
+    pub effective_spec: Option<FleetSpec>,
+    #[serde(default)]
+    pub current_resource: Option<Fleet>,
+    pub offers: Vec<InstanceOfferWithAvailability>,
+    pub total_offers: i64,
+    #[serde(default)]
+    pub max_offer_price: Option<f64>,
+    /// `None` from servers older than in-place updates.
+    #[serde(default)]
+    pub action: Option<ApplyAction>,
+}
+
+/// `fleets/get_plan`. The client leaves `spec.autocreated` out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetFleetPlanRequest {
+    pub spec: FleetSpec,
+}
+
+/// The plan turned back into input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyFleetPlanInput {
+    pub spec: FleetSpec,
+    #[serde(default)]
+    pub current_resource: Option<Fleet>,
+}
+
+/// `fleets/apply`; answered with the [`Fleet`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyFleetPlanRequest {
+    pub plan: ApplyFleetPlanInput,
+    pub force: bool,
 }
 
 /// `fleets/list` (project-scoped).

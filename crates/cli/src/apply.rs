@@ -81,7 +81,7 @@ pub fn build_run_spec(
         AnyConfiguration::DevEnvironment(c) => RunConfiguration::DevEnvironment(c),
         other => {
             return Err(format!(
-                "{configuration_path}: this CLI applies run configurations (task, service, dev-environment); \
+                "{configuration_path}: this CLI applies run and fleet configurations; \
                  `{}` configurations are not supported yet",
                 other.type_name()
             ));
@@ -133,6 +133,10 @@ pub fn run(args: &ApplyArgs) -> u8 {
     let configuration = match load(&args.file) {
         Ok(c) => c,
         Err(code) => return code,
+    };
+    let configuration = match configuration {
+        AnyConfiguration::Fleet(conf) => return crate::fleet_apply::run(*conf, args),
+        other => other,
     };
     let path = args.file.display().to_string();
     let spec = match build_run_spec(configuration, &path, args.name.as_deref(), &args.env, |k| {
@@ -449,9 +453,9 @@ mod tests {
 
     #[test]
     fn non_run_configurations_and_code_uploads_are_refused() {
-        let fleet = parse("type: fleet\nname: fl\nnodes: 1\n");
-        let err = build_run_spec(fleet, "f.yml", None, &[], |_| None).unwrap_err();
-        assert!(err.contains("`fleet` configurations are not supported yet"), "{err}");
+        let gateway = parse("type: gateway\nname: gw\nbackend: aws\nregion: us-east-1\n");
+        let err = build_run_spec(gateway, "g.yml", None, &[], |_| None).unwrap_err();
+        assert!(err.contains("`gateway` configurations are not supported yet"), "{err}");
         let task = parse("type: task\ncommands: [ls]\nfiles:\n  - .:/src\n");
         let err = build_run_spec(task, "t.yml", None, &[], |_| None).unwrap_err();
         assert!(err.starts_with("t.yml: this CLI cannot upload code yet"), "{err}");

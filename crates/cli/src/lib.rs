@@ -21,6 +21,7 @@ macro_rules! out {
 pub mod apply;
 pub mod common;
 pub mod fleet;
+pub mod fleet_apply;
 pub mod init;
 pub mod logs;
 pub mod offer;

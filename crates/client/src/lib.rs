@@ -8,7 +8,8 @@ pub mod config;
 
 use dstack_api::DSTACK_VERSION;
 use dstack_api::fleets::{
-    DeleteFleetsRequest, Fleet, GetFleetRequest, Instance, ListInstancesRequest, ListProjectFleetsRequest,
+    ApplyFleetPlanRequest, DeleteFleetsRequest, Fleet, FleetPlan, GetFleetPlanRequest, GetFleetRequest,
+    Instance, ListInstancesRequest, ListProjectFleetsRequest,
 };
 use dstack_api::gpus::{ListGpusRequest, ListGpusResponse};
 use dstack_api::repos::SaveRepoCredsRequest;
@@ -170,6 +171,24 @@ impl Client {
     pub fn get_fleet(&self, project: &str, name: &str) -> Result<Fleet, ClientError> {
         let req = GetFleetRequest { name: Some(name.to_owned()), id: None };
         self.post(&Self::project_path(project, "fleets/get"), Some(&req))
+    }
+
+    /// `fleets/get_plan`, without `spec.autocreated` (as dstack's client sends it).
+    pub fn get_fleet_plan(&self, project: &str, req: &GetFleetPlanRequest) -> Result<FleetPlan, ClientError> {
+        let mut body = serde_json::to_value(req).unwrap_or(Value::Null);
+        if let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("autocreated");
+        }
+        self.post(&Self::project_path(project, "fleets/get_plan"), Some(&body))
+    }
+
+    /// `fleets/apply`: the plan's echoed spec (with the SSH keys), without `autocreated`.
+    pub fn apply_fleet_plan(&self, project: &str, req: &ApplyFleetPlanRequest) -> Result<Fleet, ClientError> {
+        let mut body = serde_json::to_value(req).unwrap_or(Value::Null);
+        if let Some(spec) = body.pointer_mut("/plan/spec").and_then(Value::as_object_mut) {
+            spec.remove("autocreated");
+        }
+        self.post(&Self::project_path(project, "fleets/apply"), Some(&body))
     }
 
     /// `fleets/delete`; the fleets go `terminating` (the call does not wait).
