@@ -11,7 +11,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 
 /// Crates that must stay free of I/O and async, and what they may never depend on.
-const PURE_CRATES: &[&str] = &["dstack-model"];
+const PURE_CRATES: &[&str] = &["dstack-model", "dstack-decide"];
 const FORBIDDEN_IN_PURE: &[&str] =
     &["tokio", "sqlx", "reqwest", "axum", "hyper", "bollard", "russh", "kube", "async-trait", "futures"];
 

@@ -647,7 +647,7 @@ pub struct JobSpec {
     #[serde(default)]
     pub replica_num: i64,
     pub job_num: i64,
-    /// `<run>-<replica>-<job>`.
+    /// `<run>-<job_num>-<replica_num>`.
     pub job_name: String,
     #[serde(default = "default_one")]
     pub jobs_per_replica: i64,

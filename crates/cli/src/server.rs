@@ -20,6 +20,9 @@ pub struct ServerArgs {
     /// Do not ask for confirmation (accepted for compatibility; the server never asks).
     #[arg(short = 'y', long = "yes")]
     pub yes: bool,
+    /// Do not create the `local` fleet (this machine) on the first start.
+    #[arg(long, env = "DSTACK_SERVER_NO_LOCAL_FLEET", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_local_fleet: bool,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, env = "DSTACK_SERVER_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -40,6 +43,9 @@ pub fn config_from(args: &ServerArgs) -> ServerConfig {
         database_url: std::env::var("DSTACK_DATABASE_URL").ok().filter(|u| !u.is_empty()),
         public_url: std::env::var("DSTACK_SERVER_URL").ok().filter(|u| !u.is_empty()),
         client_config: (!skip_client_config).then(|| home.join(".dstack").join("config.yml")),
+        local_fleet: !args.no_local_fleet,
+        shim_binary: None,
+        background: true,
     }
 }
 

@@ -9,8 +9,10 @@
 //! Callers decide who may do what and which values are valid; this crate only stores and loads rows.
 
 mod connect;
+mod fleets;
 mod projects;
 mod repos;
+mod runs;
 mod secrets;
 mod users;
 
@@ -18,8 +20,10 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 
+pub use crate::fleets::{FleetRow, InstanceRow};
 pub use crate::projects::ProjectRow;
 pub use crate::repos::RepoRow;
+pub use crate::runs::{JobRow, LogQuery, LogRow, RunFilter, RunRow, SaveJob};
 pub use crate::secrets::SecretRow;
 pub use crate::users::UserRow;
 

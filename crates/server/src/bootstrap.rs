@@ -49,6 +49,9 @@ pub async fn first_start(state: &AppState, config: &ServerConfig, url: &str) -> 
             is_public: false,
         };
         state.db.insert_project(&project, ProjectRole::Admin.as_str()).await?;
+        if config.local_fleet {
+            crate::local_fleet::create(state, &project).await?;
+        }
     }
     if let Some(path) = &config.client_config {
         write_client_config(path, DEFAULT_PROJECT, url, &token)?;

@@ -23,6 +23,14 @@ pub struct ServerConfig {
     /// Where to record the admin's project for the CLI (`~/.dstack/config.yml`); `None` skips
     /// it (tests, `DSTACK_DO_NOT_UPDATE_DEFAULT_PROJECT`).
     pub client_config: Option<PathBuf>,
+    /// Create the `local` fleet (this machine) in `main` on the first start; default true
+    /// (`--no-local-fleet`, `DSTACK_SERVER_NO_LOCAL_FLEET` turn it off).
+    pub local_fleet: bool,
+    /// The `dstack-shim` binary the local fleet runs; default `dstack-shim` next to the server
+    /// executable (or `DSTACK_SHIM_BINARY`).
+    pub shim_binary: Option<PathBuf>,
+    /// Run the background loops (off only in tests that drive the API alone).
+    pub background: bool,
 }
 
 impl ServerConfig {
@@ -37,6 +45,9 @@ impl ServerConfig {
             database_url: None,
             public_url: None,
             client_config: None,
+            local_fleet: false,
+            shim_binary: None,
+            background: true,
         }
     }
 

@@ -9,7 +9,10 @@ pub mod bootstrap;
 pub mod config;
 mod convert;
 pub mod crypto;
+pub mod local_fleet;
+pub mod pipelines;
 pub mod routes;
+mod runs;
 pub mod state;
 
 use std::future::Future;
@@ -66,12 +69,21 @@ pub async fn run(
         listener.local_addr().map_err(|source| ServerError::Io { what: "local address".into(), source })?;
     let url = config.public_url(local);
     let admin_token = bootstrap::first_start(&state, &config, &url).await?;
+    let shim_binary = config.shim_binary.clone().unwrap_or_else(local_fleet::default_shim_binary);
+    if let Err(e) = local_fleet::attach_shim(&state, &config.server_dir, &shim_binary).await {
+        // The server still serves; the local instance takes no jobs until its shim is up.
+        tracing::error!(error = %e, "local fleet");
+    }
+    let loops = config.background.then(|| pipelines::spawn(state.clone()));
     on_started(&Started { addr: local, url, admin_token });
     let db = state.db.clone();
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| ServerError::Io { what: "serving".into(), source })?;
+    if let Some(mut loops) = loops {
+        loops.shutdown().await;
+    }
     db.close().await;
     Ok(())
 }

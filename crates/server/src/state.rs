@@ -1,18 +1,27 @@
-//! The state every handler shares.
+//! The state every handler and background loop shares.
 
 use std::sync::Arc;
 
-use dstack_db::Db;
+use dstack_api::runs::InstanceOfferWithAvailability;
+use dstack_db::{Db, DbError};
+use dstack_decide::offers::InstanceCandidate;
+use uuid::Uuid;
 
 use crate::ServerError;
 use crate::config::ServerConfig;
 use crate::crypto::Cipher;
+use crate::pipelines::Hints;
 
-/// Cheap to clone: the database pool and the secrets cipher.
+/// Cheap to clone: the database pool, the secrets cipher and the loops' wake-up hints.
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
     pub cipher: Arc<Cipher>,
+    pub hints: Arc<Hints>,
+    /// The HTTP client for shims and runners (one connection pool).
+    pub agent_http: reqwest::Client,
+    /// Held while a user's missing SSH keys are made.
+    pub key_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AppState {
@@ -20,6 +29,43 @@ impl AppState {
     pub async fn open(config: &ServerConfig) -> Result<AppState, ServerError> {
         let cipher = Cipher::load_or_create(&config.server_dir.join("data").join("encryption.key"))?;
         let db = Db::connect(&config.database_url()).await?;
-        Ok(AppState { db, cipher: Arc::new(cipher) })
+        let agent_http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .map_err(|e| ServerError::Config(format!("HTTP client: {e}")))?;
+        Ok(AppState {
+            db,
+            cipher: Arc::new(cipher),
+            hints: Arc::new(Hints::default()),
+            agent_http,
+            key_lock: Arc::default(),
+        })
+    }
+
+    /// The project's instances as offers for its runs; an instance whose stored offer does
+    /// not parse is left out (and logged).
+    pub async fn instance_candidates(&self, project_id: Uuid) -> Result<Vec<InstanceCandidate>, DbError> {
+        let fleets = self.db.list_fleets(project_id).await?;
+        let mut out = Vec::new();
+        for i in self.db.list_instances(project_id).await? {
+            let Some(fleet) = fleets.iter().find(|f| f.id == i.fleet_id) else { continue };
+            let offer: InstanceOfferWithAvailability = match serde_json::from_str(&i.offer) {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::error!(instance = %i.name, error = %e, "stored instance offer does not parse");
+                    continue;
+                }
+            };
+            out.push(InstanceCandidate {
+                id: i.id,
+                fleet_id: i.fleet_id,
+                fleet_name: fleet.name.clone(),
+                usable: (i.status == "idle" || i.status == "busy") && i.agent_url.is_some(),
+                offer,
+                total_blocks: i.total_blocks,
+                busy_blocks: i.busy_blocks,
+            });
+        }
+        Ok(out)
     }
 }

@@ -5,8 +5,10 @@
 //! types in [`crate::auth`], bodies from [`Body`]/[`OptBody`], and errors leave as dstack's
 //! error shapes through [`Failure`].
 
+mod logs;
 mod projects;
 mod repos;
+mod runs;
 mod secrets;
 mod server;
 pub(crate) mod users;
@@ -53,6 +55,13 @@ pub fn app(state: AppState) -> Router {
         .route("/api/project/{project_name}/repos/get", post(repos::get))
         .route("/api/project/{project_name}/repos/init", post(repos::init))
         .route("/api/project/{project_name}/repos/delete", post(repos::delete))
+        .route("/api/runs/list", post(runs::list))
+        .route("/api/project/{project_name}/runs/get_plan", post(runs::get_plan))
+        .route("/api/project/{project_name}/runs/apply", post(runs::apply))
+        .route("/api/project/{project_name}/runs/get", post(runs::get))
+        .route("/api/project/{project_name}/runs/stop", post(runs::stop))
+        .route("/api/project/{project_name}/runs/delete", post(runs::delete))
+        .route("/api/project/{project_name}/logs/poll", post(logs::poll))
         .route("/api/project/{project_name}/secrets/list", post(secrets::list))
         .route("/api/project/{project_name}/secrets/get", post(secrets::get))
         .route("/api/project/{project_name}/secrets/create_or_update", post(secrets::create_or_update))
@@ -88,13 +97,7 @@ const NOT_YET_PROJECT_ROUTES: &[&str] = &[
     "instances/get",
     "instances/get_instance_health_checks",
     "repos/upload_code",
-    "runs/get",
-    "runs/get_plan",
-    "runs/apply",
-    "runs/stop",
-    "runs/delete",
     "gpus/list",
-    "logs/poll",
     "gateways/list",
     "gateways/get",
     "gateways/get_plan",
@@ -117,7 +120,6 @@ const NOT_YET_PROJECT_ROUTES: &[&str] = &[
 ];
 
 const NOT_YET_GLOBAL_ROUTES: &[&str] = &[
-    "/api/runs/list",
     "/api/fleets/list",
     "/api/instances/list",
     "/api/volumes/list",

@@ -51,10 +51,7 @@ pub(super) async fn get_my_user(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<dstack_api::users::UserWithCreds>, Failure> {
-    let mut user = caller.user;
-    if user.ssh_public_key.is_none() || user.ssh_private_key.is_none() {
-        user = refresh_keys(&state, user).await?;
-    }
+    let user = ensure_ssh_keys(&state, caller.user).await?;
     Ok(Json(convert::user_with_creds(&user, &state.cipher, Some(&caller.token))))
 }
 
@@ -211,6 +208,20 @@ async fn ssh_keypair(username: &str) -> Result<(String, String), crate::ServerEr
     tokio::task::spawn_blocking(move || crate::crypto::generate_ssh_keypair(&username))
         .await
         .map_err(|e| crate::ServerError::Crypto(format!("key generation stopped: {e}")))?
+}
+
+/// `user` with an SSH key pair, made now if they have none (keys are made on first use).
+/// Serialized, so concurrent first requests agree on one pair.
+pub(crate) async fn ensure_ssh_keys(state: &AppState, user: UserRow) -> Result<UserRow, Failure> {
+    if user.ssh_public_key.is_some() && user.ssh_private_key.is_some() {
+        return Ok(user);
+    }
+    let _guard = state.key_lock.lock().await;
+    let current = state.db.user_by_id(user.id).await?.unwrap_or(user);
+    if current.ssh_public_key.is_some() && current.ssh_private_key.is_some() {
+        return Ok(current);
+    }
+    refresh_keys(state, current).await
 }
 
 /// Gives `user` a fresh SSH key pair; returns the updated row.

@@ -1,0 +1,49 @@
+//! The HTTP APIs of dstack's host agents, as dstack 0.22.5 speaks them: wire types and small
+//! async clients.
+//!
+//! - [`shim`]: `dstack-shim`, the host agent (port 10998). It runs *tasks*: one
+//!   `dstack-runner` per job, in a Docker container or, in dstack-rs's process mode, as a plain
+//!   child process.
+//! - [`runner`]: `dstack-runner`, the in-container agent (port 10999). It runs exactly one job
+//!   and serves its state events and logs to the server's `/api/pull` polls.
+//! - [`client`]: [`ShimClient`] and [`RunnerClient`], what the server calls them with.
+//!
+//! Both agents answer errors as plain text (`<msg>\n`) with the HTTP status, and bodiless
+//! successes as `200 text/plain` with the body `"\n"`; the clients turn a non-2xx answer into
+//! [`AgentError::Status`] carrying the text.
+//!
+//! **API Boundary:** these types are the wire format between the server and the agents, shared
+//! by `dstack-server`, `dstack-shim`, `dstack-runner` and tests; the job and run specs inside
+//! [`runner::SubmitBody`] are `dstack-api`'s types, not copies.
+
+pub mod client;
+pub mod runner;
+pub mod shim;
+
+pub use client::{AgentError, RunnerClient, ShimClient};
+
+/// The dstack release whose agent APIs these are; what `/api/healthcheck` reports.
+pub const AGENT_VERSION: &str = "0.22.5";
+
+/// The runner's HTTP port inside a container, and the `container` side of a task port mapping.
+pub const RUNNER_HTTP_PORT: u16 = 10999;
+
+/// The shim's default HTTP port.
+pub const SHIM_HTTP_PORT: u16 = 10998;
+
+/// `GET /api/healthcheck` of both agents.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HealthcheckResponse {
+    /// `dstack-shim` or `dstack-runner`.
+    pub service: String,
+    pub version: String,
+}
+
+/// Files a runner writes into its temp dir for a supervisor on the same host (the shim's
+/// process mode), which may outlive or restart independently of it.
+pub mod runner_files {
+    /// The job's process group id while the job runs.
+    pub const JOB_PID: &str = "job.pid";
+    /// The runner's exit code (0: the job ran and its logs were pulled), once it exits.
+    pub const EXIT_STATUS: &str = "runner.exit";
+}

@@ -1,0 +1,694 @@
+//! Runs and their job submissions.
+//!
+//! Background loops take a lease on a row ([`Db::lease_runs`], [`Db::lease_jobs`]) and write
+//! their result back only while the lease is theirs ([`Db::save_run`], [`Db::save_job`]): a
+//! write with a stale token changes nothing and reports `false`.
+
+use sqlx::any::AnyRow;
+use uuid::Uuid;
+
+use crate::{Db, DbError, conflict_on_unique, get_bool, get_timestamp, get_uuid, micros, uuid_text};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub user_id: Uuid,
+    /// The client's `repo_id`.
+    pub repo_id: Option<String>,
+    pub run_name: String,
+    pub submitted_at: jiff::Timestamp,
+    pub last_processed_at: jiff::Timestamp,
+    pub status: String,
+    pub termination_reason: Option<String>,
+    pub resubmission_attempt: i64,
+    /// The effective run spec, JSON.
+    pub run_spec: String,
+    pub priority: i64,
+    pub deployment_num: i64,
+    pub fleet_id: Option<Uuid>,
+    pub next_triggered_at: Option<jiff::Timestamp>,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRow {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub run_id: Uuid,
+    pub run_name: String,
+    pub job_num: i64,
+    pub replica_num: i64,
+    pub submission_num: i64,
+    pub deployment_num: i64,
+    pub job_name: String,
+    pub submitted_at: jiff::Timestamp,
+    pub last_processed_at: jiff::Timestamp,
+    pub finished_at: Option<jiff::Timestamp>,
+    pub status: String,
+    pub termination_reason: Option<String>,
+    pub termination_reason_message: Option<String>,
+    pub exit_status: Option<i64>,
+    /// JSON.
+    pub job_spec: String,
+    /// JSON.
+    pub job_provisioning_data: Option<String>,
+    /// JSON.
+    pub job_runtime_data: Option<String>,
+    pub instance_id: Option<Uuid>,
+    /// The runner's log and state cursor.
+    pub runner_timestamp: Option<i64>,
+    pub remove_at: Option<jiff::Timestamp>,
+    pub graceful_termination_attempts: Option<i64>,
+}
+
+/// Which runs [`Db::list_runs`] returns, newest first unless `ascending`.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub project_id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub repo_id: Option<String>,
+    pub only_active: bool,
+    /// Keyset pagination: start after this run.
+    pub prev: Option<(jiff::Timestamp, Option<Uuid>)>,
+    pub limit: i64,
+    pub ascending: bool,
+}
+
+/// One stored log chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRow {
+    /// The runner's timestamp, unix milliseconds (unique per job and source).
+    pub ts: i64,
+    /// Base64 of the raw bytes.
+    pub message: String,
+}
+
+/// What [`Db::save_job`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveJob {
+    Saved,
+    /// The lease was lost; nothing was written.
+    Stale,
+    /// The instance had no free blocks left to claim; nothing was written.
+    NoCapacity,
+}
+
+/// A page of [`Db::job_logs`].
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// Exclusive bounds, unix milliseconds.
+    pub after: Option<i64>,
+    pub before: Option<i64>,
+    pub descending: bool,
+    pub limit: i64,
+}
+
+macro_rules! run_columns {
+    () => {
+        "id, project_id, user_id, repo_id, run_name, submitted_at, last_processed_at, status, \
+         termination_reason, resubmission_attempt, run_spec, priority, deployment_num, fleet_id, \
+         next_triggered_at, CAST(deleted AS INTEGER) AS deleted"
+    };
+}
+
+macro_rules! job_columns {
+    () => {
+        "id, project_id, run_id, run_name, job_num, replica_num, submission_num, deployment_num, job_name, \
+         submitted_at, last_processed_at, finished_at, status, termination_reason, \
+         termination_reason_message, exit_status, job_spec, job_provisioning_data, job_runtime_data, \
+         instance_id, runner_timestamp, remove_at, graceful_termination_attempts"
+    };
+}
+
+/// `($1, …, $100)`: up to 100 values bound, the rest bound as NULL (which matches nothing).
+macro_rules! in_100 {
+    () => {
+        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54, $55, $56, $57, $58, $59, $60, $61, $62, $63, $64, $65, $66, $67, $68, $69, $70, $71, $72, $73, $74, $75, $76, $77, $78, $79, $80, $81, $82, $83, $84, $85, $86, $87, $88, $89, $90, $91, $92, $93, $94, $95, $96, $97, $98, $99, $100)"
+    };
+}
+
+/// `($1, …, $8)`, as [`in_100`].
+macro_rules! in_8 {
+    () => {
+        "($1, $2, $3, $4, $5, $6, $7, $8)"
+    };
+}
+
+const CHUNK: usize = 100;
+
+fn opt_uuid(row: &AnyRow, column: &str) -> Result<Option<Uuid>, sqlx::Error> {
+    use sqlx::Row as _;
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| {
+        Uuid::parse_str(&t)
+            .map_err(|err| sqlx::Error::ColumnDecode { index: column.to_owned(), source: Box::new(err) })
+    })
+    .transpose()
+}
+
+fn opt_timestamp(row: &AnyRow, column: &str) -> Result<Option<jiff::Timestamp>, sqlx::Error> {
+    use sqlx::Row as _;
+    let micros: Option<i64> = row.try_get(column)?;
+    micros
+        .map(|m| {
+            jiff::Timestamp::from_microsecond(m)
+                .map_err(|err| sqlx::Error::ColumnDecode { index: column.to_owned(), source: Box::new(err) })
+        })
+        .transpose()
+}
+
+fn run_from_row(row: &AnyRow) -> Result<RunRow, sqlx::Error> {
+    use sqlx::Row as _;
+    Ok(RunRow {
+        id: get_uuid(row, "id")?,
+        project_id: get_uuid(row, "project_id")?,
+        user_id: get_uuid(row, "user_id")?,
+        repo_id: row.try_get("repo_id")?,
+        run_name: row.try_get("run_name")?,
+        submitted_at: get_timestamp(row, "submitted_at")?,
+        last_processed_at: get_timestamp(row, "last_processed_at")?,
+        status: row.try_get("status")?,
+        termination_reason: row.try_get("termination_reason")?,
+        resubmission_attempt: row.try_get("resubmission_attempt")?,
+        run_spec: row.try_get("run_spec")?,
+        priority: row.try_get("priority")?,
+        deployment_num: row.try_get("deployment_num")?,
+        fleet_id: opt_uuid(row, "fleet_id")?,
+        next_triggered_at: opt_timestamp(row, "next_triggered_at")?,
+        deleted: get_bool(row, "deleted")?,
+    })
+}
+
+fn job_from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
+    use sqlx::Row as _;
+    Ok(JobRow {
+        id: get_uuid(row, "id")?,
+        project_id: get_uuid(row, "project_id")?,
+        run_id: get_uuid(row, "run_id")?,
+        run_name: row.try_get("run_name")?,
+        job_num: row.try_get("job_num")?,
+        replica_num: row.try_get("replica_num")?,
+        submission_num: row.try_get("submission_num")?,
+        deployment_num: row.try_get("deployment_num")?,
+        job_name: row.try_get("job_name")?,
+        submitted_at: get_timestamp(row, "submitted_at")?,
+        last_processed_at: get_timestamp(row, "last_processed_at")?,
+        finished_at: opt_timestamp(row, "finished_at")?,
+        status: row.try_get("status")?,
+        termination_reason: row.try_get("termination_reason")?,
+        termination_reason_message: row.try_get("termination_reason_message")?,
+        exit_status: row.try_get("exit_status")?,
+        job_spec: row.try_get("job_spec")?,
+        job_provisioning_data: row.try_get("job_provisioning_data")?,
+        job_runtime_data: row.try_get("job_runtime_data")?,
+        instance_id: opt_uuid(row, "instance_id")?,
+        runner_timestamp: row.try_get("runner_timestamp")?,
+        remove_at: opt_timestamp(row, "remove_at")?,
+        graceful_termination_attempts: row.try_get("graceful_termination_attempts")?,
+    })
+}
+
+async fn insert_job(tx: &mut sqlx::Transaction<'static, sqlx::Any>, j: &JobRow) -> Result<(), DbError> {
+    sqlx::query(concat!(
+        "INSERT INTO jobs (",
+        job_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+         $20, $21, $22, $23)"
+    ))
+    .bind(uuid_text(j.id))
+    .bind(uuid_text(j.project_id))
+    .bind(uuid_text(j.run_id))
+    .bind(&j.run_name)
+    .bind(j.job_num)
+    .bind(j.replica_num)
+    .bind(j.submission_num)
+    .bind(j.deployment_num)
+    .bind(&j.job_name)
+    .bind(micros(j.submitted_at))
+    .bind(micros(j.last_processed_at))
+    .bind(j.finished_at.map(micros))
+    .bind(&j.status)
+    .bind(&j.termination_reason)
+    .bind(&j.termination_reason_message)
+    .bind(j.exit_status)
+    .bind(&j.job_spec)
+    .bind(&j.job_provisioning_data)
+    .bind(&j.job_runtime_data)
+    .bind(j.instance_id.map(uuid_text))
+    .bind(j.runner_timestamp)
+    .bind(j.remove_at.map(micros))
+    .bind(j.graceful_termination_attempts)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| conflict_on_unique(e, |_| format!("job {}", j.job_name)))?;
+    Ok(())
+}
+
+impl Db {
+    /// Inserts a run and its first job submissions in one transaction. A finished run of the
+    /// same name is soft-deleted first; a live one makes this a [`DbError::Conflict`].
+    pub async fn insert_run(&self, run: &RunRow, jobs: &[JobRow]) -> Result<(), DbError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(concat!(
+            "UPDATE runs SET deleted = TRUE WHERE project_id = $1 AND run_name = $2 AND deleted = FALSE \
+             AND status IN ",
+            "('terminated', 'failed', 'done')"
+        ))
+        .bind(uuid_text(run.project_id))
+        .bind(&run.run_name)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(concat!(
+            "INSERT INTO runs (id, project_id, user_id, repo_id, run_name, submitted_at, last_processed_at, \
+             status, termination_reason, resubmission_attempt, run_spec, priority, deployment_num, fleet_id, \
+             next_triggered_at, deleted) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+        ))
+        .bind(uuid_text(run.id))
+        .bind(uuid_text(run.project_id))
+        .bind(uuid_text(run.user_id))
+        .bind(&run.repo_id)
+        .bind(&run.run_name)
+        .bind(micros(run.submitted_at))
+        .bind(micros(run.last_processed_at))
+        .bind(&run.status)
+        .bind(&run.termination_reason)
+        .bind(run.resubmission_attempt)
+        .bind(&run.run_spec)
+        .bind(run.priority)
+        .bind(run.deployment_num)
+        .bind(run.fleet_id.map(uuid_text))
+        .bind(run.next_triggered_at.map(micros))
+        .bind(run.deleted)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict_on_unique(e, |_| format!("run {}", run.run_name)))?;
+        for job in jobs {
+            insert_job(&mut tx, job).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The live (not deleted) run of that name.
+    pub async fn run_by_name(&self, project_id: Uuid, name: &str) -> Result<Option<RunRow>, DbError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE project_id = $1 AND run_name = $2 AND deleted = FALSE"
+        ))
+        .bind(uuid_text(project_id))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(run_from_row).transpose()?)
+    }
+
+    /// A run by id, deleted or not.
+    pub async fn run_by_id(&self, id: Uuid) -> Result<Option<RunRow>, DbError> {
+        let row = sqlx::query(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1"))
+            .bind(uuid_text(id))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(run_from_row).transpose()?)
+    }
+
+    /// A project's live runs by keyset page: `(submitted_at, id)` descending, or ascending
+    /// (then ids descending) with `ascending`.
+    pub async fn list_runs(&self, f: &RunFilter) -> Result<Vec<RunRow>, DbError> {
+        let (prev_at, prev_id) = match f.prev {
+            Some((at, id)) => (Some(micros(at)), id.map(uuid_text)),
+            None => (None, None),
+        };
+        // One static statement per direction; NULL parameters switch filters off.
+        let sql = if f.ascending {
+            concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM runs WHERE deleted = FALSE AND project_id = $1 \
+                 AND ($2 IS NULL OR user_id = $2) AND ($3 IS NULL OR repo_id = $3) \
+                 AND ($4 = FALSE OR status NOT IN ('terminated', 'failed', 'done')) \
+                 AND ($5 IS NULL OR submitted_at > $5 OR (submitted_at = $5 AND $6 IS NOT NULL AND id < $6)) \
+                 ORDER BY submitted_at ASC, id DESC LIMIT $7"
+            )
+        } else {
+            concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM runs WHERE deleted = FALSE AND project_id = $1 \
+                 AND ($2 IS NULL OR user_id = $2) AND ($3 IS NULL OR repo_id = $3) \
+                 AND ($4 = FALSE OR status NOT IN ('terminated', 'failed', 'done')) \
+                 AND ($5 IS NULL OR submitted_at < $5 OR (submitted_at = $5 AND $6 IS NOT NULL AND id > $6)) \
+                 ORDER BY submitted_at DESC, id ASC LIMIT $7"
+            )
+        };
+        let rows = sqlx::query(sql)
+            .bind(uuid_text(f.project_id))
+            .bind(f.user_id.map(uuid_text))
+            .bind(&f.repo_id)
+            .bind(f.only_active)
+            .bind(prev_at)
+            .bind(prev_id)
+            .bind(f.limit.max(0))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(run_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Every submission of these runs, by run, replica, job and submission.
+    pub async fn jobs_of_runs(&self, run_ids: &[Uuid]) -> Result<Vec<JobRow>, DbError> {
+        let mut jobs = Vec::new();
+        for chunk in run_ids.chunks(CHUNK) {
+            let mut q = sqlx::query(concat!(
+                "SELECT ",
+                job_columns!(),
+                " FROM jobs WHERE run_id IN ",
+                in_100!(),
+                " ORDER BY run_id, replica_num, job_num, submission_num"
+            ));
+            for i in 0..CHUNK {
+                q = q.bind(chunk.get(i).map(|id| uuid_text(*id)));
+            }
+            let rows = q.fetch_all(&self.pool).await?;
+            for row in &rows {
+                jobs.push(job_from_row(row)?);
+            }
+        }
+        Ok(jobs)
+    }
+
+    pub async fn job_by_id(&self, id: Uuid) -> Result<Option<JobRow>, DbError> {
+        let row = sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1"))
+            .bind(uuid_text(id))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(job_from_row).transpose()?)
+    }
+
+    /// Records a user's stop: every named live, unfinished run becomes `terminating` with
+    /// `reason`. Any lease on those runs is broken, so an in-flight worker's result is dropped.
+    pub async fn stop_runs(&self, project_id: Uuid, names: &[String], reason: &str) -> Result<(), DbError> {
+        let mut tx = self.begin_write().await?;
+        for name in names {
+            sqlx::query(
+                "UPDATE runs SET status = 'terminating', termination_reason = $3, lock_token = NULL, \
+                 lock_expires_at = NULL WHERE project_id = $1 AND run_name = $2 AND deleted = FALSE \
+                 AND status NOT IN ('terminated', 'failed', 'done') \
+                 AND (status <> 'terminating' OR $3 = 'aborted_by_user')",
+            )
+            .bind(uuid_text(project_id))
+            .bind(name)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Soft-deletes the named finished runs; returns how many were deleted.
+    pub async fn delete_runs(&self, project_id: Uuid, names: &[String]) -> Result<u64, DbError> {
+        let mut tx = self.begin_write().await?;
+        let mut n = 0;
+        for name in names {
+            n += sqlx::query(
+                "UPDATE runs SET deleted = TRUE WHERE project_id = $1 AND run_name = $2 AND deleted = FALSE \
+                 AND status IN ('terminated', 'failed', 'done')",
+            )
+            .bind(uuid_text(project_id))
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Takes a lease of `lease` on up to `limit` live runs in `statuses` whose lease is free,
+    /// least recently processed first. Returns the runs with the token that proves the lease.
+    pub async fn lease_runs(
+        &self,
+        statuses: &[&str],
+        limit: i64,
+        now: jiff::Timestamp,
+        lease: jiff::SignedDuration,
+    ) -> Result<Vec<(RunRow, Uuid)>, DbError> {
+        let candidates: Vec<String> = {
+            use sqlx::Row as _;
+            let mut q = sqlx::query(concat!(
+                "SELECT id FROM runs WHERE deleted = FALSE AND status IN ",
+                in_8!(),
+                " AND (lock_expires_at IS NULL OR lock_expires_at < $9) \
+                 ORDER BY priority DESC, last_processed_at ASC LIMIT $10"
+            ));
+            for i in 0..8 {
+                q = q.bind(statuses.get(i).copied());
+            }
+            q.bind(micros(now))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>("id"))
+                .collect::<Result<_, _>>()?
+        };
+        let mut leased = Vec::new();
+        let expires = micros(now.checked_add(lease).unwrap_or(now));
+        for id in candidates {
+            let token = Uuid::new_v4();
+            let row = sqlx::query(concat!(
+                "UPDATE runs SET lock_token = $2, lock_expires_at = $3 WHERE id = $1 \
+                 AND (lock_expires_at IS NULL OR lock_expires_at < $4) RETURNING ",
+                run_columns!()
+            ))
+            .bind(&id)
+            .bind(uuid_text(token))
+            .bind(expires)
+            .bind(micros(now))
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = row {
+                leased.push((run_from_row(&row)?, token));
+            }
+        }
+        Ok(leased)
+    }
+
+    /// Writes a leased run back (status, reason, counters, fleet) and ends the lease, together
+    /// with the given job rows: `updated` jobs are written only if unfinished in the database
+    /// or unchanged, `new_jobs` are inserted. Returns `false`, writing nothing, if the lease
+    /// is no longer `token`'s.
+    pub async fn save_run(
+        &self,
+        run: &RunRow,
+        token: Uuid,
+        updated: &[JobRow],
+        new_jobs: &[JobRow],
+    ) -> Result<bool, DbError> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE runs SET status = $3, termination_reason = $4, resubmission_attempt = $5, \
+             last_processed_at = $6, fleet_id = $7, next_triggered_at = $8, deployment_num = $9, \
+             lock_token = NULL, lock_expires_at = NULL WHERE id = $1 AND lock_token = $2",
+        )
+        .bind(uuid_text(run.id))
+        .bind(uuid_text(token))
+        .bind(&run.status)
+        .bind(&run.termination_reason)
+        .bind(run.resubmission_attempt)
+        .bind(micros(run.last_processed_at))
+        .bind(run.fleet_id.map(uuid_text))
+        .bind(run.next_triggered_at.map(micros))
+        .bind(run.deployment_num)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        for job in updated {
+            // The run loop only moves unfinished jobs to `terminating`; a job a job loop has
+            // finished meanwhile stays as it is.
+            sqlx::query(
+                "UPDATE jobs SET status = $2, termination_reason = $3, termination_reason_message = $4, \
+                 graceful_termination_attempts = $5, last_processed_at = $6 \
+                 WHERE id = $1 AND status NOT IN ('terminated', 'aborted', 'failed', 'done')",
+            )
+            .bind(uuid_text(job.id))
+            .bind(&job.status)
+            .bind(&job.termination_reason)
+            .bind(&job.termination_reason_message)
+            .bind(job.graceful_termination_attempts)
+            .bind(micros(job.last_processed_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for job in new_jobs {
+            insert_job(&mut tx, job).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Ends a lease without changing the run (nothing to do this time).
+    pub async fn release_run(&self, id: Uuid, token: Uuid, now: jiff::Timestamp) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE runs SET lock_token = NULL, lock_expires_at = NULL, last_processed_at = $3 \
+             WHERE id = $1 AND lock_token = $2",
+        )
+        .bind(uuid_text(id))
+        .bind(uuid_text(token))
+        .bind(micros(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// As [`Db::lease_runs`], for job submissions. Jobs of higher-priority runs come first.
+    pub async fn lease_jobs(
+        &self,
+        statuses: &[&str],
+        limit: i64,
+        now: jiff::Timestamp,
+        lease: jiff::SignedDuration,
+    ) -> Result<Vec<(JobRow, Uuid)>, DbError> {
+        let candidates: Vec<String> = {
+            use sqlx::Row as _;
+            let mut q = sqlx::query(concat!(
+                "SELECT jobs.id AS id FROM jobs JOIN runs ON runs.id = jobs.run_id WHERE jobs.status IN ",
+                in_8!(),
+                " AND (jobs.lock_expires_at IS NULL OR jobs.lock_expires_at < $9) \
+                 ORDER BY runs.priority DESC, jobs.last_processed_at ASC LIMIT $10"
+            ));
+            for i in 0..8 {
+                q = q.bind(statuses.get(i).copied());
+            }
+            q.bind(micros(now))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>("id"))
+                .collect::<Result<_, _>>()?
+        };
+        let mut leased = Vec::new();
+        let expires = micros(now.checked_add(lease).unwrap_or(now));
+        for id in candidates {
+            let token = Uuid::new_v4();
+            let row = sqlx::query(concat!(
+                "UPDATE jobs SET lock_token = $2, lock_expires_at = $3 WHERE id = $1 \
+                 AND (lock_expires_at IS NULL OR lock_expires_at < $4) RETURNING ",
+                job_columns!()
+            ))
+            .bind(&id)
+            .bind(uuid_text(token))
+            .bind(expires)
+            .bind(micros(now))
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = row {
+                leased.push((job_from_row(&row)?, token));
+            }
+        }
+        Ok(leased)
+    }
+
+    /// Writes a leased job back and ends the lease, with the log chunks pulled for it (a chunk
+    /// already stored is skipped) and a change of its instance's busy blocks: a claim
+    /// (positive) only while the instance has that many free blocks, a release (negative)
+    /// always. Nothing is written unless everything is.
+    pub async fn save_job(
+        &self,
+        job: &JobRow,
+        token: Uuid,
+        logs: &[(&str, LogRow)],
+        instance_blocks: Option<(Uuid, i64)>,
+    ) -> Result<SaveJob, DbError> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE jobs SET status = $3, termination_reason = $4, termination_reason_message = $5, \
+             exit_status = $6, job_provisioning_data = $7, job_runtime_data = $8, instance_id = $9, \
+             runner_timestamp = $10, remove_at = $11, graceful_termination_attempts = $12, \
+             last_processed_at = $13, finished_at = $14, lock_token = NULL, lock_expires_at = NULL \
+             WHERE id = $1 AND lock_token = $2",
+        )
+        .bind(uuid_text(job.id))
+        .bind(uuid_text(token))
+        .bind(&job.status)
+        .bind(&job.termination_reason)
+        .bind(&job.termination_reason_message)
+        .bind(job.exit_status)
+        .bind(&job.job_provisioning_data)
+        .bind(&job.job_runtime_data)
+        .bind(job.instance_id.map(uuid_text))
+        .bind(job.runner_timestamp)
+        .bind(job.remove_at.map(micros))
+        .bind(job.graceful_termination_attempts)
+        .bind(micros(job.last_processed_at))
+        .bind(job.finished_at.map(micros))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(SaveJob::Stale);
+        }
+        for (source, log) in logs {
+            sqlx::query(
+                "INSERT INTO job_logs (job_id, source, ts, message) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(uuid_text(job.id))
+            .bind(*source)
+            .bind(log.ts)
+            .bind(&log.message)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some((instance_id, delta)) = instance_blocks {
+            let n = sqlx::query(
+                "UPDATE instances SET \
+                 busy_blocks = CASE WHEN busy_blocks + $2 < 0 THEN 0 ELSE busy_blocks + $2 END, \
+                 last_job_processed_at = $3, \
+                 status = CASE WHEN busy_blocks + $2 > 0 THEN 'busy' ELSE 'idle' END \
+                 WHERE id = $1 AND deleted = FALSE AND status IN ('idle', 'busy') \
+                 AND ($2 <= 0 OR busy_blocks + $2 <= total_blocks)",
+            )
+            .bind(uuid_text(instance_id))
+            .bind(delta)
+            .bind(micros(job.last_processed_at))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 && delta > 0 {
+                return Ok(SaveJob::NoCapacity);
+            }
+        }
+        tx.commit().await?;
+        Ok(SaveJob::Saved)
+    }
+
+    /// A page of a job's logs from one source (`stdout` or `runner`).
+    pub async fn job_logs(&self, job_id: Uuid, source: &str, q: &LogQuery) -> Result<Vec<LogRow>, DbError> {
+        use sqlx::Row as _;
+        let sql = if q.descending {
+            "SELECT ts, message FROM job_logs WHERE job_id = $1 AND source = $2 \
+             AND ($3 IS NULL OR ts > $3) AND ($4 IS NULL OR ts < $4) ORDER BY ts DESC LIMIT $5"
+        } else {
+            "SELECT ts, message FROM job_logs WHERE job_id = $1 AND source = $2 \
+             AND ($3 IS NULL OR ts > $3) AND ($4 IS NULL OR ts < $4) ORDER BY ts ASC LIMIT $5"
+        };
+        let rows = sqlx::query(sql)
+            .bind(uuid_text(job_id))
+            .bind(source)
+            .bind(q.after)
+            .bind(q.before)
+            .bind(q.limit.max(0))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(LogRow { ts: r.try_get("ts")?, message: r.try_get("message")? }))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DbError::from)
+    }
+}

@@ -1,0 +1,96 @@
+//! What an active job becomes from what its agents report (agents.md §3.2–3.3).
+
+use dstack_api::runs::JobTerminationReason;
+use jiff::{SignedDuration, Timestamp};
+
+/// How long a job may stay unreachable before it is given up (`JOB_DISCONNECTED_RETRY_TIMEOUT`).
+pub const DISCONNECTED_TIMEOUT: SignedDuration = SignedDuration::from_secs(120);
+
+/// The graceful part of a stop: the runner is asked to stop, the task is killed after this.
+pub const GRACEFUL_STOP: SignedDuration = SignedDuration::from_secs(10);
+
+/// A reason string from a shim or runner as the server reads it; an unknown or empty one is
+/// `default`.
+pub fn agent_reason(reason: &str, default: JobTerminationReason) -> JobTerminationReason {
+    JobTerminationReason::from_wire(&reason.to_ascii_lowercase()).unwrap_or(default)
+}
+
+/// The last job state a runner reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerState<'a> {
+    /// `running`, `done`, `failed`, `terminated`, …
+    pub state: &'a str,
+    pub termination_reason: &'a str,
+    pub termination_message: &'a str,
+    pub exit_status: Option<i64>,
+}
+
+/// How a job ended, from the runner's last state; `None` while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub reason: JobTerminationReason,
+    pub message: Option<String>,
+    pub exit_status: Option<i64>,
+}
+
+/// dstack's reading of the runner's last state event.
+pub fn runner_outcome(last: &RunnerState<'_>) -> Option<Ended> {
+    let message = (!last.termination_message.is_empty()).then(|| last.termination_message.to_owned());
+    match last.state {
+        "done" => {
+            Some(Ended { reason: JobTerminationReason::DoneByRunner, message, exit_status: last.exit_status })
+        }
+        "failed" | "terminated" => Some(Ended {
+            reason: agent_reason(last.termination_reason, JobTerminationReason::ContainerExitedWithError),
+            message,
+            exit_status: last.exit_status,
+        }),
+        _ => None,
+    }
+}
+
+/// Whether a job unreachable since `since` is given up at `now`.
+pub fn unreachable_for_too_long(since: Timestamp, now: Timestamp) -> bool {
+    now.duration_since(since) > DISCONNECTED_TIMEOUT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state<'a>(state: &'a str, reason: &'a str, exit: Option<i64>) -> RunnerState<'a> {
+        RunnerState { state, termination_reason: reason, termination_message: "", exit_status: exit }
+    }
+
+    #[test]
+    fn runner_states_map_as_in_dstack() {
+        assert_eq!(runner_outcome(&state("running", "", None)), None);
+        assert_eq!(
+            runner_outcome(&state("done", "", Some(0))).map(|e| (e.reason, e.exit_status)),
+            Some((JobTerminationReason::DoneByRunner, Some(0)))
+        );
+        assert_eq!(
+            runner_outcome(&state("failed", "", Some(3))).map(|e| (e.reason, e.exit_status)),
+            Some((JobTerminationReason::ContainerExitedWithError, Some(3)))
+        );
+        assert_eq!(
+            runner_outcome(&state("terminated", "max_duration_exceeded", None)).map(|e| e.reason),
+            Some(JobTerminationReason::MaxDurationExceeded)
+        );
+        assert_eq!(
+            runner_outcome(&state("failed", "LOG_QUOTA_EXCEEDED", None)).map(|e| e.reason),
+            Some(JobTerminationReason::LogQuotaExceeded)
+        );
+        assert_eq!(
+            agent_reason("bogus", JobTerminationReason::ExecutorError),
+            JobTerminationReason::ExecutorError
+        );
+    }
+
+    #[test]
+    fn unreachable_jobs_get_two_minutes() {
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        assert!(!unreachable_for_too_long(t0, t0 + SignedDuration::from_secs(120)));
+        assert!(unreachable_for_too_long(t0, t0 + SignedDuration::from_secs(121)));
+    }
+}

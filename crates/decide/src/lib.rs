@@ -1,0 +1,11 @@
+//! Pure decisions of the control plane.
+//!
+//! Nothing here does I/O, touches a clock or is async: every function takes a snapshot of
+//! what is known (and `now` where time matters) and returns data. The server loads the
+//! snapshots, calls these functions and carries out what they return.
+//!
+//! - [`jobspec`]: the job specs of a run (what dstack's "job configurators" compute).
+pub mod job;
+pub mod jobspec;
+pub mod offers;
+pub mod run;

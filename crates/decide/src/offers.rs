@@ -1,0 +1,268 @@
+//! Offers: whether an instance fits a job's requirements, and which instance a submitted job
+//! gets (scheduling.md §4.3–4.5, for fleets whose instances already exist).
+
+use dstack_api::runs::{InstanceAvailability, InstanceOfferWithAvailability, Requirements, Resources};
+use dstack_model::common::{Memory, Range};
+use dstack_model::resources::{CpuArch, GpuVendor};
+use uuid::Uuid;
+
+/// dstack's message when no fleet can take a job; its CLI shows such jobs as `no fleets`.
+pub const NO_FLEETS_MESSAGE: &str =
+    "No matching fleet found. Possible reasons: https://dstack.ai/docs/guides/troubleshooting/#no-fleets";
+
+/// Whether `res` satisfies `req` (inclusive ranges; GPU filters are skipped for a CPU-only
+/// host when no GPU is required; GPU names compare case-insensitively).
+pub fn matches(req: &Requirements, res: &Resources) -> bool {
+    let spec = &req.resources;
+    if !in_range(&spec.cpu.count, res.cpus) {
+        return false;
+    }
+    if let Some(arch) = spec.cpu.arch {
+        let host = res.cpu_arch.unwrap_or(CpuArch::X86);
+        if arch != host {
+            return false;
+        }
+    }
+    if !in_memory_range(&spec.memory, mib_to_gb(res.memory_mib)) {
+        return false;
+    }
+    if let Some(disk) = &spec.disk
+        && res.disk.size_mib > 0
+        && !in_memory_range(&disk.size, mib_to_gb(res.disk.size_mib))
+    {
+        return false;
+    }
+    if let Some(spot) = req.spot
+        && spot != res.spot
+    {
+        return false;
+    }
+    let gpu = spec.gpu.clone().unwrap_or_else(dstack_model::resources::GpuSpec::zero_or_more);
+    let n_gpus = i64::try_from(res.gpus.len()).unwrap_or(i64::MAX);
+    if !in_range(&gpu.count, n_gpus) {
+        return false;
+    }
+    if n_gpus == 0 && gpu.count.min.unwrap_or(0) == 0 {
+        return true;
+    }
+    if let Some(vendor) = gpu.vendor
+        && res.gpus.iter().any(|g| g.vendor.unwrap_or(GpuVendor::Nvidia) != vendor)
+    {
+        return false;
+    }
+    if let Some(names) = &gpu.name
+        && !res.gpus.iter().all(|g| names.iter().any(|n| n.eq_ignore_ascii_case(&g.name)))
+    {
+        return false;
+    }
+    if let Some(memory) = &gpu.memory
+        && !res.gpus.iter().all(|g| in_memory_range(memory, mib_to_gb(g.memory_mib)))
+    {
+        return false;
+    }
+    if let Some(total) = &gpu.total_memory {
+        let sum: i64 = res.gpus.iter().map(|g| g.memory_mib).sum();
+        if !in_memory_range(total, mib_to_gb(sum)) {
+            return false;
+        }
+    }
+    true
+}
+
+fn mib_to_gb(mib: i64) -> f64 {
+    mib as f64 / 1024.0
+}
+
+fn in_range(range: &Range<i64>, v: i64) -> bool {
+    range.min.is_none_or(|min| v >= min) && range.max.is_none_or(|max| v <= max)
+}
+
+fn in_memory_range(range: &Range<Memory>, gb: f64) -> bool {
+    range.min.is_none_or(|Memory(min)| gb >= min) && range.max.is_none_or(|Memory(max)| gb <= max)
+}
+
+/// An instance of one of the project's fleets, as assignment sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceCandidate {
+    pub id: Uuid,
+    pub fleet_id: Uuid,
+    pub fleet_name: String,
+    /// The instance can take jobs (`idle` or `busy` with free blocks).
+    pub usable: bool,
+    pub offer: InstanceOfferWithAvailability,
+    pub total_blocks: i64,
+    pub busy_blocks: i64,
+}
+
+/// Where a submitted job goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Assignment {
+    /// Take `blocks` of this instance.
+    Instance { id: Uuid, fleet_id: Uuid, offer: Box<InstanceOfferWithAvailability> },
+    /// No instance can take it now: fail with no capacity and this message.
+    NoCapacity { message: String },
+}
+
+/// Which fleets a run may use: all, or those named in the profile's `fleets`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetFilter {
+    pub names: Option<Vec<String>>,
+    /// Once a run has landed on a fleet, its later jobs stay there.
+    pub run_fleet: Option<Uuid>,
+}
+
+/// The instances (with their offers) that fit `req`, cheapest first, free ones before busy.
+pub fn instance_offers<'a>(
+    req: &Requirements,
+    instances: &'a [InstanceCandidate],
+    filter: &FleetFilter,
+) -> Vec<(&'a InstanceCandidate, InstanceOfferWithAvailability)> {
+    let mut offers: Vec<(&InstanceCandidate, InstanceOfferWithAvailability)> = instances
+        .iter()
+        .filter(|i| filter.run_fleet.is_none_or(|f| f == i.fleet_id))
+        .filter(|i| filter.names.as_ref().is_none_or(|names| names.contains(&i.fleet_name)))
+        .filter(|i| matches(req, &i.offer.instance.resources))
+        .filter(|i| req.max_price.is_none_or(|max| i.offer.price <= max))
+        .map(|i| {
+            let free = i.usable && i.busy_blocks < i.total_blocks;
+            let mut offer = i.offer.clone();
+            offer.availability = if free { InstanceAvailability::Idle } else { InstanceAvailability::Busy };
+            offer.total_blocks = i.total_blocks;
+            offer.blocks = 1;
+            (i, offer)
+        })
+        .collect();
+    offers.sort_by(|a, b| {
+        let free = |o: &InstanceOfferWithAvailability| !o.availability.is_available();
+        free(&a.1).cmp(&free(&b.1)).then(a.1.price.total_cmp(&b.1.price))
+    });
+    offers
+}
+
+/// Picks the instance for a submitted job: the cheapest fitting free one.
+pub fn assign(req: &Requirements, instances: &[InstanceCandidate], filter: &FleetFilter) -> Assignment {
+    let offers = instance_offers(req, instances, filter);
+    match offers.into_iter().find(|(_, o)| o.availability.is_available()) {
+        Some((i, offer)) => Assignment::Instance { id: i.id, fleet_id: i.fleet_id, offer: Box::new(offer) },
+        None => Assignment::NoCapacity { message: NO_FLEETS_MESSAGE.to_owned() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dstack_api::runs::{Disk, Gpu, InstanceRuntime, InstanceType};
+    use dstack_model::common::BackendType;
+    use dstack_model::resources::{CpuSpec, DiskSpec, GpuSpec, ResourcesSpec};
+
+    use super::*;
+
+    fn resources(cpus: i64, memory_gb: i64, gpus: &[(&str, i64)]) -> Resources {
+        Resources {
+            cpus,
+            memory_mib: memory_gb * 1024,
+            gpus: gpus
+                .iter()
+                .map(|(n, gb)| Gpu { name: (*n).to_owned(), memory_mib: gb * 1024, vendor: None })
+                .collect(),
+            spot: false,
+            disk: Disk { size_mib: 200 * 1024 },
+            cpu_arch: None,
+            description: String::new(),
+        }
+    }
+
+    fn req(spec: ResourcesSpec) -> Requirements {
+        Requirements {
+            resources: spec,
+            max_price: None,
+            spot: Some(false),
+            reservation: None,
+            multinode: Some(false),
+            backend_options: None,
+        }
+    }
+
+    fn spec(cpu: Range<i64>, memory: f64, gpu: Option<GpuSpec>) -> ResourcesSpec {
+        ResourcesSpec {
+            cpu: CpuSpec { arch: None, count: cpu },
+            memory: Range::at_least(Memory(memory)),
+            shm_size: None,
+            gpu,
+            disk: Some(DiskSpec { size: Range::at_least(Memory(100.0)) }),
+        }
+    }
+
+    #[test]
+    fn requirements_against_hosts() {
+        let cpu_host = resources(4, 16, &[]);
+        let gpu_host = resources(8, 64, &[("A100", 80), ("A100", 80)]);
+        let default = req(spec(
+            Range::at_least(2),
+            8.0,
+            Some(GpuSpec { count: Range::exact(0), ..GpuSpec::default() }),
+        ));
+        assert!(matches(&default, &cpu_host));
+        assert!(!matches(&default, &gpu_host), "gpu count 0 excludes GPU hosts");
+        let any_gpu = req(spec(Range::at_least(2), 8.0, None));
+        assert!(matches(&any_gpu, &cpu_host) && matches(&any_gpu, &gpu_host));
+        let a100 = req(spec(
+            Range::at_least(2),
+            8.0,
+            Some(GpuSpec { name: Some(vec!["a100".into()]), count: Range::exact(2), ..GpuSpec::default() }),
+        ));
+        assert!(matches(&a100, &gpu_host));
+        assert!(!matches(&a100, &cpu_host));
+        let big_memory = req(spec(Range::at_least(2), 32.0, None));
+        assert!(!matches(&big_memory, &cpu_host));
+        let many_cpus = req(spec(Range::at_least(16), 8.0, None));
+        assert!(!matches(&many_cpus, &gpu_host));
+        let mut spot = default.clone();
+        spot.spot = Some(true);
+        assert!(!matches(&spot, &cpu_host));
+        let mut big_disk = default.clone();
+        big_disk.resources.disk = Some(DiskSpec { size: Range::at_least(Memory(500.0)) });
+        assert!(!matches(&big_disk, &cpu_host));
+    }
+
+    fn candidate(n: u128, free: bool, price: f64) -> InstanceCandidate {
+        InstanceCandidate {
+            id: Uuid::from_u128(n),
+            fleet_id: Uuid::from_u128(100),
+            fleet_name: "local".into(),
+            usable: true,
+            offer: InstanceOfferWithAvailability {
+                backend: BackendType::Remote,
+                instance: InstanceType { name: format!("i{n}"), resources: resources(4, 16, &[]) },
+                region: "local".into(),
+                price,
+                backend_data: Default::default(),
+                availability: InstanceAvailability::Idle,
+                availability_zones: None,
+                instance_runtime: InstanceRuntime::Shim,
+                blocks: 1,
+                total_blocks: 1,
+            },
+            total_blocks: 1,
+            busy_blocks: if free { 0 } else { 1 },
+        }
+    }
+
+    #[test]
+    fn assignment_takes_the_cheapest_free_instance() {
+        let r = req(spec(Range::at_least(2), 8.0, None));
+        let all = [candidate(1, false, 0.0), candidate(2, true, 2.0), candidate(3, true, 1.0)];
+        let Assignment::Instance { id, .. } = assign(&r, &all, &FleetFilter::default()) else { panic!() };
+        assert_eq!(id, Uuid::from_u128(3));
+        let busy = [candidate(1, false, 0.0)];
+        assert_eq!(
+            assign(&r, &busy, &FleetFilter::default()),
+            Assignment::NoCapacity { message: NO_FLEETS_MESSAGE.into() }
+        );
+        let named = FleetFilter { names: Some(vec!["other".into()]), run_fleet: None };
+        assert!(matches!(assign(&r, &all, &named), Assignment::NoCapacity { .. }));
+        assert!(matches!(assign(&r, &[], &FleetFilter::default()), Assignment::NoCapacity { .. }));
+        let offers = instance_offers(&r, &all, &FleetFilter::default());
+        let order: Vec<u128> = offers.iter().map(|(i, _)| i.id.as_u128()).collect();
+        assert_eq!(order, vec![3, 2, 1]);
+    }
+}

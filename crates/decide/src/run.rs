@@ -1,0 +1,504 @@
+//! The run reconciler: from a run and its jobs' submissions, what the run becomes and what
+//! happens to its jobs (scheduling.md §2.1, §2.8).
+//!
+//! Tasks and dev environments (one replica) and services' replicas are handled alike: each
+//! replica's latest submissions decide for the replica, the replicas together for the run.
+
+use dstack_api::runs::{JobRetry, JobStatus, JobTerminationReason, RunStatus, RunTerminationReason};
+use dstack_model::profile::RetryEvent;
+use jiff::{SignedDuration, Timestamp};
+use uuid::Uuid;
+
+/// One job submission as the run reconciler sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobView {
+    pub id: Uuid,
+    pub replica_num: i64,
+    pub job_num: i64,
+    pub submission_num: i64,
+    pub status: JobStatus,
+    pub termination_reason: Option<JobTerminationReason>,
+    /// The submission reached an instance (it has provisioning data).
+    pub provisioned: bool,
+    pub last_processed_at: Timestamp,
+}
+
+/// A run and all its job submissions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSnapshot {
+    pub status: RunStatus,
+    pub termination_reason: Option<RunTerminationReason>,
+    pub submitted_at: Timestamp,
+    pub resubmission_attempt: i64,
+    /// The effective retry policy; `None` means no retry.
+    pub retry: Option<JobRetry>,
+    pub jobs: Vec<JobView>,
+}
+
+/// What happens to one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TerminateJob {
+    pub id: Uuid,
+    pub reason: JobTerminationReason,
+    pub message: Option<String>,
+    /// A running job is first asked to stop (graceful_termination_attempts = 0).
+    pub graceful: bool,
+}
+
+/// The decision for one pass over a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunPlan {
+    pub status: RunStatus,
+    pub termination_reason: Option<RunTerminationReason>,
+    pub resubmission_attempt: i64,
+    /// The run may land on another fleet next time.
+    pub clear_fleet: bool,
+    pub terminate_jobs: Vec<TerminateJob>,
+    /// Replicas that get a new submission of every job now.
+    pub resubmit_replicas: Vec<i64>,
+}
+
+/// Waits before a retrying (pending) run is submitted again, by attempt; the last repeats.
+pub const PENDING_RETRY_DELAYS: [SignedDuration; 6] = [
+    SignedDuration::from_secs(15),
+    SignedDuration::from_secs(30),
+    SignedDuration::from_secs(60),
+    SignedDuration::from_secs(120),
+    SignedDuration::from_secs(300),
+    SignedDuration::from_secs(600),
+];
+
+/// Decides one pass over `run` at `now`.
+pub fn decide(run: &RunSnapshot, now: Timestamp) -> RunPlan {
+    let mut plan = RunPlan {
+        status: run.status,
+        termination_reason: run.termination_reason,
+        resubmission_attempt: run.resubmission_attempt,
+        clear_fleet: false,
+        terminate_jobs: Vec::new(),
+        resubmit_replicas: Vec::new(),
+    };
+    match run.status {
+        RunStatus::Pending => pending(run, now, &mut plan),
+        RunStatus::Submitted | RunStatus::Provisioning | RunStatus::Running => active(run, now, &mut plan),
+        RunStatus::Terminating => terminating(run, &mut plan),
+        RunStatus::Terminated | RunStatus::Failed | RunStatus::Done => {}
+    }
+    plan
+}
+
+fn pending(run: &RunSnapshot, now: Timestamp, plan: &mut RunPlan) {
+    if run.resubmission_attempt == 0 {
+        return;
+    }
+    let last = run.jobs.iter().map(|j| j.last_processed_at).max().unwrap_or(run.submitted_at);
+    let idx = usize::try_from(run.resubmission_attempt - 1).unwrap_or(0).min(PENDING_RETRY_DELAYS.len() - 1);
+    if now >= last + PENDING_RETRY_DELAYS[idx] {
+        plan.status = RunStatus::Submitted;
+        plan.resubmit_replicas = replicas(run);
+    }
+}
+
+fn terminating(run: &RunSnapshot, plan: &mut RunPlan) {
+    let reason = run.termination_reason.unwrap_or(RunTerminationReason::JobFailed);
+    let job_reason = reason.to_job_termination_reason();
+    let mut all_finished = true;
+    for job in latest_submissions(run) {
+        if job.status.is_finished() {
+            continue;
+        }
+        all_finished = false;
+        if job.status != JobStatus::Terminating {
+            let graceful = job.status == JobStatus::Running
+                && !matches!(reason, RunTerminationReason::AbortedByUser | RunTerminationReason::AllJobsDone);
+            plan.terminate_jobs.push(TerminateJob {
+                id: job.id,
+                reason: job_reason,
+                message: None,
+                graceful,
+            });
+        }
+    }
+    // Older submissions still winding down count too.
+    let older_active = run.jobs.iter().any(|j| !j.status.is_finished() && !is_latest(run, j));
+    if all_finished && !older_active {
+        plan.status = reason.to_status();
+    }
+}
+
+/// How a replica stands, from its jobs' latest submissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ReplicaState {
+    Done,
+    Submitted,
+    Provisioning,
+    Running,
+    /// Failed and may be retried.
+    Retry,
+    /// Failed for good, with the run's reason.
+    Failed(RunTerminationReasonOrd),
+}
+
+/// [`RunTerminationReason`] with an order, so the worst failure wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum RunTerminationReasonOrd {
+    JobFailed,
+    RetryLimitExceeded,
+}
+
+fn active(run: &RunSnapshot, now: Timestamp, plan: &mut RunPlan) {
+    let mut states = Vec::new();
+    for replica in replicas(run) {
+        let jobs: Vec<&JobView> = latest_submissions(run).filter(|j| j.replica_num == replica).collect();
+        states.push((replica, replica_state(run, &jobs, now)));
+    }
+    if let Some(failure) = states.iter().find_map(|(_, s)| match s {
+        ReplicaState::Failed(r) => Some(*r),
+        _ => None,
+    }) {
+        let reason = match failure {
+            RunTerminationReasonOrd::JobFailed => RunTerminationReason::JobFailed,
+            RunTerminationReasonOrd::RetryLimitExceeded => RunTerminationReason::RetryLimitExceeded,
+        };
+        plan.status = RunStatus::Terminating;
+        plan.termination_reason = Some(reason);
+        return;
+    }
+    let retrying: Vec<i64> =
+        states.iter().filter(|(_, s)| *s == ReplicaState::Retry).map(|(r, _)| *r).collect();
+    let any_active = states.iter().any(|(_, s)| {
+        matches!(s, ReplicaState::Submitted | ReplicaState::Provisioning | ReplicaState::Running)
+    });
+    if !retrying.is_empty() {
+        // Siblings of a failed job in a retried replica are stopped; the replica starts over.
+        for job in latest_submissions(run) {
+            if retrying.contains(&job.replica_num)
+                && !job.status.is_finished()
+                && job.status != JobStatus::Terminating
+            {
+                plan.terminate_jobs.push(TerminateJob {
+                    id: job.id,
+                    reason: JobTerminationReason::TerminatedByServer,
+                    message: Some("Run is to be resubmitted".to_owned()),
+                    graceful: job.status == JobStatus::Running,
+                });
+            }
+        }
+        if any_active {
+            plan.resubmit_replicas = retrying;
+        } else {
+            plan.status = RunStatus::Pending;
+            plan.resubmission_attempt = run.resubmission_attempt + 1;
+            plan.clear_fleet = true;
+        }
+        return;
+    }
+    if states.iter().all(|(_, s)| *s == ReplicaState::Done) {
+        plan.status = RunStatus::Terminating;
+        plan.termination_reason = Some(RunTerminationReason::AllJobsDone);
+        return;
+    }
+    let best = states.iter().map(|(_, s)| *s).max().unwrap_or(ReplicaState::Submitted);
+    plan.status = match best {
+        ReplicaState::Running => RunStatus::Running,
+        ReplicaState::Provisioning => RunStatus::Provisioning,
+        _ => RunStatus::Submitted,
+    };
+    if plan.status == RunStatus::Provisioning || plan.status == RunStatus::Running {
+        plan.resubmission_attempt = 0;
+    }
+}
+
+fn replica_state(run: &RunSnapshot, jobs: &[&JobView], now: Timestamp) -> ReplicaState {
+    let mut state = ReplicaState::Done;
+    for job in jobs {
+        let job_state = match job.status {
+            JobStatus::Running => ReplicaState::Running,
+            JobStatus::Provisioning | JobStatus::Pulling => ReplicaState::Provisioning,
+            JobStatus::Submitted => ReplicaState::Submitted,
+            JobStatus::Done => ReplicaState::Done,
+            JobStatus::Terminating if job.termination_reason == Some(JobTerminationReason::DoneByRunner) => {
+                ReplicaState::Done
+            }
+            JobStatus::Terminating if job.termination_reason.is_none() => ReplicaState::Running,
+            JobStatus::Terminating | JobStatus::Terminated | JobStatus::Aborted | JobStatus::Failed => {
+                retry_state(run, job, now)
+            }
+        };
+        state = state.max(job_state);
+    }
+    state
+}
+
+fn retry_state(run: &RunSnapshot, job: &JobView, now: Timestamp) -> ReplicaState {
+    let reason = job.termination_reason.unwrap_or(JobTerminationReason::TerminatedByServer);
+    if matches!(reason, JobTerminationReason::ScaledDown | JobTerminationReason::DoneByRunner) {
+        return ReplicaState::Done;
+    }
+    let (Some(retry), Some(event)) = (&run.retry, reason.to_retry_event()) else {
+        return ReplicaState::Failed(RunTerminationReasonOrd::JobFailed);
+    };
+    if !retry.on_events.contains(&event) {
+        return ReplicaState::Failed(RunTerminationReasonOrd::JobFailed);
+    }
+    let ever_provisioned = run
+        .jobs
+        .iter()
+        .filter(|j| j.replica_num == job.replica_num && j.job_num == job.job_num && j.provisioned)
+        .max_by_key(|j| j.submission_num);
+    let since = match (event, ever_provisioned) {
+        (RetryEvent::NoCapacity, None) => run.submitted_at,
+        (_, Some(j)) => j.last_processed_at,
+        (_, None) => run.submitted_at,
+    };
+    if now.duration_since(since) > SignedDuration::from_secs(retry.duration) {
+        ReplicaState::Failed(RunTerminationReasonOrd::RetryLimitExceeded)
+    } else {
+        ReplicaState::Retry
+    }
+}
+
+/// The replica numbers of the run, ascending.
+fn replicas(run: &RunSnapshot) -> Vec<i64> {
+    let mut r: Vec<i64> = run.jobs.iter().map(|j| j.replica_num).collect();
+    r.sort_unstable();
+    r.dedup();
+    r
+}
+
+fn is_latest(run: &RunSnapshot, job: &JobView) -> bool {
+    !run.jobs.iter().any(|o| {
+        o.replica_num == job.replica_num && o.job_num == job.job_num && o.submission_num > job.submission_num
+    })
+}
+
+/// The latest submission of each (replica, job).
+pub fn latest_submissions(run: &RunSnapshot) -> impl Iterator<Item = &JobView> {
+    run.jobs.iter().filter(|j| is_latest(run, j))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    fn job(
+        replica: i64,
+        submission: i64,
+        status: JobStatus,
+        reason: Option<JobTerminationReason>,
+    ) -> JobView {
+        JobView {
+            id: Uuid::from_u128((replica * 100 + submission) as u128 + 1),
+            replica_num: replica,
+            job_num: 0,
+            submission_num: submission,
+            status,
+            termination_reason: reason,
+            provisioned: false,
+            last_processed_at: t(0),
+        }
+    }
+
+    fn run(status: RunStatus, jobs: Vec<JobView>) -> RunSnapshot {
+        RunSnapshot {
+            status,
+            termination_reason: None,
+            submitted_at: t(0),
+            resubmission_attempt: 0,
+            retry: None,
+            jobs,
+        }
+    }
+
+    fn retry(events: &[RetryEvent], secs: i64) -> Option<JobRetry> {
+        Some(JobRetry { on_events: events.to_vec(), duration: secs })
+    }
+
+    use JobStatus as J;
+    use JobTerminationReason as R;
+
+    /// Each row: the run's status and its jobs → the status the run takes.
+    #[test]
+    fn active_runs_follow_their_jobs() {
+        type Case<'a> = (&'a [(i64, JobStatus, Option<R>)], RunStatus, Option<RunTerminationReason>);
+        let cases: &[Case<'_>] = &[
+            (&[(0, J::Submitted, None)], RunStatus::Submitted, None),
+            (&[(0, J::Provisioning, None)], RunStatus::Provisioning, None),
+            (&[(0, J::Pulling, None)], RunStatus::Provisioning, None),
+            (&[(0, J::Running, None)], RunStatus::Running, None),
+            (&[(0, J::Running, None), (1, J::Submitted, None)], RunStatus::Running, None),
+            (
+                &[(0, J::Terminating, Some(R::DoneByRunner))],
+                RunStatus::Terminating,
+                Some(RunTerminationReason::AllJobsDone),
+            ),
+            (
+                &[(0, J::Done, None), (1, J::Done, None)],
+                RunStatus::Terminating,
+                Some(RunTerminationReason::AllJobsDone),
+            ),
+            (&[(0, J::Done, None), (1, J::Running, None)], RunStatus::Running, None),
+            (
+                &[(0, J::Terminating, Some(R::FailedToStartDueToNoCapacity))],
+                RunStatus::Terminating,
+                Some(RunTerminationReason::JobFailed),
+            ),
+            (
+                &[(0, J::Failed, Some(R::ContainerExitedWithError)), (1, J::Running, None)],
+                RunStatus::Terminating,
+                Some(RunTerminationReason::JobFailed),
+            ),
+            (
+                &[(0, J::Terminated, Some(R::MaxDurationExceeded))],
+                RunStatus::Terminating,
+                Some(RunTerminationReason::JobFailed),
+            ),
+        ];
+        for (jobs, status, reason) in cases {
+            let views: Vec<JobView> = jobs.iter().map(|(r, s, why)| job(*r, 0, *s, *why)).collect();
+            let plan = decide(&run(RunStatus::Submitted, views), t(1));
+            assert_eq!((plan.status, plan.termination_reason), (*status, *reason), "{jobs:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_latest_submission_counts() {
+        let jobs =
+            vec![job(0, 0, J::Failed, Some(R::FailedToStartDueToNoCapacity)), job(0, 1, J::Running, None)];
+        assert_eq!(decide(&run(RunStatus::Submitted, jobs), t(1)).status, RunStatus::Running);
+    }
+
+    #[test]
+    fn a_retryable_failure_makes_a_lone_replica_pending() {
+        let mut r =
+            run(RunStatus::Submitted, vec![job(0, 0, J::Failed, Some(R::FailedToStartDueToNoCapacity))]);
+        r.retry = retry(&[RetryEvent::NoCapacity], 3600);
+        let plan = decide(&r, t(10));
+        assert_eq!(plan.status, RunStatus::Pending);
+        assert_eq!(plan.resubmission_attempt, 1);
+        assert!(plan.clear_fleet);
+        // Not the listed event: the run fails.
+        r.retry = retry(&[RetryEvent::Error], 3600);
+        assert_eq!(decide(&r, t(10)).termination_reason, Some(RunTerminationReason::JobFailed));
+        // Past the retry duration, counted from the run's submission for no-capacity.
+        r.retry = retry(&[RetryEvent::NoCapacity], 5);
+        assert_eq!(decide(&r, t(10)).termination_reason, Some(RunTerminationReason::RetryLimitExceeded));
+    }
+
+    #[test]
+    fn errors_after_provisioning_count_from_the_last_attempt() {
+        let mut failed = job(0, 0, J::Failed, Some(R::ContainerExitedWithError));
+        failed.provisioned = true;
+        failed.last_processed_at = t(100);
+        let mut r = run(RunStatus::Running, vec![failed]);
+        r.retry = retry(&[RetryEvent::Error], 60);
+        assert_eq!(decide(&r, t(150)).status, RunStatus::Pending);
+        assert_eq!(decide(&r, t(161)).termination_reason, Some(RunTerminationReason::RetryLimitExceeded));
+    }
+
+    #[test]
+    fn a_retryable_replica_beside_active_ones_is_resubmitted_at_once() {
+        let mut r = run(
+            RunStatus::Running,
+            vec![job(0, 0, J::Running, None), job(1, 0, J::Failed, Some(R::InterruptedByNoCapacity))],
+        );
+        r.retry = retry(&[RetryEvent::Interruption], 3600);
+        let plan = decide(&r, t(5));
+        assert_eq!(plan.status, RunStatus::Running);
+        assert_eq!(plan.resubmit_replicas, vec![1]);
+    }
+
+    #[test]
+    fn pending_runs_wait_out_the_backoff() {
+        let mut r =
+            run(RunStatus::Pending, vec![job(0, 0, J::Failed, Some(R::FailedToStartDueToNoCapacity))]);
+        r.resubmission_attempt = 2;
+        assert_eq!(decide(&r, t(29)).status, RunStatus::Pending);
+        let plan = decide(&r, t(30));
+        assert_eq!(plan.status, RunStatus::Submitted);
+        assert_eq!(plan.resubmit_replicas, vec![0]);
+        r.resubmission_attempt = 40;
+        assert_eq!(decide(&r, t(599)).status, RunStatus::Pending);
+        assert_eq!(decide(&r, t(600)).status, RunStatus::Submitted);
+    }
+
+    #[test]
+    fn terminating_runs_stop_their_jobs_then_finish() {
+        let mut r = run(
+            RunStatus::Terminating,
+            vec![job(0, 0, J::Running, None), job(1, 0, J::Submitted, None), job(2, 0, J::Done, None)],
+        );
+        r.termination_reason = Some(RunTerminationReason::StoppedByUser);
+        let plan = decide(&r, t(1));
+        assert_eq!(plan.status, RunStatus::Terminating);
+        let stops: Vec<(i64, bool)> = plan
+            .terminate_jobs
+            .iter()
+            .map(|s| (r.jobs.iter().find(|j| j.id == s.id).unwrap().replica_num, s.graceful))
+            .collect();
+        assert_eq!(stops, vec![(0, true), (1, false)]);
+        assert!(plan.terminate_jobs.iter().all(|s| s.reason == R::TerminatedByUser));
+
+        r.termination_reason = Some(RunTerminationReason::AbortedByUser);
+        assert!(decide(&r, t(1)).terminate_jobs.iter().all(|s| !s.graceful && s.reason == R::AbortedByUser));
+
+        let done = run(RunStatus::Terminating, vec![job(0, 0, J::Terminated, Some(R::TerminatedByUser))]);
+        let done = RunSnapshot { termination_reason: Some(RunTerminationReason::StoppedByUser), ..done };
+        assert_eq!(decide(&done, t(1)).status, RunStatus::Terminated);
+    }
+
+    #[test]
+    fn finished_runs_stay_as_they_are() {
+        for status in [RunStatus::Done, RunStatus::Failed, RunStatus::Terminated] {
+            let plan = decide(&run(status, vec![job(0, 0, J::Running, None)]), t(1));
+            assert_eq!(plan.status, status);
+            assert!(plan.terminate_jobs.is_empty() && plan.resubmit_replicas.is_empty());
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the jobs, a pass never revives a finished run, never stops a finished
+        /// job, and a run only finishes once every job has.
+        #[test]
+        fn invariants(
+            statuses in proptest::collection::vec((0i64..3, 0usize..9, 0usize..21), 1..6),
+            run_status in 0usize..8,
+            retry_on in proptest::bool::ANY,
+            now in 0i64..5000,
+        ) {
+            let jobs: Vec<JobView> = statuses
+                .iter()
+                .enumerate()
+                .map(|(i, (replica, s, reason))| {
+                    let status = JobStatus::from_wire(JobStatus::ALL[*s]).unwrap();
+                    let reason = JobTerminationReason::from_wire(JobTerminationReason::ALL[*reason]);
+                    let mut j = job(*replica, i as i64, status, if status == J::Submitted { None } else { reason });
+                    j.id = Uuid::from_u128(i as u128 + 1);
+                    j
+                })
+                .collect();
+            let status = RunStatus::from_wire(RunStatus::ALL[run_status]).unwrap();
+            let mut r = run(status, jobs);
+            r.termination_reason = Some(RunTerminationReason::StoppedByUser);
+            r.resubmission_attempt = 1;
+            if retry_on {
+                r.retry = retry(&[RetryEvent::NoCapacity, RetryEvent::Error, RetryEvent::Interruption], 3600);
+            }
+            let plan = decide(&r, t(now));
+            if status.is_finished() {
+                proptest::prop_assert_eq!(plan.status, status);
+            }
+            for stop in &plan.terminate_jobs {
+                let j = r.jobs.iter().find(|j| j.id == stop.id).unwrap();
+                proptest::prop_assert!(!j.status.is_finished());
+            }
+            if plan.status.is_finished() && !status.is_finished() {
+                proptest::prop_assert!(r.jobs.iter().all(|j| j.status.is_finished()));
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Background loops: the level-triggered reconcilers that move runs and jobs along.
+//!
+//! Each loop wakes on a hint from an API handler or another loop, or on its tick, takes a
+//! lease on the rows it will work on, decides with the pure functions of `dstack-decide`,
+//! carries out side effects with no transaction open, and writes the result back only while
+//! its lease holds. After a crash the leases expire and the next pass picks the rows up
+//! again: recovery is the normal path.
+//!
+//! | Loop | Rows | Does |
+//! |---|---|---|
+//! | `runs` | unfinished runs | run status from jobs, retries, stop → jobs terminating |
+//! | `jobs_submitted` | `submitted` jobs | picks an instance or fails with no capacity |
+//! | `jobs_running` | `provisioning`/`pulling`/`running` jobs | shim task, runner job, logs, exit |
+//! | `jobs_terminating` | `terminating` jobs | graceful stop, task removal, instance release |
+
+mod jobs;
+mod running;
+mod runs;
+
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::state::AppState;
+
+/// How long a loop owns a row it leased; a crashed owner's rows are free again after this.
+pub(crate) const LEASE: jiff::SignedDuration = jiff::SignedDuration::from_secs(20);
+
+/// Rows a loop leases per pass.
+pub(crate) const BATCH: i64 = 100;
+
+/// Wake-ups for the loops (in-process; a loop also runs on its tick).
+#[derive(Debug, Default)]
+pub struct Hints {
+    runs: Notify,
+    jobs: Notify,
+}
+
+impl Hints {
+    /// Something changed that any loop may act on.
+    pub fn wake_all(&self) {
+        self.runs.notify_one();
+        self.jobs.notify_one();
+    }
+}
+
+/// What wakes a loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Hint,
+    Tick,
+}
+
+async fn wait(notify: &Notify, tick: Duration) -> Trigger {
+    tokio::select! {
+        () = notify.notified() => Trigger::Hint,
+        () = tokio::time::sleep(tick) => Trigger::Tick,
+    }
+}
+
+/// Starts every loop; they run until the returned set is dropped or aborted.
+pub fn spawn(state: AppState) -> JoinSet<()> {
+    let mut set = JoinSet::new();
+    let s = state.clone();
+    set.spawn(async move {
+        loop {
+            if let Err(e) = runs::pass(&s).await {
+                tracing::error!(error = %e, "runs loop");
+            }
+            let _ = wait(&s.hints.runs, Duration::from_secs(1)).await;
+        }
+    });
+    let s = state;
+    set.spawn(async move {
+        loop {
+            let busy = match jobs::pass(&s).await {
+                Ok(busy) => busy,
+                Err(e) => {
+                    tracing::error!(error = %e, "jobs loop");
+                    false
+                }
+            };
+            // Running jobs are polled often, so output reaches the user quickly.
+            let tick = if busy { Duration::from_millis(200) } else { Duration::from_secs(1) };
+            let _ = wait(&s.hints.jobs, tick).await;
+        }
+    });
+    set
+}

@@ -1,0 +1,144 @@
+//! The runs loop: each unfinished run's status from its jobs (`dstack_decide::run::decide`).
+
+use dstack_api::runs::{JobSpec, JobStatus, JobTerminationReason, RunStatus, RunTerminationReason};
+use dstack_db::{DbError, JobRow, RunRow};
+use dstack_decide::run::{JobView, RunPlan, RunSnapshot};
+use uuid::Uuid;
+
+use super::{BATCH, LEASE};
+use crate::state::AppState;
+
+const STATUSES: &[&str] = &["pending", "submitted", "provisioning", "running", "terminating"];
+
+/// One pass over every unfinished run whose lease is free.
+pub(super) async fn pass(state: &AppState) -> Result<(), DbError> {
+    let now = jiff::Timestamp::now();
+    let leased = state.db.lease_runs(STATUSES, BATCH, now, LEASE).await?;
+    let mut changed = false;
+    for (run, token) in leased {
+        let jobs = state.db.jobs_of_runs(&[run.id]).await?;
+        let snapshot = match snapshot(&run, &jobs) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(run = %run.run_name, error = %e, "stored run data does not parse");
+                state.db.release_run(run.id, token, now).await?;
+                continue;
+            }
+        };
+        let plan = dstack_decide::run::decide(&snapshot, now);
+        if is_noop(&run, &plan) {
+            state.db.release_run(run.id, token, run.last_processed_at).await?;
+            continue;
+        }
+        let (updated, new_jobs) = job_changes(&run, &jobs, &plan, now);
+        let mut next = run.clone();
+        next.status = plan.status.as_str().to_owned();
+        next.termination_reason = plan.termination_reason.map(|r| r.as_str().to_owned());
+        next.resubmission_attempt = plan.resubmission_attempt;
+        next.last_processed_at = now;
+        if plan.clear_fleet {
+            next.fleet_id = None;
+        }
+        if state.db.save_run(&next, token, &updated, &new_jobs).await? {
+            if next.status != run.status {
+                tracing::info!(run = %run.run_name, from = %run.status, to = %next.status, "run status");
+            }
+            changed = true;
+        }
+    }
+    if changed {
+        state.hints.wake_all();
+    }
+    Ok(())
+}
+
+fn is_noop(run: &RunRow, plan: &RunPlan) -> bool {
+    plan.status.as_str() == run.status
+        && plan.termination_reason.map(RunTerminationReason::as_str) == run.termination_reason.as_deref()
+        && plan.resubmission_attempt == run.resubmission_attempt
+        && !plan.clear_fleet
+        && plan.terminate_jobs.is_empty()
+        && plan.resubmit_replicas.is_empty()
+}
+
+fn snapshot(run: &RunRow, jobs: &[JobRow]) -> Result<RunSnapshot, serde_json::Error> {
+    let retry = match jobs.last() {
+        Some(j) => serde_json::from_str::<JobSpec>(&j.job_spec)?.retry,
+        None => None,
+    };
+    let views = jobs
+        .iter()
+        .map(|j| JobView {
+            id: j.id,
+            replica_num: j.replica_num,
+            job_num: j.job_num,
+            submission_num: j.submission_num,
+            status: JobStatus::from_wire(&j.status).unwrap_or(JobStatus::Failed),
+            termination_reason: j.termination_reason.as_deref().and_then(JobTerminationReason::from_wire),
+            provisioned: j.job_provisioning_data.is_some(),
+            last_processed_at: j.last_processed_at,
+        })
+        .collect();
+    Ok(RunSnapshot {
+        status: RunStatus::from_wire(&run.status).unwrap_or(RunStatus::Failed),
+        termination_reason: run.termination_reason.as_deref().and_then(RunTerminationReason::from_wire),
+        submitted_at: run.submitted_at,
+        resubmission_attempt: run.resubmission_attempt,
+        retry,
+        jobs: views,
+    })
+}
+
+/// The job rows the plan changes and the new submissions it creates.
+fn job_changes(
+    run: &RunRow,
+    jobs: &[JobRow],
+    plan: &RunPlan,
+    now: jiff::Timestamp,
+) -> (Vec<JobRow>, Vec<JobRow>) {
+    let mut updated = Vec::new();
+    for stop in &plan.terminate_jobs {
+        let Some(job) = jobs.iter().find(|j| j.id == stop.id) else { continue };
+        let mut job = job.clone();
+        job.status = JobStatus::Terminating.as_str().to_owned();
+        job.termination_reason = Some(stop.reason.as_str().to_owned());
+        job.termination_reason_message = stop.message.clone();
+        job.graceful_termination_attempts = stop.graceful.then_some(0);
+        job.last_processed_at = now;
+        updated.push(job);
+    }
+    let mut new_jobs = Vec::new();
+    for replica in &plan.resubmit_replicas {
+        let latest =
+            jobs.iter().filter(|j| j.replica_num == *replica).fold(Vec::<&JobRow>::new(), |mut acc, j| {
+                match acc.iter_mut().find(|a| a.job_num == j.job_num) {
+                    Some(a) if a.submission_num < j.submission_num => *a = j,
+                    Some(_) => {}
+                    None => acc.push(j),
+                }
+                acc
+            });
+        for prev in latest {
+            new_jobs.push(JobRow {
+                id: Uuid::new_v4(),
+                submission_num: prev.submission_num + 1,
+                deployment_num: run.deployment_num,
+                submitted_at: now,
+                last_processed_at: now,
+                finished_at: None,
+                status: JobStatus::Submitted.as_str().to_owned(),
+                termination_reason: None,
+                termination_reason_message: None,
+                exit_status: None,
+                job_provisioning_data: None,
+                job_runtime_data: None,
+                instance_id: None,
+                runner_timestamp: None,
+                remove_at: None,
+                graceful_termination_attempts: None,
+                ..prev.clone()
+            });
+        }
+    }
+    (updated, new_jobs)
+}

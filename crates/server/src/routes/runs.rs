@@ -1,0 +1,324 @@
+//! `/api/project/{p}/runs/*` and `/api/runs/list`: plans, submissions, listing, stop, delete.
+//!
+//! Handlers record intent (rows) and hint the background loops; the loops do the work.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use dstack_api::ApiError;
+use dstack_api::runs::{
+    ApplyRunPlanRequest, DeleteRunsRequest, GetRunPlanRequest, GetRunRequest, ListRunsRequest,
+    MAX_JOB_SUBMISSIONS_LIMIT, Run, RunFleet, RunPlan, RunSpec, RunStatus, RunTerminationReason,
+    StopRunsRequest,
+};
+use dstack_db::{DbError, ProjectRow, RunFilter, RunRow};
+use dstack_decide::offers::FleetFilter;
+use dstack_model::common::{RESOURCE_NAME_ERROR, is_valid_resource_name};
+use uuid::Uuid;
+
+use super::{Body, Failure, Json, OptBody, null};
+use crate::auth::{Caller, Member, ProjectAccess};
+use crate::runs::{self, RunNames};
+use crate::state::AppState;
+
+pub(super) async fn get_plan(
+    State(state): State<AppState>,
+    access: ProjectAccess<Member>,
+    Body(req): Body<GetRunPlanRequest>,
+) -> Result<Json<RunPlan>, Failure> {
+    check_spec(&req.run_spec)?;
+    let user = &super::users::ensure_ssh_keys(&state, access.caller.user.clone()).await?;
+    let effective =
+        runs::effective_run_spec(&req.run_spec, user.ssh_public_key.as_deref()).map_err(spec_error)?;
+    let current = match &req.run_spec.run_name {
+        Some(name) => match state.db.run_by_name(access.project.id, name).await? {
+            Some(row) => Some(load_run(&state, &access.project, &row, true, None).await?),
+            None => None,
+        },
+        None => None,
+    };
+    let instances = state.instance_candidates(access.project.id).await?;
+    let filter = fleet_filter(&effective);
+    let job_plans = runs::initial_job_specs(&effective)
+        .map_err(spec_error)?
+        .into_iter()
+        .map(|spec| runs::job_plan(spec, &instances, &filter, req.max_offers))
+        .collect();
+    let plan = runs::run_plan(&access.project.name, &user.name, req.run_spec, effective, job_plans, current);
+    Ok(Json(plan))
+}
+
+pub(super) async fn apply(
+    State(state): State<AppState>,
+    access: ProjectAccess<Member>,
+    Body(req): Body<ApplyRunPlanRequest>,
+) -> Result<Json<Run>, Failure> {
+    let spec = req.plan.run_spec;
+    check_spec(&spec)?;
+    let user = &super::users::ensure_ssh_keys(&state, access.caller.user.clone()).await?;
+    if let Some(name) = &spec.run_name {
+        if let Some(existing) = state.db.run_by_name(access.project.id, name).await?
+            && !RunStatus::from_wire(&existing.status).is_some_and(RunStatus::is_finished)
+        {
+            return reapply_active(
+                &state,
+                &access.project,
+                existing,
+                &spec,
+                req.plan.current_resource,
+                req.force,
+            )
+            .await;
+        }
+    }
+    let mut named = spec.clone();
+    if named.run_name.is_none() {
+        named.run_name = Some(runs::generate_run_name());
+    }
+    let effective = runs::effective_run_spec(&named, user.ssh_public_key.as_deref()).map_err(spec_error)?;
+    let run_name = effective.run_name.clone().unwrap_or_default();
+    let now = jiff::Timestamp::now();
+    let priority = runs::base(&effective.configuration).priority.unwrap_or(0);
+    let run = RunRow {
+        id: Uuid::new_v4(),
+        project_id: access.project.id,
+        user_id: user.id,
+        repo_id: effective.repo_id.clone(),
+        run_name: run_name.clone(),
+        submitted_at: now,
+        last_processed_at: now,
+        status: RunStatus::Submitted.as_str().to_owned(),
+        termination_reason: None,
+        resubmission_attempt: 0,
+        run_spec: serde_json::to_string(&effective).map_err(internal)?,
+        priority,
+        deployment_num: 0,
+        fleet_id: None,
+        next_triggered_at: None,
+        deleted: false,
+    };
+    let specs = runs::initial_job_specs(&effective).map_err(spec_error)?;
+    let jobs = runs::new_job_rows(&run, &specs, 0, now).map_err(internal)?;
+    match state.db.insert_run(&run, &jobs).await {
+        Ok(()) => {}
+        Err(DbError::Conflict { .. }) => {
+            return Err(ApiError::error(format!("Run {run_name} already exists")).into());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    state.hints.wake_all();
+    let wire = runs::run_to_wire(
+        &run,
+        &jobs,
+        RunNames { project: &access.project.name, user: &user.name, fleet: None },
+        true,
+        None,
+        now,
+    )
+    .map_err(internal)?;
+    Ok(Json(wire))
+}
+
+/// `apply` of a name whose run is still active: the same spec is a no-op (the run is
+/// returned), anything else must be stopped first.
+async fn reapply_active(
+    state: &AppState,
+    project: &ProjectRow,
+    existing: RunRow,
+    spec: &RunSpec,
+    plan_current: Option<Run>,
+    force: bool,
+) -> Result<Json<Run>, Failure> {
+    let current = load_run(state, project, &existing, true, None).await?;
+    if current.run_spec.configuration != spec.configuration {
+        return Err(ApiError::error("Cannot override active run. Stop the run first.").into());
+    }
+    if !force && plan_current.as_ref().is_none_or(|c| c.id != current.id) {
+        return Err(ApiError::error(
+            "Failed to apply plan. Resource has been changed. Try again or use force apply.",
+        )
+        .into());
+    }
+    Ok(Json(current))
+}
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    OptBody(req): OptBody<ListRunsRequest>,
+) -> Result<Json<Vec<Run>>, Failure> {
+    let projects: Vec<ProjectRow> = match &req.project_name {
+        Some(name) => {
+            let Some(project) = state.db.project_by_name(name).await? else {
+                return Err(ApiError::ProjectNotFound.into());
+            };
+            if !caller.is_admin() && state.db.member_role(project.id, caller.user.id).await?.is_none() {
+                return Err(ApiError::ProjectNotFound.into());
+            }
+            vec![project]
+        }
+        None if caller.is_admin() => state.db.list_projects().await?,
+        None => state.db.list_projects_for_member(caller.user.id).await?,
+    };
+    let user_id = match &req.username {
+        Some(name) => match state.db.user_by_name(name).await? {
+            Some(u) => Some(u.id),
+            None => return Ok(Json(Vec::new())),
+        },
+        None => None,
+    };
+    let limit = req.limit.clamp(0, 100);
+    let mut rows: Vec<(RunRow, &ProjectRow)> = Vec::new();
+    for project in &projects {
+        let filter = RunFilter {
+            project_id: project.id,
+            user_id,
+            repo_id: req.repo_id.clone(),
+            only_active: req.only_active,
+            prev: req.prev_submitted_at.map(|at| (at, req.prev_run_id)),
+            limit,
+            ascending: req.ascending,
+        };
+        rows.extend(state.db.list_runs(&filter).await?.into_iter().map(|r| (r, project)));
+    }
+    if projects.len() > 1 {
+        rows.sort_by(|(a, _), (b, _)| {
+            let order = a.submitted_at.cmp(&b.submitted_at).then(b.id.cmp(&a.id));
+            if req.ascending { order } else { order.reverse() }
+        });
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
+    }
+    let submissions_limit = req.job_submissions_limit.map(|l| l.clamp(0, MAX_JOB_SUBMISSIONS_LIMIT));
+    let run_rows: Vec<RunRow> = rows.iter().map(|(r, _)| r.clone()).collect();
+    let runs = to_wire_many(&state, &run_rows, |i| rows[i].1, req.include_jobs, submissions_limit).await?;
+    Ok(Json(runs))
+}
+
+pub(super) async fn get(
+    State(state): State<AppState>,
+    access: ProjectAccess<Member>,
+    Body(req): Body<GetRunRequest>,
+) -> Result<Json<Run>, Failure> {
+    let row = match (&req.id, &req.run_name) {
+        (Some(id), _) => state.db.run_by_id(*id).await?.filter(|r| r.project_id == access.project.id),
+        (None, Some(name)) => state.db.run_by_name(access.project.id, name).await?,
+        (None, None) => return Err(ApiError::error("run_name or id must be specified").into()),
+    };
+    let row = row.ok_or_else(|| ApiError::not_exists("Run not found"))?;
+    Ok(Json(load_run(&state, &access.project, &row, true, None).await?))
+}
+
+pub(super) async fn stop(
+    State(state): State<AppState>,
+    access: ProjectAccess<Member>,
+    Body(req): Body<StopRunsRequest>,
+) -> Result<Json<serde_json::Value>, Failure> {
+    let reason =
+        if req.abort { RunTerminationReason::AbortedByUser } else { RunTerminationReason::StoppedByUser };
+    state.db.stop_runs(access.project.id, &req.runs_names, reason.as_str()).await?;
+    state.hints.wake_all();
+    Ok(null())
+}
+
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    access: ProjectAccess<Member>,
+    Body(req): Body<DeleteRunsRequest>,
+) -> Result<Json<serde_json::Value>, Failure> {
+    for name in &req.runs_names {
+        match state.db.run_by_name(access.project.id, name).await? {
+            None => return Err(ApiError::not_exists(format!("Run {name} not found")).into()),
+            Some(run) if !RunStatus::from_wire(&run.status).is_some_and(RunStatus::is_finished) => {
+                return Err(ApiError::error("Cannot delete active runs").into());
+            }
+            Some(_) => {}
+        }
+    }
+    state.db.delete_runs(access.project.id, &req.runs_names).await?;
+    Ok(null())
+}
+
+/// The configuration checks dstack's server makes before planning or submitting.
+fn check_spec(spec: &RunSpec) -> Result<(), Failure> {
+    if let Some(name) = &spec.run_name
+        && !is_valid_resource_name(name)
+    {
+        return Err(ApiError::error(RESOURCE_NAME_ERROR).into());
+    }
+    if let Some(message) = runs::static_checks(&spec.configuration).into_iter().next() {
+        return Err(ApiError::error(message).into());
+    }
+    Ok(())
+}
+
+fn fleet_filter(spec: &RunSpec) -> FleetFilter {
+    let names = runs::profile(&spec.configuration)
+        .fleets
+        .as_ref()
+        .map(|refs| refs.iter().map(|r| r.name.clone()).collect());
+    FleetFilter { names, run_fleet: None }
+}
+
+fn spec_error(e: dstack_decide::jobspec::JobSpecError) -> Failure {
+    ApiError::error(e.to_string()).into()
+}
+
+pub(crate) fn internal(e: impl std::fmt::Display) -> Failure {
+    tracing::error!(error = %e, "stored run data does not parse");
+    Failure(ApiError::Internal)
+}
+
+/// One run in dstack's shape.
+pub(crate) async fn load_run(
+    state: &AppState,
+    project: &ProjectRow,
+    row: &RunRow,
+    include_jobs: bool,
+    submissions_limit: Option<i64>,
+) -> Result<Run, Failure> {
+    let runs =
+        to_wire_many(state, std::slice::from_ref(row), |_| project, include_jobs, submissions_limit).await?;
+    runs.into_iter().next().ok_or(Failure(ApiError::Internal))
+}
+
+async fn to_wire_many<'p>(
+    state: &AppState,
+    rows: &[RunRow],
+    project_of: impl Fn(usize) -> &'p ProjectRow,
+    include_jobs: bool,
+    submissions_limit: Option<i64>,
+) -> Result<Vec<Run>, Failure> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let mut jobs_by_run: HashMap<Uuid, Vec<dstack_db::JobRow>> = HashMap::new();
+    for job in state.db.jobs_of_runs(&ids).await? {
+        jobs_by_run.entry(job.run_id).or_default().push(job);
+    }
+    let mut user_names: HashMap<Uuid, String> = HashMap::new();
+    let mut fleet_names: HashMap<Uuid, String> = HashMap::new();
+    let now = jiff::Timestamp::now();
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        if !user_names.contains_key(&row.user_id) {
+            let name = state.db.user_by_id(row.user_id).await?.map(|u| u.name).unwrap_or_default();
+            user_names.insert(row.user_id, name);
+        }
+        let project = project_of(i);
+        let fleet = match row.fleet_id {
+            Some(fleet_id) => {
+                if !fleet_names.contains_key(&fleet_id) {
+                    for f in state.db.list_fleets(project.id).await? {
+                        fleet_names.insert(f.id, f.name);
+                    }
+                }
+                fleet_names.get(&fleet_id).map(|name| RunFleet { id: fleet_id, name: name.clone() })
+            }
+            None => None,
+        };
+        let names = RunNames { project: &project.name, user: &user_names[&row.user_id], fleet };
+        let jobs = jobs_by_run.get(&row.id).map(Vec::as_slice).unwrap_or_default();
+        out.push(
+            runs::run_to_wire(row, jobs, names, include_jobs, submissions_limit, now).map_err(internal)?,
+        );
+    }
+    Ok(out)
+}

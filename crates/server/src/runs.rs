@@ -1,0 +1,313 @@
+//! Runs on the server side: plans, submissions, and rows turned into dstack's `Run`.
+
+use dstack_api::runs::{
+    ApplyAction, InstanceOfferWithAvailability, Job, JobPlan, JobProvisioningData, JobRuntimeData, JobSpec,
+    JobStatus, JobSubmission, JobTerminationReason, Run, RunConfiguration, RunFleet, RunPlan, RunSpec,
+    RunStatus, RunTerminationReason,
+};
+use dstack_db::{JobRow, RunRow};
+use dstack_decide::jobspec::{ImageConfig, ImageConfigs, JobSpecError};
+use dstack_decide::offers::{FleetFilter, InstanceCandidate};
+use dstack_model::profile::{ProfileParams, RetryEvent};
+use dstack_model::run::BaseRunConfiguration;
+use jiff::Timestamp;
+use uuid::Uuid;
+
+/// The configuration's common part.
+pub(crate) fn base(config: &RunConfiguration) -> &BaseRunConfiguration {
+    match config {
+        RunConfiguration::DevEnvironment(c) => &c.base,
+        RunConfiguration::Task(c) => &c.base,
+        RunConfiguration::Service(c) => &c.base,
+    }
+}
+
+/// The configuration's profile parameters.
+pub(crate) fn profile(config: &RunConfiguration) -> &ProfileParams {
+    match config {
+        RunConfiguration::DevEnvironment(c) => &c.profile,
+        RunConfiguration::Task(c) => &c.profile,
+        RunConfiguration::Service(c) => &c.profile,
+    }
+}
+
+/// dstack's server-side checks that need no state, as messages.
+pub(crate) fn static_checks(config: &RunConfiguration) -> Vec<String> {
+    match config {
+        RunConfiguration::DevEnvironment(c) => c.static_checks(),
+        RunConfiguration::Task(c) => c.static_checks(),
+        RunConfiguration::Service(c) => c.static_checks(),
+    }
+}
+
+/// The job specs a run starts with (replica 0 of each replica group).
+///
+/// Custom images cannot be inspected in a registry from here; their configuration is taken
+/// as unknown (no entrypoint, command or user from the image).
+pub(crate) fn initial_job_specs(spec: &RunSpec) -> Result<Vec<JobSpec>, JobSpecError> {
+    let images: ImageConfigs = dstack_decide::jobspec::images_to_inspect(spec)
+        .into_iter()
+        .map(|image| (image, ImageConfig::default()))
+        .collect();
+    dstack_decide::jobspec::plan_job_specs(spec, &images)
+}
+
+/// The spec as the server stores it: what the client sent with the server's defaults.
+pub(crate) fn effective_run_spec(
+    spec: &RunSpec,
+    ssh_public_key: Option<&str>,
+) -> Result<RunSpec, JobSpecError> {
+    dstack_decide::jobspec::effective_run_spec(spec, ssh_public_key, false)
+}
+
+/// A random run name, as dstack makes them (`<adjective>-<animal>-1`).
+pub(crate) fn generate_run_name() -> String {
+    const ADJECTIVES: &[&str] = &[
+        "amber", "brave", "calm", "clever", "cool", "eager", "fast", "gentle", "happy", "keen", "lucky",
+        "mighty", "nimble", "proud", "quick", "quiet", "shiny", "silent", "smart", "swift", "tidy", "witty",
+    ];
+    const ANIMALS: &[&str] = &[
+        "badger", "beaver", "bison", "cat", "crab", "crow", "deer", "dog", "eagle", "fox", "frog", "goat",
+        "hawk", "heron", "lion", "lynx", "moose", "otter", "owl", "panda", "seal", "wolf", "yak", "zebra",
+    ];
+    let bits = Uuid::new_v4().as_u128();
+    let adjective = ADJECTIVES[(bits % ADJECTIVES.len() as u128) as usize];
+    let animal = ANIMALS[((bits >> 32) % ANIMALS.len() as u128) as usize];
+    format!("{adjective}-{animal}-1")
+}
+
+/// The offers of one job, cheapest first, and how many there are.
+pub(crate) fn job_plan(
+    job_spec: JobSpec,
+    instances: &[InstanceCandidate],
+    filter: &FleetFilter,
+    max_offers: Option<i64>,
+) -> JobPlan {
+    let offers: Vec<InstanceOfferWithAvailability> =
+        dstack_decide::offers::instance_offers(&job_spec.requirements, instances, filter)
+            .into_iter()
+            .map(|(_, o)| o)
+            .collect();
+    let total = i64::try_from(offers.len()).unwrap_or(i64::MAX);
+    let max_price = offers.iter().map(|o| o.price).reduce(f64::max);
+    let shown = usize::try_from(max_offers.unwrap_or(50).clamp(0, 50)).unwrap_or(50);
+    JobPlan { job_spec, offers: offers.into_iter().take(shown).collect(), total_offers: total, max_price }
+}
+
+/// Builds the plan the client shows before `apply`.
+pub(crate) fn run_plan(
+    project_name: &str,
+    user_name: &str,
+    spec: RunSpec,
+    effective: RunSpec,
+    job_plans: Vec<JobPlan>,
+    current: Option<Run>,
+) -> RunPlan {
+    RunPlan {
+        project_name: project_name.to_owned(),
+        user: user_name.to_owned(),
+        run_spec: spec,
+        effective_run_spec: Some(effective),
+        job_plans,
+        current_resource: current,
+        action: ApplyAction::Create,
+    }
+}
+
+/// Names the run rows need beside the rows.
+pub(crate) struct RunNames<'a> {
+    pub project: &'a str,
+    pub user: &'a str,
+    pub fleet: Option<RunFleet>,
+}
+
+/// A run row and its job rows in dstack's shape. `jobs` are all submissions of the run.
+pub(crate) fn run_to_wire(
+    run: &RunRow,
+    jobs: &[JobRow],
+    names: RunNames<'_>,
+    include_jobs: bool,
+    submissions_limit: Option<i64>,
+    now: Timestamp,
+) -> Result<Run, serde_json::Error> {
+    let run_spec: RunSpec = serde_json::from_str(&run.run_spec)?;
+    let status = RunStatus::from_wire(&run.status).unwrap_or(RunStatus::Failed);
+    let termination_reason = run.termination_reason.as_deref().and_then(RunTerminationReason::from_wire);
+    let mut sorted: Vec<&JobRow> = jobs.iter().collect();
+    sorted.sort_by_key(|j| (j.replica_num, j.job_num, j.submission_num));
+    let mut wire_jobs: Vec<Job> = Vec::new();
+    let mut cost = 0.0;
+    let mut groups: Vec<Vec<&JobRow>> = Vec::new();
+    for job in sorted {
+        match groups.last_mut() {
+            Some(g) if g[0].replica_num == job.replica_num && g[0].job_num == job.job_num => g.push(job),
+            _ => groups.push(vec![job]),
+        }
+    }
+    for group in &groups {
+        let mut submissions = Vec::with_capacity(group.len());
+        for row in group {
+            let sub = job_submission(row, now)?;
+            cost += submission_cost(&sub, now);
+            submissions.push(sub);
+        }
+        if let Some(limit) = submissions_limit {
+            let keep = usize::try_from(limit.max(0)).unwrap_or(0);
+            let skip = submissions.len().saturating_sub(keep);
+            submissions.drain(..skip);
+        }
+        let Some(latest) = group.last() else { continue };
+        let job_spec: JobSpec = serde_json::from_str(&latest.job_spec)?;
+        if include_jobs {
+            wire_jobs.push(Job { job_spec, job_submissions: submissions, job_connection_info: None });
+        }
+    }
+    let latest_job_submission = wire_jobs.first().and_then(|j| j.job_submissions.last().cloned());
+    let status_message = run_status_message(status, &groups, &run_spec);
+    Ok(Run {
+        id: run.id,
+        project_name: names.project.to_owned(),
+        user: names.user.to_owned(),
+        fleet: names.fleet,
+        submitted_at: run.submitted_at,
+        last_processed_at: run.last_processed_at,
+        status,
+        status_message,
+        termination_reason,
+        run_spec,
+        jobs: wire_jobs,
+        latest_job_submission,
+        cost: (cost * 10_000.0).round() / 10_000.0,
+        service: None,
+        deployment_num: run.deployment_num,
+        error: termination_reason.and_then(|r| r.to_error()).map(str::to_owned),
+        deleted: Some(run.deleted),
+        next_triggered_at: if status.is_finished() { None } else { run.next_triggered_at },
+    })
+}
+
+fn submission_cost(sub: &JobSubmission, now: Timestamp) -> f64 {
+    let Some(jpd) = &sub.job_provisioning_data else { return 0.0 };
+    let end = sub.finished_at.unwrap_or(now);
+    let hours = end.duration_since(sub.submitted_at).as_secs_f64().max(0.0) / 3600.0;
+    jpd.price * hours
+}
+
+/// One job row as a submission.
+pub(crate) fn job_submission(row: &JobRow, _now: Timestamp) -> Result<JobSubmission, serde_json::Error> {
+    let status = JobStatus::from_wire(&row.status).unwrap_or(JobStatus::Failed);
+    let reason = row.termination_reason.as_deref().and_then(JobTerminationReason::from_wire);
+    let jpd: Option<JobProvisioningData> =
+        row.job_provisioning_data.as_deref().map(serde_json::from_str).transpose()?;
+    let jrd: Option<JobRuntimeData> =
+        row.job_runtime_data.as_deref().map(serde_json::from_str).transpose()?;
+    Ok(JobSubmission {
+        id: row.id,
+        submission_num: row.submission_num,
+        deployment_num: row.deployment_num,
+        submitted_at: row.submitted_at,
+        last_processed_at: row.last_processed_at,
+        finished_at: row.finished_at,
+        inactivity_secs: None,
+        status,
+        status_message: job_status_message(status, reason, row),
+        termination_reason: reason,
+        termination_reason_message: row.termination_reason_message.clone(),
+        exit_status: row.exit_status,
+        job_provisioning_data: jpd,
+        job_runtime_data: jrd,
+        error: reason.and_then(JobTerminationReason::to_error).map(str::to_owned),
+        probes: Vec::new(),
+        image_pull_progress: None,
+    })
+}
+
+/// What the CLI's STATUS column shows for a job (dstack's rules).
+fn job_status_message(status: JobStatus, reason: Option<JobTerminationReason>, row: &JobRow) -> String {
+    match (status, reason) {
+        (JobStatus::Done, _) => "exited (0)".to_owned(),
+        (JobStatus::Failed, Some(JobTerminationReason::ContainerExitedWithError)) => {
+            format!("exited ({})", row.exit_status.map_or("None".to_owned(), |s| s.to_string()))
+        }
+        (JobStatus::Failed, Some(JobTerminationReason::FailedToStartDueToNoCapacity)) => {
+            if row
+                .termination_reason_message
+                .as_deref()
+                .is_some_and(|m| m.contains("No matching fleet found"))
+            {
+                "no fleets".to_owned()
+            } else {
+                "no capacity".to_owned()
+            }
+        }
+        (JobStatus::Failed, Some(JobTerminationReason::InterruptedByNoCapacity)) => "interrupted".to_owned(),
+        (JobStatus::Failed, _) => "error".to_owned(),
+        (JobStatus::Terminated, Some(JobTerminationReason::TerminatedByUser)) => "stopped".to_owned(),
+        (JobStatus::Terminated, Some(JobTerminationReason::AbortedByUser)) => "aborted".to_owned(),
+        (status, _) => status.as_str().to_owned(),
+    }
+}
+
+/// What the CLI's STATUS column shows for a run (dstack's rules: `pulling`, `retrying`).
+fn run_status_message(status: RunStatus, groups: &[Vec<&JobRow>], spec: &RunSpec) -> String {
+    if groups.is_empty() {
+        return status.as_str().to_owned();
+    }
+    if groups.iter().all(|g| g.last().is_some_and(|j| j.status == JobStatus::Pulling.as_str())) {
+        return "pulling".to_owned();
+    }
+    if matches!(status, RunStatus::Submitted | RunStatus::Pending) {
+        let retries_no_capacity = profile(&spec.configuration)
+            .retry
+            .as_ref()
+            .and_then(|r| r.effective())
+            .is_some_and(|(events, _)| events.contains(&RetryEvent::NoCapacity));
+        let no_capacity = groups.iter().any(|g| {
+            g.iter().rev().find_map(|j| j.termination_reason.as_deref())
+                == Some(JobTerminationReason::FailedToStartDueToNoCapacity.as_str())
+        });
+        if retries_no_capacity && no_capacity {
+            return "retrying".to_owned();
+        }
+    }
+    status.as_str().to_owned()
+}
+
+/// New job rows for one replica's jobs, as submission `submission_num`.
+pub(crate) fn new_job_rows(
+    run: &RunRow,
+    specs: &[JobSpec],
+    submission_num: i64,
+    now: Timestamp,
+) -> Result<Vec<JobRow>, serde_json::Error> {
+    specs
+        .iter()
+        .map(|spec| {
+            Ok(JobRow {
+                id: Uuid::new_v4(),
+                project_id: run.project_id,
+                run_id: run.id,
+                run_name: run.run_name.clone(),
+                job_num: spec.job_num,
+                replica_num: spec.replica_num,
+                submission_num,
+                deployment_num: run.deployment_num,
+                job_name: spec.job_name.clone(),
+                submitted_at: now,
+                last_processed_at: now,
+                finished_at: None,
+                status: JobStatus::Submitted.as_str().to_owned(),
+                termination_reason: None,
+                termination_reason_message: None,
+                exit_status: None,
+                job_spec: serde_json::to_string(spec)?,
+                job_provisioning_data: None,
+                job_runtime_data: None,
+                instance_id: None,
+                runner_timestamp: None,
+                remove_at: None,
+                graceful_termination_attempts: None,
+            })
+        })
+        .collect()
+}

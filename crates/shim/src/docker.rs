@@ -1,0 +1,227 @@
+//! Docker mode: the task is a container of `image_name` running the bind-mounted runner
+//! (spec agents.md §1.6–1.8, simplified): host network with a port the shim picks, the runner
+//! dir mounted at `/tmp/runner`, an image present locally used without pulling.
+//!
+//! Not done yet: GPUs, volumes, instance mounts, shm/cpu/memory limits, registry auth, bridge
+//! mode and sshd (the runner has none).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions,
+    WaitContainerOptions,
+};
+use dstack_agent_proto::RUNNER_HTTP_PORT;
+use dstack_agent_proto::shim::{PortMapping, TaskConfig, TaskStatus, reason};
+use dstack_api::runs::ImagePullProgress;
+use futures_util::StreamExt;
+
+use crate::tasks::{Handle, Task};
+use crate::{Config, Driver, Shim};
+
+pub struct DockerDriver {
+    docker: Docker,
+    runner_binary: std::path::PathBuf,
+}
+
+impl DockerDriver {
+    /// A driver if a Docker engine answers, else `None` (process mode only).
+    pub(crate) async fn connect(config: &Config) -> Option<DockerDriver> {
+        let docker = Docker::connect_with_local_defaults().ok()?;
+        match docker.ping().await {
+            Ok(_) => Some(DockerDriver { docker, runner_binary: config.runner_binary.clone() }),
+            Err(e) => {
+                tracing::info!(%e, "no Docker engine; tasks run as processes");
+                None
+            }
+        }
+    }
+
+    async fn pull(&self, shim: &Shim, id: &str, image: &str) -> Result<(), String> {
+        if self.docker.inspect_image(image).await.is_ok() {
+            return Ok(());
+        }
+        let image = if image.contains(':') { image.to_owned() } else { format!("{image}:latest") };
+        let options = CreateImageOptions { from_image: Some(image.clone()), ..Default::default() };
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        let mut layers: HashMap<String, (i64, i64)> = HashMap::new();
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| format!("failed pulling {image}: {e}"))?;
+            if let Some(error) = info.error {
+                return Err(format!("failed pulling {image}: {error}"));
+            }
+            let (Some(layer), Some(detail)) = (info.id, info.progress_detail) else { continue };
+            let entry = layers.entry(layer).or_default();
+            if let Some(current) = detail.current {
+                entry.0 = current;
+            }
+            if let Some(total) = detail.total {
+                entry.1 = total;
+            }
+            let downloaded = layers.values().map(|l| l.0).sum();
+            let total = layers.values().map(|l| l.1).sum();
+            shim.store.update(id, |t| {
+                t.image_pull_progress = Some(ImagePullProgress {
+                    downloaded_bytes: downloaded,
+                    extracted_bytes: 0,
+                    total_bytes: total,
+                    is_total_bytes_final: false,
+                });
+            });
+        }
+        Ok(())
+    }
+
+    async fn create(&self, task: &Task, config: &TaskConfig, port: u16) -> Result<String, String> {
+        std::fs::create_dir_all(&task.runner_dir).map_err(|e| e.to_string())?;
+        let port = port.to_string();
+        let cmd = [
+            "/usr/local/bin/dstack-runner",
+            "start",
+            "--temp-dir",
+            "/tmp/runner",
+            "--http-address",
+            "127.0.0.1",
+            "--http-port",
+            &port,
+            "--workflow-dir",
+            "/workflow",
+        ];
+        let labels = HashMap::from([
+            ("ai.dstack.shim.is-task".to_owned(), "true".to_owned()),
+            ("ai.dstack.shim.task-id".to_owned(), config.id.clone()),
+        ]);
+        let binds = vec![
+            format!("{}:/tmp/runner", task.runner_dir.display()),
+            format!("{}:/usr/local/bin/dstack-runner:ro", self.runner_binary.display()),
+        ];
+        let body = ContainerCreateBody {
+            image: Some(config.image_name.clone()),
+            cmd: Some(cmd.iter().map(|s| (*s).to_owned()).collect()),
+            user: Some(config.container_user.clone()).filter(|u| !u.is_empty()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: Some("host".to_owned()),
+                binds: Some(binds),
+                privileged: Some(config.privileged),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options =
+            CreateContainerOptions { name: Some(task.container_name.clone()), ..Default::default() };
+        let created = self.docker.create_container(Some(options), body).await.map_err(|e| e.to_string())?;
+        Ok(created.id)
+    }
+
+    async fn wait(&self, shim: &Shim, id: &str, container: &str) {
+        let mut stream = self.docker.wait_container(container, None::<WaitContainerOptions>);
+        let code = match stream.next().await {
+            Some(Ok(r)) => Some(r.status_code),
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Some(code),
+            _ => None,
+        };
+        if code == Some(0) {
+            shim.store.terminate(id, reason::DONE_BY_RUNNER, "");
+        } else {
+            let message = self.last_lines(container, 5).await;
+            shim.store.terminate(id, reason::CONTAINER_EXITED_WITH_ERROR, &message);
+        }
+    }
+
+    async fn last_lines(&self, container: &str, n: usize) -> String {
+        let options = LogsOptions { stdout: true, stderr: true, tail: n.to_string(), ..Default::default() };
+        let mut logs = self.docker.logs(container, Some(options));
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = logs.next().await {
+            text.push_str(&chunk.to_string());
+        }
+        text.trim_end().to_owned()
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+impl Driver for DockerDriver {
+    async fn run(&self, shim: Arc<Shim>, config: TaskConfig) {
+        let id = config.id.clone();
+        let Some(task) = shim.store.get(&id) else { return };
+        if !shim.store.advance(&id, TaskStatus::Preparing) || !shim.store.advance(&id, TaskStatus::Pulling) {
+            return;
+        }
+        if let Err(e) = self.pull(&shim, &id, &config.image_name).await {
+            shim.store.terminate(&id, reason::CREATING_CONTAINER_ERROR, &format!("pullImage error: {e}"));
+            return;
+        }
+        if !shim.store.advance(&id, TaskStatus::Creating) {
+            return;
+        }
+        let created = match free_port() {
+            Ok(port) => self.create(&task, &config, port).await.map(|c| (c, port)),
+            Err(e) => Err(e),
+        };
+        let (container, port) = match created {
+            Ok(c) => c,
+            Err(e) => {
+                shim.store.terminate(
+                    &id,
+                    reason::CREATING_CONTAINER_ERROR,
+                    &format!("createContainer error: {e}"),
+                );
+                return;
+            }
+        };
+        shim.store.update(&id, |t| t.handle = Handle::Docker { container_id: container.clone() });
+        if let Err(e) = self
+            .docker
+            .start_container(&container, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+        {
+            shim.store.terminate(&id, reason::CONTAINER_EXITED_WITH_ERROR, &e.to_string());
+            return;
+        }
+        let running = shim.store.update(&id, |t| {
+            let ok = t.status == TaskStatus::Creating;
+            if ok {
+                t.status = TaskStatus::Running;
+                t.ports = Some(vec![PortMapping { host: port, container: RUNNER_HTTP_PORT }]);
+            }
+            ok
+        });
+        if running == Some(true) {
+            self.wait(&shim, &id, &container).await;
+        }
+    }
+
+    async fn terminate(&self, task: &Task, timeout: Duration) {
+        let Handle::Docker { container_id } = &task.handle else { return };
+        let t = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptions { t: Some(t), signal: None };
+        if let Err(e) = self.docker.stop_container(container_id, Some(options)).await {
+            tracing::warn!(%e, container_id, "docker stop failed");
+        }
+    }
+
+    async fn remove(&self, task: &Task) -> Result<(), String> {
+        let Handle::Docker { container_id } = &task.handle else { return Ok(()) };
+        let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+        match self.docker.remove_container(container_id, Some(options)).await {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn restore(&self, shim: Arc<Shim>, task: Task) {
+        let Handle::Docker { container_id } = &task.handle else { return };
+        self.wait(&shim, &task.id, container_id).await;
+    }
+}

@@ -1,0 +1,84 @@
+//! `dstack-shim`: parses flags and runs [`dstack_shim::run`].
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "dstack-shim", disable_version_flag = true)]
+struct Cli {
+    /// Prints `dstack-shim version <V>`.
+    #[arg(long)]
+    version: bool,
+    /// Holds tasks.json and the runner dirs (default `~/.dstack`).
+    #[arg(long, env = "DSTACK_SHIM_HOME")]
+    shim_home: Option<PathBuf>,
+    /// 0 picks a free port; the chosen one is printed as `listening on 127.0.0.1:PORT`.
+    #[arg(long, default_value_t = 10998, env = "DSTACK_SHIM_HTTP_PORT")]
+    shim_http_port: u16,
+    /// Writes the bound port here (atomically) once the API accepts connections.
+    #[arg(long)]
+    port_file: Option<PathBuf>,
+    /// The runner binary (default: `dstack-runner` next to this executable).
+    #[arg(long, env = "DSTACK_RUNNER_BINARY_PATH")]
+    runner_binary_path: Option<PathBuf>,
+    /// Never use Docker: every task runs as a process.
+    #[arg(long, env = "DSTACK_SHIM_NO_DOCKER")]
+    no_docker: bool,
+    /// Log level: a name or logrus' 1–6.
+    #[arg(long, default_value = "info", env = "DSTACK_SHIM_LOG_LEVEL")]
+    shim_log_level: String,
+}
+
+fn level(name: &str) -> &str {
+    match name {
+        "1" | "2" => "error",
+        "3" => "warn",
+        "4" => "info",
+        "5" => "debug",
+        "6" => "trace",
+        other => other,
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if cli.version {
+        println!("dstack-shim version {}", dstack_agent_proto::AGENT_VERSION);
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(level(&cli.shim_log_level)))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let home = match cli.shim_home {
+        Some(home) => home,
+        None => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/root"))
+            .join(".dstack"),
+    };
+    let runner_binary = match cli.runner_binary_path {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("dstack-runner"),
+    };
+    let config =
+        dstack_shim::Config { home, http_port: cli.shim_http_port, runner_binary, docker: !cli.no_docker };
+    let port_file = cli.port_file;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(dstack_shim::run(config, move |addr| {
+        println!("listening on {addr}");
+        let _ = std::io::stdout().flush();
+        if let Some(path) = port_file {
+            let tmp = path.with_extension("tmp");
+            if let Err(e) =
+                std::fs::write(&tmp, addr.port().to_string()).and_then(|()| std::fs::rename(&tmp, &path))
+            {
+                tracing::error!(%e, path = %path.display(), "cannot write the port file");
+            }
+        }
+    }))?;
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! `dstack-shim` as a real process, driving real `dstack-runner` processes.
+
+mod docker;
+mod process;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use dstack_agent_proto::ShimClient;
+use dstack_agent_proto::shim::{TaskInfoResponse, TaskStatus};
+
+/// The `dstack-runner` binary, built once per test run (cargo builds only this package's bins
+/// for its tests).
+pub(crate) fn runner_binary() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test exe");
+        let bin_dir = exe.parent().and_then(Path::parent).expect("target/debug").to_owned();
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "dstack-runner", "--bin", "dstack-runner"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building dstack-runner");
+        bin_dir.join("dstack-runner")
+    })
+}
+
+/// A shim process on a free port; killed (not its runners) on drop.
+pub(crate) struct Shim {
+    pub(crate) child: Child,
+    pub(crate) client: ShimClient,
+}
+
+impl Shim {
+    pub(crate) fn start(home: &Path, extra: &[&str]) -> Shim {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dstack-shim"))
+            .args(["--shim-http-port", "0", "--shim-home"])
+            .arg(home)
+            .arg("--runner-binary-path")
+            .arg(runner_binary())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("shim starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("reads the port line");
+        let addr = line.trim().strip_prefix("listening on ").expect("listening line").to_owned();
+        Shim { child, client: ShimClient::new(&format!("http://{addr}")) }
+    }
+
+    pub(crate) async fn wait_status(
+        &self,
+        id: &str,
+        status: TaskStatus,
+        limit: Duration,
+    ) -> TaskInfoResponse {
+        let deadline = Instant::now() + limit;
+        loop {
+            let info = self.client.get_task(id).await.expect("get task");
+            if info.status == status {
+                return info;
+            }
+            assert!(Instant::now() < deadline, "task {id} did not become {status:?} in {limit:?}: {info:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Shim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
