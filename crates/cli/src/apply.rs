@@ -175,7 +175,8 @@ fn submit(session: &Session, spec: RunSpec, args: &ApplyArgs) -> Result<Option<R
     };
     let plan = client.get_run_plan(project, &req).map_err(fail)?;
     let no_offers = plan.job_plans.first().is_none_or(|j| j.offers.is_empty());
-    let no_fleets = no_offers && client.list_fleets(project).map_err(fail)?.is_empty();
+    // Only to word the warning: a server without `fleets/list` gets the plain "no offers".
+    let no_fleets = no_offers && client.list_fleets(project).is_ok_and(|fleets| fleets.is_empty());
     print_plan(&plan, args.max_offers, no_offers, no_fleets);
 
     let run_name = plan.run_spec.run_name.clone();
@@ -322,7 +323,9 @@ fn attach(session: &Session, mut run: Run) -> u8 {
         );
         return finished(&run);
     }
-    eprintln!("{name} provisioning completed ({})", run.status.as_str());
+    if !run.status.is_finished() {
+        eprintln!("{name} provisioning completed ({})", run.status.as_str());
+    }
     let Some(sub) = pick_job(&run, None, 0).and_then(|j| j.job_submissions.last()) else {
         return finished(&run);
     };
