@@ -59,6 +59,14 @@ async fn wait(notify: &Notify, tick: Duration) -> Trigger {
     }
 }
 
+/// One pass of every loop, in order (what the loops do, for tests that step them).
+pub async fn step(state: &AppState) -> Result<(), dstack_db::DbError> {
+    runs::pass(state).await?;
+    jobs::pass(state).await?;
+    runs::pass(state).await?;
+    Ok(())
+}
+
 /// Starts every loop; they run until the returned set is dropped or aborted.
 pub fn spawn(state: AppState) -> JoinSet<()> {
     let mut set = JoinSet::new();

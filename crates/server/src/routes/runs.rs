@@ -60,15 +60,10 @@ pub(super) async fn apply(
         if let Some(existing) = state.db.run_by_name(access.project.id, name).await?
             && !RunStatus::from_wire(&existing.status).is_some_and(RunStatus::is_finished)
         {
-            return reapply_active(
-                &state,
-                &access.project,
-                existing,
-                &spec,
-                req.plan.current_resource,
-                req.force,
-            )
-            .await;
+            let effective =
+                runs::effective_run_spec(&spec, user.ssh_public_key.as_deref()).map_err(spec_error)?;
+            let current = req.plan.current_resource;
+            return reapply_active(&state, &access.project, existing, &effective, current, req.force).await;
         }
     }
     let mut named = spec.clone();
@@ -147,25 +142,29 @@ pub(super) async fn list(
     caller: Caller,
     OptBody(req): OptBody<ListRunsRequest>,
 ) -> Result<Json<Vec<Run>>, Failure> {
-    let projects: Vec<ProjectRow> = match &req.project_name {
-        Some(name) => {
-            let Some(project) = state.db.project_by_name(name).await? else {
-                return Err(ApiError::ProjectNotFound.into());
-            };
-            if !caller.is_admin() && state.db.member_role(project.id, caller.user.id).await?.is_none() {
-                return Err(ApiError::ProjectNotFound.into());
-            }
-            vec![project]
-        }
-        None if caller.is_admin() => state.db.list_projects().await?,
-        None => state.db.list_projects_for_member(caller.user.id).await?,
-    };
+    // dstack's rules: a repo filter needs a project; an unknown or foreign project lists
+    // nothing; an unknown user is an error.
+    if req.project_name.is_none() && req.repo_id.is_some() {
+        return Ok(Json(Vec::new()));
+    }
     let user_id = match &req.username {
         Some(name) => match state.db.user_by_name(name).await? {
             Some(u) => Some(u.id),
-            None => return Ok(Json(Vec::new())),
+            None => return Err(ApiError::not_exists("User not found").into()),
         },
         None => None,
+    };
+    let projects: Vec<ProjectRow> = match &req.project_name {
+        Some(name) => match state.db.project_by_name(name).await? {
+            Some(project)
+                if caller.is_admin() || state.db.member_role(project.id, caller.user.id).await?.is_some() =>
+            {
+                vec![project]
+            }
+            _ => return Ok(Json(Vec::new())),
+        },
+        None if caller.is_admin() => state.db.list_projects().await?,
+        None => state.db.list_projects_for_member(caller.user.id).await?,
     };
     let limit = req.limit.clamp(0, 100);
     let mut rows: Vec<(RunRow, &ProjectRow)> = Vec::new();

@@ -7,6 +7,7 @@
 mod auth;
 mod projects;
 mod repos;
+mod runs;
 mod secrets;
 mod server;
 mod support;

@@ -35,6 +35,29 @@ pub(crate) async fn server() -> TestServer {
     TestServer { router: app(state.clone()), state, admin_token }
 }
 
+/// A server over a database of its own, for tests whose background passes must not see (or
+/// be seen by) other tests' runs: a fresh SQLite file, or a fresh database on the
+/// `DSTACK_TEST_POSTGRES` server. The returned dir must outlive the server.
+pub(crate) async fn isolated_server() -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = ServerConfig::for_dir(dir.path().to_path_buf());
+    if let Some(url) = std::env::var("DSTACK_TEST_POSTGRES").ok().filter(|u| !u.is_empty()) {
+        use sqlx::Connection as _;
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&url).await.expect("the test PostgreSQL answers");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("a database for the test");
+        let base = url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base);
+        config.database_url = Some(format!("{base}/{name}"));
+    }
+    let state = AppState::open(&config).await.expect("the server state opens");
+    let admin_token =
+        bootstrap::first_start(&state, &config, "http://127.0.0.1:3000").await.expect("bootstrap");
+    (TestServer { router: app(state.clone()), state, admin_token }, dir)
+}
+
 /// A name no other test uses.
 pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])

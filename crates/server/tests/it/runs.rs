@@ -1,0 +1,175 @@
+//! Runs through the API, with the background loops stepped by the test: plans, submission,
+//! the "no fleets" failure, stop, delete, listing and logs, and the errors dstack gives.
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{TestServer, isolated_server, server, unique};
+
+/// The body the dstack 0.22.5 CLI sends for `runs/apply` of `task.yml` (a captured fixture),
+/// renamed to `name`, with `commands`.
+fn apply_body(name: &str, commands: &[&str]) -> Value {
+    let text = include_str!("../../../api/tests/fixtures/task.runs_apply.request.json");
+    let mut body: Value = serde_json::from_str(text).expect("fixture");
+    let spec = &mut body["plan"]["run_spec"];
+    spec["run_name"] = json!(name);
+    spec["configuration"]["name"] = json!(name);
+    spec["configuration"]["commands"] = json!(commands);
+    body
+}
+
+fn plan_body(name: &str) -> Value {
+    json!({"run_spec": apply_body(name, &["echo hi"])["plan"]["run_spec"].clone()})
+}
+
+async fn project(s: &TestServer) -> String {
+    let name = unique("runs");
+    s.admin("/api/projects/create", Some(json!({"project_name": name}))).await;
+    name
+}
+
+/// Steps the loops until `done(run)` holds (at most 50 passes).
+async fn step_until(s: &TestServer, project: &str, run: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..50 {
+        dstack_server::pipelines::step(&s.state).await.expect("a pass");
+        let got = s.admin(&format!("/api/project/{project}/runs/get"), Some(json!({"run_name": run}))).await;
+        if done(&got) {
+            return got;
+        }
+    }
+    panic!("run {run} did not get there");
+}
+
+#[tokio::test]
+async fn without_fleets_the_plan_has_no_offers_and_the_run_fails_with_no_fleets() {
+    let (s, _dir) = isolated_server().await;
+    let p = project(&s).await;
+    let plan = s.admin(&format!("/api/project/{p}/runs/get_plan"), Some(plan_body("nf"))).await;
+    assert_eq!(plan["action"], "create");
+    assert_eq!(plan["current_resource"], Value::Null);
+    assert_eq!(plan["job_plans"][0]["offers"], json!([]));
+    assert_eq!(plan["job_plans"][0]["total_offers"], 0);
+    assert_eq!(plan["job_plans"][0]["job_spec"]["job_name"], "nf-0-0");
+    let me = s.admin("/api/users/get_my_user", None).await;
+    assert_eq!(plan["effective_run_spec"]["ssh_key_pub"], me["ssh_public_key"], "the user's key, byte for byte");
+
+    let run = s.admin(&format!("/api/project/{p}/runs/apply"), Some(apply_body("nf", &["echo hi"]))).await;
+    assert_eq!(run["status"], "submitted");
+    assert_eq!(run["jobs"][0]["job_submissions"][0]["status"], "submitted");
+    let run = step_until(&s, &p, "nf", |r| r["status"] == "failed").await;
+    assert_eq!(run["termination_reason"], "job_failed");
+    let sub = &run["jobs"][0]["job_submissions"][0];
+    assert_eq!(sub["status"], "failed");
+    assert_eq!(sub["status_message"], "no fleets");
+    assert_eq!(sub["termination_reason"], "failed_to_start_due_to_no_capacity");
+    assert!(sub["termination_reason_message"].as_str().unwrap().contains("No matching fleet found"), "{sub}");
+    // The run parses as dstack's Run.
+    serde_json::from_value::<dstack_api::runs::Run>(run).expect("a dstack Run");
+}
+
+#[tokio::test]
+async fn names_clash_only_with_live_runs_and_stop_then_delete() {
+    let (s, _dir) = isolated_server().await;
+    let p = project(&s).await;
+    let base = format!("/api/project/{p}/runs");
+    let first = s.admin(&format!("{base}/apply"), Some(apply_body("clash", &["sleep 100"]))).await;
+
+    // The same spec without the current run in the plan: the resource has changed.
+    let again = s.post(&format!("{base}/apply"), Some(&s.admin_token), Some(apply_body("clash", &["sleep 100"]))).await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        again.json["detail"][0]["msg"],
+        "Failed to apply plan. Resource has been changed. Try again or use force apply."
+    );
+    let other = s.post(&format!("{base}/apply"), Some(&s.admin_token), Some(apply_body("clash", &["true"]))).await;
+    assert_eq!(other.json["detail"][0]["msg"], "Cannot override active run. Stop the run first.");
+    let del = s.post(&format!("{base}/delete"), Some(&s.admin_token), Some(json!({"runs_names": ["clash"]}))).await;
+    assert_eq!(del.json, json!({"detail": [{"msg": "Cannot delete active runs", "code": "error"}]}));
+
+    s.admin(&format!("{base}/stop"), Some(json!({"runs_names": ["clash"], "abort": false}))).await;
+    let stopped = step_until(&s, &p, "clash", |r| r["status"] == "terminated").await;
+    assert_eq!(stopped["termination_reason"], "stopped_by_user");
+    assert_eq!(stopped["jobs"][0]["job_submissions"][0]["status_message"], "stopped");
+
+    // A finished run's name is free again: a new run replaces it.
+    let second = s.admin(&format!("{base}/apply"), Some(apply_body("clash", &["true"]))).await;
+    assert_ne!(second["id"], first["id"]);
+    let by_id = s.admin(&format!("{base}/get"), Some(json!({"id": first["id"]}))).await;
+    assert_eq!(by_id["deleted"], true, "the old run is kept, deleted");
+    s.admin(&format!("{base}/stop"), Some(json!({"runs_names": ["clash"], "abort": true}))).await;
+    let aborted = step_until(&s, &p, "clash", |r| r["status"] == "terminated").await;
+    assert_eq!(aborted["termination_reason"], "aborted_by_user");
+    s.admin(&format!("{base}/delete"), Some(json!({"runs_names": ["clash"]}))).await;
+    let gone = s.post(&format!("{base}/get"), Some(&s.admin_token), Some(json!({"run_name": "clash"}))).await;
+    assert_eq!(gone.json, json!({"detail": [{"msg": "Run not found", "code": "resource_not_exists"}]}));
+}
+
+#[tokio::test]
+async fn list_pages_newest_first_and_filters() {
+    let (s, _dir) = isolated_server().await;
+    let p = project(&s).await;
+    let mut names = Vec::new();
+    for i in 0..5 {
+        let name = format!("page-{i}");
+        s.admin(&format!("/api/project/{p}/runs/apply"), Some(apply_body(&name, &["true"]))).await;
+        names.push(name);
+    }
+    let list = |body: Value| async { s.admin("/api/runs/list", Some(body)).await };
+    let names_of = |runs: &Value| -> Vec<String> {
+        runs.as_array().unwrap().iter().map(|r| r["run_spec"]["run_name"].as_str().unwrap().to_owned()).collect()
+    };
+    let page1 = list(json!({"project_name": p, "limit": 2})).await;
+    assert_eq!(names_of(&page1), ["page-4", "page-3"]);
+    let last = &page1[1];
+    let page2 = list(json!({"project_name": p, "limit": 2, "prev_submitted_at": last["submitted_at"], "prev_run_id": last["id"]})).await;
+    assert_eq!(names_of(&page2), ["page-2", "page-1"]);
+    let asc = list(json!({"project_name": p, "limit": 3, "ascending": true})).await;
+    assert_eq!(names_of(&asc), ["page-0", "page-1", "page-2"]);
+    let no_jobs = list(json!({"project_name": p, "limit": 1, "include_jobs": false})).await;
+    assert_eq!(no_jobs[0]["jobs"], json!([]));
+    assert_eq!(names_of(&list(json!({"project_name": p, "only_active": true})).await).len(), 5);
+
+    s.admin(&format!("/api/project/{p}/runs/stop"), Some(json!({"runs_names": ["page-0"], "abort": true}))).await;
+    step_until(&s, &p, "page-0", |r| r["status"] == "terminated").await;
+    let active = names_of(&list(json!({"project_name": p, "only_active": true})).await);
+    assert!(!active.contains(&"page-0".to_owned()), "{active:?}");
+
+    // Another user sees nothing of a project they are not in; an unknown user is an error.
+    let (_, token) = s.new_user("user").await;
+    let theirs = s.post("/api/runs/list", Some(&token), Some(json!({"project_name": p}))).await;
+    assert_eq!(theirs.json, json!([]));
+    let bad_user = s.post("/api/runs/list", Some(&s.admin_token), Some(json!({"username": unique("nobody")}))).await;
+    assert_eq!(bad_user.json, json!({"detail": [{"msg": "User not found", "code": "resource_not_exists"}]}));
+    let foreign = s
+        .post(&format!("/api/project/{p}/runs/get"), Some(&token), Some(json!({"run_name": "page-1"})))
+        .await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn bad_requests_get_dstack_errors_and_write_nothing() {
+    let s = server().await;
+    let p = project(&s).await;
+    let base = format!("/api/project/{p}/runs");
+    let mut bad_name = apply_body("Bad_Name", &["true"]);
+    bad_name["plan"]["run_spec"]["configuration"]["name"] = json!(null);
+    let r = s.post(&format!("{base}/apply"), Some(&s.admin_token), Some(bad_name)).await;
+    assert_eq!(r.json["detail"][0]["msg"], "Resource name should match regex '^[a-z][a-z0-9-]{1,40}$'");
+    let r = s.post(&format!("{base}/apply"), Some(&s.admin_token), Some(json!({"plan": {}}))).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json["detail"][0]["type"], "missing");
+    let r = s.post(&format!("{base}/get"), Some(&s.admin_token), Some(json!({"run_name": "nope"}))).await;
+    assert_eq!(r.json["detail"][0]["code"], "resource_not_exists");
+    let r = s
+        .post(
+            &format!("/api/project/{p}/logs/poll"),
+            Some(&s.admin_token),
+            Some(json!({"run_name": "nope", "job_submission_id": uuid::Uuid::new_v4()})),
+        )
+        .await;
+    assert_eq!(r.json["detail"][0]["code"], "resource_not_exists");
+    let r = s.post(&format!("{base}/stop"), None, Some(json!({"runs_names": [], "abort": false}))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let listed = s.admin("/api/runs/list", Some(json!({"project_name": p}))).await;
+    assert_eq!(listed, json!([]), "nothing was written");
+}
