@@ -285,7 +285,18 @@ pub fn progress_text(run: &Run) -> String {
     {
         text.push_str(&format!(" {}", render::format_pull_progress(progress)));
     }
+    if run.status == RunStatus::Pending
+        && let Some(next) = run.next_triggered_at
+    {
+        text.push_str(&format!(" (next run {})", next.strftime("%Y-%m-%d %H:%M UTC")));
+    }
     text
+}
+
+/// A service's URL; the server may give a path relative to itself.
+pub fn service_url(run: &Run, server_url: &str) -> Option<String> {
+    let url = &run.service.as_ref()?.url;
+    Some(if url.starts_with('/') { format!("{server_url}{url}") } else { url.clone() })
 }
 
 /// Follows a submitted run: progress until it runs, then its logs until it finishes.
@@ -325,6 +336,9 @@ fn attach(session: &Session, mut run: Run) -> u8 {
     }
     if !run.status.is_finished() {
         eprintln!("{name} provisioning completed ({})", run.status.as_str());
+    }
+    if let Some(url) = service_url(&run, session.client.base_url()) {
+        out!("Service is published at:\n  {url}\n");
     }
     let Some(sub) = pick_job(&run, None, 0).and_then(|j| j.job_submissions.last()) else {
         return finished(&run);
@@ -472,5 +486,13 @@ mod tests {
         assert!(past_provisioning(by_name("t1")));
         assert!(!past_provisioning(by_name("cron1")));
         assert_eq!(progress_text(by_name("t2")), "t2: retrying");
+        let cron = by_name("cron1");
+        let next = cron.next_triggered_at.unwrap().strftime("%Y-%m-%d %H:%M UTC").to_string();
+        assert_eq!(progress_text(cron), format!("cron1: pending (next run {next})"));
+        assert_eq!(service_url(cron, "http://s"), None);
+        let mut service = cron.clone();
+        service.service =
+            Some(serde_json::from_value(serde_json::json!({"url": "/proxy/services/main/s1/"})).unwrap());
+        assert_eq!(service_url(&service, "http://s").unwrap(), "http://s/proxy/services/main/s1/");
     }
 }

@@ -188,4 +188,61 @@ fn runs_on_the_local_fleet() {
     assert_eq!(env.wait_status("sleeper", finished), "terminated");
     let (code, out, err) = env.dstack(&["delete", "sleeper", "-y"]);
     assert_eq!((code, out.trim()), (0, "Run sleeper deleted"), "{err}");
+
+    // Attached, Ctrl-C detaches: exit 0, how to follow and stop, and the run goes on.
+    let sleeper2 = env.write(
+        "sleep2.yml",
+        &format!("type: task\nname: sleeper2\ncommands:\n  - echo sleeping\n  - sleep 300\n{resources}"),
+    );
+    let (code, out) = interrupt_when(env.path(), &["apply", "-f", &sleeper2, "-y"], "sleeping\n");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("dstack logs -f sleeper2"), "{out}");
+    assert!(out.contains("dstack stop sleeper2"), "{out}");
+    assert_eq!(env.run("sleeper2").unwrap()["status"], "running");
+    let (code, out, err) = env.dstack(&["stop", "sleeper2", "-x", "-y"]);
+    assert_eq!((code, out.trim()), (0, "Aborted"), "{err}");
+    env.wait_status("sleeper2", finished);
+}
+
+/// Runs the CLI, sends SIGINT once its output contains `marker`, and returns its exit code
+/// and whole output.
+fn interrupt_when(home: &Path, args: &[&str], marker: &str) -> (i32, String) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dstack"))
+        .args(args)
+        .env("HOME", home)
+        .env("NO_COLOR", "1")
+        .env_remove("DSTACK_PROJECT")
+        .env_remove("DSTACK_SERVER_URL")
+        .env_remove("DSTACK_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = output.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8_lossy(&output.lock().unwrap()).contains(marker) {
+        assert!(Instant::now() < deadline, "never saw {marker:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code().unwrap_or(-1);
+    reader.join().unwrap();
+    let out = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
+    (code, out)
 }
