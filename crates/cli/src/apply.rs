@@ -40,6 +40,9 @@ pub struct ApplyArgs {
     /// Exit right after submitting.
     #[arg(short = 'd', long)]
     pub detach: bool,
+    /// Show every plan property, defaults included.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
     /// The run name (overrides `name` in the file).
     #[arg(short = 'n', long)]
     pub name: Option<String>,
@@ -177,7 +180,7 @@ fn submit(session: &Session, spec: RunSpec, args: &ApplyArgs) -> Result<Option<R
     let no_offers = plan.job_plans.first().is_none_or(|j| j.offers.is_empty());
     // Only to word the warning: a server without `fleets/list` gets the plain "no offers".
     let no_fleets = no_offers && client.list_fleets(project).is_ok_and(|fleets| fleets.is_empty());
-    print_plan(&plan, args.max_offers, no_offers, no_fleets);
+    print_plan(&plan, args, no_offers, no_fleets);
 
     let run_name = plan.run_spec.run_name.clone();
     let mut prompt = match &run_name {
@@ -228,9 +231,9 @@ fn submit(session: &Session, spec: RunSpec, args: &ApplyArgs) -> Result<Option<R
     Ok(Some(run))
 }
 
-fn print_plan(plan: &RunPlan, max_offers: i64, no_offers: bool, no_fleets: bool) {
+fn print_plan(plan: &RunPlan, args: &ApplyArgs, no_offers: bool, no_fleets: bool) {
     let color = stdout_color();
-    out!("{}\n", render::plan_properties(plan, color));
+    out!("{}\n", render::plan_properties(plan, args.verbose, color));
     if no_offers {
         let (text, style) = if no_fleets {
             (NO_FLEETS_WARNING, console::style(NO_FLEETS_WARNING).red())
@@ -241,7 +244,7 @@ fn print_plan(plan: &RunPlan, max_offers: i64, no_offers: bool, no_fleets: bool)
         return;
     }
     if let Some(job_plan) = plan.job_plans.first() {
-        let shown = &job_plan.offers[..job_plan.offers.len().min(max_offers as usize)];
+        let shown = &job_plan.offers[..job_plan.offers.len().min(args.max_offers as usize)];
         out!("{}\n", render::offers_table(shown, job_plan.total_offers, job_plan.max_price, color));
     }
 }
@@ -312,7 +315,7 @@ fn attach(session: &Session, mut run: Run) -> u8 {
             return detached(&name);
         }
         attempt += 1;
-        run = match session.client.get_run(&session.project, &name) {
+        run = match crate::logs::with_retries(|| session.client.get_run(&session.project, &name)) {
             Ok(run) => run,
             Err(e) => {
                 progress.clear();
