@@ -45,6 +45,7 @@ pub(crate) fn start(home: &Path, extra: &[&str]) -> Server {
         .env("HOME", home)
         .env("DSTACK_SERVER_DIR", home.join("server"))
         .env_remove("DSTACK_DO_NOT_UPDATE_DEFAULT_PROJECT")
+        .env("DSTACK_SERVER_NO_LOCAL_FLEET", "1")
         .env_remove("DSTACK_DATABASE_URL")
         .env_remove("DSTACK_SERVER_URL")
         .stdout(Stdio::piped())

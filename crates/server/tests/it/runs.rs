@@ -51,7 +51,10 @@ async fn without_fleets_the_plan_has_no_offers_and_the_run_fails_with_no_fleets(
     assert_eq!(plan["job_plans"][0]["total_offers"], 0);
     assert_eq!(plan["job_plans"][0]["job_spec"]["job_name"], "nf-0-0");
     let me = s.admin("/api/users/get_my_user", None).await;
-    assert_eq!(plan["effective_run_spec"]["ssh_key_pub"], me["ssh_public_key"], "the user's key, byte for byte");
+    assert_eq!(
+        plan["effective_run_spec"]["ssh_key_pub"], me["ssh_public_key"],
+        "the user's key, byte for byte"
+    );
 
     let run = s.admin(&format!("/api/project/{p}/runs/apply"), Some(apply_body("nf", &["echo hi"]))).await;
     assert_eq!(run["status"], "submitted");
@@ -75,15 +78,19 @@ async fn names_clash_only_with_live_runs_and_stop_then_delete() {
     let first = s.admin(&format!("{base}/apply"), Some(apply_body("clash", &["sleep 100"]))).await;
 
     // The same spec without the current run in the plan: the resource has changed.
-    let again = s.post(&format!("{base}/apply"), Some(&s.admin_token), Some(apply_body("clash", &["sleep 100"]))).await;
+    let again = s
+        .post(&format!("{base}/apply"), Some(&s.admin_token), Some(apply_body("clash", &["sleep 100"])))
+        .await;
     assert_eq!(again.status, StatusCode::BAD_REQUEST);
     assert_eq!(
         again.json["detail"][0]["msg"],
         "Failed to apply plan. Resource has been changed. Try again or use force apply."
     );
-    let other = s.post(&format!("{base}/apply"), Some(&s.admin_token), Some(apply_body("clash", &["true"]))).await;
+    let other =
+        s.post(&format!("{base}/apply"), Some(&s.admin_token), Some(apply_body("clash", &["true"]))).await;
     assert_eq!(other.json["detail"][0]["msg"], "Cannot override active run. Stop the run first.");
-    let del = s.post(&format!("{base}/delete"), Some(&s.admin_token), Some(json!({"runs_names": ["clash"]}))).await;
+    let del =
+        s.post(&format!("{base}/delete"), Some(&s.admin_token), Some(json!({"runs_names": ["clash"]}))).await;
     assert_eq!(del.json, json!({"detail": [{"msg": "Cannot delete active runs", "code": "error"}]}));
 
     s.admin(&format!("{base}/stop"), Some(json!({"runs_names": ["clash"], "abort": false}))).await;
@@ -116,7 +123,11 @@ async fn list_pages_newest_first_and_filters() {
     }
     let list = |body: Value| async { s.admin("/api/runs/list", Some(body)).await };
     let names_of = |runs: &Value| -> Vec<String> {
-        runs.as_array().unwrap().iter().map(|r| r["run_spec"]["run_name"].as_str().unwrap().to_owned()).collect()
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["run_spec"]["run_name"].as_str().unwrap().to_owned())
+            .collect()
     };
     let page1 = list(json!({"project_name": p, "limit": 2})).await;
     assert_eq!(names_of(&page1), ["page-4", "page-3"]);
@@ -129,7 +140,8 @@ async fn list_pages_newest_first_and_filters() {
     assert_eq!(no_jobs[0]["jobs"], json!([]));
     assert_eq!(names_of(&list(json!({"project_name": p, "only_active": true})).await).len(), 5);
 
-    s.admin(&format!("/api/project/{p}/runs/stop"), Some(json!({"runs_names": ["page-0"], "abort": true}))).await;
+    s.admin(&format!("/api/project/{p}/runs/stop"), Some(json!({"runs_names": ["page-0"], "abort": true})))
+        .await;
     step_until(&s, &p, "page-0", |r| r["status"] == "terminated").await;
     let active = names_of(&list(json!({"project_name": p, "only_active": true})).await);
     assert!(!active.contains(&"page-0".to_owned()), "{active:?}");
@@ -138,7 +150,8 @@ async fn list_pages_newest_first_and_filters() {
     let (_, token) = s.new_user("user").await;
     let theirs = s.post("/api/runs/list", Some(&token), Some(json!({"project_name": p}))).await;
     assert_eq!(theirs.json, json!([]));
-    let bad_user = s.post("/api/runs/list", Some(&s.admin_token), Some(json!({"username": unique("nobody")}))).await;
+    let bad_user =
+        s.post("/api/runs/list", Some(&s.admin_token), Some(json!({"username": unique("nobody")}))).await;
     assert_eq!(bad_user.json, json!({"detail": [{"msg": "User not found", "code": "resource_not_exists"}]}));
     let foreign = s
         .post(&format!("/api/project/{p}/runs/get"), Some(&token), Some(json!({"run_name": "page-1"})))

@@ -1,0 +1,193 @@
+//! The `local` fleet end to end: `dstack server` with its shim, a task through the HTTP API
+//! as the dstack 0.22.5 CLI submits it, its output in `logs/poll`, a stop, and a `kill -9` of
+//! the server while the task runs (the run is still tracked, its logs complete, nothing twice).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use dstack_client::Client;
+use serde_json::{Value, json};
+
+/// `dstack-shim` and `dstack-runner` next to `dstack` (cargo builds only this package's
+/// binaries for its tests).
+fn agents_built() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "dstack-shim", "-p", "dstack-runner"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "the agents build");
+    });
+}
+
+/// A server process over `home`; killing it (any way) leaves the shim and the jobs running.
+struct Server {
+    child: Child,
+    client: Client,
+}
+
+fn start(home: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dstack"))
+        .args(["server", "--host", "127.0.0.1", "--port", "0", "--token", "local-token"])
+        .env("HOME", home)
+        .env("DSTACK_SERVER_DIR", home.join("server"))
+        .env_remove("DSTACK_SERVER_NO_LOCAL_FLEET")
+        .env_remove("DSTACK_DATABASE_URL")
+        .env_remove("DSTACK_SERVER_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dstack server starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let _token = lines.next().expect("a token line").expect("utf-8");
+    let url_line = lines.next().expect("a url line").expect("utf-8");
+    let url = url_line.trim_start_matches("The server is running at ").trim_end_matches('/').to_owned();
+    Server { child, client: Client::new(&url, "local-token").expect("a client") }
+}
+
+/// Ends every process started under `home` (the shim and runners outlive the server).
+struct Cleanup<'a>(&'a Path);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill").arg("-f").arg(self.0.as_os_str()).status();
+    }
+}
+
+fn apply_body(name: &str, commands: &[&str], env: Value) -> Value {
+    let text = include_str!("../../../api/tests/fixtures/task.runs_apply.request.json");
+    let mut body: Value = serde_json::from_str(text).expect("fixture");
+    let spec = &mut body["plan"]["run_spec"];
+    spec["run_name"] = json!(name);
+    spec["configuration"]["name"] = json!(name);
+    spec["configuration"]["commands"] = json!(commands);
+    spec["configuration"]["env"] = env;
+    // The fixture asks for what its machine had; ask for what any test machine has.
+    spec["configuration"]["resources"]["cpu"]["count"]["min"] = json!(1);
+    spec["configuration"]["resources"]["memory"]["min"] = json!(0.5);
+    spec["configuration"]["resources"]["disk"]["size"]["min"] = json!(1.0);
+    body
+}
+
+fn post(client: &Client, path: &str, body: Value) -> Value {
+    client.post::<Value, Value>(path, Some(&body)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn get_run(client: &Client, name: &str) -> Value {
+    post(client, "/api/project/main/runs/get", json!({"run_name": name}))
+}
+
+/// The job's whole output so far, from `logs/poll` (paged with `next_token`).
+fn output(client: &Client, run: &Value) -> String {
+    let name = run["run_spec"]["run_name"].clone();
+    let id = run["jobs"][0]["job_submissions"].as_array().and_then(|s| s.last()).expect("a submission")["id"]
+        .clone();
+    let mut out = Vec::new();
+    let mut token = Value::Null;
+    loop {
+        let page = post(
+            client,
+            "/api/project/main/logs/poll",
+            json!({"run_name": name, "job_submission_id": id, "limit": 2, "next_token": token}),
+        );
+        for event in page["logs"].as_array().expect("logs") {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(event["message"].as_str().expect("base64"))
+                .expect("valid base64");
+            out.extend(bytes);
+        }
+        token = page["next_token"].clone();
+        if token.is_null() {
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_task_runs_on_the_local_fleet_and_survives_a_server_kill() {
+    agents_built();
+    let home = tempfile::TempDir::new().unwrap();
+    let _cleanup = Cleanup(home.path());
+    let mut server = start(home.path());
+
+    post(
+        &server.client,
+        "/api/project/main/secrets/create_or_update",
+        json!({"name": "greeting", "value": "s3cr3t-value"}),
+    );
+    let script = "echo run=$DSTACK_RUN_NAME rank=$DSTACK_NODE_RANK nodes=$DSTACK_NODES_NUM; \
+                  echo secret=$GREETING; for i in 1 2 3 4 5 6; do echo line-$i; sleep 0.5; done";
+    let env = json!({"GREETING": "${{ secrets.greeting }}"});
+    let plan = post(
+        &server.client,
+        "/api/project/main/runs/get_plan",
+        json!({"run_spec": apply_body("lf", &[script], env.clone())["plan"]["run_spec"]}),
+    );
+    let offer = &plan["job_plans"][0]["offers"][0];
+    assert_eq!(offer["backend"], "remote", "{plan}");
+    assert_eq!(offer["instance"]["name"], "local");
+    let run = post(&server.client, "/api/project/main/runs/apply", apply_body("lf", &[script], env));
+    assert!(!run.to_string().contains("s3cr3t-value"), "the secret is interpolated on the host only");
+
+    wait_for("the first line", Duration::from_secs(20), || {
+        output(&server.client, &get_run(&server.client, "lf")).contains("line-1")
+    });
+    // Kill the server mid-run; the job goes on under the shim.
+    server.child.kill().expect("kill -9");
+    server.child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    server = start(home.path());
+    let mut run = Value::Null;
+    wait_for("the run to finish", Duration::from_secs(30), || {
+        run = get_run(&server.client, "lf");
+        run["status"] == "done"
+    });
+    assert_eq!(run["termination_reason"], "all_jobs_done");
+    let sub = &run["jobs"][0]["job_submissions"][0];
+    assert_eq!(run["jobs"][0]["job_submissions"].as_array().unwrap().len(), 1, "one submission");
+    assert_eq!((sub["status"].as_str(), sub["exit_status"].as_i64()), (Some("done"), Some(0)));
+    assert_eq!(sub["job_provisioning_data"]["hostname"], "127.0.0.1");
+    assert_eq!(
+        output(&server.client, &run),
+        "run=lf rank=0 nodes=1\nsecret=s3cr3t-value\nline-1\nline-2\nline-3\nline-4\nline-5\nline-6\n",
+        "every line once, in order"
+    );
+
+    // A stopped task ends within the graceful window and frees the instance for the next run.
+    post(
+        &server.client,
+        "/api/project/main/runs/apply",
+        apply_body("sleeper", &["echo up; sleep 300"], json!({})),
+    );
+    wait_for("the sleeper to start", Duration::from_secs(20), || {
+        output(&server.client, &get_run(&server.client, "sleeper")).contains("up")
+    });
+    post(&server.client, "/api/project/main/runs/stop", json!({"runs_names": ["sleeper"], "abort": false}));
+    wait_for("the sleeper to stop", Duration::from_secs(15), || {
+        get_run(&server.client, "sleeper")["status"] == "terminated"
+    });
+    let failing = "echo oops; exit 3";
+    post(&server.client, "/api/project/main/runs/apply", apply_body("failing", &[failing], json!({})));
+    wait_for("the failing run", Duration::from_secs(20), || {
+        get_run(&server.client, "failing")["status"] == "failed"
+    });
+    let run = get_run(&server.client, "failing");
+    let sub = &run["jobs"][0]["job_submissions"][0];
+    assert_eq!((sub["status_message"].as_str(), sub["exit_status"].as_i64()), (Some("exited (3)"), Some(3)));
+    assert_eq!(output(&server.client, &run), "oops\n");
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}
