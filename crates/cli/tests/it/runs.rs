@@ -1,17 +1,16 @@
 //! The run verbs against a real `dstack server` process: `apply -d`, `ps --json`, `logs`,
 //! `stop`, `delete`, and attached `apply` streaming a task's output.
 //!
-//! Runs that need a machine use the server's `local` fleet, which needs `dstack-shim` and
-//! `dstack-runner` next to the `dstack` binary (`cargo build` of the workspace puts them
-//! there). Without them those steps say so and are skipped; the rest always runs.
+//! Runs that need a machine use the server's `local` fleet (the agents are built first, as in
+//! `local_fleet.rs`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::server::{Server, cli, start, stop};
+use crate::server::{Server, cli, start, start_with_local_fleet, stop};
 
 /// A server and its home; stops the server (and its local shim) when dropped.
 struct Env {
@@ -20,9 +19,9 @@ struct Env {
 }
 
 impl Env {
-    fn new(extra: &[&str]) -> Env {
+    fn new(local_fleet: bool) -> Env {
         let home = TempDir::new().unwrap();
-        let server = start(home.path(), extra);
+        let server = if local_fleet { start_with_local_fleet(home.path()) } else { start(home.path(), &[]) };
         Env { home, server: Some(server) }
     }
 
@@ -81,7 +80,7 @@ const TASK: &str = "type: task\nname: t1\ncommands:\n  - echo hello\n";
 
 #[test]
 fn runs_without_fleets() {
-    let env = Env::new(&["--no-local-fleet"]);
+    let env = Env::new(false);
     let file = env.write("task.yml", TASK);
 
     let (code, out, err) = env.dstack(&["apply", "-f", &file, "-y", "-d"]);
@@ -123,24 +122,10 @@ fn runs_without_fleets() {
     assert!(env.run("t1").is_none());
 }
 
-/// `dstack-shim` and `dstack-runner` next to our binary, or why not.
-fn agents() -> Result<PathBuf, String> {
-    let dir = Path::new(env!("CARGO_BIN_EXE_dstack")).parent().unwrap().to_owned();
-    for name in ["dstack-shim", "dstack-runner"] {
-        if !dir.join(name).exists() {
-            return Err(format!("{name} is not built in {}", dir.display()));
-        }
-    }
-    Ok(dir)
-}
-
 #[test]
 fn runs_on_the_local_fleet() {
-    if let Err(why) = agents() {
-        eprintln!("skipping the local-fleet steps: {why} (cargo build -p dstack-shim -p dstack-runner)");
-        return;
-    }
-    let env = Env::new(&[]);
+    crate::local_fleet::agents_built();
+    let env = Env::new(true);
     let resources = "resources:\n  cpu: 1..\n  memory: 0GB..\n  disk: null\n";
 
     // Attached: the plan, then the job's own output, then the verdict; exit 0 when done.
