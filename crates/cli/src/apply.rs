@@ -40,6 +40,9 @@ pub struct ApplyArgs {
     /// Exit right after submitting.
     #[arg(short = 'd', long)]
     pub detach: bool,
+    /// Show every plan property, defaults included.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
     /// The run name (overrides `name` in the file).
     #[arg(short = 'n', long)]
     pub name: Option<String>,
@@ -177,7 +180,7 @@ fn submit(session: &Session, spec: RunSpec, args: &ApplyArgs) -> Result<Option<R
     let no_offers = plan.job_plans.first().is_none_or(|j| j.offers.is_empty());
     // Only to word the warning: a server without `fleets/list` gets the plain "no offers".
     let no_fleets = no_offers && client.list_fleets(project).is_ok_and(|fleets| fleets.is_empty());
-    print_plan(&plan, args.max_offers, no_offers, no_fleets);
+    print_plan(&plan, args, no_offers, no_fleets);
 
     let run_name = plan.run_spec.run_name.clone();
     let mut prompt = match &run_name {
@@ -228,9 +231,9 @@ fn submit(session: &Session, spec: RunSpec, args: &ApplyArgs) -> Result<Option<R
     Ok(Some(run))
 }
 
-fn print_plan(plan: &RunPlan, max_offers: i64, no_offers: bool, no_fleets: bool) {
+fn print_plan(plan: &RunPlan, args: &ApplyArgs, no_offers: bool, no_fleets: bool) {
     let color = stdout_color();
-    out!("{}\n", render::plan_properties(plan, color));
+    out!("{}\n", render::plan_properties(plan, args.verbose, color));
     if no_offers {
         let (text, style) = if no_fleets {
             (NO_FLEETS_WARNING, console::style(NO_FLEETS_WARNING).red())
@@ -241,7 +244,7 @@ fn print_plan(plan: &RunPlan, max_offers: i64, no_offers: bool, no_fleets: bool)
         return;
     }
     if let Some(job_plan) = plan.job_plans.first() {
-        let shown = &job_plan.offers[..job_plan.offers.len().min(max_offers as usize)];
+        let shown = &job_plan.offers[..job_plan.offers.len().min(args.max_offers as usize)];
         out!("{}\n", render::offers_table(shown, job_plan.total_offers, job_plan.max_price, color));
     }
 }
@@ -285,7 +288,18 @@ pub fn progress_text(run: &Run) -> String {
     {
         text.push_str(&format!(" {}", render::format_pull_progress(progress)));
     }
+    if run.status == RunStatus::Pending
+        && let Some(next) = run.next_triggered_at
+    {
+        text.push_str(&format!(" (next run {})", next.strftime("%Y-%m-%d %H:%M UTC")));
+    }
     text
+}
+
+/// A service's URL; the server may give a path relative to itself.
+pub fn service_url(run: &Run, server_url: &str) -> Option<String> {
+    let url = &run.service.as_ref()?.url;
+    Some(if url.starts_with('/') { format!("{server_url}{url}") } else { url.clone() })
 }
 
 /// Follows a submitted run: progress until it runs, then its logs until it finishes.
@@ -301,7 +315,7 @@ fn attach(session: &Session, mut run: Run) -> u8 {
             return detached(&name);
         }
         attempt += 1;
-        run = match session.client.get_run(&session.project, &name) {
+        run = match crate::logs::with_retries(|| session.client.get_run(&session.project, &name)) {
             Ok(run) => run,
             Err(e) => {
                 progress.clear();
@@ -325,6 +339,9 @@ fn attach(session: &Session, mut run: Run) -> u8 {
     }
     if !run.status.is_finished() {
         eprintln!("{name} provisioning completed ({})", run.status.as_str());
+    }
+    if let Some(url) = service_url(&run, session.client.base_url()) {
+        out!("Service is published at:\n  {url}\n");
     }
     let Some(sub) = pick_job(&run, None, 0).and_then(|j| j.job_submissions.last()) else {
         return finished(&run);
@@ -472,5 +489,13 @@ mod tests {
         assert!(past_provisioning(by_name("t1")));
         assert!(!past_provisioning(by_name("cron1")));
         assert_eq!(progress_text(by_name("t2")), "t2: retrying");
+        let cron = by_name("cron1");
+        let next = cron.next_triggered_at.unwrap().strftime("%Y-%m-%d %H:%M UTC").to_string();
+        assert_eq!(progress_text(cron), format!("cron1: pending (next run {next})"));
+        assert_eq!(service_url(cron, "http://s"), None);
+        let mut service = cron.clone();
+        service.service =
+            Some(serde_json::from_value(serde_json::json!({"url": "/proxy/services/main/s1/"})).unwrap());
+        assert_eq!(service_url(&service, "http://s").unwrap(), "http://s/proxy/services/main/s1/");
     }
 }

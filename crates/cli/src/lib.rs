@@ -66,10 +66,10 @@ pub enum Command {
     /// Manage the projects the CLI knows (~/.dstack/config.yml).
     #[command(subcommand)]
     Project(project::ProjectCommand),
-    /// Manage a project's secrets.
-    Secret(secret::SecretArgs),
     /// List runs.
     Ps(runs::PsArgs),
+    /// Manage a project's secrets.
+    Secret(secret::SecretArgs),
     /// Start the dstack server (SQLite under ~/.dstack/server by default).
     Server(server::ServerArgs),
     /// Stop runs.

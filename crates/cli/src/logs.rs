@@ -191,7 +191,7 @@ pub fn drain(
             limit: 1000,
             diagnose: cursor.diagnose,
         };
-        let page = session.client.poll_logs(&session.project, &req)?;
+        let page = with_retries(|| session.client.poll_logs(&session.project, &req))?;
         for event in &page.logs {
             // A message that is not base64 is shown as it came.
             let bytes = base64::engine::general_purpose::STANDARD
@@ -241,7 +241,7 @@ pub fn follow(
         if flag.load(Ordering::SeqCst) {
             return Ok(Followed::Interrupted);
         }
-        let run = session.client.get_run(&session.project, run_name)?;
+        let run = with_retries(|| session.client.get_run(&session.project, run_name))?;
         let latest = pick_job(&run, replica, job).and_then(|j| j.job_submissions.last()).map(|s| s.id);
         if let Some(id) = latest.filter(|id| *id != cursor.submission_id) {
             drain(session, run_name, cursor, out, flag)?;
@@ -254,6 +254,21 @@ pub fn follow(
         }
         if sleep_unless_interrupted(Duration::from_secs(1), flag) {
             return Ok(Followed::Interrupted);
+        }
+    }
+}
+
+/// Calls `f`, retrying up to four times, a second apart, when the server cannot be reached
+/// (a restart, a network blip) so that following a long run survives it.
+pub fn with_retries<T>(mut f: impl FnMut() -> Result<T, ClientError>) -> Result<T, ClientError> {
+    let mut attempt = 0;
+    loop {
+        match f() {
+            Err(ClientError::Transport { .. }) if attempt < 4 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            other => return other,
         }
     }
 }

@@ -514,8 +514,9 @@ fn capitalize(s: &str) -> String {
 // Plans and offers
 // ---------------------------------------------------------------------------------------------
 
-/// The plan's properties (`Project`, `User`, …) as dstack prints them before offers.
-pub fn plan_properties(plan: &RunPlan, color: bool) -> String {
+/// The plan's properties (`Project`, `User`, …) as dstack prints them before offers;
+/// `verbose` adds the creation policy and reservation even when they are the defaults.
+pub fn plan_properties(plan: &RunPlan, verbose: bool, color: bool) -> String {
     let spec = plan.effective_run_spec.as_ref().unwrap_or(&plan.run_spec);
     let Some(job_plan) = plan.job_plans.first() else { return String::new() };
     let job_spec = &job_plan.job_spec;
@@ -556,8 +557,9 @@ pub fn plan_properties(plan: &RunPlan, color: bool) -> String {
             }),
         ),
     ];
-    if let Some(policy) = profile.creation_policy.filter(|p| *p != CreationPolicy::ReuseOrCreate) {
-        rows.push(("Creation policy", policy.as_str().to_owned()));
+    let creation_policy = profile.creation_policy.unwrap_or(CreationPolicy::ReuseOrCreate);
+    if verbose || creation_policy != CreationPolicy::ReuseOrCreate {
+        rows.push(("Creation policy", creation_policy.as_str().to_owned()));
     }
     rows.push(("Idle duration", idle));
     rows.push(("Max duration", job_spec.max_duration.map_or("off".to_owned(), format_pretty_duration)));
@@ -566,8 +568,8 @@ pub fn plan_properties(plan: &RunPlan, color: bool) -> String {
             dev.inactivity_duration.filter(|d| *d > 0).map_or("off".to_owned(), format_pretty_duration);
         rows.push(("Inactivity duration", inactivity));
     }
-    if let Some(reservation) = &profile.reservation {
-        rows.push(("Reservation", reservation.clone()));
+    if verbose || profile.reservation.is_some() {
+        rows.push(("Reservation", profile.reservation.clone().unwrap_or_else(|| "no".to_owned())));
     }
     let mut table = new_table(&[], color);
     table.set_header(Vec::<Cell>::new());

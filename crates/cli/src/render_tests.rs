@@ -150,7 +150,7 @@ fn offers_table_as_dstack_prints_it() {
 fn plan_properties_of_the_captured_task_plan() {
     let plan: RunPlan = serde_json::from_value(fixture("task.runs_get_plan.response")).unwrap();
     check(
-        plan_properties(&plan, false),
+        plan_properties(&plan, false, false),
         "
  Project        main
  User           admin
@@ -162,6 +162,22 @@ fn plan_properties_of_the_captured_task_plan() {
  Retry policy   off
  Idle duration  5m
  Max duration   off",
+    );
+    check(
+        plan_properties(&plan, true, false),
+        "
+ Project          main
+ User             admin
+ Configuration    task.yml
+ Type             task (nodes=1)
+ Resources        cpu=x86:2.. mem=8GB.. disk=100GB.. gpu=0
+ Spot policy      on-demand
+ Max price        off
+ Retry policy     off
+ Creation policy  reuse-or-create
+ Idle duration    5m
+ Max duration     off
+ Reservation      no",
     );
 }
 

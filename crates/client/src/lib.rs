@@ -56,6 +56,11 @@ impl Client {
         Ok(Client { base_url: base_url.trim_end_matches('/').to_owned(), token: token.to_owned(), http })
     }
 
+    /// The server's URL, without a trailing `/`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
     /// POSTs `body` (or nothing) to `path` and reads the JSON answer as `T`.
     pub fn post<B: Serialize, T: DeserializeOwned>(
         &self,

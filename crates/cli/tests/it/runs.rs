@@ -1,17 +1,16 @@
 //! The run verbs against a real `dstack server` process: `apply -d`, `ps --json`, `logs`,
 //! `stop`, `delete`, and attached `apply` streaming a task's output.
 //!
-//! Runs that need a machine use the server's `local` fleet, which needs `dstack-shim` and
-//! `dstack-runner` next to the `dstack` binary (`cargo build` of the workspace puts them
-//! there). Without them those steps say so and are skipped; the rest always runs.
+//! Runs that need a machine use the server's `local` fleet (the agents are built first, as in
+//! `local_fleet.rs`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::server::{Server, cli, start, stop};
+use crate::server::{Server, cli, start, start_with_local_fleet, stop};
 
 /// A server and its home; stops the server (and its local shim) when dropped.
 struct Env {
@@ -20,9 +19,9 @@ struct Env {
 }
 
 impl Env {
-    fn new(extra: &[&str]) -> Env {
+    fn new(local_fleet: bool) -> Env {
         let home = TempDir::new().unwrap();
-        let server = start(home.path(), extra);
+        let server = if local_fleet { start_with_local_fleet(home.path()) } else { start(home.path(), &[]) };
         Env { home, server: Some(server) }
     }
 
@@ -81,7 +80,7 @@ const TASK: &str = "type: task\nname: t1\ncommands:\n  - echo hello\n";
 
 #[test]
 fn runs_without_fleets() {
-    let env = Env::new(&["--no-local-fleet"]);
+    let env = Env::new(false);
     let file = env.write("task.yml", TASK);
 
     let (code, out, err) = env.dstack(&["apply", "-f", &file, "-y", "-d"]);
@@ -123,24 +122,10 @@ fn runs_without_fleets() {
     assert!(env.run("t1").is_none());
 }
 
-/// `dstack-shim` and `dstack-runner` next to our binary, or why not.
-fn agents() -> Result<PathBuf, String> {
-    let dir = Path::new(env!("CARGO_BIN_EXE_dstack")).parent().unwrap().to_owned();
-    for name in ["dstack-shim", "dstack-runner"] {
-        if !dir.join(name).exists() {
-            return Err(format!("{name} is not built in {}", dir.display()));
-        }
-    }
-    Ok(dir)
-}
-
 #[test]
 fn runs_on_the_local_fleet() {
-    if let Err(why) = agents() {
-        eprintln!("skipping the local-fleet steps: {why} (cargo build -p dstack-shim -p dstack-runner)");
-        return;
-    }
-    let env = Env::new(&[]);
+    crate::local_fleet::agents_built();
+    let env = Env::new(true);
     let resources = "resources:\n  cpu: 1..\n  memory: 0GB..\n  disk: null\n";
 
     // Attached: the plan, then the job's own output, then the verdict; exit 0 when done.
@@ -188,4 +173,61 @@ fn runs_on_the_local_fleet() {
     assert_eq!(env.wait_status("sleeper", finished), "terminated");
     let (code, out, err) = env.dstack(&["delete", "sleeper", "-y"]);
     assert_eq!((code, out.trim()), (0, "Run sleeper deleted"), "{err}");
+
+    // Attached, Ctrl-C detaches: exit 0, how to follow and stop, and the run goes on.
+    let sleeper2 = env.write(
+        "sleep2.yml",
+        &format!("type: task\nname: sleeper2\ncommands:\n  - echo sleeping\n  - sleep 300\n{resources}"),
+    );
+    let (code, out) = interrupt_when(env.path(), &["apply", "-f", &sleeper2, "-y"], "sleeping\n");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("dstack logs -f sleeper2"), "{out}");
+    assert!(out.contains("dstack stop sleeper2"), "{out}");
+    assert_eq!(env.run("sleeper2").unwrap()["status"], "running");
+    let (code, out, err) = env.dstack(&["stop", "sleeper2", "-x", "-y"]);
+    assert_eq!((code, out.trim()), (0, "Aborted"), "{err}");
+    env.wait_status("sleeper2", finished);
+}
+
+/// Runs the CLI, sends SIGINT once its output contains `marker`, and returns its exit code
+/// and whole output.
+fn interrupt_when(home: &Path, args: &[&str], marker: &str) -> (i32, String) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dstack"))
+        .args(args)
+        .env("HOME", home)
+        .env("NO_COLOR", "1")
+        .env_remove("DSTACK_PROJECT")
+        .env_remove("DSTACK_SERVER_URL")
+        .env_remove("DSTACK_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = output.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8_lossy(&output.lock().unwrap()).contains(marker) {
+        assert!(Instant::now() < deadline, "never saw {marker:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code().unwrap_or(-1);
+    reader.join().unwrap();
+    let out = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
+    (code, out)
 }

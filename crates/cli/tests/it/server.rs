@@ -38,14 +38,24 @@ fn kill_local_shims(home: &Path) {
     }
 }
 
+/// A server without the local fleet (no agents needed).
 pub(crate) fn start(home: &Path, extra: &[&str]) -> Server {
+    spawn(home, extra, false)
+}
+
+/// A server with its `local` fleet (the agents must be built).
+pub(crate) fn start_with_local_fleet(home: &Path) -> Server {
+    spawn(home, &[], true)
+}
+
+fn spawn(home: &Path, extra: &[&str], local_fleet: bool) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dstack"))
         .args(["server", "--host", "127.0.0.1", "--port", "0"])
         .args(extra)
         .env("HOME", home)
         .env("DSTACK_SERVER_DIR", home.join("server"))
         .env_remove("DSTACK_DO_NOT_UPDATE_DEFAULT_PROJECT")
-        .env("DSTACK_SERVER_NO_LOCAL_FLEET", "1")
+        .env("DSTACK_SERVER_NO_LOCAL_FLEET", if local_fleet { "0" } else { "1" })
         .env_remove("DSTACK_DATABASE_URL")
         .env_remove("DSTACK_SERVER_URL")
         .stdout(Stdio::piped())
