@@ -86,7 +86,7 @@ fn runs_without_fleets() {
     let (code, out, err) = env.dstack(&["apply", "-f", &file, "-y", "-d"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(" Project        main\n User           admin\n"), "{out}");
-    assert!(out.contains("No matching instance offers available."), "{out}");
+    assert!(out.contains("The project has no fleets. Create one before submitting a run."), "{out}");
     assert!(out.trim_end().ends_with("Run t1 submitted, detaching..."), "{out}");
 
     // ps --json: dstack's shape, the run as the API returns it.
