@@ -71,6 +71,21 @@ pub struct DeleteReposRequest {
     pub repos_ids: Vec<String>,
 }
 
+/// An uploaded archive of `files:` (`/api/files/upload_archive`), by its sha256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileArchive {
+    pub id: uuid::Uuid,
+    pub hash: String,
+}
+
+/// `/api/files/get_archive_by_hash`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetFileArchiveByHashRequest {
+    pub hash: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 //! **Architecture Invariant:** no business rules live here.
 //! Callers decide who may do what and which values are valid; this crate only stores and loads rows.
 
+mod blobs;
 mod connect;
 mod fleets;
 mod projects;

@@ -111,9 +111,15 @@ async fn step(state: &AppState, job: &mut JobRow, now: jiff::Timestamp) -> Resul
                 Some(BTreeMap::from([(i64::from(dstack_agent_proto::RUNNER_HTTP_PORT), i64::from(port))]));
             let runner = runner_for(state, job, port)?;
             start_job(state, job, &runner).await?;
-            if let Some(resp) = runner.run().await? {
-                jrd.working_dir = Some(resp.working_dir);
-                jrd.username = Some(resp.username);
+            match runner.run().await {
+                Ok(Some(resp)) => {
+                    jrd.working_dir = Some(resp.working_dir);
+                    jrd.username = Some(resp.username);
+                }
+                Ok(None) => {}
+                // Started by an earlier pass that did not get to record it.
+                Err(e) if e.status() == Some(409) => {}
+                Err(e) => return Err(e.into()),
             }
             job.job_runtime_data = Some(serde_json::to_string(&jrd)?);
             job.status = JobStatus::Running.as_str().to_owned();
@@ -202,13 +208,48 @@ async fn start_job(state: &AppState, job: &JobRow, runner: &RunnerClient) -> Res
         log_quota_hour: Some(50 * 1024 * 1024),
         run_spec: Some(run_spec),
     };
+    let archives = body.job_spec.file_archives.clone();
+    let code_hash = run_spec_code_hash(&body);
     match runner.submit(&body).await {
         Ok(()) => {}
-        // Already past wait_run: an earlier pass submitted and started it.
-        Err(e) if e.status() == Some(409) => return Ok(()),
+        // Submitted by an earlier pass: the uploads below may still be missing.
+        Err(e) if e.status() == Some(409) => {}
         Err(e) => return Err(e.into()),
     }
+    // A 409 from an upload means the job has already started: nothing left to upload.
+    let already_started = |e: &AgentError| e.status() == Some(409);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for archive in archives {
+        let blob = state
+            .db
+            .file_archive(archive.id)
+            .await?
+            .ok_or_else(|| StepError::Other(format!("file archive {} is gone", archive.id)))?;
+        let bytes = b64.decode(blob).map_err(|e| StepError::Other(format!("stored archive: {e}")))?;
+        match runner.upload_archive(archive.id, bytes).await {
+            Err(e) if already_started(&e) => return Ok(()),
+            other => other?,
+        }
+    }
+    if let Some(hash) = code_hash {
+        let repo_name = run.repo_id.clone().unwrap_or_default();
+        let repo = state.db.repo_by_name(run.project_id, &repo_name).await?;
+        let blob = match repo {
+            Some(repo) => state.db.code(repo.id, &hash).await?,
+            None => None,
+        };
+        let blob = blob.ok_or_else(|| StepError::Other(format!("the code {hash} was never uploaded")))?;
+        let bytes = b64.decode(blob).map_err(|e| StepError::Other(format!("stored code: {e}")))?;
+        match runner.upload_code(bytes).await {
+            Err(e) if already_started(&e) => return Ok(()),
+            other => other?,
+        }
+    }
     Ok(())
+}
+
+fn run_spec_code_hash(body: &SubmitBody) -> Option<String> {
+    body.run.run_spec.repo_code_hash.clone()
 }
 
 async fn project_secrets(state: &AppState, project_id: Uuid) -> Result<BTreeMap<String, String>, StepError> {

@@ -5,6 +5,7 @@
 //! types in [`crate::auth`], bodies from [`Body`]/[`OptBody`], and errors leave as dstack's
 //! error shapes through [`Failure`].
 
+mod files;
 mod fleets;
 mod logs;
 mod projects;
@@ -58,6 +59,9 @@ pub fn app(state: AppState) -> Router {
         .route("/api/project/{project_name}/repos/delete", post(repos::delete))
         .route("/api/runs/list", post(runs::list))
         .route("/api/fleets/list", post(fleets::list_all))
+        .route("/api/files/upload_archive", post(files::upload_archive))
+        .route("/api/files/get_archive_by_hash", post(files::get_archive_by_hash))
+        .route("/api/project/{project_name}/repos/upload_code", post(files::upload_code))
         .route("/api/instances/list", post(fleets::list_instances))
         .route("/api/project/{project_name}/fleets/list", post(fleets::list))
         .route("/api/project/{project_name}/fleets/get", post(fleets::get))
@@ -100,7 +104,6 @@ const NOT_YET_PROJECT_ROUTES: &[&str] = &[
     "fleets/delete_instances",
     "instances/get",
     "instances/get_instance_health_checks",
-    "repos/upload_code",
     "gateways/list",
     "gateways/get",
     "gateways/get_plan",
@@ -125,8 +128,6 @@ const NOT_YET_PROJECT_ROUTES: &[&str] = &[
 const NOT_YET_GLOBAL_ROUTES: &[&str] = &[
     "/api/volumes/list",
     "/api/events/list",
-    "/api/files/upload_archive",
-    "/api/files/get_archive_by_hash",
     "/api/projects/list_only_no_fleets",
     "/api/users/public_keys/list",
     "/api/users/public_keys/add",
