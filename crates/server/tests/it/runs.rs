@@ -253,3 +253,22 @@ async fn replanning_an_unchanged_active_run_is_an_update() {
     let again = s.admin(&format!("/api/project/{p}/runs/apply"), Some(body)).await;
     assert_eq!(again["id"], run["id"]);
 }
+
+#[tokio::test]
+async fn a_run_that_retries_on_no_capacity_waits_pending() {
+    let (s, _dir) = isolated_server().await;
+    let p = project(&s).await;
+    let mut body = apply_body("patient", &["true"]);
+    body["plan"]["run_spec"]["configuration"]["retry"] =
+        json!({"on_events": ["no-capacity"], "duration": 3600});
+    s.admin(&format!("/api/project/{p}/runs/apply"), Some(body)).await;
+    let run = step_until(&s, &p, "patient", |r| r["status"] == "pending").await;
+    assert_eq!(run["status_message"], "retrying");
+    assert_eq!(run["jobs"][0]["job_submissions"][0]["status_message"], "no fleets");
+    assert_eq!(run["jobs"][0]["job_spec"]["retry"], json!({"on_events": ["no-capacity"], "duration": 3600}));
+    // The backoff holds it back (15 s on the first attempt): more passes change nothing.
+    dstack_server::pipelines::step(&s.state).await.unwrap();
+    let again = s.admin(&format!("/api/project/{p}/runs/get"), Some(json!({"run_name": "patient"}))).await;
+    assert_eq!(again["status"], "pending");
+    assert_eq!(again["jobs"][0]["job_submissions"].as_array().unwrap().len(), 1);
+}
