@@ -425,15 +425,16 @@ impl Db {
         Ok(n)
     }
 
-    /// Takes a lease of `lease` on up to `limit` live runs in `statuses` whose lease is free,
-    /// least recently processed first. Returns the runs with the token that proves the lease.
+    /// Takes a lease of `lease` on up to `limit` (at most 100) live runs in `statuses` whose
+    /// lease is free, higher priority and least recently processed first. The batch shares one
+    /// token, returned with the runs; [`Db::release_runs`] ends what is left of it.
     pub async fn lease_runs(
         &self,
         statuses: &[&str],
         limit: i64,
         now: jiff::Timestamp,
         lease: jiff::SignedDuration,
-    ) -> Result<Vec<(RunRow, Uuid)>, DbError> {
+    ) -> Result<(Vec<RunRow>, Uuid), DbError> {
         let candidates: Vec<String> = {
             use sqlx::Row as _;
             let mut q = sqlx::query(concat!(
@@ -446,33 +447,49 @@ impl Db {
                 q = q.bind(statuses.get(i).copied());
             }
             q.bind(micros(now))
-                .bind(limit)
+                .bind(limit.clamp(0, CHUNK as i64))
                 .fetch_all(&self.pool)
                 .await?
                 .iter()
                 .map(|r| r.try_get::<String, _>("id"))
                 .collect::<Result<_, _>>()?
         };
-        let mut leased = Vec::new();
-        let expires = micros(now.checked_add(lease).unwrap_or(now));
-        for id in candidates {
-            let token = Uuid::new_v4();
-            let row = sqlx::query(concat!(
-                "UPDATE runs SET lock_token = $2, lock_expires_at = $3 WHERE id = $1 \
-                 AND (lock_expires_at IS NULL OR lock_expires_at < $4) RETURNING ",
-                run_columns!()
-            ))
-            .bind(&id)
-            .bind(uuid_text(token))
-            .bind(expires)
-            .bind(micros(now))
-            .fetch_optional(&self.pool)
-            .await?;
-            if let Some(row) = row {
-                leased.push((run_from_row(&row)?, token));
-            }
+        let token = Uuid::new_v4();
+        if candidates.is_empty() {
+            return Ok((Vec::new(), token));
         }
-        Ok(leased)
+        let mut q = sqlx::query(concat!(
+            "UPDATE runs SET lock_token = $101, lock_expires_at = $102 WHERE id IN ",
+            in_100!(),
+            " AND (lock_expires_at IS NULL OR lock_expires_at < $103) RETURNING ",
+            run_columns!()
+        ));
+        for i in 0..CHUNK {
+            q = q.bind(candidates.get(i).cloned());
+        }
+        let rows = q
+            .bind(uuid_text(token))
+            .bind(micros(now.checked_add(lease).unwrap_or(now)))
+            .bind(micros(now))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?;
+        runs.sort_by_key(|r| candidates.iter().position(|c| *c == uuid_text(r.id)));
+        Ok((runs, token))
+    }
+
+    /// Ends the lease `token` on every run still under it, marking them processed at `now`
+    /// (so the next pass starts with other runs).
+    pub async fn release_runs(&self, token: Uuid, now: jiff::Timestamp) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE runs SET lock_token = NULL, lock_expires_at = NULL, last_processed_at = $2 \
+             WHERE lock_token = $1",
+        )
+        .bind(uuid_text(token))
+        .bind(micros(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Writes a leased run back (status, reason, counters, fleet) and ends the lease, together
@@ -531,28 +548,14 @@ impl Db {
         Ok(true)
     }
 
-    /// Ends a lease without changing the run (nothing to do this time).
-    pub async fn release_run(&self, id: Uuid, token: Uuid, now: jiff::Timestamp) -> Result<(), DbError> {
-        sqlx::query(
-            "UPDATE runs SET lock_token = NULL, lock_expires_at = NULL, last_processed_at = $3 \
-             WHERE id = $1 AND lock_token = $2",
-        )
-        .bind(uuid_text(id))
-        .bind(uuid_text(token))
-        .bind(micros(now))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// As [`Db::lease_runs`], for job submissions. Jobs of higher-priority runs come first.
+    /// As [`Db::lease_runs`], for job submissions; jobs of higher-priority runs come first.
     pub async fn lease_jobs(
         &self,
         statuses: &[&str],
         limit: i64,
         now: jiff::Timestamp,
         lease: jiff::SignedDuration,
-    ) -> Result<Vec<(JobRow, Uuid)>, DbError> {
+    ) -> Result<(Vec<JobRow>, Uuid), DbError> {
         let candidates: Vec<String> = {
             use sqlx::Row as _;
             let mut q = sqlx::query(concat!(
@@ -565,33 +568,44 @@ impl Db {
                 q = q.bind(statuses.get(i).copied());
             }
             q.bind(micros(now))
-                .bind(limit)
+                .bind(limit.clamp(0, CHUNK as i64))
                 .fetch_all(&self.pool)
                 .await?
                 .iter()
                 .map(|r| r.try_get::<String, _>("id"))
                 .collect::<Result<_, _>>()?
         };
-        let mut leased = Vec::new();
-        let expires = micros(now.checked_add(lease).unwrap_or(now));
-        for id in candidates {
-            let token = Uuid::new_v4();
-            let row = sqlx::query(concat!(
-                "UPDATE jobs SET lock_token = $2, lock_expires_at = $3 WHERE id = $1 \
-                 AND (lock_expires_at IS NULL OR lock_expires_at < $4) RETURNING ",
-                job_columns!()
-            ))
-            .bind(&id)
-            .bind(uuid_text(token))
-            .bind(expires)
-            .bind(micros(now))
-            .fetch_optional(&self.pool)
-            .await?;
-            if let Some(row) = row {
-                leased.push((job_from_row(&row)?, token));
-            }
+        let token = Uuid::new_v4();
+        if candidates.is_empty() {
+            return Ok((Vec::new(), token));
         }
-        Ok(leased)
+        let mut q = sqlx::query(concat!(
+            "UPDATE jobs SET lock_token = $101, lock_expires_at = $102 WHERE id IN ",
+            in_100!(),
+            " AND (lock_expires_at IS NULL OR lock_expires_at < $103) RETURNING ",
+            job_columns!()
+        ));
+        for i in 0..CHUNK {
+            q = q.bind(candidates.get(i).cloned());
+        }
+        let rows = q
+            .bind(uuid_text(token))
+            .bind(micros(now.checked_add(lease).unwrap_or(now)))
+            .bind(micros(now))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
+        jobs.sort_by_key(|j| candidates.iter().position(|c| *c == uuid_text(j.id)));
+        Ok((jobs, token))
+    }
+
+    /// Ends the lease `token` on every job still under it, changing nothing else.
+    pub async fn release_jobs(&self, token: Uuid) -> Result<(), DbError> {
+        sqlx::query("UPDATE jobs SET lock_token = NULL, lock_expires_at = NULL WHERE lock_token = $1")
+            .bind(uuid_text(token))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Writes a leased job back and ends the lease, with the log chunks pulled for it (a chunk

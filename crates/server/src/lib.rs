@@ -75,6 +75,15 @@ pub async fn run(
         tracing::error!(error = %e, "local fleet");
     }
     let loops = config.background.then(|| pipelines::spawn(state.clone()));
+    // The admin's SSH keys are made on first use; make them now, off the start-up path.
+    let keys = state.clone();
+    tokio::spawn(async move {
+        if let Ok(Some(admin)) = keys.db.user_by_name(routes::users::ADMIN_USERNAME).await
+            && let Err(e) = routes::users::ensure_ssh_keys(&keys, admin).await
+        {
+            tracing::warn!(error = ?e.0, "making the admin's SSH keys");
+        }
+    });
     on_started(&Started { addr: local, url, admin_token });
     let db = state.db.clone();
     axum::serve(listener, app(state))

@@ -1,9 +1,9 @@
 //! Runs on the server side: plans, submissions, and rows turned into dstack's `Run`.
 
 use dstack_api::runs::{
-    ApplyAction, InstanceOfferWithAvailability, Job, JobPlan, JobProvisioningData, JobRuntimeData, JobSpec,
-    JobStatus, JobSubmission, JobTerminationReason, Run, RunConfiguration, RunFleet, RunPlan, RunSpec,
-    RunStatus, RunTerminationReason,
+    ApplyAction, InstanceOfferWithAvailability, JobConnectionInfo, JobPlan, JobProvisioningData, JobRetry,
+    JobRuntimeData, JobSpec, JobStatus, JobSubmission, JobTerminationReason, Run, RunConfiguration, RunFleet,
+    RunPlan, RunSpec, RunStatus, RunTerminationReason, ServiceSpec,
 };
 use dstack_db::{JobRow, RunRow};
 use dstack_decide::jobspec::{ImageConfig, ImageConfigs, JobSpecError};
@@ -11,6 +11,8 @@ use dstack_decide::offers::{FleetFilter, InstanceCandidate};
 use dstack_model::profile::{ProfileParams, RetryEvent};
 use dstack_model::run::BaseRunConfiguration;
 use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 /// The configuration's common part.
@@ -127,6 +129,59 @@ pub(crate) struct RunNames<'a> {
     pub fleet: Option<RunFleet>,
 }
 
+/// A run in dstack's `Run` shape, with the stored run and job specs passed through as they
+/// were written (they were serialized from the typed specs, so they are dstack's JSON) instead
+/// of being parsed and validated again: listing 100 runs costs no configuration parsing.
+///
+/// The fields are `dstack_api::runs::Run`'s, in its order; a test holds the two to the same
+/// bytes.
+#[derive(Debug, Serialize)]
+pub(crate) struct RunOut {
+    pub id: Uuid,
+    pub project_name: String,
+    pub user: String,
+    pub fleet: Option<RunFleet>,
+    #[serde(with = "dstack_api::time::rfc3339")]
+    pub submitted_at: Timestamp,
+    #[serde(with = "dstack_api::time::rfc3339")]
+    pub last_processed_at: Timestamp,
+    pub status: RunStatus,
+    pub status_message: String,
+    pub termination_reason: Option<RunTerminationReason>,
+    pub run_spec: Box<RawValue>,
+    pub jobs: Vec<JobOut>,
+    pub latest_job_submission: Option<JobSubmission>,
+    pub cost: f64,
+    pub service: Option<ServiceSpec>,
+    pub deployment_num: i64,
+    pub error: Option<String>,
+    pub deleted: Option<bool>,
+    #[serde(with = "dstack_api::time::rfc3339_opt")]
+    pub next_triggered_at: Option<Timestamp>,
+}
+
+/// A job in dstack's `Job` shape (see [`RunOut`]).
+#[derive(Debug, Serialize)]
+pub(crate) struct JobOut {
+    pub job_spec: Box<RawValue>,
+    pub job_submissions: Vec<JobSubmission>,
+    pub job_connection_info: Option<JobConnectionInfo>,
+}
+
+impl RunOut {
+    /// The typed `Run` (parses the specs; for the few places that look inside them).
+    pub(crate) fn to_typed(&self) -> Result<Run, serde_json::Error> {
+        serde_json::from_str(&serde_json::to_string(self)?)
+    }
+}
+
+/// The part of a job spec the run's status message needs.
+#[derive(Deserialize)]
+struct RetryOnly {
+    #[serde(default)]
+    retry: Option<JobRetry>,
+}
+
 /// A run row and its job rows in dstack's shape. `jobs` are all submissions of the run.
 pub(crate) fn run_to_wire(
     run: &RunRow,
@@ -135,13 +190,12 @@ pub(crate) fn run_to_wire(
     include_jobs: bool,
     submissions_limit: Option<i64>,
     now: Timestamp,
-) -> Result<Run, serde_json::Error> {
-    let run_spec: RunSpec = serde_json::from_str(&run.run_spec)?;
+) -> Result<RunOut, serde_json::Error> {
     let status = RunStatus::from_wire(&run.status).unwrap_or(RunStatus::Failed);
     let termination_reason = run.termination_reason.as_deref().and_then(RunTerminationReason::from_wire);
     let mut sorted: Vec<&JobRow> = jobs.iter().collect();
     sorted.sort_by_key(|j| (j.replica_num, j.job_num, j.submission_num));
-    let mut wire_jobs: Vec<Job> = Vec::new();
+    let mut wire_jobs: Vec<JobOut> = Vec::new();
     let mut cost = 0.0;
     let mut groups: Vec<Vec<&JobRow>> = Vec::new();
     for job in sorted {
@@ -163,14 +217,20 @@ pub(crate) fn run_to_wire(
             submissions.drain(..skip);
         }
         let Some(latest) = group.last() else { continue };
-        let job_spec: JobSpec = serde_json::from_str(&latest.job_spec)?;
         if include_jobs {
-            wire_jobs.push(Job { job_spec, job_submissions: submissions, job_connection_info: None });
+            let job_spec = RawValue::from_string(latest.job_spec.clone())?;
+            wire_jobs.push(JobOut { job_spec, job_submissions: submissions, job_connection_info: None });
         }
     }
     let latest_job_submission = wire_jobs.first().and_then(|j| j.job_submissions.last().cloned());
-    let status_message = run_status_message(status, &groups, &run_spec);
-    Ok(Run {
+    let retries_no_capacity = match groups.last().and_then(|g| g.last()) {
+        Some(job) => serde_json::from_str::<RetryOnly>(&job.job_spec)?
+            .retry
+            .is_some_and(|r| r.on_events.contains(&RetryEvent::NoCapacity)),
+        None => false,
+    };
+    let status_message = run_status_message(status, &groups, retries_no_capacity);
+    Ok(RunOut {
         id: run.id,
         project_name: names.project.to_owned(),
         user: names.user.to_owned(),
@@ -180,7 +240,7 @@ pub(crate) fn run_to_wire(
         status,
         status_message,
         termination_reason,
-        run_spec,
+        run_spec: RawValue::from_string(run.run_spec.clone())?,
         jobs: wire_jobs,
         latest_job_submission,
         cost: (cost * 10_000.0).round() / 10_000.0,
@@ -255,7 +315,7 @@ fn job_status_message(status: JobStatus, reason: Option<JobTerminationReason>, r
 }
 
 /// What the CLI's STATUS column shows for a run (dstack's rules: `pulling`, `retrying`).
-fn run_status_message(status: RunStatus, groups: &[Vec<&JobRow>], spec: &RunSpec) -> String {
+fn run_status_message(status: RunStatus, groups: &[Vec<&JobRow>], retries_no_capacity: bool) -> String {
     if groups.is_empty() {
         return status.as_str().to_owned();
     }
@@ -263,11 +323,6 @@ fn run_status_message(status: RunStatus, groups: &[Vec<&JobRow>], spec: &RunSpec
         return "pulling".to_owned();
     }
     if matches!(status, RunStatus::Submitted | RunStatus::Pending) {
-        let retries_no_capacity = profile(&spec.configuration)
-            .retry
-            .as_ref()
-            .and_then(|r| r.effective())
-            .is_some_and(|(events, _)| events.contains(&RetryEvent::NoCapacity));
         let no_capacity = groups.iter().any(|g| {
             g.iter().rev().find_map(|j| j.termination_reason.as_deref())
                 == Some(JobTerminationReason::FailedToStartDueToNoCapacity.as_str())

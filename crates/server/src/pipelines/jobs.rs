@@ -29,10 +29,10 @@ pub(super) async fn pass(state: &AppState) -> Result<bool, DbError> {
 
 async fn submitted(state: &AppState) -> Result<bool, DbError> {
     let now = jiff::Timestamp::now();
-    let leased = state.db.lease_jobs(&["submitted"], BATCH, now, LEASE).await?;
+    let (leased, token) = state.db.lease_jobs(&["submitted"], BATCH, now, LEASE).await?;
     let mut changed = false;
     let mut candidates: HashMap<Uuid, Vec<InstanceCandidate>> = HashMap::new();
-    for (job, token) in leased {
+    for job in leased {
         if let std::collections::hash_map::Entry::Vacant(e) = candidates.entry(job.project_id) {
             e.insert(state.instance_candidates(job.project_id).await?);
         }
@@ -76,6 +76,7 @@ async fn submitted(state: &AppState) -> Result<bool, DbError> {
             }
         }
     }
+    state.db.release_jobs(token).await?;
     Ok(changed)
 }
 
@@ -128,10 +129,10 @@ fn provisioning(
 /// Returns (whether any job finished, whether any job is terminating).
 async fn terminating(state: &AppState) -> Result<(bool, bool), DbError> {
     let now = jiff::Timestamp::now();
-    let leased = state.db.lease_jobs(&["terminating"], BATCH, now, LEASE).await?;
+    let (leased, token) = state.db.lease_jobs(&["terminating"], BATCH, now, LEASE).await?;
     let any = !leased.is_empty();
     let mut changed = false;
-    for (job, token) in leased {
+    for job in leased {
         let mut next = job.clone();
         let mut logs = Vec::new();
         let release = match job.instance_id {
@@ -162,5 +163,6 @@ async fn terminating(state: &AppState) -> Result<(bool, bool), DbError> {
             changed = true;
         }
     }
+    state.db.release_jobs(token).await?;
     Ok((changed, any))
 }

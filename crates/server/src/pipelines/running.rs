@@ -22,10 +22,11 @@ use crate::state::AppState;
 /// One pass over active jobs. Returns (whether any job changed, whether any job is active).
 pub(super) async fn pass(state: &AppState) -> Result<(bool, bool), DbError> {
     let now = jiff::Timestamp::now();
-    let leased = state.db.lease_jobs(&["provisioning", "pulling", "running"], BATCH, now, LEASE).await?;
+    let (leased, token) =
+        state.db.lease_jobs(&["provisioning", "pulling", "running"], BATCH, now, LEASE).await?;
     let any = !leased.is_empty();
     let mut changed = false;
-    for (job, token) in leased {
+    for job in leased {
         let mut next = job.clone();
         let logs = match step(state, &mut next, now).await {
             Ok(logs) => {
@@ -47,6 +48,7 @@ pub(super) async fn pass(state: &AppState) -> Result<(bool, bool), DbError> {
             changed = true;
         }
     }
+    state.db.release_jobs(token).await?;
     Ok((changed, any))
 }
 

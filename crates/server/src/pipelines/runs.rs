@@ -1,5 +1,7 @@
 //! The runs loop: each unfinished run's status from its jobs (`dstack_decide::run::decide`).
 
+use std::collections::HashMap;
+
 use dstack_api::runs::{JobSpec, JobStatus, JobTerminationReason, RunStatus, RunTerminationReason};
 use dstack_db::{DbError, JobRow, RunRow};
 use dstack_decide::run::{JobView, RunPlan, RunSnapshot};
@@ -13,21 +15,24 @@ const STATUSES: &[&str] = &["pending", "submitted", "provisioning", "running", "
 /// One pass over every unfinished run whose lease is free.
 pub(super) async fn pass(state: &AppState) -> Result<(), DbError> {
     let now = jiff::Timestamp::now();
-    let leased = state.db.lease_runs(STATUSES, BATCH, now, LEASE).await?;
+    let (leased, token) = state.db.lease_runs(STATUSES, BATCH, now, LEASE).await?;
+    let ids: Vec<Uuid> = leased.iter().map(|r| r.id).collect();
+    let mut jobs_by_run: HashMap<Uuid, Vec<JobRow>> = HashMap::new();
+    for job in state.db.jobs_of_runs(&ids).await? {
+        jobs_by_run.entry(job.run_id).or_default().push(job);
+    }
     let mut changed = false;
-    for (run, token) in leased {
-        let jobs = state.db.jobs_of_runs(&[run.id]).await?;
+    for run in leased {
+        let jobs = jobs_by_run.remove(&run.id).unwrap_or_default();
         let snapshot = match snapshot(&run, &jobs) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(run = %run.run_name, error = %e, "stored run data does not parse");
-                state.db.release_run(run.id, token, now).await?;
                 continue;
             }
         };
         let plan = dstack_decide::run::decide(&snapshot, now);
         if is_noop(&run, &plan) {
-            state.db.release_run(run.id, token, run.last_processed_at).await?;
             continue;
         }
         let (updated, new_jobs) = job_changes(&run, &jobs, &plan, now);
@@ -46,6 +51,8 @@ pub(super) async fn pass(state: &AppState) -> Result<(), DbError> {
             changed = true;
         }
     }
+    // Runs with nothing to do were left as they were; end their lease in one statement.
+    state.db.release_runs(token, now).await?;
     if changed {
         state.hints.wake_all();
     }

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::{Body, Failure, Json, OptBody, null};
 use crate::auth::{Caller, Member, ProjectAccess};
-use crate::runs::{self, RunNames};
+use crate::runs::{self, RunNames, RunOut};
 use crate::state::AppState;
 
 pub(super) async fn get_plan(
@@ -32,7 +32,9 @@ pub(super) async fn get_plan(
         runs::effective_run_spec(&req.run_spec, user.ssh_public_key.as_deref()).map_err(spec_error)?;
     let current = match &req.run_spec.run_name {
         Some(name) => match state.db.run_by_name(access.project.id, name).await? {
-            Some(row) => Some(load_run(&state, &access.project, &row, true, None).await?),
+            Some(row) => Some(
+                load_run(&state, &access.project, &row, true, None).await?.to_typed().map_err(internal)?,
+            ),
             None => None,
         },
         None => None,
@@ -52,7 +54,7 @@ pub(super) async fn apply(
     State(state): State<AppState>,
     access: ProjectAccess<Member>,
     Body(req): Body<ApplyRunPlanRequest>,
-) -> Result<Json<Run>, Failure> {
+) -> Result<Json<RunOut>, Failure> {
     let spec = req.plan.run_spec;
     check_spec(&spec)?;
     let user = &super::users::ensure_ssh_keys(&state, access.caller.user.clone()).await?;
@@ -122,8 +124,9 @@ async fn reapply_active(
     spec: &RunSpec,
     plan_current: Option<Run>,
     force: bool,
-) -> Result<Json<Run>, Failure> {
-    let current = load_run(state, project, &existing, true, None).await?;
+) -> Result<Json<RunOut>, Failure> {
+    let out = load_run(state, project, &existing, true, None).await?;
+    let current = out.to_typed().map_err(internal)?;
     if current.run_spec.configuration != spec.configuration {
         return Err(ApiError::error("Cannot override active run. Stop the run first.").into());
     }
@@ -133,14 +136,14 @@ async fn reapply_active(
         )
         .into());
     }
-    Ok(Json(current))
+    Ok(Json(out))
 }
 
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     OptBody(req): OptBody<ListRunsRequest>,
-) -> Result<Json<Vec<Run>>, Failure> {
+) -> Result<Json<Vec<RunOut>>, Failure> {
     // dstack's rules: a repo filter needs a project; an unknown or foreign project lists
     // nothing; an unknown user is an error.
     if req.project_name.is_none() && req.repo_id.is_some() {
@@ -196,7 +199,7 @@ pub(super) async fn get(
     State(state): State<AppState>,
     access: ProjectAccess<Member>,
     Body(req): Body<GetRunRequest>,
-) -> Result<Json<Run>, Failure> {
+) -> Result<Json<RunOut>, Failure> {
     let row = match (&req.id, &req.run_name) {
         (Some(id), _) => state.db.run_by_id(*id).await?.filter(|r| r.project_id == access.project.id),
         (None, Some(name)) => state.db.run_by_name(access.project.id, name).await?,
@@ -273,7 +276,7 @@ pub(crate) async fn load_run(
     row: &RunRow,
     include_jobs: bool,
     submissions_limit: Option<i64>,
-) -> Result<Run, Failure> {
+) -> Result<RunOut, Failure> {
     let runs =
         to_wire_many(state, std::slice::from_ref(row), |_| project, include_jobs, submissions_limit).await?;
     runs.into_iter().next().ok_or(Failure(ApiError::Internal))
@@ -285,7 +288,7 @@ async fn to_wire_many<'p>(
     project_of: impl Fn(usize) -> &'p ProjectRow,
     include_jobs: bool,
     submissions_limit: Option<i64>,
-) -> Result<Vec<Run>, Failure> {
+) -> Result<Vec<RunOut>, Failure> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let mut jobs_by_run: HashMap<Uuid, Vec<dstack_db::JobRow>> = HashMap::new();
     for job in state.db.jobs_of_runs(&ids).await? {

@@ -18,6 +18,11 @@ fn apply_body(name: &str, commands: &[&str]) -> Value {
     body
 }
 
+fn assert_same_as_typed_run(run: &Value) {
+    let typed: dstack_api::runs::Run = serde_json::from_value(run.clone()).expect("a dstack Run");
+    assert_eq!(serde_json::to_string(&typed).unwrap(), serde_json::to_string(run).unwrap());
+}
+
 fn plan_body(name: &str) -> Value {
     json!({"run_spec": apply_body(name, &["echo hi"])["plan"]["run_spec"].clone()})
 }
@@ -66,8 +71,12 @@ async fn without_fleets_the_plan_has_no_offers_and_the_run_fails_with_no_fleets(
     assert_eq!(sub["status_message"], "no fleets");
     assert_eq!(sub["termination_reason"], "failed_to_start_due_to_no_capacity");
     assert!(sub["termination_reason_message"].as_str().unwrap().contains("No matching fleet found"), "{sub}");
-    // The run parses as dstack's Run.
-    serde_json::from_value::<dstack_api::runs::Run>(run).expect("a dstack Run");
+    // The run is dstack's Run, byte for byte as the typed Run writes it (the server passes
+    // stored specs through without parsing them).
+    assert_same_as_typed_run(&run);
+    let listed = s.admin("/api/runs/list", Some(json!({"project_name": p}))).await;
+    assert_same_as_typed_run(&listed[0]);
+    assert_eq!(listed[0], run);
 }
 
 #[tokio::test]
