@@ -223,11 +223,13 @@ pub(crate) fn run_to_wire(
         }
     }
     let latest_job_submission = wire_jobs.first().and_then(|j| j.job_submissions.last().cloned());
+    // Only a waiting run's status message depends on its retry policy.
+    let waiting = matches!(status, RunStatus::Submitted | RunStatus::Pending);
     let retries_no_capacity = match groups.last().and_then(|g| g.last()) {
-        Some(job) => serde_json::from_str::<RetryOnly>(&job.job_spec)?
+        Some(job) if waiting => serde_json::from_str::<RetryOnly>(&job.job_spec)?
             .retry
             .is_some_and(|r| r.on_events.contains(&RetryEvent::NoCapacity)),
-        None => false,
+        _ => false,
     };
     let status_message = run_status_message(status, &groups, retries_no_capacity);
     Ok(RunOut {
