@@ -1171,6 +1171,70 @@ def _(c: Ctx):
     assert name in [r.name for r in client.runs.list(all=True)]
 
 
+@case("CLI/SDK: fleet list (dstack: none; ours: the local fleet)")
+def _(c: Ctx):
+    home = cli_home(c)
+    p = run_cli(c, home, "fleet", "list")
+    assert p.returncode == 0, (p.stdout + p.stderr)[-800:]
+    lines = [line.split() for line in p.stdout.splitlines() if line.strip()]
+    assert lines[0] == ["NAME", "NODES", "GPU", "SPOT", "BACKEND", "PRICE", "STATUS", "CREATED"], p.stdout
+    fleets = c.client().fleets.list(RUNS_PROJECT, include_imported=True)
+    if c.ours:
+        assert [f.name for f in fleets] == ["local"], fleets
+        fleet = fleets[0]
+        assert fleet.status.value == "active" and fleet.project_name == RUNS_PROJECT, fleet
+        assert [i.name for i in fleet.instances] == ["local-0"], fleet.instances
+        assert fleet.instances[0].backend.value == "remote" and fleet.instances[0].hostname == "127.0.0.1"
+        assert c.client().fleets.get(RUNS_PROJECT, "local").id == fleet.id
+        # The fleet's row, then its instance's (an SSH-fleet-like host, idle: the run cases
+        # before this one have finished).
+        rows = [" ".join(row) for row in lines[1:]]
+        assert len(rows) == 2, p.stdout
+        assert rows[0].startswith("local 1 on-demand * active "), p.stdout
+        assert rows[1].startswith("instance=0 - ssh (local) idle "), p.stdout
+    else:
+        assert fleets == [], fleets
+        assert lines[1:] == [], p.stdout
+    e = raises(ResourceNotExistsError, c.client().fleets.get, RUNS_PROJECT, f"nope-{SUFFIX}")
+    assert e.msg == "Fleet not found", e.msg
+
+
+@case("CLI: offer / offer --json / offer --group-by gpu --json")
+def _(c: Ctx):
+    home = cli_home(c)
+    p = run_cli(c, home, "offer", "--json")
+    assert p.returncode == 0, (p.stdout + p.stderr)[-800:]
+    doc = json.loads(p.stdout)
+    assert set(doc) == {"project", "user", "requirements", "offers", "total_offers"}, sorted(doc)
+    assert (doc["project"], doc["user"]) == (RUNS_PROJECT, "admin"), doc
+    assert doc["requirements"]["resources"]["cpu"]["count"] == {"min": 1, "max": None}, doc["requirements"]
+    p = run_cli(c, home, "offer")
+    assert p.returncode == 0, (p.stdout + p.stderr)[-800:]
+    lines = [" ".join(line.split()) for line in p.stdout.splitlines()]
+    assert "Project main" in lines and "Resources cpu=1.. mem=0GB.. gpu=0.." in lines, p.stdout
+    no_offers = "No matching instance offers available."
+    if c.ours:
+        assert doc["total_offers"] >= 1 and len(doc["offers"]) == doc["total_offers"], doc
+        offer = doc["offers"][0]
+        assert (offer["backend"], offer["region"], offer["instance"]["name"], offer["price"]) == (
+            "remote", "local", "local", 0.0,
+        ), offer
+        assert no_offers not in p.stdout, p.stdout
+    else:
+        assert (doc["offers"], doc["total_offers"]) == ([], 0), doc
+        assert no_offers in " ".join(p.stdout.split()), p.stdout
+    p = run_cli(c, home, "offer", "--group-by", "gpu", "--json")
+    assert p.returncode == 0, (p.stdout + p.stderr)[-800:]
+    doc = json.loads(p.stdout)
+    assert set(doc) == {"project", "requirements", "group_by", "gpus"}, sorted(doc)
+    assert doc["group_by"] == ["gpu"] and doc["project"] == RUNS_PROJECT, doc
+    host_gpus = 0
+    if c.ours:
+        fleet = c.client().fleets.get(RUNS_PROJECT, "local")
+        host_gpus = len(fleet.instances[0].instance_type.resources.gpus)
+    assert len(doc["gpus"]) == min(host_gpus, 1), doc["gpus"]
+
+
 # ============================================================================================
 
 

@@ -9,6 +9,8 @@
 //! serialize to dstack's JSON.
 
 pub mod error;
+pub mod fleets;
+pub mod gpus;
 pub mod projects;
 pub mod repos;
 pub mod runs;

@@ -56,7 +56,7 @@ pub struct GetRepoRequest {
 }
 
 /// `repos/init`: create or update a repo, and set or clear the caller's credentials for it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SaveRepoCredsRequest {
     pub repo_id: String,

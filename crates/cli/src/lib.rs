@@ -9,7 +9,25 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `println!` that ignores a closed standard output (`dstack ps --json | head`) instead of
+/// panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+pub mod apply;
+pub mod common;
+pub mod fleet;
+pub mod fleet_apply;
+pub mod init;
+pub mod logs;
+pub mod offer;
 pub mod project;
+pub mod render;
+pub mod runs;
 pub mod secret;
 pub mod server;
 pub mod validate;
@@ -24,13 +42,38 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check a configuration, show the plan, submit the run and follow it.
+    ///
+    /// Without -d, shows the run's progress and then streams its logs until it finishes
+    /// (exit 0 when it is done, 1 otherwise). Ctrl-C detaches; the run goes on.
+    Apply(apply::ApplyArgs),
+    /// Print a shell completion script: `dstack completion bash > /etc/bash_completion.d/dstack`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Delete finished runs.
+    #[command(alias = "destroy")]
+    Delete(runs::DeleteArgs),
+    /// List, show and delete fleets.
+    Fleet(fleet::FleetArgs),
+    /// Register the current Git repo with the project (optional: apply does not need it).
+    Init(init::InitArgs),
+    /// Show a run's logs.
+    Logs(logs::LogsArgs),
+    /// Show what the project's backends and fleets offer, cheapest first.
+    Offer(offer::OfferArgs),
     /// Manage the projects the CLI knows (~/.dstack/config.yml).
     #[command(subcommand)]
     Project(project::ProjectCommand),
+    /// List runs.
+    Ps(runs::PsArgs),
     /// Manage a project's secrets.
     Secret(secret::SecretArgs),
     /// Start the dstack server (SQLite under ~/.dstack/server by default).
     Server(server::ServerArgs),
+    /// Stop runs.
+    Stop(runs::StopArgs),
     /// Check configuration files offline, without a server.
     ///
     /// Exits 0 when every file is valid, 1 when any is invalid, 2 on usage errors.
@@ -75,6 +118,19 @@ where
         Command::Server(args) => server::run(&args),
         Command::Project(cmd) => project::run(&cmd),
         Command::Secret(args) => secret::run(&args),
+        Command::Apply(args) => apply::run(&args),
+        Command::Ps(args) => runs::ps(&args),
+        Command::Logs(args) => logs::run(&args),
+        Command::Stop(args) => runs::stop(&args),
+        Command::Delete(args) => runs::delete(&args),
+        Command::Offer(args) => offer::run(&args),
+        Command::Fleet(args) => fleet::run(&args),
+        Command::Init(args) => init::run(&args),
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "dstack", &mut std::io::stdout());
+            EXIT_OK
+        }
     };
     ExitCode::from(code)
 }

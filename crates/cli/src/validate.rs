@@ -4,7 +4,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use console::{Term, style};
-use dstack_model::configuration::static_checks;
+use dstack_model::configuration::{AnyConfiguration, static_checks};
 use dstack_model::{Diagnostic, Severity, parse_configuration};
 
 use crate::{EXIT_INVALID, EXIT_OK, EXIT_USAGE};
@@ -35,29 +35,10 @@ pub fn run(args: &ValidateArgs) -> u8 {
                 continue;
             }
         };
-        let parsed = parse_configuration(&text);
-        for diagnostic in &parsed.diagnostics {
-            let _ = stderr.write_line(&render(&name, diagnostic));
-        }
-        let Some(configuration) = parsed.configuration else {
-            let n_errors = parsed.errors().count();
-            let _ = stderr.write_line(&format!(
-                "{name}: {} ({n_errors} error{})",
-                style("invalid").red().bold(),
-                if n_errors == 1 { "" } else { "s" }
-            ));
+        let Some(configuration) = check(&name, &text, &stderr) else {
             any_invalid = true;
             continue;
         };
-        let rule_errors = static_checks(&configuration);
-        if !rule_errors.is_empty() {
-            for message in &rule_errors {
-                let _ = stderr.write_line(&format!("{name}: {} {message}", style("error:").red().bold()));
-            }
-            let _ = stderr.write_line(&format!("{name}: {}", style("invalid").red().bold()));
-            any_invalid = true;
-            continue;
-        }
         if args.json {
             match serde_json::to_string(&configuration) {
                 Ok(json) => {
@@ -86,7 +67,34 @@ pub fn run(args: &ValidateArgs) -> u8 {
     }
 }
 
-fn read_input(path: &PathBuf) -> Result<String, String> {
+/// Parses and checks one file's text, printing its diagnostics (and the `invalid` verdict) to
+/// `stderr`; the configuration when it is valid.
+pub(crate) fn check(name: &str, text: &str, stderr: &Term) -> Option<AnyConfiguration> {
+    let parsed = parse_configuration(text);
+    for diagnostic in &parsed.diagnostics {
+        let _ = stderr.write_line(&render(name, diagnostic));
+    }
+    let Some(configuration) = parsed.configuration else {
+        let n_errors = parsed.errors().count();
+        let _ = stderr.write_line(&format!(
+            "{name}: {} ({n_errors} error{})",
+            style("invalid").red().bold(),
+            if n_errors == 1 { "" } else { "s" }
+        ));
+        return None;
+    };
+    let rule_errors = static_checks(&configuration);
+    if !rule_errors.is_empty() {
+        for message in &rule_errors {
+            let _ = stderr.write_line(&format!("{name}: {} {message}", style("error:").red().bold()));
+        }
+        let _ = stderr.write_line(&format!("{name}: {}", style("invalid").red().bold()));
+        return None;
+    }
+    Some(configuration)
+}
+
+pub(crate) fn read_input(path: &PathBuf) -> Result<String, String> {
     if path.as_os_str() == "-" {
         let mut text = String::new();
         io::stdin().read_to_string(&mut text).map_err(|e| format!("cannot read standard input: {e}"))?;

@@ -7,8 +7,19 @@
 pub mod config;
 
 use dstack_api::DSTACK_VERSION;
+use dstack_api::fleets::{
+    ApplyFleetPlanRequest, DeleteFleetsRequest, Fleet, FleetPlan, GetFleetPlanRequest, GetFleetRequest,
+    Instance, ListInstancesRequest, ListProjectFleetsRequest,
+};
+use dstack_api::gpus::{ListGpusRequest, ListGpusResponse};
+use dstack_api::repos::SaveRepoCredsRequest;
+use dstack_api::runs::{
+    ApplyRunPlanRequest, DeleteRunsRequest, GetRunPlanRequest, GetRunRequest, JobSubmissionLogs,
+    ListRunsRequest, PollLogsRequest, Run, RunPlan, StopRunsRequest,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 /// What went wrong talking to a server.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +54,11 @@ impl Client {
             .build()
             .map_err(|e| ClientError::Transport { url: base_url.to_owned(), reason: e.to_string() })?;
         Ok(Client { base_url: base_url.trim_end_matches('/').to_owned(), token: token.to_owned(), http })
+    }
+
+    /// The server's URL, without a trailing `/`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
     }
 
     /// POSTs `body` (or nothing) to `path` and reads the JSON answer as `T`.
@@ -97,6 +113,107 @@ impl Client {
         let body = serde_json::json!({"secrets_names": names});
         self.post::<_, serde_json::Value>(&format!("/api/project/{project}/secrets/delete"), Some(&body))
             .map(|_| ())
+    }
+}
+
+/// Runs, logs, repos, fleets, instances and GPUs: what `dstack apply`, `ps`, `logs`, `stop`,
+/// `delete`, `offer` and `fleet` send (api.md §4).
+impl Client {
+    fn project_path(project: &str, rest: &str) -> String {
+        format!("/api/project/{project}/{rest}")
+    }
+
+    /// `repos/init`; answered with `null`.
+    pub fn init_repo(&self, project: &str, req: &SaveRepoCredsRequest) -> Result<(), ClientError> {
+        self.post::<_, Value>(&Self::project_path(project, "repos/init"), Some(req)).map(|_| ())
+    }
+
+    /// `runs/get_plan`, with the body dstack's client sends.
+    pub fn get_run_plan(&self, project: &str, req: &GetRunPlanRequest) -> Result<RunPlan, ClientError> {
+        self.post(&Self::project_path(project, "runs/get_plan"), Some(&req.to_client_json()))
+    }
+
+    /// `runs/apply`, with the body dstack's client sends.
+    pub fn apply_run_plan(&self, project: &str, req: &ApplyRunPlanRequest) -> Result<Run, ClientError> {
+        self.post(&Self::project_path(project, "runs/apply"), Some(&req.to_client_json()))
+    }
+
+    /// `POST /api/runs/list` (not project-scoped).
+    pub fn list_runs(&self, req: &ListRunsRequest) -> Result<Vec<Run>, ClientError> {
+        self.post("/api/runs/list", Some(req))
+    }
+
+    /// `runs/get` by name.
+    pub fn get_run(&self, project: &str, run_name: &str) -> Result<Run, ClientError> {
+        let req = GetRunRequest { run_name: Some(run_name.to_owned()), id: None };
+        self.post(&Self::project_path(project, "runs/get"), Some(&req))
+    }
+
+    /// `runs/stop`; the runs go `terminating` (the call does not wait).
+    pub fn stop_runs(&self, project: &str, names: &[String], abort: bool) -> Result<(), ClientError> {
+        let req = StopRunsRequest { runs_names: names.to_vec(), abort };
+        self.post::<_, Value>(&Self::project_path(project, "runs/stop"), Some(&req)).map(|_| ())
+    }
+
+    /// `runs/delete` (finished runs only).
+    pub fn delete_runs(&self, project: &str, names: &[String]) -> Result<(), ClientError> {
+        let req = DeleteRunsRequest { runs_names: names.to_vec() };
+        self.post::<_, Value>(&Self::project_path(project, "runs/delete"), Some(&req)).map(|_| ())
+    }
+
+    /// `logs/poll`: one page; poll again with `next_token` until it is `None`.
+    pub fn poll_logs(&self, project: &str, req: &PollLogsRequest) -> Result<JobSubmissionLogs, ClientError> {
+        self.post(&Self::project_path(project, "logs/poll"), Some(req))
+    }
+
+    /// `fleets/list {"include_imported": true}`, as the CLI sends it.
+    pub fn list_fleets(&self, project: &str) -> Result<Vec<Fleet>, ClientError> {
+        let req = ListProjectFleetsRequest { include_imported: true };
+        self.post(&Self::project_path(project, "fleets/list"), Some(&req))
+    }
+
+    /// `fleets/get` by name.
+    pub fn get_fleet(&self, project: &str, name: &str) -> Result<Fleet, ClientError> {
+        let req = GetFleetRequest { name: Some(name.to_owned()), id: None };
+        self.post(&Self::project_path(project, "fleets/get"), Some(&req))
+    }
+
+    /// `fleets/get_plan`, without `spec.autocreated` (as dstack's client sends it).
+    pub fn get_fleet_plan(&self, project: &str, req: &GetFleetPlanRequest) -> Result<FleetPlan, ClientError> {
+        let mut body = serde_json::to_value(req).unwrap_or(Value::Null);
+        if let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("autocreated");
+        }
+        self.post(&Self::project_path(project, "fleets/get_plan"), Some(&body))
+    }
+
+    /// `fleets/apply`: the plan's echoed spec (with the SSH keys), without `autocreated`.
+    pub fn apply_fleet_plan(&self, project: &str, req: &ApplyFleetPlanRequest) -> Result<Fleet, ClientError> {
+        let mut body = serde_json::to_value(req).unwrap_or(Value::Null);
+        if let Some(spec) = body.pointer_mut("/plan/spec").and_then(Value::as_object_mut) {
+            spec.remove("autocreated");
+        }
+        self.post(&Self::project_path(project, "fleets/apply"), Some(&body))
+    }
+
+    /// `fleets/delete`; the fleets go `terminating` (the call does not wait).
+    pub fn delete_fleets(&self, project: &str, names: &[String]) -> Result<(), ClientError> {
+        let req = DeleteFleetsRequest { names: names.to_vec() };
+        self.post::<_, Value>(&Self::project_path(project, "fleets/delete"), Some(&req)).map(|_| ())
+    }
+
+    /// `POST /api/instances/list` (not project-scoped).
+    pub fn list_instances(&self, req: &ListInstancesRequest) -> Result<Vec<Instance>, ClientError> {
+        self.post("/api/instances/list", Some(req))
+    }
+
+    /// `gpus/list` (`dstack offer --group-by`).
+    pub fn list_gpus(&self, project: &str, req: &ListGpusRequest) -> Result<ListGpusResponse, ClientError> {
+        let mut body = serde_json::to_value(req).unwrap_or(Value::Null);
+        if let Some(spec) = body.get_mut("run_spec") {
+            dstack_api::runs::strip_run_spec_for_client(spec);
+        }
+        self.post(&Self::project_path(project, "gpus/list"), Some(&body))
     }
 }
 

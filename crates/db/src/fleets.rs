@@ -182,4 +182,29 @@ impl Db {
         .await?;
         Ok(())
     }
+
+    /// Soft-deletes the named live fleets and their instances.
+    pub async fn delete_fleets(&self, project_id: Uuid, names: &[String]) -> Result<(), DbError> {
+        let mut tx = self.begin_write().await?;
+        for name in names {
+            sqlx::query(
+                "UPDATE instances SET deleted = TRUE, status = 'terminated' WHERE fleet_id IN \
+                 (SELECT id FROM fleets WHERE project_id = $1 AND name = $2 AND deleted = FALSE)",
+            )
+            .bind(uuid_text(project_id))
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE fleets SET deleted = TRUE, status = 'terminated' \
+                 WHERE project_id = $1 AND name = $2 AND deleted = FALSE",
+            )
+            .bind(uuid_text(project_id))
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 }

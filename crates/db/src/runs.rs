@@ -259,11 +259,11 @@ impl Db {
         .bind(&run.run_name)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(concat!(
+        sqlx::query(
             "INSERT INTO runs (id, project_id, user_id, repo_id, run_name, submitted_at, last_processed_at, \
              status, termination_reason, resubmission_attempt, run_spec, priority, deployment_num, fleet_id, \
-             next_triggered_at, deleted) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-        ))
+             next_triggered_at, deleted) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
         .bind(uuid_text(run.id))
         .bind(uuid_text(run.project_id))
         .bind(uuid_text(run.user_id))

@@ -139,13 +139,25 @@ pub fn instance_offers<'a>(
     offers
 }
 
-/// Picks the instance for a submitted job: the cheapest fitting free one.
+/// Picks the instance for a submitted job: the cheapest fitting free one. With fitting
+/// instances that are all busy, the message says so (the CLI then shows `no capacity`);
+/// with none that fit, it is dstack's "no fleets" message.
 pub fn assign(req: &Requirements, instances: &[InstanceCandidate], filter: &FleetFilter) -> Assignment {
     let offers = instance_offers(req, instances, filter);
-    match offers.into_iter().find(|(_, o)| o.availability.is_available()) {
-        Some((i, offer)) => Assignment::Instance { id: i.id, fleet_id: i.fleet_id, offer: Box::new(offer) },
-        None => Assignment::NoCapacity { message: NO_FLEETS_MESSAGE.to_owned() },
+    if let Some((i, offer)) = offers.iter().find(|(_, o)| o.availability.is_available()) {
+        return Assignment::Instance { id: i.id, fleet_id: i.fleet_id, offer: Box::new(offer.clone()) };
     }
+    let mut busy: Vec<&str> = offers.iter().map(|(i, _)| i.fleet_name.as_str()).collect();
+    busy.dedup();
+    let message = match busy.as_slice() {
+        [] => NO_FLEETS_MESSAGE.to_owned(),
+        names => format!(
+            "All instances that fit the run are busy (fleet {}). Wait for their runs to finish, \
+             stop one, or set `retry` to wait for capacity",
+            names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    Assignment::NoCapacity { message }
 }
 
 #[cfg(test)]
@@ -254,8 +266,10 @@ mod tests {
         let Assignment::Instance { id, .. } = assign(&r, &all, &FleetFilter::default()) else { panic!() };
         assert_eq!(id, Uuid::from_u128(3));
         let busy = [candidate(1, false, 0.0)];
+        let Assignment::NoCapacity { message } = assign(&r, &busy, &FleetFilter::default()) else { panic!() };
+        assert!(message.starts_with("All instances that fit the run are busy (fleet 'local')"), "{message}");
         assert_eq!(
-            assign(&r, &busy, &FleetFilter::default()),
+            assign(&r, &[], &FleetFilter::default()),
             Assignment::NoCapacity { message: NO_FLEETS_MESSAGE.into() }
         );
         let named = FleetFilter { names: Some(vec!["other".into()]), run_fleet: None };

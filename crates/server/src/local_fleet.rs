@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dstack_agent_proto::client::ShimClient;
+use dstack_api::fleets::FleetSpec;
 use dstack_api::runs::{
     Disk, Gpu, InstanceAvailability, InstanceOfferWithAvailability, InstanceRuntime, InstanceType,
     JobProvisioningData, Resources,
@@ -35,7 +36,7 @@ pub async fn create(state: &AppState, project: &ProjectRow) -> Result<(), Server
         name: FLEET_NAME.to_owned(),
         status: "active".to_owned(),
         status_message: None,
-        spec: serde_json::json!({"local": true}).to_string(),
+        spec: serde_json::to_string(&fleet_spec()?).map_err(|e| ServerError::Config(e.to_string()))?,
         created_at: now,
     };
     let (offer, jpd) = host_offer();
@@ -56,6 +57,16 @@ pub async fn create(state: &AppState, project: &ProjectRow) -> Result<(), Server
     };
     state.db.insert_fleet(&fleet, &[instance]).await?;
     Ok(())
+}
+
+/// The local fleet's spec: a one-node fleet named `local`.
+fn fleet_spec() -> Result<FleetSpec, ServerError> {
+    let configuration =
+        dstack_model::de::from_json(&serde_json::json!({"type": "fleet", "name": FLEET_NAME, "nodes": 1}))
+            .map_err(ServerError::Config)?;
+    let profile =
+        dstack_model::de::from_json(&serde_json::json!({"name": "default"})).map_err(ServerError::Config)?;
+    Ok(FleetSpec { configuration, configuration_path: None, profile, autocreated: false })
 }
 
 /// Starts (or finds) the local shim and points every local instance at it, with the host's

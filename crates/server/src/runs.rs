@@ -103,6 +103,12 @@ pub(crate) fn run_plan(
     job_plans: Vec<JobPlan>,
     current: Option<Run>,
 ) -> RunPlan {
+    // An active run with the same configuration is updated in place (a no-op here): the
+    // client then says there is nothing to change instead of offering a re-submission.
+    let unchanged = current.as_ref().is_some_and(|run| {
+        !run.status.is_finished() && run.run_spec.configuration == effective.configuration
+    });
+    let action = if unchanged { ApplyAction::Update } else { ApplyAction::Create };
     RunPlan {
         project_name: project_name.to_owned(),
         user: user_name.to_owned(),
@@ -110,7 +116,7 @@ pub(crate) fn run_plan(
         effective_run_spec: Some(effective),
         job_plans,
         current_resource: current,
-        action: ApplyAction::Create,
+        action,
     }
 }
 

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 /// `dstack-shim` and `dstack-runner` next to `dstack` (cargo builds only this package's
 /// binaries for its tests).
-fn agents_built() {
+pub(crate) fn agents_built() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let status = Command::new(env!("CARGO"))

@@ -1,5 +1,7 @@
 //! Integration tests for the `dstack` binary (one test executable; one module per command).
 
 mod local_fleet;
+mod offline;
+mod runs;
 mod server;
 mod validate;

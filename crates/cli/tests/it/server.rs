@@ -7,20 +7,55 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
-    token: String,
+    home: std::path::PathBuf,
+    pub(crate) url: String,
+    pub(crate) token: String,
 }
 
-fn start(home: &Path, extra: &[&str]) -> Server {
+impl Drop for Server {
+    /// Ends the server if a test failed before stopping it, and the local fleet's shim, which
+    /// outlives the server by design (jobs survive a restart).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        kill_local_shims(&self.home);
+    }
+}
+
+/// Ends the `dstack-shim` processes whose home is under `home` (those our server started).
+fn kill_local_shims(home: &Path) {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    let marker = home.display().to_string();
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains("dstack-shim") && cmdline.contains(&marker) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+}
+
+/// A server without the local fleet (no agents needed).
+pub(crate) fn start(home: &Path, extra: &[&str]) -> Server {
+    spawn(home, extra, false)
+}
+
+/// A server with its `local` fleet (the agents must be built).
+pub(crate) fn start_with_local_fleet(home: &Path) -> Server {
+    spawn(home, &[], true)
+}
+
+fn spawn(home: &Path, extra: &[&str], local_fleet: bool) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dstack"))
         .args(["server", "--host", "127.0.0.1", "--port", "0"])
         .args(extra)
         .env("HOME", home)
         .env("DSTACK_SERVER_DIR", home.join("server"))
         .env_remove("DSTACK_DO_NOT_UPDATE_DEFAULT_PROJECT")
-        .env("DSTACK_SERVER_NO_LOCAL_FLEET", "1")
+        .env("DSTACK_SERVER_NO_LOCAL_FLEET", if local_fleet { "0" } else { "1" })
         .env_remove("DSTACK_DATABASE_URL")
         .env_remove("DSTACK_SERVER_URL")
         .stdout(Stdio::piped())
@@ -32,7 +67,7 @@ fn start(home: &Path, extra: &[&str]) -> Server {
     let url_line = lines.next().expect("a url line").expect("utf-8");
     let token = token_line.trim_start_matches("The admin token is ").trim_matches('"').to_owned();
     let url = url_line.trim_start_matches("The server is running at ").trim_end_matches('/').to_owned();
-    Server { child, url, token }
+    Server { child, home: home.to_owned(), url, token }
 }
 
 /// A minimal HTTP/1.1 GET (no client library needed for one health probe).
@@ -45,7 +80,7 @@ fn get(url: &str, path: &str) -> String {
     response
 }
 
-fn stop(mut server: Server) -> i32 {
+pub(crate) fn stop(mut server: Server) -> i32 {
     let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -82,7 +117,7 @@ fn first_start_restart_and_graceful_stop() {
 }
 
 /// Runs our CLI with `home` as the home directory; returns (exit code, stdout, stderr).
-fn cli(home: &Path, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn cli(home: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_dstack"))
         .args(args)
         .env("HOME", home)

@@ -33,8 +33,8 @@ async fn submitted(state: &AppState) -> Result<bool, DbError> {
     let mut changed = false;
     let mut candidates: HashMap<Uuid, Vec<InstanceCandidate>> = HashMap::new();
     for (job, token) in leased {
-        if !candidates.contains_key(&job.project_id) {
-            candidates.insert(job.project_id, state.instance_candidates(job.project_id).await?);
+        if let std::collections::hash_map::Entry::Vacant(e) = candidates.entry(job.project_id) {
+            e.insert(state.instance_candidates(job.project_id).await?);
         }
         let instances = &candidates[&job.project_id];
         let assignment = match assignment_for(state, &job, instances).await {

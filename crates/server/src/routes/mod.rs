@@ -5,6 +5,7 @@
 //! types in [`crate::auth`], bodies from [`Body`]/[`OptBody`], and errors leave as dstack's
 //! error shapes through [`Failure`].
 
+mod fleets;
 mod logs;
 mod projects;
 mod repos;
@@ -56,6 +57,12 @@ pub fn app(state: AppState) -> Router {
         .route("/api/project/{project_name}/repos/init", post(repos::init))
         .route("/api/project/{project_name}/repos/delete", post(repos::delete))
         .route("/api/runs/list", post(runs::list))
+        .route("/api/fleets/list", post(fleets::list_all))
+        .route("/api/instances/list", post(fleets::list_instances))
+        .route("/api/project/{project_name}/fleets/list", post(fleets::list))
+        .route("/api/project/{project_name}/fleets/get", post(fleets::get))
+        .route("/api/project/{project_name}/fleets/delete", post(fleets::delete))
+        .route("/api/project/{project_name}/gpus/list", post(fleets::list_gpus))
         .route("/api/project/{project_name}/runs/get_plan", post(runs::get_plan))
         .route("/api/project/{project_name}/runs/apply", post(runs::apply))
         .route("/api/project/{project_name}/runs/get", post(runs::get))
@@ -88,16 +95,12 @@ const NOT_YET_PROJECT_ROUTES: &[&str] = &[
     "backends/delete",
     "backends/create_yaml",
     "backends/update_yaml",
-    "fleets/list",
-    "fleets/get",
     "fleets/get_plan",
     "fleets/apply",
-    "fleets/delete",
     "fleets/delete_instances",
     "instances/get",
     "instances/get_instance_health_checks",
     "repos/upload_code",
-    "gpus/list",
     "gateways/list",
     "gateways/get",
     "gateways/get_plan",
@@ -120,8 +123,6 @@ const NOT_YET_PROJECT_ROUTES: &[&str] = &[
 ];
 
 const NOT_YET_GLOBAL_ROUTES: &[&str] = &[
-    "/api/fleets/list",
-    "/api/instances/list",
     "/api/volumes/list",
     "/api/events/list",
     "/api/files/upload_archive",

@@ -56,15 +56,14 @@ pub(super) async fn apply(
     let spec = req.plan.run_spec;
     check_spec(&spec)?;
     let user = &super::users::ensure_ssh_keys(&state, access.caller.user.clone()).await?;
-    if let Some(name) = &spec.run_name {
-        if let Some(existing) = state.db.run_by_name(access.project.id, name).await?
-            && !RunStatus::from_wire(&existing.status).is_some_and(RunStatus::is_finished)
-        {
-            let effective =
-                runs::effective_run_spec(&spec, user.ssh_public_key.as_deref()).map_err(spec_error)?;
-            let current = req.plan.current_resource;
-            return reapply_active(&state, &access.project, existing, &effective, current, req.force).await;
-        }
+    if let Some(name) = &spec.run_name
+        && let Some(existing) = state.db.run_by_name(access.project.id, name).await?
+        && !RunStatus::from_wire(&existing.status).is_some_and(RunStatus::is_finished)
+    {
+        let effective =
+            runs::effective_run_spec(&spec, user.ssh_public_key.as_deref()).map_err(spec_error)?;
+        let current = req.plan.current_resource;
+        return reapply_active(&state, &access.project, existing, &effective, current, req.force).await;
     }
     let mut named = spec.clone();
     if named.run_name.is_none() {
@@ -297,9 +296,8 @@ async fn to_wire_many<'p>(
     let now = jiff::Timestamp::now();
     let mut out = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
-        if !user_names.contains_key(&row.user_id) {
-            let name = state.db.user_by_id(row.user_id).await?.map(|u| u.name).unwrap_or_default();
-            user_names.insert(row.user_id, name);
+        if let std::collections::hash_map::Entry::Vacant(e) = user_names.entry(row.user_id) {
+            e.insert(state.db.user_by_id(row.user_id).await?.map(|u| u.name).unwrap_or_default());
         }
         let project = project_of(i);
         let fleet = match row.fleet_id {

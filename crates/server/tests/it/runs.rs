@@ -218,3 +218,70 @@ async fn a_run_placed_on_a_fleet_instance_reports_the_fleet() {
     let done = step_until(&s, &p, "placed", |r| r["status"] == "terminated" || r["status"] == "failed").await;
     assert_eq!(done["fleet"], placed["fleet"], "the fleet stays on the finished run");
 }
+
+#[tokio::test]
+async fn the_local_fleet_is_listed_offered_and_deleted() {
+    let s = server().await;
+    let p = project(&s).await;
+    let row = s.state.db.project_by_name(&p).await.unwrap().unwrap();
+    dstack_server::local_fleet::create(&s.state, &row).await.expect("the local fleet");
+
+    let fleets =
+        s.admin(&format!("/api/project/{p}/fleets/list"), Some(json!({"include_imported": true}))).await;
+    assert_eq!(fleets.as_array().unwrap().len(), 1, "{fleets}");
+    let fleet = &fleets[0];
+    assert_eq!((fleet["name"].as_str(), fleet["status"].as_str()), (Some("local"), Some("active")));
+    assert_eq!(fleet["spec"]["configuration"]["nodes"], json!({"min": 1, "max": 1}));
+    let instance = &fleet["instances"][0];
+    assert_eq!(instance["name"], "local-0");
+    assert_eq!(instance["backend"], "remote");
+    assert_eq!(instance["hostname"], "127.0.0.1");
+    assert_eq!(instance["unreachable"], true, "no shim in this test");
+    serde_json::from_value::<Vec<dstack_api::fleets::Fleet>>(fleets.clone()).expect("dstack Fleets");
+
+    let got = s.admin(&format!("/api/project/{p}/fleets/get"), Some(json!({"name": "local"}))).await;
+    assert_eq!(got["id"], fleet["id"]);
+    let missing = s
+        .post(&format!("/api/project/{p}/fleets/get"), Some(&s.admin_token), Some(json!({"name": "nope"})))
+        .await;
+    assert_eq!(missing.json, json!({"detail": [{"msg": "Fleet not found", "code": "resource_not_exists"}]}));
+    let instances = s.admin("/api/instances/list", Some(json!({"project_names": [p]}))).await;
+    assert_eq!(instances.as_array().unwrap().len(), 1);
+    assert_eq!(instances[0]["id"], instance["id"]);
+
+    // The instance is offered to runs that fit it (here busy: its shim is not up).
+    let plan = s.admin(&format!("/api/project/{p}/runs/get_plan"), Some(plan_body("fits"))).await;
+    let offers = &plan["job_plans"][0]["offers"];
+    let cpus = instance["instance_type"]["resources"]["cpus"].as_i64().unwrap();
+    if cpus >= 2 {
+        assert_eq!(offers[0]["instance"]["name"], "local", "{plan}");
+        assert_eq!(offers[0]["availability"], "busy");
+    }
+    let gpus = s
+        .admin(&format!("/api/project/{p}/gpus/list"), Some(json!({"run_spec": plan_body("g")["run_spec"]})))
+        .await;
+    let expected_gpus = instance["instance_type"]["resources"]["gpus"].as_array().unwrap().len().min(1);
+    assert_eq!(gpus["gpus"].as_array().unwrap().len(), expected_gpus, "{gpus}");
+
+    s.admin(&format!("/api/project/{p}/fleets/delete"), Some(json!({"names": ["local"]}))).await;
+    assert_eq!(s.admin(&format!("/api/project/{p}/fleets/list"), None).await, json!([]));
+}
+
+#[tokio::test]
+async fn replanning_an_unchanged_active_run_is_an_update() {
+    let (s, _dir) = isolated_server().await;
+    let p = project(&s).await;
+    let run = s.admin(&format!("/api/project/{p}/runs/apply"), Some(apply_body("same", &["echo hi"]))).await;
+    let plan = s.admin(&format!("/api/project/{p}/runs/get_plan"), Some(plan_body("same"))).await;
+    assert_eq!(plan["action"], "update");
+    assert_eq!(plan["current_resource"]["id"], run["id"]);
+    let mut changed = plan_body("same");
+    changed["run_spec"]["configuration"]["commands"] = json!(["echo other"]);
+    let plan = s.admin(&format!("/api/project/{p}/runs/get_plan"), Some(changed)).await;
+    assert_eq!(plan["action"], "create");
+    // Applying the unchanged spec with the current run in the plan returns that run.
+    let mut body = apply_body("same", &["echo hi"]);
+    body["plan"]["current_resource"] = run.clone();
+    let again = s.admin(&format!("/api/project/{p}/runs/apply"), Some(body)).await;
+    assert_eq!(again["id"], run["id"]);
+}
