@@ -1195,8 +1195,11 @@ def _(c: Ctx):
     else:
         assert fleets == [], fleets
         assert lines[1:] == [], p.stdout
+    # REAL: the default message of a bare ResourceNotExistsError (routers/fleets.py get_fleet).
     e = raises(ResourceNotExistsError, c.client().fleets.get, RUNS_PROJECT, f"nope-{SUFFIX}")
-    assert e.msg == "Fleet not found", e.msg
+    assert e.msg == "Resource not found", e.msg
+    r = c.post(f"/api/project/{RUNS_PROJECT}/fleets/get", {"name": f"nope-{SUFFIX}"})
+    expect_400(r, "Resource not found", "resource_not_exists")
 
 
 @case("CLI: offer / offer --json / offer --group-by gpu --json")
