@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 import uuid
 from pathlib import Path
@@ -58,11 +59,22 @@ def case(name: str):
 
 
 class Ctx:
-    def __init__(self, url: str, token: str, verbose: bool):
+    def __init__(self, url: str, token: str, verbose: bool, server_kind: Optional[str] = None):
         self.url = url.rstrip("/")
         self.token = token
         self.verbose = verbose
+        # "dstack" (the real server: no fleets, runs fail) or "rust" (ours: a `local` fleet,
+        # runs execute on this machine). Only the run cases depend on it.
+        self.server_kind = server_kind
         self.cleanup: List[Callable[[], None]] = []
+        self.fixtures: dict = {}
+
+    @property
+    def ours(self) -> bool:
+        assert self.server_kind in ("dstack", "rust"), (
+            "this case needs --server-kind dstack|rust (or API_COMPAT_SERVER_KIND)"
+        )
+        return self.server_kind == "rust"
 
     # --- raw HTTP -------------------------------------------------------------------------
     def post(
@@ -285,7 +297,7 @@ def _(c: Ctx):
 # ============================================================================================
 
 
-def run_cli(c: Ctx, home: str, *args: str) -> subprocess.CompletedProcess:
+def run_cli(c: Ctx, home: str, *args: str, cwd: Optional[str] = None) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).parent / "dstack"
     env = {
         k: v
@@ -294,7 +306,7 @@ def run_cli(c: Ctx, home: str, *args: str) -> subprocess.CompletedProcess:
     }
     env.update(HOME=home, COLUMNS="200", NO_COLOR="1", TERM="dumb")
     p = subprocess.run(
-        [str(exe), *args], env=env, cwd=home, capture_output=True, text=True, timeout=120
+        [str(exe), *args], env=env, cwd=cwd or home, capture_output=True, text=True, timeout=120
     )
     if c.verbose:
         print(f"    dstack {' '.join(args)} -> {p.returncode}\n{p.stdout}{p.stderr}", file=sys.stderr)
@@ -878,6 +890,355 @@ def _(c: Ctx):
 
 
 # ============================================================================================
+# 6. Runs: the dstack CLI (apply, ps, logs, stop) and the SDK (dstack.api.Client)
+# ============================================================================================
+#
+# The two servers legitimately differ here, and each case asserts each side exactly:
+# - the real dstack server (`--server-kind dstack`) has no fleets, so every run fails about
+#   5 s after submission (the job: `failed_to_start_due_to_no_capacity`, "no fleets") and is
+#   `failed` some 10 s later;
+# - ours (`--server-kind rust`) has the `local` fleet (this machine, through dstack-shim), so
+#   a task without `image:` runs as a host process and prints its output.
+# Runs go to the default project `main`, where our local fleet lives.
+
+RUNS_PROJECT = "main"
+RUN_WAIT_S = 120
+NO_FLEETS_MESSAGE = (
+    "No matching fleet found. Possible reasons: https://dstack.ai/docs/guides/troubleshooting/#no-fleets"
+)
+# Small enough for any CI machine (cpu/memory/disk minimums only).
+SMALL_RESOURCES = {"cpu": "1..", "memory": "0.5GB..", "disk": "1GB.."}
+
+
+def new_run_name(stem: str) -> str:
+    return f"{stem}-{SUFFIX}-{uuid.uuid4().hex[:4]}"
+
+
+def track_run(c: Ctx, name: str):
+    """At the end: abort the run if it is still active, then delete it once finished."""
+
+    def undo():
+        from dstack._internal.core.errors import ResourceNotExistsError as NotExists
+
+        api = c.client()
+        api.runs.stop(RUNS_PROJECT, [name], abort=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if api.runs.get(RUNS_PROJECT, name).status.is_finished():
+                    break
+            except NotExists:
+                return
+            time.sleep(0.5)
+        api.runs.delete(RUNS_PROJECT, [name])
+
+    c.cleanup.append(undo)
+
+
+def wait_run(c: Ctx, name: str, until: Callable[[Any], bool], what: str, timeout: float = RUN_WAIT_S):
+    """Polls runs/get until `until(run)`; returns the run and the statuses seen, in order."""
+    api = c.client()
+    seen: List[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        run = api.runs.get(RUNS_PROJECT, name)
+        if not seen or seen[-1] != run.status.value:
+            seen.append(run.status.value)
+        if until(run):
+            return run, seen
+        assert time.monotonic() < deadline, f"run {name} not {what} after {timeout} s; statuses {seen}"
+        time.sleep(0.5)
+
+
+def wait_finished(c: Ctx, name: str):
+    return wait_run(c, name, lambda r: r.status.is_finished(), "finished")
+
+
+def cli_home(c: Ctx) -> str:
+    """A temporary HOME whose ~/.dstack/config.yml has the server as the default project."""
+    home = tempfile.mkdtemp(prefix="dstack-api-compat-home-")
+    c.cleanup.append(lambda: shutil.rmtree(home, ignore_errors=True))
+    p = run_cli(c, home, "project", "add", "--name", RUNS_PROJECT, "--url", c.url, "--token", c.token, "-y")
+    assert p.returncode == 0, f"project add failed: {(p.stdout + p.stderr)[-800:]}"
+    return home
+
+
+def task_dir(c: Ctx, name: str, commands: List[str]) -> str:
+    """A temporary working directory (not a git repo) with a task.yml."""
+    d = tempfile.mkdtemp(prefix="dstack-api-compat-task-")
+    c.cleanup.append(lambda: shutil.rmtree(d, ignore_errors=True))
+    conf = {"type": "task", "name": name, "commands": commands, "resources": SMALL_RESOURCES}
+    (Path(d) / "task.yml").write_text(yaml.safe_dump(conf, sort_keys=False))
+    return d
+
+
+def cli_apply(c: Ctx, home: str, workdir: str, name: str) -> subprocess.CompletedProcess:
+    track_run(c, name)
+    return run_cli(c, home, "apply", "-d", "-y", "-f", "task.yml", cwd=workdir)
+
+
+def hello_task(c: Ctx) -> dict:
+    """One `echo hello-from-task` run submitted with `dstack apply -d -y`, shared by the
+    CLI cases below (each still works alone, e.g. under -k)."""
+    if "hello" not in c.fixtures:
+        name = new_run_name("hello")
+        home = cli_home(c)
+        workdir = task_dir(c, name, ["echo hello-from-task"])
+        c.fixtures["hello"] = {
+            "name": name,
+            "home": home,
+            "workdir": workdir,
+            "apply": cli_apply(c, home, workdir, name),
+        }
+    return c.fixtures["hello"]
+
+
+def expect_finished(c: Ctx, run):
+    """The final state of a run of a short successful task: done on ours, no fleets on dstack's."""
+    from dstack._internal.core.models.runs import JobStatus, JobTerminationReason, RunTerminationReason
+
+    sub = run.latest_job_submission
+    assert sub is not None and len(run.jobs) == 1 and len(run.jobs[0].job_submissions) == 1, run.jobs
+    if c.ours:
+        got = (run.status.value, run.status_message, run.termination_reason)
+        assert got == ("done", "done", RunTerminationReason.ALL_JOBS_DONE), got
+        got = (sub.status, sub.status_message, sub.termination_reason, sub.exit_status)
+        assert got == (JobStatus.DONE, "exited (0)", JobTerminationReason.DONE_BY_RUNNER, 0), got
+        assert run.fleet is not None and run.fleet.name == "local", run.fleet
+        assert sub.job_provisioning_data is not None and sub.finished_at is not None, sub
+    else:
+        got = (run.status.value, run.status_message, run.termination_reason)
+        assert got == ("failed", "failed", RunTerminationReason.JOB_FAILED), got
+        got = (sub.status, sub.status_message, sub.termination_reason, sub.termination_reason_message)
+        assert got == (
+            JobStatus.FAILED,
+            "no fleets",
+            JobTerminationReason.FAILED_TO_START_DUE_TO_NO_CAPACITY,
+            NO_FLEETS_MESSAGE,
+        ), got
+        assert sub.exit_status is None and sub.job_provisioning_data is None, sub
+        assert run.fleet is None, run.fleet
+
+
+@case("CLI: apply -d -y -f task.yml submits and detaches")
+def _(c: Ctx):
+    t = hello_task(c)
+    p, name = t["apply"], t["name"]
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, f"rc {p.returncode}: {out[-1500:]}"
+    assert f"Run {name} submitted, detaching..." in out, out[-1500:]
+    # The plan table (requirements come from the server's job spec).
+    lines = [" ".join(line.split()) for line in out.splitlines()]
+    for line in (
+        "Project main",
+        "User admin",
+        "Type task (nodes=1)",
+        "Resources cpu=x86:1.. mem=0.5GB.. disk=1GB.. gpu=nvidia:0..",
+        "Spot policy on-demand",
+        "Max price off",
+        "Retry policy off",
+        "Idle duration 5m",
+        "Max duration off",
+    ):
+        assert line in lines, f"no {line!r} in: {out[-1500:]}"
+    no_fleets = "The project has no fleets. Create one before submitting a run."
+    if c.ours:
+        # The local fleet offers this machine: an offer table, no warning.
+        assert no_fleets not in out, out
+    else:
+        # REAL: no offers, and fleets/list answers [] -> the CLI warns, and submits anyway.
+        assert no_fleets in out, out
+    run = c.client().runs.get(RUNS_PROJECT, name)
+    assert run.run_spec.configuration_path == "task.yml", run.run_spec.configuration_path
+    assert run.run_spec.configuration.commands == ["echo hello-from-task"], run.run_spec.configuration
+    assert run.run_spec.repo_id == "none" and run.run_spec.repo_data.repo_type == "virtual", run.run_spec
+    assert run.user == "admin" and run.project_name == RUNS_PROJECT, run
+
+
+@case("CLI: ps -a --json and ps -a show the finished run")
+def _(c: Ctx):
+    t = hello_task(c)
+    name = t["name"]
+    wait_finished(c, name)
+    p = run_cli(c, t["home"], "ps", "-a", "--json", cwd=t["workdir"])
+    assert p.returncode == 0, (p.stdout + p.stderr)[-800:]
+    doc = json.loads(p.stdout)
+    assert set(doc) == {"project", "runs"} and doc["project"] == RUNS_PROJECT, sorted(doc)
+    mine = [r for r in doc["runs"] if r["run_spec"]["run_name"] == name]
+    assert len(mine) == 1, [r["run_spec"]["run_name"] for r in doc["runs"]]
+    from dstack._internal.core.models.runs import Run as RunModel
+
+    expect_finished(c, RunModel.model_validate(mine[0]))
+    # The table: the run's row shows the latest job submission's status message.
+    p = run_cli(c, t["home"], "ps", "-a", cwd=t["workdir"])
+    assert p.returncode == 0, (p.stdout + p.stderr)[-800:]
+    header = p.stdout.splitlines()[0].split()
+    assert header == ["NAME", "BACKEND", "GPU", "PRICE", "STATUS", "SUBMITTED"], p.stdout
+    rows = [" ".join(line.split()) for line in p.stdout.splitlines() if line.split()[:1] == [name]]
+    assert len(rows) == 1, p.stdout
+    status = "exited (0)" if c.ours else "no fleets"
+    assert f" {status} " in rows[0], rows[0]
+
+
+@case("CLI: logs RUN prints the task's output; an unknown run fails")
+def _(c: Ctx):
+    t = hello_task(c)
+    name = t["name"]
+    wait_finished(c, name)
+    p = run_cli(c, t["home"], "logs", name, cwd=t["workdir"])
+    assert p.returncode == 0, (p.stdout + p.stderr)[-800:]
+    if c.ours:
+        assert p.stdout == "hello-from-task\n", repr(p.stdout)
+    else:
+        # REAL: the job never started: no logs, exit 0.
+        assert p.stdout == "", repr(p.stdout)
+    p = run_cli(c, t["home"], "logs", f"nope-{SUFFIX}", cwd=t["workdir"])
+    assert p.returncode == 1, (p.returncode, p.stdout + p.stderr)
+    assert f"Run nope-{SUFFIX} not found" in p.stdout + p.stderr, p.stdout + p.stderr
+
+
+@case("CLI: stop -y on a `sleep 300` task")
+def _(c: Ctx):
+    from dstack._internal.core.models.runs import JobStatus, JobTerminationReason, RunTerminationReason
+
+    name = new_run_name("sleep")
+    home = cli_home(c)
+    workdir = task_dir(c, name, ["sleep 300"])
+    p = cli_apply(c, home, workdir, name)
+    assert p.returncode == 0 and f"Run {name} submitted, detaching..." in p.stdout, p.stdout + p.stderr
+    if c.ours:
+        run, seen = wait_run(c, name, lambda r: r.status.value == "running" or r.status.is_finished(), "running")
+        assert run.status.value == "running", seen
+    else:
+        # REAL: it fails with no fleets before it could be stopped; stop is then a no-op.
+        wait_finished(c, name)
+    p = run_cli(c, home, "stop", "-y", name, cwd=workdir)
+    assert p.returncode == 0 and p.stdout == "Stopped\n", (p.returncode, p.stdout + p.stderr)
+    run, seen = wait_finished(c, name)
+    sub = run.latest_job_submission
+    if c.ours:
+        got = (run.status.value, run.status_message, run.termination_reason)
+        assert got == ("terminated", "terminated", RunTerminationReason.STOPPED_BY_USER), (got, seen)
+        got = (sub.status, sub.status_message, sub.termination_reason)
+        assert got == (JobStatus.TERMINATED, "stopped", JobTerminationReason.TERMINATED_BY_USER), got
+    else:
+        got = (run.status.value, run.termination_reason, sub.status_message)
+        assert got == ("failed", RunTerminationReason.JOB_FAILED, "no fleets"), got
+    # The table shows it among all runs; stopping an unknown run fails.
+    p = run_cli(c, home, "ps", "-a", cwd=workdir)
+    rows = [" ".join(line.split()) for line in p.stdout.splitlines() if line.split()[:1] == [name]]
+    assert len(rows) == 1 and (" stopped " if c.ours else " no fleets ") in rows[0], p.stdout
+    p = run_cli(c, home, "stop", "-y", f"nope-{SUFFIX}", cwd=workdir)
+    assert p.returncode == 1 and f"Run nope-{SUFFIX} not found" in p.stdout + p.stderr, (
+        p.returncode,
+        p.stdout + p.stderr,
+    )
+
+
+@case("SDK: Client.runs.apply_configuration, refresh, logs, get, list")
+def _(c: Ctx):
+    from dstack.api import Client, Resources, Task
+
+    name = new_run_name("sdk")
+    client = Client.from_config(project_name=RUNS_PROJECT, server_url=c.url, user_token=c.token)
+    track_run(c, name)
+    run = client.runs.apply_configuration(
+        configuration=Task(name=name, commands=["echo hello-from-sdk"], resources=Resources(**SMALL_RESOURCES)),
+        repo=None,
+    )
+    assert run.name == name and run.status.value == "submitted", (run.name, run.status)
+    seen = [run.status.value]
+    deadline = time.monotonic() + RUN_WAIT_S
+    while not run.status.is_finished():
+        assert time.monotonic() < deadline, f"not finished after {RUN_WAIT_S} s: {seen}"
+        time.sleep(0.5)
+        run.refresh()
+        if seen[-1] != run.status.value:
+            seen.append(run.status.value)
+    expect_finished(c, run._run)
+    # Statuses only move forward.
+    order = ["submitted", "pending", "provisioning", "running", "terminating", "done", "failed"]
+    assert seen == sorted(seen, key=order.index), seen
+    if c.ours:
+        assert seen[-1] == "done" and "failed" not in seen, seen
+        assert b"".join(run.logs()) == b"hello-from-sdk\n", list(run.logs())
+    else:
+        assert seen[-1] == "failed" and "running" not in seen, seen
+        assert list(run.logs()) == [], list(run.logs())
+    got = client.runs.get(name)
+    assert got is not None and got.name == name and got.status == run.status, got
+    assert client.runs.get(f"nope-{SUFFIX}") is None
+    assert name in [r.name for r in client.runs.list(all=True)]
+
+
+@case("CLI/SDK: fleet list (dstack: none; ours: the local fleet)")
+def _(c: Ctx):
+    home = cli_home(c)
+    p = run_cli(c, home, "fleet", "list")
+    assert p.returncode == 0, (p.stdout + p.stderr)[-800:]
+    lines = [line.split() for line in p.stdout.splitlines() if line.strip()]
+    assert lines[0] == ["NAME", "NODES", "GPU", "SPOT", "BACKEND", "PRICE", "STATUS", "CREATED"], p.stdout
+    fleets = c.client().fleets.list(RUNS_PROJECT, include_imported=True)
+    if c.ours:
+        assert [f.name for f in fleets] == ["local"], fleets
+        fleet = fleets[0]
+        assert fleet.status.value == "active" and fleet.project_name == RUNS_PROJECT, fleet
+        assert [i.name for i in fleet.instances] == ["local-0"], fleet.instances
+        assert fleet.instances[0].backend.value == "remote" and fleet.instances[0].hostname == "127.0.0.1"
+        assert c.client().fleets.get(RUNS_PROJECT, "local").id == fleet.id
+        # The fleet's row, then its instance's (an SSH-fleet-like host, idle: the run cases
+        # before this one have finished).
+        rows = [" ".join(row) for row in lines[1:]]
+        assert len(rows) == 2, p.stdout
+        assert rows[0].startswith("local 1 on-demand * active "), p.stdout
+        assert rows[1].startswith("instance=0 - ssh (local) idle "), p.stdout
+    else:
+        assert fleets == [], fleets
+        assert lines[1:] == [], p.stdout
+    # REAL: the default message of a bare ResourceNotExistsError (routers/fleets.py get_fleet).
+    e = raises(ResourceNotExistsError, c.client().fleets.get, RUNS_PROJECT, f"nope-{SUFFIX}")
+    assert e.msg == "Resource not found", e.msg
+    r = c.post(f"/api/project/{RUNS_PROJECT}/fleets/get", {"name": f"nope-{SUFFIX}"})
+    expect_400(r, "Resource not found", "resource_not_exists")
+
+
+@case("CLI: offer / offer --json / offer --group-by gpu --json")
+def _(c: Ctx):
+    home = cli_home(c)
+    p = run_cli(c, home, "offer", "--json")
+    assert p.returncode == 0, (p.stdout + p.stderr)[-800:]
+    doc = json.loads(p.stdout)
+    assert set(doc) == {"project", "user", "requirements", "offers", "total_offers"}, sorted(doc)
+    assert (doc["project"], doc["user"]) == (RUNS_PROJECT, "admin"), doc
+    assert doc["requirements"]["resources"]["cpu"]["count"] == {"min": 1, "max": None}, doc["requirements"]
+    p = run_cli(c, home, "offer")
+    assert p.returncode == 0, (p.stdout + p.stderr)[-800:]
+    lines = [" ".join(line.split()) for line in p.stdout.splitlines()]
+    assert "Project main" in lines and "Resources cpu=1.. mem=0GB.. gpu=0.." in lines, p.stdout
+    no_offers = "No matching instance offers available."
+    if c.ours:
+        assert doc["total_offers"] >= 1 and len(doc["offers"]) == doc["total_offers"], doc
+        offer = doc["offers"][0]
+        assert (offer["backend"], offer["region"], offer["instance"]["name"], offer["price"]) == (
+            "remote", "local", "local", 0.0,
+        ), offer
+        assert no_offers not in p.stdout, p.stdout
+    else:
+        assert (doc["offers"], doc["total_offers"]) == ([], 0), doc
+        assert no_offers in " ".join(p.stdout.split()), p.stdout
+    p = run_cli(c, home, "offer", "--group-by", "gpu", "--json")
+    assert p.returncode == 0, (p.stdout + p.stderr)[-800:]
+    doc = json.loads(p.stdout)
+    assert set(doc) == {"project", "requirements", "group_by", "gpus"}, sorted(doc)
+    assert doc["group_by"] == ["gpu"] and doc["project"] == RUNS_PROJECT, doc
+    host_gpus = 0
+    if c.ours:
+        fleet = c.client().fleets.get(RUNS_PROJECT, "local")
+        host_gpus = len(fleet.instances[0].instance_type.resources.gpus)
+    assert len(doc["gpus"]) == min(host_gpus, 1), doc["gpus"]
+
+
+# ============================================================================================
 
 
 def main() -> int:
@@ -886,13 +1247,19 @@ def main() -> int:
     ap.add_argument("--token", required=True, help="the admin token")
     ap.add_argument("-k", dest="filter", help="run only cases whose name contains this")
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument(
+        "--server-kind",
+        choices=["dstack", "rust"],
+        default=os.environ.get("API_COMPAT_SERVER_KIND") or None,
+        help="which server --url is: the run cases expect no fleets (dstack) or the local fleet (rust)",
+    )
     args = ap.parse_args()
 
     # The SDK must not read a developer's ~/.dstack or DSTACK_* settings.
     for k in [k for k in os.environ if k.startswith("DSTACK_")]:
         del os.environ[k]
 
-    ctx = Ctx(args.url, args.token, args.verbose)
+    ctx = Ctx(args.url, args.token, args.verbose, args.server_kind)
     passed = failed = 0
     for name, fn in CASES:
         if args.filter and args.filter not in name:

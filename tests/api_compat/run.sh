@@ -31,6 +31,29 @@ esac
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/dstack-api-compat.XXXXXX")"
 mkdir -p "$tmp/home"
 server_pid=""
+# Processes started for this run that outlive the server by design (ours: the local fleet's
+# dstack-shim and its dstack-runners, whose command lines name this temp dir), with all
+# their descendants (the jobs run in their own process groups). Killed by pid.
+kill_leftovers() {
+    local pids="" next all=""
+    pids="$(pgrep -f -- "$tmp/" | grep -vx "$$" | tr '\n' ' ' | xargs || true)"
+    while [ -n "$pids" ]; do
+        all="$all $pids"
+        next="$(ps -o pid= --ppid "$(echo "$pids" | tr ' ' ',')" 2>/dev/null | xargs || true)"
+        pids="$next"
+    done
+    all="$(echo "$all" | xargs)"
+    [ -n "$all" ] || return 0
+    # shellcheck disable=SC2086
+    kill -TERM $all 2>/dev/null || true
+    for _ in $(seq 1 50); do
+        # shellcheck disable=SC2086
+        ps -o pid= -p "$(echo $all | tr ' ' ',')" >/dev/null 2>&1 || break
+        sleep 0.1
+    done
+    # shellcheck disable=SC2086
+    kill -KILL $all 2>/dev/null || true
+}
 cleanup() {
     local rc=$?
     if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
@@ -42,6 +65,7 @@ cleanup() {
         kill -KILL "$server_pid" 2>/dev/null || true
         wait "$server_pid" 2>/dev/null || true
     fi
+    kill_leftovers
     if [ "$rc" -ne 0 ] && [ -f "$tmp/server.log" ]; then
         echo "--- last 40 lines of the server log ($tmp/server.log) ---" >&2
         tail -n 40 "$tmp/server.log" >&2 || true
@@ -122,7 +146,7 @@ rss_kib() {
 echo "api-compat: $kind server healthy at $url after $(( (end_ns - start_ns) / 1000000 )) ms, RSS $(( $(rss_kib "$server_pid") / 1024 )) MiB"
 
 set +e
-"$python" "$here/check.py" --url "$url" --token "$token" "$@"
+"$python" "$here/check.py" --url "$url" --token "$token" --server-kind "$kind" "$@"
 status=$?
 set -e
 echo "api-compat: $kind server RSS after the checks $(( $(rss_kib "$server_pid") / 1024 )) MiB"

@@ -87,7 +87,7 @@ impl ApiError {
         ApiError::Client { code: ErrorCode::ResourceExists, msg: "Resource exists".to_owned() }
     }
 
-    /// A 400 `resource_not_exists` (`Run not found`, `Fleet not found`, …).
+    /// A 400 `resource_not_exists` (`Run not found`, `Resource not found`, …).
     pub fn not_exists(msg: impl Into<String>) -> ApiError {
         ApiError::Client { code: ErrorCode::ResourceNotExists, msg: msg.into() }
     }

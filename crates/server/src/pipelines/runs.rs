@@ -32,7 +32,8 @@ pub(super) async fn pass(state: &AppState) -> Result<(), DbError> {
             }
         };
         let plan = dstack_decide::run::decide(&snapshot, now);
-        if is_noop(&run, &plan) {
+        let fleet_id = if plan.clear_fleet { None } else { detect_fleet(state, &run, &jobs).await? };
+        if is_noop(&run, &plan) && fleet_id == run.fleet_id {
             continue;
         }
         let (updated, new_jobs) = job_changes(&run, &jobs, &plan, now);
@@ -41,9 +42,7 @@ pub(super) async fn pass(state: &AppState) -> Result<(), DbError> {
         next.termination_reason = plan.termination_reason.map(|r| r.as_str().to_owned());
         next.resubmission_attempt = plan.resubmission_attempt;
         next.last_processed_at = now;
-        if plan.clear_fleet {
-            next.fleet_id = None;
-        }
+        next.fleet_id = fleet_id;
         if state.db.save_run(&next, token, &updated, &new_jobs).await? {
             if next.status != run.status {
                 tracing::info!(run = %run.run_name, from = %run.status, to = %next.status, "run status");
@@ -58,6 +57,26 @@ pub(super) async fn pass(state: &AppState) -> Result<(), DbError> {
     }
     Ok(())
 }
+
+/// The run's fleet: once set it stays (until a retry clears it); an active run without one
+/// takes the fleet of the first of its jobs that holds an instance, as dstack's
+/// `_detect_fleet_id_from_jobs` (background/pipeline_tasks/runs/active.py) does. That is
+/// the `fleet` of the run on the wire, and where its later submissions must go.
+async fn detect_fleet(state: &AppState, run: &RunRow, jobs: &[JobRow]) -> Result<Option<Uuid>, DbError> {
+    if run.fleet_id.is_some() || !ACTIVE.contains(&run.status.as_str()) {
+        return Ok(run.fleet_id);
+    }
+    for instance_id in jobs.iter().filter_map(|j| j.instance_id) {
+        if let Some(instance) = state.db.instance_by_id(instance_id).await? {
+            return Ok(Some(instance.fleet_id));
+        }
+    }
+    Ok(None)
+}
+
+/// The statuses dstack's active-run processing handles (pending and terminating runs have
+/// their own, which never set the fleet).
+const ACTIVE: &[&str] = &["submitted", "provisioning", "running"];
 
 fn is_noop(run: &RunRow, plan: &RunPlan) -> bool {
     plan.status.as_str() == run.status

@@ -78,7 +78,9 @@ pub(super) async fn get(
         (None, Some(name)) => f.name == *name,
         (None, None) => false,
     });
-    found.map(Json).ok_or_else(|| ApiError::not_exists("Fleet not found").into())
+    // dstack's router raises a bare ResourceNotExistsError() (routers/fleets.py, get_fleet):
+    // the default message, not "Fleet not found".
+    found.map(Json).ok_or_else(|| ApiError::not_exists("Resource not found").into())
 }
 
 pub(super) async fn delete(

@@ -196,6 +196,38 @@ async fn bad_requests_get_dstack_errors_and_write_nothing() {
     assert_eq!(listed, json!([]), "nothing was written");
 }
 
+/// A run placed on an instance belongs to that instance's fleet from then on: `fleet` on the
+/// wire is `{id, name}` (dstack's runs pipeline sets `fleet_id` from the jobs' instances,
+/// `_detect_fleet_id_from_jobs`), and stays after the run finishes.
+#[tokio::test]
+async fn a_run_placed_on_a_fleet_instance_reports_the_fleet() {
+    let (s, _dir) = isolated_server().await;
+    let p = project(&s).await;
+    let project = s.state.db.project_by_name(&p).await.expect("db").expect("the project");
+    dstack_server::local_fleet::create(&s.state, &project).await.expect("the local fleet");
+    // A shim address nobody answers on: the job is placed, then fails to reach it.
+    for i in s.state.db.list_instances(project.id).await.expect("db") {
+        s.state
+            .db
+            .update_instance_agent(i.id, "http://127.0.0.1:9", &i.offer, &i.job_provisioning_data)
+            .await
+            .expect("db");
+    }
+    let fleet = s.state.db.list_fleets(project.id).await.expect("db").remove(0);
+    let mut body = apply_body("placed", &["true"]);
+    body["plan"]["run_spec"]["configuration"]["resources"] = json!({
+        "cpu": {"min": 1}, "memory": {"min": 0.5}, "disk": {"size": {"min": 1.0}}, "gpu": {"count": 0}
+    });
+    let run = s.admin(&format!("/api/project/{p}/runs/apply"), Some(body)).await;
+    assert_eq!(run["fleet"], Value::Null, "not placed yet");
+    let placed = step_until(&s, &p, "placed", |r| r["fleet"] != Value::Null).await;
+    assert_eq!(placed["fleet"], json!({"id": fleet.id.to_string(), "name": "local"}));
+    s.admin(&format!("/api/project/{p}/runs/stop"), Some(json!({"runs_names": ["placed"], "abort": true})))
+        .await;
+    let done = step_until(&s, &p, "placed", |r| r["status"] == "terminated" || r["status"] == "failed").await;
+    assert_eq!(done["fleet"], placed["fleet"], "the fleet stays on the finished run");
+}
+
 #[tokio::test]
 async fn the_local_fleet_is_listed_offered_and_deleted() {
     let s = server().await;
@@ -221,7 +253,7 @@ async fn the_local_fleet_is_listed_offered_and_deleted() {
     let missing = s
         .post(&format!("/api/project/{p}/fleets/get"), Some(&s.admin_token), Some(json!({"name": "nope"})))
         .await;
-    assert_eq!(missing.json, json!({"detail": [{"msg": "Fleet not found", "code": "resource_not_exists"}]}));
+    assert_eq!(missing.json, json!({"detail": [{"msg": "Resource not found", "code": "resource_not_exists"}]}));
     let instances = s.admin("/api/instances/list", Some(json!({"project_names": [p]}))).await;
     assert_eq!(instances.as_array().unwrap().len(), 1);
     assert_eq!(instances[0]["id"], instance["id"]);
