@@ -191,3 +191,36 @@ fn a_task_runs_on_the_local_fleet_and_survives_a_server_kill() {
     let _ = server.child.kill();
     let _ = server.child.wait();
 }
+
+/// With `image:` and a Docker engine, the local fleet runs the job in a container (only with
+/// `DSTACK_TEST_DOCKER=1`, which `scripts/test` sets: it needs Docker and builds a local image).
+#[test]
+fn a_task_with_an_image_runs_in_a_container() {
+    if std::env::var("DSTACK_TEST_DOCKER").as_deref() != Ok("1") {
+        return;
+    }
+    agents_built();
+    let runner = Path::new(env!("CARGO_BIN_EXE_dstack")).with_file_name("dstack-runner");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/build-runner-test-image");
+    let status = Command::new(script).arg(&runner).stdout(Stdio::null()).status().expect("the script runs");
+    assert!(status.success(), "building the test image");
+    let home = tempfile::TempDir::new().unwrap();
+    let _cleanup = Cleanup(home.path());
+    let mut server = start(home.path());
+    // The image has no python3; the host has (the test suite's oracle needs it).
+    let script = "if [ -e /usr/bin/python3 ]; then echo on-the-host; else echo in-a-container; fi";
+    let mut body = apply_body("boxed", &[script], json!({}));
+    body["plan"]["run_spec"]["configuration"]["image"] = json!("dstack-rs-runner-test:1");
+    post(&server.client, "/api/project/main/runs/apply", body);
+    let mut run = Value::Null;
+    wait_for("the container run", Duration::from_secs(60), || {
+        run = get_run(&server.client, "boxed");
+        matches!(run["status"].as_str(), Some("done" | "failed" | "terminated"))
+    });
+    assert_eq!(run["status"], "done", "{run}");
+    let out = output(&server.client, &run);
+    assert!(out.contains("in-a-container"), "{out}");
+    assert!(!out.contains("on-the-host"), "{out}");
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}
