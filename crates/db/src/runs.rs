@@ -435,47 +435,67 @@ impl Db {
         now: jiff::Timestamp,
         lease: jiff::SignedDuration,
     ) -> Result<(Vec<RunRow>, Uuid), DbError> {
-        let candidates: Vec<String> = {
-            use sqlx::Row as _;
-            let mut q = sqlx::query(concat!(
-                "SELECT id FROM runs WHERE deleted = FALSE AND status IN ",
-                in_8!(),
-                " AND (lock_expires_at IS NULL OR lock_expires_at < $9) \
-                 ORDER BY priority DESC, last_processed_at ASC LIMIT $10"
-            ));
-            for i in 0..8 {
-                q = q.bind(statuses.get(i).copied());
-            }
-            q.bind(micros(now))
-                .bind(limit.clamp(0, CHUNK as i64))
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|r| r.try_get::<String, _>("id"))
-                .collect::<Result<_, _>>()?
-        };
-        let token = Uuid::new_v4();
-        if candidates.is_empty() {
-            return Ok((Vec::new(), token));
-        }
-        let mut q = sqlx::query(concat!(
+        let select = concat!(
+            "SELECT id FROM runs WHERE deleted = FALSE AND status IN ",
+            in_8!(),
+            " AND (lock_expires_at IS NULL OR lock_expires_at < $9) \
+             ORDER BY priority DESC, last_processed_at ASC LIMIT $10"
+        );
+        let update = concat!(
             "UPDATE runs SET lock_token = $101, lock_expires_at = $102 WHERE id IN ",
             in_100!(),
             " AND (lock_expires_at IS NULL OR lock_expires_at < $103) RETURNING ",
             run_columns!()
-        ));
+        );
+        let (rows, token) = self.lease(select, update, statuses, limit, now, lease).await?;
+        let runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok((runs, token))
+    }
+
+    /// The two steps of a lease: pick candidate ids (`select`, binding up to 8 statuses, `now`
+    /// and the limit), then take the free ones in one statement (`update`, binding 100 id
+    /// slots, the token, the expiry and `now`), returned in the candidates' order.
+    async fn lease(
+        &self,
+        select: &'static str,
+        update: &'static str,
+        statuses: &[&str],
+        limit: i64,
+        now: jiff::Timestamp,
+        lease: jiff::SignedDuration,
+    ) -> Result<(Vec<AnyRow>, Uuid), DbError> {
+        use sqlx::Row as _;
+        let mut q = sqlx::query(select);
+        for i in 0..8 {
+            q = q.bind(statuses.get(i).copied());
+        }
+        let candidates: Vec<String> = q
+            .bind(micros(now))
+            .bind(limit.clamp(0, CHUNK as i64))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>("id"))
+            .collect::<Result<_, _>>()?;
+        let token = Uuid::new_v4();
+        if candidates.is_empty() {
+            return Ok((Vec::new(), token));
+        }
+        let mut q = sqlx::query(update);
         for i in 0..CHUNK {
             q = q.bind(candidates.get(i).cloned());
         }
-        let rows = q
+        let mut rows = q
             .bind(uuid_text(token))
             .bind(micros(now.checked_add(lease).unwrap_or(now)))
             .bind(micros(now))
             .fetch_all(&self.pool)
             .await?;
-        let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?;
-        runs.sort_by_key(|r| candidates.iter().position(|c| *c == uuid_text(r.id)));
-        Ok((runs, token))
+        rows.sort_by_key(|r| {
+            let id: String = r.try_get("id").unwrap_or_default();
+            candidates.iter().position(|c| *c == id)
+        });
+        Ok((rows, token))
     }
 
     /// Ends the lease `token` on every run still under it, marking them processed at `now`
@@ -556,46 +576,20 @@ impl Db {
         now: jiff::Timestamp,
         lease: jiff::SignedDuration,
     ) -> Result<(Vec<JobRow>, Uuid), DbError> {
-        let candidates: Vec<String> = {
-            use sqlx::Row as _;
-            let mut q = sqlx::query(concat!(
-                "SELECT jobs.id AS id FROM jobs JOIN runs ON runs.id = jobs.run_id WHERE jobs.status IN ",
-                in_8!(),
-                " AND (jobs.lock_expires_at IS NULL OR jobs.lock_expires_at < $9) \
-                 ORDER BY runs.priority DESC, jobs.last_processed_at ASC LIMIT $10"
-            ));
-            for i in 0..8 {
-                q = q.bind(statuses.get(i).copied());
-            }
-            q.bind(micros(now))
-                .bind(limit.clamp(0, CHUNK as i64))
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|r| r.try_get::<String, _>("id"))
-                .collect::<Result<_, _>>()?
-        };
-        let token = Uuid::new_v4();
-        if candidates.is_empty() {
-            return Ok((Vec::new(), token));
-        }
-        let mut q = sqlx::query(concat!(
+        let select = concat!(
+            "SELECT jobs.id AS id FROM jobs JOIN runs ON runs.id = jobs.run_id WHERE jobs.status IN ",
+            in_8!(),
+            " AND (jobs.lock_expires_at IS NULL OR jobs.lock_expires_at < $9) \
+             ORDER BY runs.priority DESC, jobs.last_processed_at ASC LIMIT $10"
+        );
+        let update = concat!(
             "UPDATE jobs SET lock_token = $101, lock_expires_at = $102 WHERE id IN ",
             in_100!(),
             " AND (lock_expires_at IS NULL OR lock_expires_at < $103) RETURNING ",
             job_columns!()
-        ));
-        for i in 0..CHUNK {
-            q = q.bind(candidates.get(i).cloned());
-        }
-        let rows = q
-            .bind(uuid_text(token))
-            .bind(micros(now.checked_add(lease).unwrap_or(now)))
-            .bind(micros(now))
-            .fetch_all(&self.pool)
-            .await?;
-        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
-        jobs.sort_by_key(|j| candidates.iter().position(|c| *c == uuid_text(j.id)));
+        );
+        let (rows, token) = self.lease(select, update, statuses, limit, now, lease).await?;
+        let jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
         Ok((jobs, token))
     }
 

@@ -336,41 +336,64 @@ fn run_status_message(status: RunStatus, groups: &[Vec<&JobRow>], retries_no_cap
     status.as_str().to_owned()
 }
 
-/// New job rows for one replica's jobs, as submission `submission_num`.
+/// New job rows for one replica's jobs, as their first submission.
 pub(crate) fn new_job_rows(
     run: &RunRow,
     specs: &[JobSpec],
-    submission_num: i64,
     now: Timestamp,
 ) -> Result<Vec<JobRow>, serde_json::Error> {
     specs
         .iter()
         .map(|spec| {
-            Ok(JobRow {
-                id: Uuid::new_v4(),
-                project_id: run.project_id,
-                run_id: run.id,
-                run_name: run.run_name.clone(),
-                job_num: spec.job_num,
-                replica_num: spec.replica_num,
-                submission_num,
-                deployment_num: run.deployment_num,
-                job_name: spec.job_name.clone(),
-                submitted_at: now,
-                last_processed_at: now,
-                finished_at: None,
-                status: JobStatus::Submitted.as_str().to_owned(),
-                termination_reason: None,
-                termination_reason_message: None,
-                exit_status: None,
-                job_spec: serde_json::to_string(spec)?,
-                job_provisioning_data: None,
-                job_runtime_data: None,
-                instance_id: None,
-                runner_timestamp: None,
-                remove_at: None,
-                graceful_termination_attempts: None,
-            })
+            Ok(new_submission(
+                run,
+                JobKey { job_num: spec.job_num, replica_num: spec.replica_num, submission_num: 0 },
+                spec.job_name.clone(),
+                serde_json::to_string(spec)?,
+                now,
+            ))
         })
         .collect()
+}
+
+/// Which submission of which job a row is.
+pub(crate) struct JobKey {
+    pub job_num: i64,
+    pub replica_num: i64,
+    pub submission_num: i64,
+}
+
+/// A fresh `submitted` job row of `run` (first or next submission of a job).
+pub(crate) fn new_submission(
+    run: &RunRow,
+    key: JobKey,
+    job_name: String,
+    job_spec: String,
+    now: Timestamp,
+) -> JobRow {
+    JobRow {
+        id: Uuid::new_v4(),
+        project_id: run.project_id,
+        run_id: run.id,
+        run_name: run.run_name.clone(),
+        job_num: key.job_num,
+        replica_num: key.replica_num,
+        submission_num: key.submission_num,
+        deployment_num: run.deployment_num,
+        job_name,
+        submitted_at: now,
+        last_processed_at: now,
+        finished_at: None,
+        status: JobStatus::Submitted.as_str().to_owned(),
+        termination_reason: None,
+        termination_reason_message: None,
+        exit_status: None,
+        job_spec,
+        job_provisioning_data: None,
+        job_runtime_data: None,
+        instance_id: None,
+        runner_timestamp: None,
+        remove_at: None,
+        graceful_termination_attempts: None,
+    }
 }

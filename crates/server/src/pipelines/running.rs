@@ -278,23 +278,11 @@ fn task_config(job: &JobRow, spec: &JobSpec) -> TaskConfig {
     TaskConfig {
         id: job.id.to_string(),
         name: job.job_name.clone(),
-        registry_username: String::new(),
-        registry_password: String::new(),
         image_name: image,
-        container_user: "root".to_owned(),
         privileged: spec.privileged,
+        // All the host's GPUs: a local-fleet job has the whole instance.
         gpu: -1,
-        cpu: 0.0,
-        memory: 0,
-        shm_size: 0,
-        network_mode: "host".to_owned(),
-        volumes: Vec::new(),
-        volume_mounts: Vec::new(),
-        instance_mounts: Vec::new(),
-        gpu_devices: Vec::new(),
-        host_ssh_user: String::new(),
-        host_ssh_keys: Vec::new(),
-        container_ssh_keys: Vec::new(),
+        ..TaskConfig::default()
     }
 }
 

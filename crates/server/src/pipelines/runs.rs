@@ -8,6 +8,7 @@ use dstack_decide::run::{JobView, RunPlan, RunSnapshot};
 use uuid::Uuid;
 
 use super::{BATCH, LEASE};
+use crate::runs::{JobKey, new_submission};
 use crate::state::AppState;
 
 const STATUSES: &[&str] = &["pending", "submitted", "provisioning", "running", "terminating"];
@@ -145,25 +146,12 @@ fn job_changes(
                 acc
             });
         for prev in latest {
-            new_jobs.push(JobRow {
-                id: Uuid::new_v4(),
+            let key = JobKey {
+                job_num: prev.job_num,
+                replica_num: prev.replica_num,
                 submission_num: prev.submission_num + 1,
-                deployment_num: run.deployment_num,
-                submitted_at: now,
-                last_processed_at: now,
-                finished_at: None,
-                status: JobStatus::Submitted.as_str().to_owned(),
-                termination_reason: None,
-                termination_reason_message: None,
-                exit_status: None,
-                job_provisioning_data: None,
-                job_runtime_data: None,
-                instance_id: None,
-                runner_timestamp: None,
-                remove_at: None,
-                graceful_termination_attempts: None,
-                ..prev.clone()
-            });
+            };
+            new_jobs.push(new_submission(run, key, prev.job_name.clone(), prev.job_spec.clone(), now));
         }
     }
     (updated, new_jobs)

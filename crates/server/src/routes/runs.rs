@@ -94,7 +94,7 @@ pub(super) async fn apply(
         deleted: false,
     };
     let specs = runs::initial_job_specs(&effective).map_err(spec_error)?;
-    let jobs = runs::new_job_rows(&run, &specs, 0, now).map_err(internal)?;
+    let jobs = runs::new_job_rows(&run, &specs, now).map_err(internal)?;
     match state.db.insert_run(&run, &jobs).await {
         Ok(()) => {}
         Err(DbError::Conflict { .. }) => {
