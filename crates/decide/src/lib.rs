@@ -9,3 +9,4 @@ pub mod job;
 pub mod jobspec;
 pub mod offers;
 pub mod run;
+pub mod schedule;
