@@ -32,6 +32,10 @@ pub struct RunSnapshot {
     pub resubmission_attempt: i64,
     /// The effective retry policy; `None` means no retry.
     pub retry: Option<JobRetry>,
+    /// The cron expressions of `schedule` (the merged profile's); `None`: not scheduled.
+    pub schedule: Option<Vec<String>>,
+    /// A scheduled run's next (or, while it runs, current) trigger time.
+    pub next_triggered_at: Option<Timestamp>,
     pub jobs: Vec<JobView>,
 }
 
@@ -56,6 +60,11 @@ pub struct RunPlan {
     pub terminate_jobs: Vec<TerminateJob>,
     /// Replicas that get a new submission of every job now.
     pub resubmit_replicas: Vec<i64>,
+    /// A scheduled run fires: it gets the jobs of a new run (replica 0 of each replica
+    /// group), each as the next submission of that job.
+    pub trigger: bool,
+    /// The run's `next_triggered_at` after this pass.
+    pub next_triggered_at: Option<Timestamp>,
 }
 
 /// Waits before a retrying (pending) run is submitted again, by attempt; the last repeats.
@@ -77,11 +86,13 @@ pub fn decide(run: &RunSnapshot, now: Timestamp) -> RunPlan {
         clear_fleet: false,
         terminate_jobs: Vec::new(),
         resubmit_replicas: Vec::new(),
+        trigger: false,
+        next_triggered_at: run.next_triggered_at,
     };
     match run.status {
         RunStatus::Pending => pending(run, now, &mut plan),
         RunStatus::Submitted | RunStatus::Provisioning | RunStatus::Running => active(run, now, &mut plan),
-        RunStatus::Terminating => terminating(run, &mut plan),
+        RunStatus::Terminating => terminating(run, now, &mut plan),
         RunStatus::Terminated | RunStatus::Failed | RunStatus::Done => {}
     }
     plan
@@ -89,6 +100,11 @@ pub fn decide(run: &RunSnapshot, now: Timestamp) -> RunPlan {
 
 fn pending(run: &RunSnapshot, now: Timestamp, plan: &mut RunPlan) {
     if run.resubmission_attempt == 0 {
+        // A scheduled run waiting for its time (dstack takes it once `next_triggered_at < now`).
+        if run.schedule.is_some() && run.next_triggered_at.is_some_and(|at| at < now) {
+            plan.status = RunStatus::Submitted;
+            plan.trigger = true;
+        }
         return;
     }
     let last = run.jobs.iter().map(|j| j.last_processed_at).max().unwrap_or(run.submitted_at);
@@ -99,7 +115,7 @@ fn pending(run: &RunSnapshot, now: Timestamp, plan: &mut RunPlan) {
     }
 }
 
-fn terminating(run: &RunSnapshot, plan: &mut RunPlan) {
+fn terminating(run: &RunSnapshot, now: Timestamp, plan: &mut RunPlan) {
     let reason = run.termination_reason.unwrap_or(RunTerminationReason::JobFailed);
     let job_reason = reason.to_job_termination_reason();
     let mut all_finished = true;
@@ -121,8 +137,24 @@ fn terminating(run: &RunSnapshot, plan: &mut RunPlan) {
     }
     // Older submissions still winding down count too.
     let older_active = run.jobs.iter().any(|j| !j.status.is_finished() && !is_latest(run, j));
-    if all_finished && !older_active {
-        plan.status = reason.to_status();
+    if !all_finished || older_active {
+        return;
+    }
+    match &run.schedule {
+        // A scheduled run waits for its next time unless the user stopped it. Like dstack, it
+        // keeps its termination reason until it is set again.
+        Some(crons)
+            if !matches!(
+                reason,
+                RunTerminationReason::AbortedByUser | RunTerminationReason::StoppedByUser
+            ) =>
+        {
+            plan.status = RunStatus::Pending;
+            plan.next_triggered_at = crate::schedule::next_trigger(crons, now);
+            plan.clear_fleet = true;
+            plan.resubmission_attempt = 0;
+        }
+        _ => plan.status = reason.to_status(),
     }
 }
 
@@ -247,7 +279,8 @@ fn retry_state(run: &RunSnapshot, job: &JobView, now: Timestamp) -> ReplicaState
         .filter(|j| j.replica_num == job.replica_num && j.job_num == job.job_num && j.provisioned)
         .max_by_key(|j| j.submission_num);
     let since = match (event, ever_provisioned) {
-        (RetryEvent::NoCapacity, None) => run.submitted_at,
+        // A scheduled run counts from its current trigger time.
+        (RetryEvent::NoCapacity, None) => run.next_triggered_at.unwrap_or(run.submitted_at),
         (_, Some(j)) => j.last_processed_at,
         (_, None) => run.submitted_at,
     };
@@ -310,6 +343,8 @@ mod tests {
             submitted_at: t(0),
             resubmission_attempt: 0,
             retry: None,
+            schedule: None,
+            next_triggered_at: None,
             jobs,
         }
     }
@@ -449,6 +484,105 @@ mod tests {
         let done = run(RunStatus::Terminating, vec![job(0, 0, J::Terminated, Some(R::TerminatedByUser))]);
         let done = RunSnapshot { termination_reason: Some(RunTerminationReason::StoppedByUser), ..done };
         assert_eq!(decide(&done, t(1)).status, RunStatus::Terminated);
+    }
+
+    fn scheduled(status: RunStatus, jobs: Vec<JobView>, next: Timestamp) -> RunSnapshot {
+        RunSnapshot {
+            schedule: Some(vec!["0 * * * *".to_owned(), "30 12 * * *".to_owned()]),
+            next_triggered_at: Some(next),
+            ..run(status, jobs)
+        }
+    }
+
+    /// A pending scheduled run fires once its time has passed (strictly, as dstack's query).
+    #[test]
+    fn scheduled_runs_fire_at_their_time() {
+        let cases: &[(i64, bool)] = &[(-3600, true), (-1, true), (0, false), (1, false), (3600, false)];
+        for (offset, fires) in cases {
+            let r = scheduled(RunStatus::Pending, vec![], t(1000 + offset));
+            let plan = decide(&r, t(1000));
+            assert_eq!(plan.trigger, *fires, "offset {offset}");
+            let want = if *fires { RunStatus::Submitted } else { RunStatus::Pending };
+            assert_eq!(plan.status, want, "offset {offset}");
+            assert_eq!(plan.next_triggered_at, r.next_triggered_at);
+            assert!(plan.resubmit_replicas.is_empty());
+        }
+        // Not scheduled, or no time: a pending run with no retry waits.
+        let mut r = scheduled(RunStatus::Pending, vec![], t(0));
+        r.next_triggered_at = None;
+        assert!(!decide(&r, t(1000)).trigger);
+        r.schedule = None;
+        r.next_triggered_at = Some(t(0));
+        assert!(!decide(&r, t(1000)).trigger);
+        // A scheduled run retrying after a failure follows the retry backoff, not the schedule.
+        let mut r = scheduled(
+            RunStatus::Pending,
+            vec![job(0, 0, J::Failed, Some(R::FailedToStartDueToNoCapacity))],
+            t(5000),
+        );
+        r.resubmission_attempt = 1;
+        let plan = decide(&r, t(15));
+        assert_eq!(
+            (plan.status, plan.trigger, plan.resubmit_replicas),
+            (RunStatus::Submitted, false, vec![0])
+        );
+    }
+
+    /// Each row: why the run terminates → whether it waits for its next time (PENDING) or
+    /// finishes with that reason's status.
+    #[test]
+    fn scheduled_runs_return_to_pending_unless_stopped_by_the_user() {
+        use RunTerminationReason as T;
+        let cases: &[(T, RunStatus)] = &[
+            (T::AllJobsDone, RunStatus::Pending),
+            (T::JobFailed, RunStatus::Pending),
+            (T::RetryLimitExceeded, RunStatus::Pending),
+            (T::ServerError, RunStatus::Pending),
+            (T::StoppedByUser, RunStatus::Terminated),
+            (T::AbortedByUser, RunStatus::Terminated),
+        ];
+        // 1800000000 is 2027-01-15T08:00:00Z; "0 * * * *" fires next at 09:00.
+        let now = t(125);
+        for (reason, status) in cases {
+            let mut r = scheduled(
+                RunStatus::Terminating,
+                vec![job(0, 0, J::Failed, Some(R::FailedToStartDueToNoCapacity))],
+                t(-60),
+            );
+            r.termination_reason = Some(*reason);
+            r.resubmission_attempt = 2;
+            let plan = decide(&r, now);
+            let want_status = if *reason == T::AbortedByUser { RunStatus::Terminated } else { *status };
+            assert_eq!(plan.status, want_status, "{reason:?}");
+            if *status == RunStatus::Pending {
+                assert_eq!(plan.next_triggered_at, Some(t(3600)), "{reason:?}");
+                assert!(plan.clear_fleet);
+                assert_eq!(plan.resubmission_attempt, 0);
+                assert_eq!(plan.termination_reason, Some(*reason));
+            } else {
+                assert!(!plan.clear_fleet);
+            }
+            // Not scheduled: the reason's status.
+            r.schedule = None;
+            assert_eq!(decide(&r, now).status, reason.to_status(), "{reason:?}");
+        }
+        // Jobs still winding down: it stays terminating.
+        let mut r =
+            scheduled(RunStatus::Terminating, vec![job(0, 0, J::Terminating, Some(R::DoneByRunner))], t(0));
+        r.termination_reason = Some(T::AllJobsDone);
+        assert_eq!(decide(&r, now).status, RunStatus::Terminating);
+    }
+
+    #[test]
+    fn a_scheduled_run_retries_no_capacity_from_its_trigger_time() {
+        let mut r = scheduled(
+            RunStatus::Submitted,
+            vec![job(0, 1, J::Failed, Some(R::FailedToStartDueToNoCapacity))],
+            t(10_000),
+        );
+        r.retry = retry(&[RetryEvent::NoCapacity], 600);
+        assert_eq!(decide(&r, t(10_500)).status, RunStatus::Pending);
+        assert_eq!(decide(&r, t(10_601)).termination_reason, Some(RunTerminationReason::RetryLimitExceeded));
     }
 
     #[test]
