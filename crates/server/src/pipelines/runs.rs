@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use dstack_api::runs::{JobSpec, JobStatus, JobTerminationReason, RunStatus, RunTerminationReason};
+use dstack_api::runs::{JobSpec, JobStatus, JobTerminationReason, RunSpec, RunStatus, RunTerminationReason};
 use dstack_db::{DbError, JobRow, RunRow};
 use dstack_decide::run::{JobView, RunPlan, RunSnapshot};
 use uuid::Uuid;
@@ -37,13 +37,20 @@ pub(super) async fn pass(state: &AppState) -> Result<(), DbError> {
         if is_noop(&run, &plan) && fleet_id == run.fleet_id {
             continue;
         }
-        let (updated, new_jobs) = job_changes(&run, &jobs, &plan, now);
+        let (updated, new_jobs) = match job_changes(&run, &jobs, &plan, now) {
+            Ok(changes) => changes,
+            Err(e) => {
+                tracing::error!(run = %run.run_name, error = %e, "cannot make the run's jobs");
+                continue;
+            }
+        };
         let mut next = run.clone();
         next.status = plan.status.as_str().to_owned();
         next.termination_reason = plan.termination_reason.map(|r| r.as_str().to_owned());
         next.resubmission_attempt = plan.resubmission_attempt;
         next.last_processed_at = now;
         next.fleet_id = fleet_id;
+        next.next_triggered_at = plan.next_triggered_at;
         if state.db.save_run(&next, token, &updated, &new_jobs).await? {
             if next.status != run.status {
                 tracing::info!(run = %run.run_name, from = %run.status, to = %next.status, "run status");
@@ -86,9 +93,19 @@ fn is_noop(run: &RunRow, plan: &RunPlan) -> bool {
         && !plan.clear_fleet
         && plan.terminate_jobs.is_empty()
         && plan.resubmit_replicas.is_empty()
+        && !plan.trigger
+        && plan.next_triggered_at == run.next_triggered_at
 }
 
 fn snapshot(run: &RunRow, jobs: &[JobRow]) -> Result<RunSnapshot, serde_json::Error> {
+    // Only scheduled runs have a trigger time; others skip parsing their spec.
+    let schedule = match run.next_triggered_at {
+        Some(_) => {
+            let spec: RunSpec = serde_json::from_str(&run.run_spec)?;
+            dstack_decide::jobspec::merged_profile(&spec).schedule.map(|s| s.cron)
+        }
+        None => None,
+    };
     let retry = match jobs.last() {
         Some(j) => serde_json::from_str::<JobSpec>(&j.job_spec)?.retry,
         None => None,
@@ -112,6 +129,8 @@ fn snapshot(run: &RunRow, jobs: &[JobRow]) -> Result<RunSnapshot, serde_json::Er
         submitted_at: run.submitted_at,
         resubmission_attempt: run.resubmission_attempt,
         retry,
+        schedule,
+        next_triggered_at: run.next_triggered_at,
         jobs: views,
     })
 }
@@ -122,7 +141,7 @@ fn job_changes(
     jobs: &[JobRow],
     plan: &RunPlan,
     now: jiff::Timestamp,
-) -> (Vec<JobRow>, Vec<JobRow>) {
+) -> Result<(Vec<JobRow>, Vec<JobRow>), Box<dyn std::error::Error>> {
     let mut updated = Vec::new();
     for stop in &plan.terminate_jobs {
         let Some(job) = jobs.iter().find(|j| j.id == stop.id) else { continue };
@@ -154,5 +173,31 @@ fn job_changes(
             new_jobs.push(new_submission(run, key, prev.job_name.clone(), prev.job_spec.clone(), now));
         }
     }
-    (updated, new_jobs)
+    if plan.trigger {
+        new_jobs.extend(triggered_jobs(run, jobs, now)?);
+    }
+    Ok((updated, new_jobs))
+}
+
+/// A scheduled run fires: the jobs it starts with, as at submission (fresh specs from its
+/// run spec); a job it ran before gets its next submission number, as dstack's
+/// `build_scale_up_job_models` retries inactive replicas.
+fn triggered_jobs(
+    run: &RunRow,
+    jobs: &[JobRow],
+    now: jiff::Timestamp,
+) -> Result<Vec<JobRow>, Box<dyn std::error::Error>> {
+    let spec: RunSpec = serde_json::from_str(&run.run_spec)?;
+    let mut rows = Vec::new();
+    for spec in crate::runs::initial_job_specs(&spec)? {
+        let submission_num = jobs
+            .iter()
+            .filter(|j| j.replica_num == spec.replica_num && j.job_num == spec.job_num)
+            .map(|j| j.submission_num + 1)
+            .max()
+            .unwrap_or(0);
+        let key = JobKey { job_num: spec.job_num, replica_num: spec.replica_num, submission_num };
+        rows.push(new_submission(run, key, spec.job_name.clone(), serde_json::to_string(&spec)?, now));
+    }
+    Ok(rows)
 }

@@ -75,6 +75,11 @@ pub(super) async fn apply(
     let run_name = effective.run_name.clone().unwrap_or_default();
     let now = jiff::Timestamp::now();
     let priority = runs::base(&effective.configuration).priority.unwrap_or(0);
+    // A scheduled run waits, with no jobs, for its first time (dstack's `submit_run`).
+    let schedule = dstack_decide::jobspec::merged_profile(&effective).schedule;
+    let next_triggered_at =
+        schedule.as_ref().and_then(|s| dstack_decide::schedule::next_trigger(&s.cron, now));
+    let status = if schedule.is_some() { RunStatus::Pending } else { RunStatus::Submitted };
     let run = RunRow {
         id: Uuid::new_v4(),
         project_id: access.project.id,
@@ -83,18 +88,22 @@ pub(super) async fn apply(
         run_name: run_name.clone(),
         submitted_at: now,
         last_processed_at: now,
-        status: RunStatus::Submitted.as_str().to_owned(),
+        status: status.as_str().to_owned(),
         termination_reason: None,
         resubmission_attempt: 0,
         run_spec: serde_json::to_string(&effective).map_err(internal)?,
         priority,
         deployment_num: 0,
         fleet_id: None,
-        next_triggered_at: None,
+        next_triggered_at,
         deleted: false,
     };
     let specs = runs::initial_job_specs(&effective).map_err(spec_error)?;
-    let jobs = runs::new_job_rows(&run, &specs, now).map_err(internal)?;
+    let jobs = if schedule.is_some() {
+        Vec::new()
+    } else {
+        runs::new_job_rows(&run, &specs, now).map_err(internal)?
+    };
     match state.db.insert_run(&run, &jobs).await {
         Ok(()) => {}
         Err(DbError::Conflict { .. }) => {

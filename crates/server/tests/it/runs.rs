@@ -316,3 +316,89 @@ async fn a_run_that_retries_on_no_capacity_waits_pending() {
     assert_eq!(again["status"], "pending");
     assert_eq!(again["jobs"][0]["job_submissions"].as_array().unwrap().len(), 1);
 }
+
+/// The run's `next_triggered_at` on the wire.
+fn next_trigger_of(run: &Value) -> jiff::Timestamp {
+    let typed: dstack_api::runs::Run = serde_json::from_value(run.clone()).expect("a dstack Run");
+    typed.next_triggered_at.expect("a next trigger time")
+}
+
+/// Moves a pending run's trigger time into the past, as the loops would find it once its
+/// time has come (through the loops' own lease, so no test-only database function).
+async fn make_due(s: &TestServer, run: &str) {
+    let now = jiff::Timestamp::now();
+    let (leased, token) =
+        s.state.db.lease_runs(&["pending"], 100, now, jiff::SignedDuration::from_secs(20)).await.unwrap();
+    let mut row = leased.into_iter().find(|r| r.run_name == run).expect("the run is pending and free");
+    row.next_triggered_at = Some(now - jiff::SignedDuration::from_secs(1));
+    assert!(s.state.db.save_run(&row, token, &[], &[]).await.unwrap());
+    s.state.db.release_runs(token, now).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_scheduled_run_waits_for_its_time_runs_then_waits_again_until_stopped() {
+    let (s, _dir) = isolated_server().await;
+    let p = project(&s).await;
+    let crons = ["0 0 * * *", "30 12 * * sat"];
+    let mut body = apply_body("cron", &["true"]);
+    body["plan"]["run_spec"]["configuration"]["schedule"] = json!({"cron": crons});
+    let before = jiff::Timestamp::now();
+    let run = s.admin(&format!("/api/project/{p}/runs/apply"), Some(body)).await;
+    let after = jiff::Timestamp::now();
+    assert_eq!(run["status"], "pending");
+    assert_eq!(run["jobs"], json!([]));
+    let first = next_trigger_of(&run);
+    assert!(first > after, "{first} is in the future");
+    let expected = [before, after].map(|t| dstack_decide::schedule::next_trigger(&crons, t).unwrap());
+    assert!(expected.contains(&first), "{first} is the cron's next time ({expected:?})");
+    assert_same_as_typed_run(&run);
+
+    // Not yet its time: passes leave it alone.
+    dstack_server::pipelines::step(&s.state).await.unwrap();
+    let got = s.admin(&format!("/api/project/{p}/runs/get"), Some(json!({"run_name": "cron"}))).await;
+    assert_eq!((got["status"].as_str(), &got["jobs"]), (Some("pending"), &json!([])));
+    assert_eq!(next_trigger_of(&got), first);
+
+    // Its time comes: it gets its jobs and runs (and, with no fleets, fails to start).
+    make_due(&s, "cron").await;
+    dstack_server::pipelines::step(&s.state).await.unwrap();
+    let got = s.admin(&format!("/api/project/{p}/runs/get"), Some(json!({"run_name": "cron"}))).await;
+    assert_ne!(got["status"], "pending", "{got}");
+    assert_eq!(got["jobs"][0]["job_spec"]["job_name"], "cron-0-0");
+    let subs = got["jobs"][0]["job_submissions"].as_array().unwrap();
+    assert_eq!(subs[0]["submission_num"], 0);
+
+    // The jobs finish (no capacity): back to pending, with the next time.
+    let got = step_until(&s, &p, "cron", |r| r["status"] == "pending").await;
+    let second = next_trigger_of(&got);
+    assert!(second > jiff::Timestamp::now(), "{second}");
+    assert_eq!(got["fleet"], Value::Null);
+    assert_eq!(got["termination_reason"], "job_failed", "kept, as dstack does");
+    let subs = got["jobs"][0]["job_submissions"].as_array().unwrap();
+    assert_eq!(subs.len(), 1);
+    assert_eq!(subs[0]["status"], "failed");
+    assert_same_as_typed_run(&got);
+
+    // The next time: the job's next submission.
+    make_due(&s, "cron").await;
+    dstack_server::pipelines::step(&s.state).await.unwrap();
+    let got = s.admin(&format!("/api/project/{p}/runs/get"), Some(json!({"run_name": "cron"}))).await;
+    let subs = got["jobs"][0]["job_submissions"].as_array().unwrap();
+    assert_eq!(subs.len(), 2, "{got}");
+    assert_eq!(subs[1]["submission_num"], 1);
+    let got = step_until(&s, &p, "cron", |r| r["status"] == "pending").await;
+    assert!(next_trigger_of(&got) > jiff::Timestamp::now());
+
+    // A user stop ends it for good.
+    s.admin(&format!("/api/project/{p}/runs/stop"), Some(json!({"runs_names": ["cron"], "abort": false})))
+        .await;
+    let got = step_until(&s, &p, "cron", |r| r["status"] == "terminated").await;
+    assert_eq!(got["termination_reason"], "stopped_by_user");
+    assert_eq!(got["next_triggered_at"], Value::Null);
+    for _ in 0..3 {
+        dstack_server::pipelines::step(&s.state).await.unwrap();
+    }
+    let got = s.admin(&format!("/api/project/{p}/runs/get"), Some(json!({"run_name": "cron"}))).await;
+    assert_eq!(got["status"], "terminated");
+    assert_eq!(got["jobs"][0]["job_submissions"].as_array().unwrap().len(), 2);
+}
