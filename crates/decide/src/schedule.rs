@@ -172,7 +172,7 @@ impl Cron {
         (from..24 * 60).find_map(|m| {
             let (hour, minute) = (m / 60, m % 60);
             (self.hour.matches(hour, 0, 23) && self.minute.matches(minute, 0, 59))
-                .then(|| (hour as i8, minute as i8))
+                .then_some((hour as i8, minute as i8))
         })
     }
 
