@@ -253,10 +253,7 @@ async fn the_local_fleet_is_listed_offered_and_deleted() {
     let missing = s
         .post(&format!("/api/project/{p}/fleets/get"), Some(&s.admin_token), Some(json!({"name": "nope"})))
         .await;
-    assert_eq!(
-        missing.json,
-        json!({"detail": [{"msg": "Resource not found", "code": "resource_not_exists"}]})
-    );
+    assert_eq!(missing.json, json!({"detail": [{"msg": "Resource not found", "code": "resource_not_exists"}]}));
     let instances = s.admin("/api/instances/list", Some(json!({"project_names": [p]}))).await;
     assert_eq!(instances.as_array().unwrap().len(), 1);
     assert_eq!(instances[0]["id"], instance["id"]);
