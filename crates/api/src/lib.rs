@@ -11,6 +11,7 @@
 pub mod error;
 pub mod fleets;
 pub mod gpus;
+pub mod metrics;
 pub mod projects;
 pub mod repos;
 pub mod runs;

@@ -11,6 +11,7 @@
 mod blobs;
 mod connect;
 mod fleets;
+mod metrics;
 mod projects;
 mod repos;
 mod runs;
@@ -22,6 +23,7 @@ use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 
 pub use crate::fleets::{FleetRow, InstanceRow};
+pub use crate::metrics::{MetricsPointRow, MetricsQuery};
 pub use crate::projects::ProjectRow;
 pub use crate::repos::RepoRow;
 pub use crate::runs::{JobRow, LogQuery, LogRow, RunFilter, RunRow, SaveJob};

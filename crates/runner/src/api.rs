@@ -49,8 +49,11 @@ async fn healthcheck() -> Json<HealthcheckResponse> {
     Json(HealthcheckResponse { service: "dstack-runner".to_owned(), version: AGENT_VERSION.to_owned() })
 }
 
-async fn metrics() -> Response {
-    plain(StatusCode::NOT_FOUND, "Metrics collector is not available")
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.metrics.sample(&shared.config.temp_dir).await {
+        Some(sample) => Json(sample).into_response(),
+        None => plain(StatusCode::NOT_FOUND, "Metrics collector is not available"),
+    }
 }
 
 async fn submit(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {

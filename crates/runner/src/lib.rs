@@ -13,7 +13,7 @@
 //! | `POST /api/run` | prepares the working dir, repo and files, starts the job: `{"working_dir","username"}` |
 //! | `GET /api/pull?timestamp=<ms>` | states and logs newer than `timestamp`; 400 on a bad integer |
 //! | `POST /api/stop` | stops the job (SIGTERM to its process group, SIGKILL after a grace period) |
-//! | `GET /api/metrics` | 404 `Metrics collector is not available` |
+//! | `GET /api/metrics` | CPU time, memory and GPUs of the job (see `metrics.rs`); 404 `Metrics collector is not available` if nothing can be read |
 //!
 //! After the job ends the runner exits once one `/api/pull` was served in `wait_logs_finished`,
 //! or after [`Config::logs_finished_timeout`]; if no `/api/run` arrives within
@@ -43,6 +43,7 @@
 mod api;
 mod clock;
 mod job;
+mod metrics;
 mod state;
 
 use std::net::SocketAddr;

@@ -18,6 +18,7 @@ pub(crate) struct Shared {
     pub(crate) stop_tx: watch::Sender<Option<StopCause>>,
     /// Notified when a pull was served in `wait_logs_finished`.
     pub(crate) pulled: Notify,
+    pub(crate) metrics: crate::metrics::Collector,
 }
 
 pub(crate) struct Inner {
@@ -49,6 +50,7 @@ impl Shared {
             state_tx: watch::Sender::new(RunnerState::WaitSubmit),
             stop_tx: watch::Sender::new(None),
             pulled: Notify::new(),
+            metrics: crate::metrics::Collector::default(),
         }
     }
 

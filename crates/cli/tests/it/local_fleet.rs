@@ -1,6 +1,7 @@
 //! The `local` fleet end to end: `dstack server` with its shim, a task through the HTTP API
 //! as the dstack 0.22.5 CLI submits it, its output in `logs/poll`, a stop, and a `kill -9` of
-//! the server while the task runs (the run is still tracked, its logs complete, nothing twice).
+//! the server while the task runs (the run is still tracked, its logs complete, nothing twice),
+//! and a busy task's metrics through `metrics/job/{run}`.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -221,6 +222,84 @@ fn a_task_with_an_image_runs_in_a_container() {
     let out = output(&server.client, &run);
     assert!(out.contains("in-a-container"), "{out}");
     assert!(!out.contains("on-the-host"), "{out}");
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}
+
+/// A plain HTTP/1.1 GET with the token (the typed client speaks POST only); the JSON answer.
+fn http_get(base_url: &str, path: &str) -> Value {
+    use std::io::{Read as _, Write as _};
+    let host = base_url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).expect("the server accepts");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer local-token\r\n\
+         X-API-Version: 0.22.5\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}\n{body}");
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A busy task on the local fleet: the server samples its runner every 10 s, and
+/// `metrics/job/{run}` shows its CPU use and memory.
+#[test]
+fn a_busy_task_has_metrics() {
+    agents_built();
+    let home = tempfile::TempDir::new().unwrap();
+    let _cleanup = Cleanup(home.path());
+    let mut server = start(home.path());
+    let base_url = server.client.base_url().to_owned();
+    let path = "/api/project/main/metrics/job/busy?limit=1000";
+    post(
+        &server.client,
+        "/api/project/main/runs/apply",
+        apply_body("busy", &["while :; do :; done"], json!({})),
+    );
+    wait_for("the busy run", Duration::from_secs(30), || {
+        get_run(&server.client, "busy")["status"] == "running"
+    });
+    assert_eq!(http_get(&base_url, path), json!({"metrics": []}), "no samples yet");
+    let mut metrics = Value::Null;
+    // Two samples are needed for a CPU rate; they are 10 s apart.
+    wait_for("two samples", Duration::from_secs(45), || {
+        metrics = http_get(&base_url, path);
+        metrics["metrics"].as_array().is_some_and(|m| !m.is_empty())
+    });
+    let series = |name: &str| -> Vec<i64> {
+        let m = metrics["metrics"].as_array().unwrap().iter().find(|m| m["name"] == name);
+        let m = m.unwrap_or_else(|| panic!("no {name} in {metrics}"));
+        m["values"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect()
+    };
+    assert!(series("cpu_usage_percent")[0] > 10, "a busy loop uses a CPU: {metrics}");
+    assert!(series("memory_usage_bytes")[0] > 0, "{metrics}");
+    assert!(series("cpus_detected_num")[0] > 0, "{metrics}");
+    post(&server.client, "/api/project/main/runs/stop", json!({"runs_names": ["busy"], "abort": false}));
+    wait_for("the busy run to stop", Duration::from_secs(20), || {
+        get_run(&server.client, "busy")["status"] == "terminated"
+    });
     let _ = server.child.kill();
     let _ = server.child.wait();
 }

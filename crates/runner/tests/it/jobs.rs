@@ -103,3 +103,32 @@ async fn a_bad_working_dir_fails_without_running() {
     assert_eq!((last.state, last.termination_reason.as_str()), (JobState::Failed, reason::EXECUTOR_ERROR));
     assert!(job_output(&pull).is_empty());
 }
+
+#[tokio::test]
+async fn metrics_follow_a_busy_job() {
+    let runner = Runner::start();
+    let before = runner.client.metrics().await.expect("metrics").expect("a collector");
+    assert!(before.timestamp_micro > 0);
+    // A busy loop that also holds some memory.
+    let script = "x=$(head -c 4000000 /dev/zero | tr '\\0' a); while :; do :; done";
+    runner.client.submit(&submit_body(script, json!({}))).await.expect("submit");
+    runner.client.run().await.expect("run");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = runner.client.metrics().await.expect("metrics").expect("a sample");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = runner.client.metrics().await.expect("metrics").expect("a sample");
+    assert!(second.timestamp_micro > first.timestamp_micro, "{first:?} {second:?}");
+    let cpu = second.cpu_usage_micro - first.cpu_usage_micro;
+    let wall = (second.timestamp_micro - first.timestamp_micro) as u64;
+    // A busy loop burns about one core; leave room for a loaded machine.
+    assert!(cpu > wall / 10, "cpu {cpu} µs in {wall} µs: {first:?} {second:?}");
+    assert!(second.memory_usage_bytes > 1_000_000, "{second:?}");
+    assert!(second.memory_working_set_bytes > 0, "{second:?}");
+    runner.client.stop().await.expect("stop");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The job is gone; the CPU counter does not go back.
+    let after = runner.client.metrics().await.expect("metrics").expect("a sample");
+    assert!(after.cpu_usage_micro >= second.cpu_usage_micro, "{after:?} {second:?}");
+    let pull = runner.pull_to_end(Duration::from_secs(10)).await;
+    assert_eq!(last_state(&pull).state, JobState::Terminated);
+}

@@ -12,8 +12,10 @@
 //! | `jobs_submitted` | `submitted` jobs | picks an instance or fails with no capacity |
 //! | `jobs_running` | `provisioning`/`pulling`/`running` jobs | shim task, runner job, logs, exit |
 //! | `jobs_terminating` | `terminating` jobs | graceful stop, task removal, instance release |
+//! | `metrics` | `running` jobs | runner metrics samples every 10 s, TTL purge |
 
 mod jobs;
+pub mod metrics;
 mod running;
 mod runs;
 
@@ -79,6 +81,7 @@ pub fn spawn(state: AppState) -> JoinSet<()> {
             let _ = wait(&s.hints.runs, Duration::from_secs(1)).await;
         }
     });
+    set.spawn(metrics::run(state.clone()));
     let s = state;
     set.spawn(async move {
         loop {

@@ -305,6 +305,11 @@ fn runner_port(job: &JobRow) -> Result<u16, StepError> {
         .ok_or_else(|| StepError::Other("the runner's port is not known".into()))
 }
 
+/// The job's runner, if its address is known.
+pub(super) fn runner_client(state: &AppState, job: &JobRow) -> Option<RunnerClient> {
+    runner_port(job).ok().and_then(|port| runner_for(state, job, port).ok())
+}
+
 fn runner_for(state: &AppState, job: &JobRow, port: u16) -> Result<RunnerClient, StepError> {
     let jpd: JobProvisioningData =
         serde_json::from_str(job.job_provisioning_data.as_deref().unwrap_or("null"))?;
@@ -330,7 +335,7 @@ pub(super) async fn stop_on_host(
     instance_id: Uuid,
     now: jiff::Timestamp,
 ) -> (Stopping, Logs) {
-    let runner = runner_port(job).ok().and_then(|port| runner_for(state, job, port).ok());
+    let runner = runner_client(state, job);
     if job.graceful_termination_attempts == Some(0) {
         if let Some(runner) = &runner
             && let Err(e) = runner.stop().await

@@ -8,6 +8,7 @@
 mod files;
 mod fleets;
 mod logs;
+mod metrics;
 mod projects;
 mod repos;
 mod runs;
@@ -73,6 +74,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/project/{project_name}/runs/stop", post(runs::stop))
         .route("/api/project/{project_name}/runs/delete", post(runs::delete))
         .route("/api/project/{project_name}/logs/poll", post(logs::poll))
+        .route("/api/project/{project_name}/metrics/job/{run_name}", get(metrics::job))
         .route("/api/project/{project_name}/secrets/list", post(secrets::list))
         .route("/api/project/{project_name}/secrets/get", post(secrets::get))
         .route("/api/project/{project_name}/secrets/create_or_update", post(secrets::create_or_update))
