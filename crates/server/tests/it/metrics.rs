@@ -187,7 +187,8 @@ async fn stored_samples_come_back_as_dstack_series() {
     assert_eq!(get(&s, &base, Some(&outsider)).await.status, StatusCode::FORBIDDEN);
 
     // Deleting the run deletes its samples (the foreign key cascades).
-    s.admin(&format!("/api/project/{p}/runs/stop"), Some(json!({"runs_names": ["mrun"], "abort": true}))).await;
+    s.admin(&format!("/api/project/{p}/runs/stop"), Some(json!({"runs_names": ["mrun"], "abort": true})))
+        .await;
     let gone = db
         .job_metrics_points(job.id, &dstack_db::MetricsQuery { after: None, before: None, limit: 100 })
         .await
