@@ -175,11 +175,17 @@ impl RunOut {
     }
 }
 
-/// The part of a job spec the run's status message needs.
+/// The part of a job spec the run's status message and the runs loop need (read without
+/// parsing the rest).
 #[derive(Deserialize)]
 struct RetryOnly {
     #[serde(default)]
     retry: Option<JobRetry>,
+}
+
+/// A stored job spec's effective retry policy.
+pub(crate) fn job_retry(job_spec: &str) -> Result<Option<JobRetry>, serde_json::Error> {
+    Ok(serde_json::from_str::<RetryOnly>(job_spec)?.retry)
 }
 
 /// A run row and its job rows in dstack's shape. `jobs` are all submissions of the run.
@@ -226,9 +232,9 @@ pub(crate) fn run_to_wire(
     // Only a waiting run's status message depends on its retry policy.
     let waiting = matches!(status, RunStatus::Submitted | RunStatus::Pending);
     let retries_no_capacity = match groups.last().and_then(|g| g.last()) {
-        Some(job) if waiting => serde_json::from_str::<RetryOnly>(&job.job_spec)?
-            .retry
-            .is_some_and(|r| r.on_events.contains(&RetryEvent::NoCapacity)),
+        Some(job) if waiting => {
+            job_retry(&job.job_spec)?.is_some_and(|r| r.on_events.contains(&RetryEvent::NoCapacity))
+        }
         _ => false,
     };
     let status_message = run_status_message(status, &groups, retries_no_capacity);

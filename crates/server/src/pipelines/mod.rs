@@ -54,7 +54,12 @@ enum Trigger {
     Tick,
 }
 
+/// The shortest time between two passes of a loop: hints that arrive meanwhile (a burst of
+/// submissions) are served by one pass.
+const MIN_PASS_INTERVAL: Duration = Duration::from_millis(20);
+
 async fn wait(notify: &Notify, tick: Duration) -> Trigger {
+    tokio::time::sleep(MIN_PASS_INTERVAL).await;
     tokio::select! {
         () = notify.notified() => Trigger::Hint,
         () = tokio::time::sleep(tick) => Trigger::Tick,

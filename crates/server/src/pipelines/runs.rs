@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use dstack_api::runs::{JobSpec, JobStatus, JobTerminationReason, RunSpec, RunStatus, RunTerminationReason};
+use dstack_api::runs::{JobStatus, JobTerminationReason, RunSpec, RunStatus, RunTerminationReason};
 use dstack_db::{DbError, JobRow, RunRow};
 use dstack_decide::run::{JobView, RunPlan, RunSnapshot};
 use uuid::Uuid;
@@ -107,7 +107,7 @@ fn snapshot(run: &RunRow, jobs: &[JobRow]) -> Result<RunSnapshot, serde_json::Er
         None => None,
     };
     let retry = match jobs.last() {
-        Some(j) => serde_json::from_str::<JobSpec>(&j.job_spec)?.retry,
+        Some(j) => crate::runs::job_retry(&j.job_spec)?,
         None => None,
     };
     let views = jobs
