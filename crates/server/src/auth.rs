@@ -132,9 +132,9 @@ impl<L: AccessLevel> FromRequestParts<AppState> for ProjectAccess<L> {
             .find(|(key, _)| *key == "project_name")
             .map(|(_, value)| value.to_owned())
             .ok_or(ApiError::NoRoute)?;
-        let project = state.db.project_by_name(&name).await?.ok_or(ApiError::ProjectNotFound)?;
-        let role =
-            state.db.member_role(project.id, caller.user.id).await?.as_deref().and_then(ProjectRole::parse);
+        let (project, role) =
+            state.db.project_and_role(&name, caller.user.id).await?.ok_or(ApiError::ProjectNotFound)?;
+        let role = role.as_deref().and_then(ProjectRole::parse);
         if caller.is_admin() || L::allows(role, project.is_public) {
             Ok(ProjectAccess { caller, project, role, level: PhantomData })
         } else {
