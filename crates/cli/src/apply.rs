@@ -95,10 +95,10 @@ pub fn build_run_spec(
         RunConfiguration::Service(c) => &mut c.base,
         RunConfiguration::DevEnvironment(c) => &mut c.base,
     };
-    if !base.repos.is_empty() || !base.files.is_empty() {
+    if !base.repos.is_empty() {
         return Err(format!(
-            "{configuration_path}: this CLI cannot upload code yet; remove `repos` and `files` \
-             (or bake the code into the image)"
+            "{configuration_path}: this CLI cannot upload repos yet; remove `repos` (use `files` \
+             or bake the code into the image)"
         ));
     }
     if let Some(name) = name {
@@ -152,6 +152,22 @@ pub fn run(args: &ApplyArgs) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
+    let mut spec = spec;
+    let files = match &spec.configuration {
+        RunConfiguration::Task(c) => c.base.files.clone(),
+        RunConfiguration::Service(c) => c.base.files.clone(),
+        RunConfiguration::DevEnvironment(c) => c.base.files.clone(),
+    };
+    if !files.is_empty() {
+        let config_dir = std::path::absolute(&args.file)
+            .ok()
+            .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+            .unwrap_or_default();
+        match crate::files::upload(&session.client, &config_dir, &files) {
+            Ok(archives) => spec.file_archives = archives,
+            Err(message) => return fail(message),
+        }
+    }
     match submit(&session, spec, args) {
         Ok(Some(run)) if !args.detach => attach(&session, run),
         Ok(_) => EXIT_OK,
@@ -476,9 +492,9 @@ mod tests {
         let gateway = parse("type: gateway\nname: gw\nbackend: aws\nregion: us-east-1\n");
         let err = build_run_spec(gateway, "g.yml", None, &[], |_| None).unwrap_err();
         assert!(err.contains("`gateway` configurations are not supported yet"), "{err}");
-        let task = parse("type: task\ncommands: [ls]\nfiles:\n  - .:/src\n");
+        let task = parse("type: task\ncommands: [ls]\nrepos:\n  - .\n");
         let err = build_run_spec(task, "t.yml", None, &[], |_| None).unwrap_err();
-        assert!(err.starts_with("t.yml: this CLI cannot upload code yet"), "{err}");
+        assert!(err.starts_with("t.yml: this CLI cannot upload repos yet"), "{err}");
     }
 
     #[test]

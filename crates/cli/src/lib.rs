@@ -20,6 +20,7 @@ macro_rules! out {
 
 pub mod apply;
 pub mod common;
+pub mod files;
 pub mod fleet;
 pub mod fleet_apply;
 pub mod init;

@@ -83,6 +83,33 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url, reason: e.to_string() })
     }
 
+    /// Uploads a `files:` archive (`/api/files/upload_archive`, multipart field `file` named by
+    /// the archive's sha256).
+    pub fn upload_archive(
+        &self,
+        hash: &str,
+        archive: Vec<u8>,
+    ) -> Result<dstack_api::repos::FileArchive, ClientError> {
+        let url = format!("{}/api/files/upload_archive", self.base_url);
+        let part = reqwest::blocking::multipart::Part::bytes(archive).file_name(hash.to_owned());
+        let form = reqwest::blocking::multipart::Form::new().part("file", part);
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .header("X-API-VERSION", DSTACK_VERSION)
+            .multipart(form)
+            .send()
+            .map_err(|e| ClientError::Transport { url: url.clone(), reason: e.to_string() })?;
+        let status = resp.status().as_u16();
+        let bytes =
+            resp.bytes().map_err(|e| ClientError::Transport { url: url.clone(), reason: e.to_string() })?;
+        if status != 200 {
+            return Err(api_error(&url, status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url, reason: e.to_string() })
+    }
+
     pub fn get_project(&self, project: &str) -> Result<dstack_api::projects::Project, ClientError> {
         self.post::<(), _>(&format!("/api/projects/{project}/get"), None)
     }

@@ -140,6 +140,22 @@ fn runs_on_the_local_fleet() {
     let (code, out, _) = env.dstack(&["logs", "hello"]);
     assert_eq!((code, out.as_str()), (0, "hello-from-dstack\nsecond line\n"));
 
+    // `files:` are packed (ignore files respected), uploaded and unpacked for the job.
+    std::fs::create_dir_all(env.path().join("data/sub")).unwrap();
+    std::fs::write(env.path().join("data/hello.txt"), "hello-from-a-file\n").unwrap();
+    std::fs::write(env.path().join("data/sub/skip.log"), "ignored\n").unwrap();
+    std::fs::write(env.path().join("data/.dstackignore"), "*.log\n").unwrap();
+    let files = env.write(
+        "files.yml",
+        &format!(
+            "type: task\nname: files\ncommands:\n  - cat in-job/hello.txt\n  - ls in-job/sub | wc -l\n\
+             files:\n  - data:in-job\n{resources}"
+        ),
+    );
+    let (code, out, err) = env.dstack(&["apply", "-f", &files, "-y"]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("hello-from-a-file\n0\n"), "{out}");
+
     // A failing job: its output, why it failed, exit 1.
     let bad = env.write(
         "bad.yml",
