@@ -31,6 +31,19 @@ pub const RUNNER_HTTP_PORT: u16 = 10999;
 /// The shim's default HTTP port.
 pub const SHIM_HTTP_PORT: u16 = 10998;
 
+/// A `--log-level` value as a `tracing` filter: the agents accept dstack's logrus numbers
+/// (1–6) as well as level names.
+pub fn log_level_name(name: &str) -> &str {
+    match name {
+        "1" | "2" => "error",
+        "3" => "warn",
+        "4" => "info",
+        "5" => "debug",
+        "6" => "trace",
+        other => other,
+    }
+}
+
 /// `GET /api/healthcheck` of both agents.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HealthcheckResponse {
@@ -46,4 +59,14 @@ pub mod runner_files {
     pub const JOB_PID: &str = "job.pid";
     /// The runner's exit code (0: the job ran and its logs were pulled), once it exits.
     pub const EXIT_STATUS: &str = "runner.exit";
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn logrus_levels_map_to_names() {
+        assert_eq!(super::log_level_name("5"), "debug");
+        assert_eq!(super::log_level_name("2"), "error");
+        assert_eq!(super::log_level_name("warn"), "warn");
+    }
 }

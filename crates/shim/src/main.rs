@@ -31,17 +31,6 @@ struct Cli {
     shim_log_level: String,
 }
 
-fn level(name: &str) -> &str {
-    match name {
-        "1" | "2" => "error",
-        "3" => "warn",
-        "4" => "info",
-        "5" => "debug",
-        "6" => "trace",
-        other => other,
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if cli.version {
@@ -49,7 +38,9 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(level(&cli.shim_log_level)))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(dstack_agent_proto::log_level_name(
+            &cli.shim_log_level,
+        )))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
