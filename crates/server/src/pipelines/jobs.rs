@@ -64,15 +64,29 @@ async fn submitted(state: &AppState) -> Result<bool, DbError> {
             SaveJob::Saved => {
                 tracing::info!(job = %job.job_name, status = %next.status, "job assigned");
                 changed = true;
+                // Later jobs of this pass see the block as taken.
+                if let (Some(id), Some(cached)) = (next.instance_id, candidates.get_mut(&job.project_id))
+                    && let Some(instance) = cached.iter_mut().find(|i| i.id == id)
+                {
+                    instance.busy_blocks += 1;
+                }
             }
             SaveJob::Stale => {}
             SaveJob::NoCapacity => {
-                // Another job took the last block first: fail as dstack does when nothing fits.
-                let mut failed = job.clone();
-                failed.last_processed_at = now;
-                no_capacity(&mut failed, dstack_decide::offers::NO_FLEETS_MESSAGE.to_owned());
-                changed |= state.db.save_job(&failed, token, &[], None).await? == SaveJob::Saved;
-                candidates.remove(&job.project_id);
+                // Another server took the block first: decide again on fresh data. A job that
+                // now finds another free instance waits for the next pass.
+                let fresh = state.instance_candidates(job.project_id).await?;
+                let again = match assignment_for(state, &job, &fresh).await {
+                    Ok(a) => a,
+                    Err(message) => Assignment::NoCapacity { message },
+                };
+                candidates.insert(job.project_id, fresh);
+                if let Assignment::NoCapacity { message } = again {
+                    let mut failed = job.clone();
+                    failed.last_processed_at = now;
+                    no_capacity(&mut failed, message);
+                    changed |= state.db.save_job(&failed, token, &[], None).await? == SaveJob::Saved;
+                }
             }
         }
     }

@@ -402,3 +402,35 @@ async fn a_scheduled_run_waits_for_its_time_runs_then_waits_again_until_stopped(
     assert_eq!(got["status"], "terminated");
     assert_eq!(got["jobs"][0]["job_submissions"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_second_run_finds_the_one_local_instance_busy() {
+    let (s, _dir) = isolated_server().await;
+    let p = project(&s).await;
+    let row = s.state.db.project_by_name(&p).await.unwrap().unwrap();
+    dstack_server::local_fleet::create(&s.state, &row).await.expect("the local fleet");
+    let instance = s.state.db.list_instances(row.id).await.unwrap().remove(0);
+    // A shim address that refuses connections: the instance takes jobs, which then wait.
+    let (offer, jpd) = (&instance.offer, &instance.job_provisioning_data);
+    s.state.db.update_instance_agent(instance.id, "http://127.0.0.1:9", offer, jpd).await.unwrap();
+    let small = |name: &str| {
+        let mut body = apply_body(name, &["true"]);
+        let resources = &mut body["plan"]["run_spec"]["configuration"]["resources"];
+        resources["cpu"]["count"]["min"] = json!(1);
+        resources["memory"]["min"] = json!(0.5);
+        resources["disk"]["size"]["min"] = json!(1.0);
+        body
+    };
+    s.admin(&format!("/api/project/{p}/runs/apply"), Some(small("first"))).await;
+    s.admin(&format!("/api/project/{p}/runs/apply"), Some(small("second"))).await;
+    let second = step_until(&s, &p, "second", |r| r["status"] == "failed").await;
+    let sub = &second["jobs"][0]["job_submissions"][0];
+    assert_eq!(sub["status_message"], "no capacity");
+    let message = sub["termination_reason_message"].as_str().unwrap();
+    assert!(message.starts_with("All instances that fit the run are busy (fleet 'local')"), "{message}");
+    let first = s.admin(&format!("/api/project/{p}/runs/get"), Some(json!({"run_name": "first"}))).await;
+    let sub = &first["jobs"][0]["job_submissions"][0];
+    assert_eq!(sub["status"], "provisioning", "{first}");
+    assert_eq!(sub["job_provisioning_data"]["hostname"], "127.0.0.1");
+    assert_eq!(first["fleet"]["name"], "local");
+}
