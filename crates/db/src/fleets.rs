@@ -155,6 +155,31 @@ impl Db {
         Ok(rows.iter().map(instance_from_row).collect::<Result<_, _>>()?)
     }
 
+    /// The live instances of a project's live fleets with their fleet's name, in one query.
+    pub async fn list_instances_with_fleet(
+        &self,
+        project_id: Uuid,
+    ) -> Result<Vec<(InstanceRow, String)>, DbError> {
+        use sqlx::Row as _;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            instance_columns!(),
+            ", (SELECT f.name FROM fleets f WHERE f.id = instances.fleet_id AND f.deleted = FALSE) AS fleet_name \
+             FROM instances WHERE project_id = $1 AND deleted = FALSE ORDER BY fleet_id, instance_num"
+        ))
+        .bind(uuid_text(project_id))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for row in &rows {
+            let fleet: Option<String> = row.try_get("fleet_name")?;
+            if let Some(fleet) = fleet {
+                out.push((instance_from_row(row)?, fleet));
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn instance_by_id(&self, id: Uuid) -> Result<Option<InstanceRow>, DbError> {
         let row = sqlx::query(concat!("SELECT ", instance_columns!(), " FROM instances WHERE id = $1"))
             .bind(uuid_text(id))

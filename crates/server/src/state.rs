@@ -45,10 +45,8 @@ impl AppState {
     /// The project's instances as offers for its runs; an instance whose stored offer does
     /// not parse is left out (and logged).
     pub async fn instance_candidates(&self, project_id: Uuid) -> Result<Vec<InstanceCandidate>, DbError> {
-        let fleets = self.db.list_fleets(project_id).await?;
         let mut out = Vec::new();
-        for i in self.db.list_instances(project_id).await? {
-            let Some(fleet) = fleets.iter().find(|f| f.id == i.fleet_id) else { continue };
+        for (i, fleet_name) in self.db.list_instances_with_fleet(project_id).await? {
             let offer: InstanceOfferWithAvailability = match serde_json::from_str(&i.offer) {
                 Ok(o) => o,
                 Err(e) => {
@@ -59,7 +57,7 @@ impl AppState {
             out.push(InstanceCandidate {
                 id: i.id,
                 fleet_id: i.fleet_id,
-                fleet_name: fleet.name.clone(),
+                fleet_name,
                 usable: (i.status == "idle" || i.status == "busy") && i.agent_url.is_some(),
                 offer,
                 total_blocks: i.total_blocks,

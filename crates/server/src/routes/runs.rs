@@ -58,15 +58,6 @@ pub(super) async fn apply(
     let spec = req.plan.run_spec;
     check_spec(&spec)?;
     let user = &super::users::ensure_ssh_keys(&state, access.caller.user.clone()).await?;
-    if let Some(name) = &spec.run_name
-        && let Some(existing) = state.db.run_by_name(access.project.id, name).await?
-        && !RunStatus::from_wire(&existing.status).is_some_and(RunStatus::is_finished)
-    {
-        let effective =
-            runs::effective_run_spec(&spec, user.ssh_public_key.as_deref()).map_err(spec_error)?;
-        let current = req.plan.current_resource;
-        return reapply_active(&state, &access.project, existing, &effective, current, req.force).await;
-    }
     let mut named = spec.clone();
     if named.run_name.is_none() {
         named.run_name = Some(runs::generate_run_name());
@@ -104,9 +95,19 @@ pub(super) async fn apply(
     } else {
         runs::new_job_rows(&run, &specs, now).map_err(internal)?
     };
+    // The insert is the check: a live run of that name makes it a conflict (a finished one
+    // is replaced), then the active run decides.
     match state.db.insert_run(&run, &jobs).await {
         Ok(()) => {}
         Err(DbError::Conflict { .. }) => {
+            if spec.run_name.is_some()
+                && let Some(existing) = state.db.run_by_name(access.project.id, &run_name).await?
+                && !RunStatus::from_wire(&existing.status).is_some_and(RunStatus::is_finished)
+            {
+                let current = req.plan.current_resource;
+                return reapply_active(&state, &access.project, existing, &effective, current, req.force)
+                    .await;
+            }
             return Err(ApiError::error(format!("Run {run_name} already exists")).into());
         }
         Err(e) => return Err(e.into()),
