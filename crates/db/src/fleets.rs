@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
-use crate::{Db, DbError, conflict_on_unique, get_timestamp, get_uuid, micros, uuid_text};
+use crate::{Db, DbError, conflict_on_unique, get_timestamp, get_uuid, micros, opt_timestamp, uuid_text};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetRow {
@@ -65,7 +65,6 @@ fn fleet_from_row(row: &AnyRow) -> Result<FleetRow, sqlx::Error> {
 
 fn instance_from_row(row: &AnyRow) -> Result<InstanceRow, sqlx::Error> {
     use sqlx::Row as _;
-    let last: Option<i64> = row.try_get("last_job_processed_at")?;
     Ok(InstanceRow {
         id: get_uuid(row, "id")?,
         project_id: get_uuid(row, "project_id")?,
@@ -79,7 +78,7 @@ fn instance_from_row(row: &AnyRow) -> Result<InstanceRow, sqlx::Error> {
         agent_url: row.try_get("agent_url")?,
         total_blocks: row.try_get("total_blocks")?,
         busy_blocks: row.try_get("busy_blocks")?,
-        last_job_processed_at: last.and_then(|m| jiff::Timestamp::from_microsecond(m).ok()),
+        last_job_processed_at: opt_timestamp(row, "last_job_processed_at")?,
     })
 }
 

@@ -138,6 +138,27 @@ fn get_timestamp(row: &AnyRow, column: &str) -> Result<jiff::Timestamp, sqlx::Er
         .map_err(|err| sqlx::Error::ColumnDecode { index: column.to_owned(), source: Box::new(err) })
 }
 
+/// A nullable TEXT UUID column.
+fn opt_uuid(row: &AnyRow, column: &str) -> Result<Option<Uuid>, sqlx::Error> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| {
+        Uuid::parse_str(&t)
+            .map_err(|err| sqlx::Error::ColumnDecode { index: column.to_owned(), source: Box::new(err) })
+    })
+    .transpose()
+}
+
+/// A nullable timestamp column (unix microseconds).
+fn opt_timestamp(row: &AnyRow, column: &str) -> Result<Option<jiff::Timestamp>, sqlx::Error> {
+    let micros: Option<i64> = row.try_get(column)?;
+    micros
+        .map(|m| {
+            jiff::Timestamp::from_microsecond(m)
+                .map_err(|err| sqlx::Error::ColumnDecode { index: column.to_owned(), source: Box::new(err) })
+        })
+        .transpose()
+}
+
 /// The stored form of a timestamp: unix microseconds; nanoseconds below a microsecond are dropped.
 fn micros(ts: jiff::Timestamp) -> i64 {
     ts.as_microsecond()

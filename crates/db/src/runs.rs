@@ -7,7 +7,10 @@
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
-use crate::{Db, DbError, conflict_on_unique, get_bool, get_timestamp, get_uuid, micros, uuid_text};
+use crate::{
+    Db, DbError, conflict_on_unique, get_bool, get_timestamp, get_uuid, micros, opt_timestamp, opt_uuid,
+    uuid_text,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRow {
@@ -136,27 +139,6 @@ macro_rules! in_8 {
 }
 
 const CHUNK: usize = 100;
-
-fn opt_uuid(row: &AnyRow, column: &str) -> Result<Option<Uuid>, sqlx::Error> {
-    use sqlx::Row as _;
-    let text: Option<String> = row.try_get(column)?;
-    text.map(|t| {
-        Uuid::parse_str(&t)
-            .map_err(|err| sqlx::Error::ColumnDecode { index: column.to_owned(), source: Box::new(err) })
-    })
-    .transpose()
-}
-
-fn opt_timestamp(row: &AnyRow, column: &str) -> Result<Option<jiff::Timestamp>, sqlx::Error> {
-    use sqlx::Row as _;
-    let micros: Option<i64> = row.try_get(column)?;
-    micros
-        .map(|m| {
-            jiff::Timestamp::from_microsecond(m)
-                .map_err(|err| sqlx::Error::ColumnDecode { index: column.to_owned(), source: Box::new(err) })
-        })
-        .transpose()
-}
 
 fn run_from_row(row: &AnyRow) -> Result<RunRow, sqlx::Error> {
     use sqlx::Row as _;
