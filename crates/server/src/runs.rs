@@ -213,7 +213,7 @@ pub(crate) fn run_to_wire(
     for group in &groups {
         let mut submissions = Vec::with_capacity(group.len());
         for row in group {
-            let sub = job_submission(row, now)?;
+            let sub = job_submission(row)?;
             cost += submission_cost(&sub, now);
             submissions.push(sub);
         }
@@ -268,7 +268,7 @@ fn submission_cost(sub: &JobSubmission, now: Timestamp) -> f64 {
 }
 
 /// One job row as a submission.
-pub(crate) fn job_submission(row: &JobRow, _now: Timestamp) -> Result<JobSubmission, serde_json::Error> {
+pub(crate) fn job_submission(row: &JobRow) -> Result<JobSubmission, serde_json::Error> {
     let status = JobStatus::from_wire(&row.status).unwrap_or(JobStatus::Failed);
     let reason = row.termination_reason.as_deref().and_then(JobTerminationReason::from_wire);
     let jpd: Option<JobProvisioningData> =

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use dstack_api::runs::{
     JobProvisioningData, JobRuntimeData, JobSpec, JobStatus, JobTerminationReason, NetworkMode, RunSpec,
 };
-use dstack_db::{DbError, InstanceRow, JobRow, LogRow, SaveJob};
+use dstack_db::{DbError, InstanceRow, JobRow, SaveJob};
 use dstack_decide::offers::{Assignment, FleetFilter, InstanceCandidate};
 use uuid::Uuid;
 
@@ -157,7 +157,6 @@ async fn terminating(state: &AppState) -> Result<(bool, bool), DbError> {
                 match stopping {
                     super::running::Stopping::Later => {
                         // Waiting out the graceful stop.
-                        let logs: Vec<(&str, LogRow)> = logs.iter().map(|(s, l)| (*s, l.clone())).collect();
                         let _ = state.db.save_job(&next, token, &logs, None).await?;
                         continue;
                     }
@@ -171,7 +170,6 @@ async fn terminating(state: &AppState) -> Result<(bool, bool), DbError> {
         next.finished_at = Some(now);
         next.last_processed_at = now;
         next.instance_id = None;
-        let logs: Vec<(&str, LogRow)> = logs.iter().map(|(s, l)| (*s, l.clone())).collect();
         if state.db.save_job(&next, token, &logs, release).await? == SaveJob::Saved {
             tracing::info!(job = %job.job_name, status = %next.status, "job finished");
             changed = true;

@@ -43,7 +43,6 @@ pub(super) async fn pass(state: &AppState) -> Result<(bool, bool), DbError> {
         if status_changed {
             tracing::info!(job = %job.job_name, from = %job.status, to = %next.status, "job status");
         }
-        let logs: Vec<(&str, LogRow)> = logs.iter().map(|(s, l)| (*s, l.clone())).collect();
         if state.db.save_job(&next, token, &logs, None).await? == SaveJob::Saved && status_changed {
             changed = true;
         }
