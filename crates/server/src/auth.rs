@@ -28,6 +28,16 @@ impl Caller {
     pub fn is_admin(&self) -> bool {
         self.user.global_role == GlobalRole::Admin.as_str()
     }
+
+    /// The projects whose runs and fleets the caller sees in cross-project listings: every
+    /// project for a global admin, the caller's own otherwise.
+    pub async fn visible_projects(&self, state: &AppState) -> Result<Vec<ProjectRow>, dstack_db::DbError> {
+        if self.is_admin() {
+            state.db.list_projects().await
+        } else {
+            state.db.list_projects_for_member(self.user.id).await
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {

@@ -212,11 +212,7 @@ async fn caller_projects(
     caller: &Caller,
     only: Option<&str>,
 ) -> Result<Vec<ProjectRow>, Failure> {
-    let projects = if caller.is_admin() {
-        state.db.list_projects().await?
-    } else {
-        state.db.list_projects_for_member(caller.user.id).await?
-    };
+    let projects = caller.visible_projects(state).await?;
     Ok(projects.into_iter().filter(|p| only.is_none_or(|name| p.name == name)).collect())
 }
 

@@ -175,8 +175,7 @@ pub(super) async fn list(
             }
             _ => return Ok(Json(Vec::new())),
         },
-        None if caller.is_admin() => state.db.list_projects().await?,
-        None => state.db.list_projects_for_member(caller.user.id).await?,
+        None => caller.visible_projects(&state).await?,
     };
     let limit = req.limit.clamp(0, 100);
     let mut rows: Vec<(RunRow, &ProjectRow)> = Vec::new();
