@@ -292,7 +292,11 @@ pub(crate) fn job_submission(row: &JobRow) -> Result<JobSubmission, serde_json::
         job_runtime_data: jrd,
         error: reason.and_then(JobTerminationReason::to_error).map(str::to_owned),
         probes: Vec::new(),
-        image_pull_progress: None,
+        // Shown only while pulling, as dstack does.
+        image_pull_progress: match (status, &row.image_pull_progress) {
+            (JobStatus::Pulling, Some(text)) => Some(serde_json::from_str(text)?),
+            _ => None,
+        },
     })
 }
 
@@ -401,5 +405,6 @@ pub(crate) fn new_submission(
         runner_timestamp: None,
         remove_at: None,
         graceful_termination_attempts: None,
+        image_pull_progress: None,
     }
 }

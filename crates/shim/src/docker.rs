@@ -1,15 +1,18 @@
 //! Docker mode: the task is a container of `image_name` running the bind-mounted runner
 //! (spec agents.md §1.6–1.8, simplified): host network with a port the shim picks, the runner
-//! dir mounted at `/tmp/runner`, an image present locally used without pulling.
+//! dir mounted at `/tmp/runner`. The image is pulled (with `registry_auth` when given, progress
+//! in the task's `image_pull_progress`) unless present with a tag other than `:latest`; unlike
+//! dstack, `host:5000/img` gets its `:latest` too (dstack would ask the engine for every tag).
 //!
-//! Not done yet: GPUs, volumes, instance mounts, shm/cpu/memory limits, registry auth, bridge
-//! mode and sshd (the runner has none).
+//! Not done yet: GPUs, volumes, instance mounts, shm/cpu/memory limits, bridge mode and sshd
+//! (the runner has none).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions,
@@ -17,9 +20,9 @@ use bollard::query_parameters::{
 };
 use dstack_agent_proto::RUNNER_HTTP_PORT;
 use dstack_agent_proto::shim::{PortMapping, TaskConfig, TaskStatus, reason};
-use dstack_api::runs::ImagePullProgress;
 use futures_util::StreamExt;
 
+use crate::pull;
 use crate::tasks::{Handle, Task};
 use crate::{Config, Driver, Shim};
 
@@ -41,39 +44,54 @@ impl DockerDriver {
         }
     }
 
-    async fn pull(&self, shim: &Shim, id: &str, image: &str) -> Result<(), String> {
-        if self.docker.inspect_image(image).await.is_ok() {
+    async fn pull(&self, shim: &Shim, id: &str, config: &TaskConfig) -> Result<(), String> {
+        let image = config.image_name.as_str();
+        if !pull::repull_when_present(image) && self.docker.inspect_image(image).await.is_ok() {
             return Ok(());
         }
-        let image = if image.contains(':') { image.to_owned() } else { format!("{image}:latest") };
-        let options = CreateImageOptions { from_image: Some(image.clone()), ..Default::default() };
-        let mut stream = self.docker.create_image(Some(options), None, None);
-        let mut layers: HashMap<String, (i64, i64)> = HashMap::new();
-        while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| format!("failed pulling {image}: {e}"))?;
-            if let Some(error) = info.error {
-                return Err(format!("failed pulling {image}: {error}"));
-            }
-            let (Some(layer), Some(detail)) = (info.id, info.progress_detail) else { continue };
-            let entry = layers.entry(layer).or_default();
-            if let Some(current) = detail.current {
-                entry.0 = current;
-            }
-            if let Some(total) = detail.total {
-                entry.1 = total;
-            }
-            let downloaded = layers.values().map(|l| l.0).sum();
-            let total = layers.values().map(|l| l.1).sum();
-            shim.store.update(id, |t| {
-                t.image_pull_progress = Some(ImagePullProgress {
-                    downloaded_bytes: downloaded,
-                    extracted_bytes: 0,
-                    total_bytes: total,
-                    is_total_bytes_final: false,
-                });
+        let reference = pull::pull_reference(image);
+        let options = CreateImageOptions { from_image: Some(reference.clone()), ..Default::default() };
+        let credentials = (!config.registry_username.is_empty() || !config.registry_password.is_empty())
+            .then(|| DockerCredentials {
+                username: Some(config.registry_username.clone()),
+                password: Some(config.registry_password.clone()),
+                ..Default::default()
             });
+        let mut stream = self.docker.create_image(Some(options), None, credentials);
+        let mut tracker = pull::PullTracker::default();
+        let mut errors = Vec::new();
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(e) => {
+                    errors.push(e.to_string());
+                    break;
+                }
+            };
+            if let Some(error) = info.error_detail.and_then(|d| d.message).or(info.error) {
+                errors.push(error);
+                continue;
+            }
+            let detail = info.progress_detail.unwrap_or_default();
+            tracker.observe(pull::PullEvent {
+                layer: info.id.as_deref(),
+                status: info.status.as_deref().unwrap_or(""),
+                current: detail.current,
+                total: detail.total,
+            });
+            let progress = tracker.progress();
+            shim.store.update(id, |t| t.image_pull_progress = Some(progress));
         }
-        Ok(())
+        if tracker.finished() && errors.is_empty() {
+            return Ok(());
+        }
+        let p = tracker.progress();
+        Err(format!(
+            "failed pulling {reference}: downloaded {}/{} bytes, errors: [{}]",
+            p.downloaded_bytes,
+            p.total_bytes,
+            errors.join("; ")
+        ))
     }
 
     async fn create(&self, task: &Task, config: &TaskConfig, port: u16) -> Result<String, String> {
@@ -156,7 +174,7 @@ impl Driver for DockerDriver {
         if !shim.store.advance(&id, TaskStatus::Preparing) || !shim.store.advance(&id, TaskStatus::Pulling) {
             return;
         }
-        if let Err(e) = self.pull(&shim, &id, &config.image_name).await {
+        if let Err(e) = self.pull(&shim, &id, &config).await {
             shim.store.terminate(&id, reason::CREATING_CONTAINER_ERROR, &format!("pullImage error: {e}"));
             return;
         }

@@ -39,6 +39,7 @@ mod api;
 pub mod docker;
 mod host;
 pub mod process;
+mod pull;
 mod tasks;
 
 use std::net::SocketAddr;

@@ -226,6 +226,84 @@ fn a_task_with_an_image_runs_in_a_container() {
     let _ = server.child.wait();
 }
 
+/// Removes a pulled image when the test ends, however it ends.
+struct RemoveImage(String);
+
+impl Drop for RemoveImage {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
+    }
+}
+
+/// An image missing on the host is pulled from a (local, password-protected) registry with
+/// `registry_auth` taken from a secret; while it pulls, the run shows the pull's progress; a
+/// reference to a missing secret ends the job with dstack's message (`DSTACK_TEST_DOCKER=1`).
+#[test]
+fn an_image_is_pulled_with_registry_auth_from_a_secret_and_shows_progress() {
+    if std::env::var("DSTACK_TEST_DOCKER").as_deref() != Ok("1") {
+        return;
+    }
+    agents_built();
+    let runner = Path::new(env!("CARGO_BIN_EXE_dstack")).with_file_name("dstack-runner");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/build-runner-test-image");
+    let status = Command::new(script).arg(&runner).stdout(Stdio::null()).status().expect("the script runs");
+    assert!(status.success(), "building the test image");
+    let registry =
+        dstack_testkit::registry::TestRegistry::serve("dstack-rs-runner-test:1", Some(("puller", "s3cret")));
+    let image = format!("127.0.0.1:{}/team/pulled:cli-{}", registry.addr.port(), std::process::id());
+    let _image = RemoveImage(image.clone());
+    let home = tempfile::TempDir::new().unwrap();
+    let _cleanup = Cleanup(home.path());
+    let mut server = start(home.path());
+    post(
+        &server.client,
+        "/api/project/main/secrets/create_or_update",
+        json!({"name": "reg_pass", "value": "s3cret"}),
+    );
+
+    let mut body = apply_body("pulled", &["echo in-a-pulled-container"], json!({}));
+    body["plan"]["run_spec"]["configuration"]["image"] = json!(image);
+    body["plan"]["run_spec"]["configuration"]["registry_auth"] =
+        json!({"username": "puller", "password": "${{ secrets.reg_pass }}"});
+    post(&server.client, "/api/project/main/runs/apply", body);
+    let mut progress = Vec::new();
+    let mut run = Value::Null;
+    wait_for("the pulled run", Duration::from_secs(120), || {
+        run = get_run(&server.client, "pulled");
+        let sub = &run["jobs"][0]["job_submissions"][0];
+        if sub["status"] == "pulling" && !sub["image_pull_progress"].is_null() {
+            progress.push(sub["image_pull_progress"].clone());
+        }
+        matches!(run["status"].as_str(), Some("done" | "failed" | "terminated"))
+    });
+    assert_eq!(run["status"], "done", "{run}");
+    assert!(output(&server.client, &run).contains("in-a-pulled-container"));
+    assert!(
+        progress.iter().any(|p| p["total_bytes"].as_i64() > Some(0)),
+        "the run showed the pull's progress while pulling: {progress:?}"
+    );
+    assert!(run["jobs"][0]["job_submissions"][0]["image_pull_progress"].is_null(), "only while pulling");
+    assert!(!run.to_string().contains("s3cret"), "the secret's value is never shown");
+
+    let mut body = apply_body("no-secret", &["true"], json!({}));
+    body["plan"]["run_spec"]["configuration"]["image"] = json!(image);
+    body["plan"]["run_spec"]["configuration"]["registry_auth"] =
+        json!({"username": "puller", "password": "${{ secrets.missing }}"});
+    post(&server.client, "/api/project/main/runs/apply", body);
+    wait_for("the run without its secret", Duration::from_secs(60), || {
+        run = get_run(&server.client, "no-secret");
+        matches!(run["status"].as_str(), Some("done" | "failed" | "terminated"))
+    });
+    let sub = &run["jobs"][0]["job_submissions"][0];
+    assert_eq!(sub["termination_reason"], "terminated_by_server", "{run}");
+    assert_eq!(
+        sub["termination_reason_message"],
+        "Secrets interpolation error: Failed to interpolate due to missing vars: ['secrets.missing']"
+    );
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}
+
 /// A plain HTTP/1.1 GET with the token (the typed client speaks POST only); the JSON answer.
 fn http_get(base_url: &str, path: &str) -> Value {
     use std::io::{Read as _, Write as _};

@@ -34,6 +34,11 @@ pub(super) async fn pass(state: &AppState) -> Result<(bool, bool), DbError> {
                 next.last_processed_at = now;
                 logs
             }
+            Err(StepError::Terminate(reason, message)) => {
+                terminate(&mut next, reason, Some(message));
+                next.last_processed_at = now;
+                Vec::new()
+            }
             Err(e) => {
                 tracing::warn!(job = %job.job_name, error = %e, "job step failed");
                 Vec::new()
@@ -62,6 +67,33 @@ enum StepError {
     Db(#[from] DbError),
     #[error("{0}")]
     Other(String),
+    /// The job cannot go on (a bad secret reference, say): it ends with this reason and message.
+    #[error("{1}")]
+    Terminate(JobTerminationReason, String),
+}
+
+/// The job's spec with `${{ secrets.* }}` filled in (env and registry_auth, as dstack does);
+/// a missing secret ends the job.
+async fn interpolated_spec(state: &AppState, job: &JobRow) -> Result<JobSpec, StepError> {
+    let mut spec: JobSpec = serde_json::from_str(&job.job_spec)?;
+    let secrets = project_secrets(state, job.project_id).await?;
+    let fail = |e: dstack_decide::jobspec::JobSpecError| {
+        StepError::Terminate(
+            JobTerminationReason::TerminatedByServer,
+            format!("Secrets interpolation error: {e}"),
+        )
+    };
+    spec.env = dstack_decide::jobspec::interpolate_secrets(&spec.env, &secrets).map_err(fail)?;
+    if let Some(auth) = &mut spec.registry_auth {
+        let fields = BTreeMap::from([
+            ("username".to_owned(), std::mem::take(&mut auth.username)),
+            ("password".to_owned(), std::mem::take(&mut auth.password)),
+        ]);
+        let mut filled = dstack_decide::jobspec::interpolate_secrets(&fields, &secrets).map_err(fail)?;
+        auth.username = filled.remove("username").unwrap_or_default();
+        auth.password = filled.remove("password").unwrap_or_default();
+    }
+    Ok(spec)
 }
 
 pub(super) type Logs = Vec<(&'static str, LogRow)>;
@@ -74,7 +106,7 @@ async fn step(state: &AppState, job: &mut JobRow, now: jiff::Timestamp) -> Resul
     let status = JobStatus::from_wire(&job.status).unwrap_or(JobStatus::Failed);
     match status {
         JobStatus::Provisioning => {
-            let spec: JobSpec = serde_json::from_str(&job.job_spec)?;
+            let spec = interpolated_spec(state, job).await?;
             let config = task_config(job, &spec);
             match shim.submit_task(&config).await {
                 Ok(()) => {}
@@ -87,6 +119,9 @@ async fn step(state: &AppState, job: &mut JobRow, now: jiff::Timestamp) -> Resul
         }
         JobStatus::Pulling => {
             let task = shim.get_task(&job.id.to_string()).await?;
+            if let Some(progress) = &task.image_pull_progress {
+                job.image_pull_progress = Some(serde_json::to_string(progress)?);
+            }
             if task.status == TaskStatus::Terminated {
                 terminate(
                     job,
@@ -185,10 +220,7 @@ fn terminate(job: &mut JobRow, reason: JobTerminationReason, message: Option<Str
 async fn start_job(state: &AppState, job: &JobRow, runner: &RunnerClient) -> Result<(), StepError> {
     let run = state.db.run_by_id(job.run_id).await?.ok_or_else(|| StepError::Other("run is gone".into()))?;
     let run_spec: RunSpec = serde_json::from_str(&run.run_spec)?;
-    let mut spec: JobSpec = serde_json::from_str(&job.job_spec)?;
-    let secrets = project_secrets(state, job.project_id).await?;
-    spec.env = dstack_decide::jobspec::interpolate_secrets(&spec.env, &secrets)
-        .map_err(|e| StepError::Other(e.to_string()))?;
+    let mut spec = interpolated_spec(state, job).await?;
     if runs_as_host_process(&run_spec) {
         let group = (!spec.replica_group.is_empty()).then_some(spec.replica_group.as_str());
         spec.commands = dstack_decide::jobspec::host_commands(&run_spec.configuration, group)
@@ -279,6 +311,8 @@ fn task_config(job: &JobRow, spec: &JobSpec) -> TaskConfig {
         name: job.job_name.clone(),
         image_name: image,
         privileged: spec.privileged,
+        registry_username: spec.registry_auth.as_ref().map(|a| a.username.clone()).unwrap_or_default(),
+        registry_password: spec.registry_auth.as_ref().map(|a| a.password.clone()).unwrap_or_default(),
         // All the host's GPUs: a local-fleet job has the whole instance.
         gpu: -1,
         ..TaskConfig::default()
