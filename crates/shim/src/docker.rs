@@ -41,6 +41,11 @@ impl DockerDriver {
         }
     }
 
+    /// `DockerRootDir` of `docker info`.
+    pub(crate) async fn root_dir(&self) -> Option<std::path::PathBuf> {
+        self.docker.info().await.ok()?.docker_root_dir.map(std::path::PathBuf::from)
+    }
+
     async fn pull(&self, shim: &Shim, id: &str, image: &str) -> Result<(), String> {
         if self.docker.inspect_image(image).await.is_ok() {
             return Ok(());
