@@ -25,12 +25,24 @@ pub struct HostTarget {
 }
 
 /// A jump host with its own user and key (dstack's `proxy_jump`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct JumpHost {
     pub host: String,
     pub port: u16,
     pub user: String,
     pub key: PrivateKey,
+}
+
+/// Shows the key's fingerprint only.
+impl std::fmt::Debug for JumpHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JumpHost")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("key", &self.key.public_key().fingerprint(Default::default()).to_string())
+            .finish()
+    }
 }
 
 /// Reads a private key (OpenSSH, PEM or PuTTY, unencrypted). `name` only labels errors (a
@@ -614,6 +626,24 @@ mod tests {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
     }
+
+    #[test]
+    fn a_jump_hosts_debug_shows_no_secret() {
+        let key = russh::keys::PrivateKey::from_openssh(TEST_KEY).expect("parses");
+        let jump = JumpHost { host: "j".to_owned(), port: 22, user: "u".to_owned(), key };
+        let text = format!("{jump:?}");
+        assert!(text.contains("SHA256:") && !text.contains("b3BlbnNzaC1rZXktdjE"), "{text}");
+    }
+
+    /// A throwaway Ed25519 key made for this test.
+    const TEST_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
+QyNTUxOQAAACDHTWVPNI8bBG9OzD5GlpfC3SlYyq5qRHTZEMq9rUDMuAAAAIhPAgtVTwIL
+VQAAAAtzc2gtZWQyNTUxOQAAACDHTWVPNI8bBG9OzD5GlpfC3SlYyq5qRHTZEMq9rUDMuA
+AAAEDmvyba39nw9ZvzPZccuVGnn4j63Sq3GxWUygqNdYl9a8dNZU80jxsEb07MPkaWl8Ld
+KVjKrmpEdNkQyr2tQMy4AAAABHRlc3QB
+-----END OPENSSH PRIVATE KEY-----
+";
 
     #[test]
     fn bad_keys_are_refused_without_their_text() {
