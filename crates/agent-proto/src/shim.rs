@@ -269,3 +269,26 @@ pub struct ComponentInfo {
 pub struct ComponentsResponse {
     pub components: Vec<ComponentInfo>,
 }
+
+/// `<home>/host_info.json`, written by the shim in service mode (spec agents.md §1.12) and read by
+/// the server when it deploys an SSH-fleet host. Only the first GPU's name and memory are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// `nvidia`, `amd`, or `none` without GPUs.
+    pub gpu_vendor: String,
+    #[serde(default)]
+    pub gpu_name: String,
+    /// MiB.
+    #[serde(default)]
+    pub gpu_memory: u64,
+    #[serde(default)]
+    pub gpu_count: u32,
+    /// Every non-loopback interface address in CIDR form (`10.0.0.5/24`, IPv6 included).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Bytes available (not total) on the file system of Docker's root dir.
+    pub disk_size: u64,
+    pub cpus: u32,
+    /// Bytes of RAM.
+    pub memory: u64,
+}

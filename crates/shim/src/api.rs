@@ -78,8 +78,8 @@ async fn instance_health() -> Json<InstanceHealthResponse> {
     Json(InstanceHealthResponse { dcgm: None })
 }
 
-async fn instance_info() -> Response {
-    Json(crate::host::instance_info().await).into_response()
+async fn instance_info(State(shim): State<Arc<Shim>>) -> Response {
+    Json(crate::host::instance_info(&shim.gpus)).into_response()
 }
 
 async fn components(State(shim): State<Arc<Shim>>) -> Response {

@@ -44,6 +44,11 @@ impl DockerDriver {
         }
     }
 
+    /// `DockerRootDir` of `docker info`.
+    pub(crate) async fn root_dir(&self) -> Option<std::path::PathBuf> {
+        self.docker.info().await.ok()?.docker_root_dir.map(std::path::PathBuf::from)
+    }
+
     async fn pull(&self, shim: &Shim, id: &str, config: &TaskConfig) -> Result<(), String> {
         let image = config.image_name.as_str();
         if !pull::repull_when_present(image) && self.docker.inspect_image(image).await.is_ok() {

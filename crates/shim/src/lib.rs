@@ -14,7 +14,7 @@
 //! |---|---|
 //! | `GET /api/healthcheck` | `{"service":"dstack-shim","version":"0.22.5"}` |
 //! | `GET /api/instance/health` | `{"dcgm":null}` |
-//! | `GET /api/instance/info` | GPU vendor and driver from `nvidia-smi`, else `{}` |
+//! | `GET /api/instance/info` | the first GPU's vendor and driver, else `{}` |
 //! | `GET /api/components` | the runner's and the shim's versions |
 //! | `GET /api/tasks`, `GET /api/tasks/{id}` | the task list, one task's info (404) |
 //! | `POST /api/tasks` | submit and start; 400 empty id or name, 409 duplicate id |
@@ -30,13 +30,18 @@
 //! # Differences from dstack's Go shim
 //!
 //! - Process mode is new. No GPU locking, no volumes, instance mounts or host SSH keys yet,
-//!   no DCGM, no component install (`/api/components/install` answers 400), no `host_info.json`.
+//!   no DCGM, no component install (`/api/components/install` answers 400).
+//! - GPUs ([`gpu`]): `nvidia-smi` as dstack runs it; AMD through an `amd-smi` on the host's
+//!   `PATH` (dstack runs it from the `dstackai/amd-smi` image). Intel Gaudi and Tenstorrent are
+//!   not detected. `--service` writes `host_info.json` as dstack's does (disk = space available
+//!   under Docker's root dir, or under the shim home without Docker).
 //! - `POST /api/tasks` answers the tagged TaskInfoResponse, not Go's capitalised struct.
 //! - The shim binds 127.0.0.1 only and can pick a free port (`--shim-http-port 0`).
 //! - Unlike dstack, restored running tasks get a waiter, so they still reach `terminated`.
 
 mod api;
 pub mod docker;
+pub mod gpu;
 mod host;
 pub mod process;
 mod pull;
@@ -63,6 +68,9 @@ pub struct Config {
     pub runner_binary: PathBuf,
     /// Whether tasks with an `image_name` may use Docker.
     pub docker: bool,
+    /// Service mode (`DSTACK_SERVICE_MODE`, set by the SSH-fleet deploy): write
+    /// `<home>/host_info.json` at start unless it exists.
+    pub service: bool,
 }
 
 /// Why the shim stopped with an error.
@@ -101,6 +109,8 @@ pub(crate) struct Shim {
     pub(crate) store: Store,
     pub(crate) process: process::ProcessDriver,
     pub(crate) docker: Option<docker::DockerDriver>,
+    /// Detected once at start (§1.11).
+    pub(crate) gpus: Vec<gpu::Gpu>,
     pub(crate) shutdown: tokio::sync::Notify,
 }
 
@@ -140,10 +150,22 @@ pub async fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Resul
         .map_err(|source| ShimError::Bind { port: config.http_port, source })?;
     let local = listener.local_addr().map_err(|source| ShimError::Bind { port: config.http_port, source })?;
     let docker = if config.docker { docker::DockerDriver::connect(&config).await } else { None };
+    let gpus = host::detect_gpus().await;
+    if config.service {
+        let disk_path = match &docker {
+            Some(d) => d.root_dir().await.filter(|p| p.exists()).unwrap_or_else(|| config.home.clone()),
+            None => config.home.clone(),
+        };
+        let info = host::host_info(&gpus, &disk_path);
+        if let Err(e) = host::write_host_info(&config.home, &info) {
+            tracing::error!(%e, "cannot write host_info.json");
+        }
+    }
     let shim = Arc::new(Shim {
         store: Store::load(&config.home),
         process: process::ProcessDriver { runner_binary: config.runner_binary.clone() },
         docker,
+        gpus,
         shutdown: tokio::sync::Notify::new(),
         config,
     });

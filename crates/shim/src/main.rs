@@ -26,6 +26,11 @@ struct Cli {
     /// Never use Docker: every task runs as a process.
     #[arg(long, env = "DSTACK_SHIM_NO_DOCKER")]
     no_docker: bool,
+    /// Service mode: write `<home>/host_info.json` at start unless it exists. The env var
+    /// takes dstack's `1` as well as `true` (and `0`/`false`).
+    #[arg(long, env = "DSTACK_SERVICE_MODE", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    service: bool,
     /// Log level: a name or logrus' 1–6.
     #[arg(long, default_value = "info", env = "DSTACK_SHIM_LOG_LEVEL")]
     shim_log_level: String,
@@ -55,8 +60,13 @@ fn main() -> anyhow::Result<()> {
         Some(path) => path,
         None => std::env::current_exe()?.with_file_name("dstack-runner"),
     };
-    let config =
-        dstack_shim::Config { home, http_port: cli.shim_http_port, runner_binary, docker: !cli.no_docker };
+    let config = dstack_shim::Config {
+        home,
+        http_port: cli.shim_http_port,
+        runner_binary,
+        docker: !cli.no_docker,
+        service: cli.service,
+    };
     let port_file = cli.port_file;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(dstack_shim::run(config, move |addr| {

@@ -91,3 +91,12 @@ fn submit_body_of_the_spec() {
         serde_json::from_value(serde_json::to_value(&body).expect("encodes")).expect("decodes again");
     assert_eq!(again, body);
 }
+
+#[test]
+fn host_info_is_the_spec_example() {
+    let info: dstack_agent_proto::shim::HostInfo = roundtrip(&json!({
+        "gpu_vendor":"nvidia","gpu_name":"NVIDIA H100 80GB HBM3","gpu_memory":81559,"gpu_count":8,
+        "addresses":["10.0.0.5/24","fe80::1/64"],"disk_size":483183820800u64,"cpus":96,"memory":2163720945664u64
+    }));
+    assert_eq!(info.gpu_count, 8);
+}
