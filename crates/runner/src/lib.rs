@@ -44,6 +44,7 @@ mod api;
 mod clock;
 mod job;
 mod metrics;
+mod repo;
 mod state;
 
 use std::net::SocketAddr;
