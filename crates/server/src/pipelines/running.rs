@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use dstack_agent_proto::client::{AgentError, RunnerClient, ShimClient};
 use dstack_agent_proto::runner::{ClusterInfo, RepoCredentials, SubmitBody, SubmitJobSubmission, SubmitRun};
-use dstack_api::repos::RemoteRepoCreds;
 use dstack_agent_proto::shim::{TaskConfig, TaskStatus, TerminateBody};
+use dstack_api::repos::RemoteRepoCreds;
 use dstack_api::runs::{
     JobProvisioningData, JobRuntimeData, JobSpec, JobStatus, JobTerminationReason, RunSpec,
 };
