@@ -297,14 +297,16 @@ def _(c: Ctx):
 # ============================================================================================
 
 
-def run_cli(c: Ctx, home: str, *args: str, cwd: Optional[str] = None) -> subprocess.CompletedProcess:
+def run_cli(
+    c: Ctx, home: str, *args: str, cwd: Optional[str] = None, env_extra: Optional[dict] = None
+) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).parent / "dstack"
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith("DSTACK_") or k == "DSTACK_CLI_LOG_LEVEL"
     }
-    env.update(HOME=home, COLUMNS="200", NO_COLOR="1", TERM="dumb")
+    env.update(HOME=home, COLUMNS="200", NO_COLOR="1", TERM="dumb", **(env_extra or {}))
     p = subprocess.run(
         [str(exe), *args], env=env, cwd=cwd or home, capture_output=True, text=True, timeout=120
     )
@@ -1095,6 +1097,96 @@ def _(c: Ctx):
     p = run_cli(c, t["home"], "logs", f"nope-{SUFFIX}", cwd=t["workdir"])
     assert p.returncode == 1, (p.returncode, p.stdout + p.stderr)
     assert f"Run nope-{SUFFIX} not found" in p.stdout + p.stderr, p.stdout + p.stderr
+
+
+def git(cwd: str, *args: str, env: Optional[dict] = None) -> str:
+    full = dict(os.environ, GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_SYSTEM=os.devnull, **(env or {}))
+    p = subprocess.run(
+        ["git", "-c", "init.defaultBranch=main", *args], cwd=cwd, env=full, capture_output=True, text=True
+    )
+    assert p.returncode == 0, f"git {args}: {p.stderr}"
+    return p.stdout.strip()
+
+
+@case("CLI: apply -d a task with `repos: [{local_path: .}]`; the job sees committed and local files")
+def _(c: Ctx):
+    """The upstream is served over HTTPS on loopback (tests/support/git_https_server.py):
+    dstack's CLI takes only https:// and ssh:// remotes and checks access with git ls-remote.
+    run.sh points the server's GIT_SSL_CAINFO (inherited by our shim and runners) at the
+    certificate the helper writes to $API_COMPAT_GIT_STATE."""
+    import hashlib
+
+    from dstack._internal.utils.hash import slugify
+
+    state = os.environ.get("API_COMPAT_GIT_STATE") or tempfile.mkdtemp(prefix="dstack-api-compat-git-")
+    root = tempfile.mkdtemp(prefix="dstack-api-compat-git-root-")
+    c.cleanup.append(lambda: shutil.rmtree(root, ignore_errors=True))
+    helper = Path(__file__).resolve().parent.parent / "support" / "git_https_server.py"
+    server = subprocess.Popen(
+        [sys.executable, str(helper), "--root", root, "--state", state],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    c.cleanup.append(lambda: (server.kill(), server.wait()))
+    port = int(server.stdout.readline().split()[-1])
+    env = {"GIT_SSL_CAINFO": str(Path(state) / "cert.pem")}
+    url = f"https://127.0.0.1:{port}/up.git"
+
+    git(root, "init", "-q", "--bare", "up.git")
+    seed = Path(root) / "seed"
+    seed.mkdir()
+    (seed / "committed.txt").write_text("committed-content\n")
+    (seed / "modified.txt").write_text("as-committed\n")
+    git(str(seed), "init", "-q")
+    git(str(seed), "add", ".")
+    git(str(seed), "-c", "user.name=S", "-c", "user.email=s@e", "commit", "-qm", "seed")
+    git(str(seed), "push", "-q", url, "main", env=env)
+    git(root, "clone", "-q", url, "work", env=env)
+    work = Path(root) / "work"
+    head = git(str(work), "rev-parse", "HEAD")
+    (work / "modified.txt").write_text("changed-locally\n")
+    (work / "new.txt").write_text("untracked-file\n")
+    name = new_run_name("repo")
+    conf = {
+        "type": "task",
+        "name": name,
+        "commands": ["cd $DSTACK_REPO_DIR && cat committed.txt modified.txt new.txt"],
+        "repos": [{"local_path": ".", "path": "/workflow/src"}],
+        "resources": SMALL_RESOURCES,
+    }
+    (work / ".dstack.yml").write_text(yaml.safe_dump(conf, sort_keys=False))
+    home = cli_home(c)
+    track_run(c, name)
+    p = run_cli(c, home, "apply", "-d", "-y", "-f", ".dstack.yml", cwd=str(work), env_extra=env)
+    assert p.returncode == 0 and f"Run {name} submitted, detaching..." in p.stdout, p.stdout + p.stderr
+
+    run = c.client().runs.get(RUNS_PROJECT, name)
+    spec = run.run_spec
+    assert spec.repo_id == slugify("up", "127.0.0.1/up"), spec.repo_id
+    assert spec.repo_dir == "/workflow/src", spec.repo_dir
+    data = spec.repo_data
+    got = (data.repo_type, data.repo_name, data.repo_branch, data.repo_hash)
+    assert got == ("remote", "up", "main", head), got
+    # The code blob: the diff of modified.txt and new.txt as a new file (sha256 of it).
+    assert spec.repo_code_hash is not None and len(spec.repo_code_hash) == 64, spec.repo_code_hash
+    diff = subprocess.run(["git", "diff", "--binary", head], cwd=work, capture_output=True).stdout
+    for f in (".dstack.yml", "new.txt"):
+        diff += subprocess.run(
+            ["git", "diff", "--no-index", "--binary", "/dev/null", f], cwd=work, capture_output=True
+        ).stdout
+    assert spec.repo_code_hash == hashlib.sha256(diff).hexdigest(), spec.repo_code_hash
+    head_with_creds = c.client().repos.get_with_creds(RUNS_PROJECT, spec.repo_id)
+    assert head_with_creds.repo_creds.clone_url == url, head_with_creds
+
+    wait_finished(c, name)
+    p = run_cli(c, home, "logs", name, cwd=str(work))
+    assert p.returncode == 0, (p.stdout + p.stderr)[-800:]
+    if c.ours:
+        assert p.stdout == "committed-content\nchanged-locally\nuntracked-file\n", repr(p.stdout)
+    else:
+        # REAL: no fleets; the job never started.
+        assert p.stdout == "", repr(p.stdout)
 
 
 @case("CLI: stop -y on a `sleep 300` task")

@@ -101,12 +101,18 @@ esac
 # DSTACK_DO_NOT_UPDATE_DEFAULT_PROJECT: never prompt about that config.yml.
 # The real server still tries to download gpuhunt catalogs in the background; offline that
 # only logs errors.
+# The repos case serves a Git repo over HTTPS with a certificate it writes here; the server
+# (and our shim and runners, which inherit its environment) trust it through GIT_SSL_CAINFO.
+export API_COMPAT_GIT_STATE="$tmp/git-https"
+mkdir -p "$API_COMPAT_GIT_STATE"
+
 start_ns="$(date +%s%N)"
 env -u DSTACK_SERVER_URL -u DSTACK_PROJECT -u DSTACK_SERVER_HOST -u DSTACK_SERVER_PORT \
     HOME="$tmp/home" \
     DSTACK_SERVER_DIR="$tmp/server" \
     DSTACK_DEFAULT_CREDS_DISABLED=1 \
     DSTACK_DO_NOT_UPDATE_DEFAULT_PROJECT=1 \
+    GIT_SSL_CAINFO="$API_COMPAT_GIT_STATE/cert.pem" \
     "${server_cmd[@]}" --host 127.0.0.1 --port "$port" --token "$token" \
     >"$tmp/server.log" 2>&1 </dev/null &
 server_pid=$!

@@ -48,7 +48,7 @@ pub struct RepoHeadWithCreds {
     pub repo_creds: Option<RemoteRepoCreds>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetRepoRequest {
     pub repo_id: String,

@@ -24,6 +24,7 @@ use crate::common::{
 };
 use crate::logs::{Cursor, Followed, exit_code, follow, pick_job};
 use crate::render::{self, NO_FLEETS_WARNING, NO_OFFERS_WARNING};
+use crate::repo::Repo;
 use crate::{EXIT_INVALID, EXIT_OK, EXIT_USAGE, fail};
 
 #[derive(Debug, clap::Args)]
@@ -55,6 +56,8 @@ pub struct ApplyArgs {
     /// The project (default: $DSTACK_PROJECT, then the default project).
     #[arg(long)]
     pub project: Option<String>,
+    #[command(flatten)]
+    pub repo: crate::repo::RepoArgs,
 }
 
 /// Reads and checks a configuration file, printing problems as `dstack validate` does.
@@ -69,8 +72,9 @@ pub fn load(path: &Path) -> Result<AnyConfiguration, u8> {
     crate::validate::check(&name, &text, &stderr).ok_or(EXIT_INVALID)
 }
 
-/// The run spec `dstack apply` submits for a run configuration: the virtual repo, the default
-/// profile, `-n` and `-e` applied, variables without a value taken from `lookup`.
+/// The run spec `dstack apply` submits for a run configuration: the virtual repo (see
+/// [`with_repo`] for a Git one), `repo_dir` from `repos[0].path`, the default profile, `-n`
+/// and `-e` applied, variables without a value taken from `lookup`.
 pub fn build_run_spec(
     configuration: AnyConfiguration,
     configuration_path: &str,
@@ -95,12 +99,6 @@ pub fn build_run_spec(
         RunConfiguration::Service(c) => &mut c.base,
         RunConfiguration::DevEnvironment(c) => &mut c.base,
     };
-    if !base.repos.is_empty() {
-        return Err(format!(
-            "{configuration_path}: this CLI cannot upload repos yet; remove `repos` (use `files` \
-             or bake the code into the image)"
-        ));
-    }
     if let Some(name) = name {
         base.name = Some(name.to_owned());
     }
@@ -112,12 +110,13 @@ pub fn build_run_spec(
     }
     base.env.resolve(lookup)?;
     let run_name = base.name.clone();
+    let repo_dir = base.repos.first().map(|r| r.path.clone());
     Ok(RunSpec {
         run_name,
         repo_id: Some("none".to_owned()),
         repo_data: Some(RepoData::Virtual),
         repo_code_hash: None,
-        repo_dir: None,
+        repo_dir,
         file_archives: Vec::new(),
         working_dir: None,
         configuration_path: Some(configuration_path.to_owned()),
@@ -148,42 +147,86 @@ pub fn run(args: &ApplyArgs) -> u8 {
         Ok(spec) => spec,
         Err(message) => return fail(message),
     };
+    if args.repo.repo.is_some() && args.repo.no_repo {
+        return fail("Either --repo or --no-repo can be specified");
+    }
     let session = match connect(args.project.as_deref()) {
         Ok(s) => s,
         Err(code) => return code,
     };
     let mut spec = spec;
-    let files = match &spec.configuration {
-        RunConfiguration::Task(c) => c.base.files.clone(),
-        RunConfiguration::Service(c) => c.base.files.clone(),
-        RunConfiguration::DevEnvironment(c) => c.base.files.clone(),
+    let base = match &spec.configuration {
+        RunConfiguration::Task(c) => &c.base,
+        RunConfiguration::Service(c) => &c.base,
+        RunConfiguration::DevEnvironment(c) => &c.base,
     };
+    let (files, repos) = (base.files.clone(), base.repos.clone());
+    let config_dir = std::path::absolute(&args.file)
+        .ok()
+        .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+        .unwrap_or_default();
+    let repo = match crate::repo::get_repo(&session.client, &session.project, &repos, &config_dir, &args.repo)
+    {
+        Ok(repo) => repo,
+        // A problem with `repos[0]` points at it; one with `-P` is about the flag.
+        Err(message) if args.repo.repo.is_none() => {
+            return fail(format!("{}{message}", repos_location(&args.file)));
+        }
+        Err(message) => return fail(message),
+    };
+    if let Some(repo) = &repo {
+        spec = with_repo(spec, repo);
+    }
     if !files.is_empty() {
-        let config_dir = std::path::absolute(&args.file)
-            .ok()
-            .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
-            .unwrap_or_default();
         match crate::files::upload(&session.client, &config_dir, &files) {
             Ok(archives) => spec.file_archives = archives,
             Err(message) => return fail(message),
         }
     }
-    match submit(&session, spec, args) {
+    match submit(&session, spec, repo.as_ref(), args) {
         Ok(Some(run)) if !args.detach => attach(&session, run),
         Ok(_) => EXIT_OK,
         Err(code) => code,
     }
 }
 
-/// Plans, confirms and submits; `None` when the user declined or nothing was to be done.
-fn submit(session: &Session, spec: RunSpec, args: &ApplyArgs) -> Result<Option<Run>, u8> {
+/// The run spec with a Git repo instead of the virtual one.
+pub fn with_repo(mut spec: RunSpec, repo: &Repo) -> RunSpec {
+    spec.repo_id = Some(repo.repo_id.clone());
+    spec.repo_data = Some(RepoData::Remote(repo.data.clone()));
+    spec.repo_code_hash = repo.code_hash();
+    spec
+}
+
+/// `FILE:LINE: \`repos[0]\`: ` for messages about the configuration's repo (the line of
+/// `repos:`, when it can be found).
+fn repos_location(file: &Path) -> String {
+    let line = std::fs::read_to_string(file).ok().and_then(|text| {
+        text.lines().position(|l| l.strip_prefix("repos").is_some_and(|r| r.trim_start().starts_with(':')))
+    });
+    match line {
+        Some(i) => format!("{}:{}: `repos[0]`: ", file.display(), i + 1),
+        None => format!("{}: `repos[0]`: ", file.display()),
+    }
+}
+
+/// Plans, confirms, uploads the repo's local changes and submits; `None` when the user
+/// declined or nothing was to be done.
+fn submit(
+    session: &Session,
+    spec: RunSpec,
+    repo: Option<&Repo>,
+    args: &ApplyArgs,
+) -> Result<Option<Run>, u8> {
     let (client, project) = (&session.client, session.project.as_str());
-    let repo = SaveRepoCredsRequest {
-        repo_id: "none".to_owned(),
-        repo_info: RepoInfo::Virtual {},
-        repo_creds: None,
-    };
-    client.init_repo(project, &repo).map_err(fail)?;
+    if repo.is_none() {
+        let virtual_repo = SaveRepoCredsRequest {
+            repo_id: "none".to_owned(),
+            repo_info: RepoInfo::Virtual {},
+            repo_creds: None,
+        };
+        client.init_repo(project, &virtual_repo).map_err(fail)?;
+    }
     let req = GetRunPlanRequest {
         run_spec: spec,
         max_offers: Some(args.max_offers),
@@ -232,6 +275,11 @@ fn submit(session: &Session, spec: RunSpec, args: &ApplyArgs) -> Result<Option<R
     }
     if let Some(name) = stop_first {
         stop_and_wait(session, &name)?;
+    }
+    if let Some(repo) = repo
+        && let (Some(hash), Some(diff)) = (repo.code_hash(), repo.diff.clone())
+    {
+        client.upload_code(project, &repo.repo_id, &hash, diff).map_err(fail)?;
     }
     let action = plan.action;
     let apply = ApplyRunPlanRequest {
@@ -488,13 +536,13 @@ mod tests {
     }
 
     #[test]
-    fn non_run_configurations_and_code_uploads_are_refused() {
+    fn non_run_configurations_are_refused_and_repos_set_the_repo_dir() {
         let gateway = parse("type: gateway\nname: gw\nbackend: aws\nregion: us-east-1\n");
         let err = build_run_spec(gateway, "g.yml", None, &[], |_| None).unwrap_err();
         assert!(err.contains("`gateway` configurations are not supported yet"), "{err}");
-        let task = parse("type: task\ncommands: [ls]\nrepos:\n  - .\n");
-        let err = build_run_spec(task, "t.yml", None, &[], |_| None).unwrap_err();
-        assert!(err.starts_with("t.yml: this CLI cannot upload repos yet"), "{err}");
+        let task = parse("type: task\ncommands: [ls]\nrepos:\n  - .:/workflow/src\n");
+        let spec = build_run_spec(task, "t.yml", None, &[], |_| None).unwrap();
+        assert_eq!(spec.repo_dir.as_deref(), Some("/workflow/src"));
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod logs;
 pub mod offer;
 pub mod project;
 pub mod render;
+pub mod repo;
 pub mod runs;
 pub mod secret;
 pub mod server;

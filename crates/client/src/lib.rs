@@ -150,6 +150,49 @@ impl Client {
         format!("/api/project/{project}/{rest}")
     }
 
+    /// `repos/get`; a repo that does not exist is a 400 `resource_not_exists`.
+    pub fn get_repo(
+        &self,
+        project: &str,
+        repo_id: &str,
+        include_creds: bool,
+    ) -> Result<dstack_api::repos::RepoHeadWithCreds, ClientError> {
+        let body = dstack_api::repos::GetRepoRequest { repo_id: repo_id.to_owned(), include_creds };
+        self.post(&Self::project_path(project, "repos/get"), Some(&body))
+    }
+
+    /// `repos/upload_code?repo_id=`: the repo's code blob, multipart field `file` named by its
+    /// sha256; answered with `null`.
+    pub fn upload_code(
+        &self,
+        project: &str,
+        repo_id: &str,
+        hash: &str,
+        code: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let base = format!("{}{}", self.base_url, Self::project_path(project, "repos/upload_code"));
+        let url = reqwest::Url::parse_with_params(&base, &[("repo_id", repo_id)])
+            .map_err(|e| ClientError::Transport { url: base.clone(), reason: e.to_string() })?
+            .to_string();
+        let part = reqwest::blocking::multipart::Part::bytes(code).file_name(hash.to_owned());
+        let form = reqwest::blocking::multipart::Form::new().part("file", part);
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .header("X-API-VERSION", DSTACK_VERSION)
+            .multipart(form)
+            .send()
+            .map_err(|e| ClientError::Transport { url: url.clone(), reason: e.to_string() })?;
+        let status = resp.status().as_u16();
+        let bytes =
+            resp.bytes().map_err(|e| ClientError::Transport { url: url.clone(), reason: e.to_string() })?;
+        if status != 200 {
+            return Err(api_error(&url, status, &bytes));
+        }
+        Ok(())
+    }
+
     /// `repos/init`; answered with `null`.
     pub fn init_repo(&self, project: &str, req: &SaveRepoCredsRequest) -> Result<(), ClientError> {
         self.post::<_, Value>(&Self::project_path(project, "repos/init"), Some(req)).map(|_| ())

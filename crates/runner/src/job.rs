@@ -24,6 +24,7 @@ pub(crate) enum StopCause {
 }
 
 /// Where a job runs, resolved by [`prepare`].
+#[derive(Clone)]
 pub(crate) struct Prepared {
     pub(crate) working_dir: PathBuf,
     pub(crate) repo_dir: PathBuf,
@@ -71,10 +72,9 @@ fn username() -> String {
         .unwrap_or_default()
 }
 
-/// Resolves the working dir, extracts the uploaded repo and file archives.
+/// Resolves the working dir and the repo dir; what `/api/run` does before it answers.
 pub(crate) fn prepare(shared: &Shared, body: &SubmitBody) -> Result<Prepared, PrepareError> {
-    let config = &shared.config;
-    let workflow_dir = config.workflow_dir();
+    let workflow_dir = shared.config.workflow_dir();
     let spec = &body.job_spec;
     let working_dir = match spec.working_dir.as_deref() {
         None | Some("") => workflow_dir.clone(),
@@ -85,12 +85,20 @@ pub(crate) fn prepare(shared: &Shared, body: &SubmitBody) -> Result<Prepared, Pr
         message: format!("Failed to set job working dir ({}: {e})", working_dir.display()),
     })?;
     let repo_dir = resolve(&spec.repo_dir, &working_dir, &workflow_dir);
-    setup_repo(shared, body, &repo_dir).map_err(|e| PrepareError {
+    Ok(Prepared { working_dir, repo_dir, username: username() })
+}
+
+/// Sets up the repo (extracts the uploaded code, or clones a remote repo) and the file
+/// archives, after `/api/run` has answered (as dstack's runner does).
+pub(crate) fn setup(shared: &Shared, body: &SubmitBody, prepared: &Prepared) -> Result<(), PrepareError> {
+    let config = &shared.config;
+    let workflow_dir = config.workflow_dir();
+    setup_repo(shared, body, &prepared.repo_dir).map_err(|e| PrepareError {
         reason: reason::CONTAINER_EXITED_WITH_ERROR,
         message: format!("Failed to set up the repo ({e})"),
     })?;
-    for archive in &spec.file_archives {
-        let dest = resolve(&archive.path, &working_dir, &workflow_dir);
+    for archive in &body.job_spec.file_archives {
+        let dest = resolve(&archive.path, &prepared.working_dir, &workflow_dir);
         let src = config.temp_dir.join("file_archives").join(archive.id.to_string());
         setup_file(&src, &dest, &config.temp_dir).map_err(|e| PrepareError {
             reason: reason::EXECUTOR_ERROR,
@@ -98,7 +106,7 @@ pub(crate) fn prepare(shared: &Shared, body: &SubmitBody) -> Result<Prepared, Pr
         })?;
     }
     let _ = std::fs::remove_dir_all(config.temp_dir.join("file_archives"));
-    Ok(Prepared { working_dir, repo_dir, username: username() })
+    Ok(())
 }
 
 pub(crate) fn repo_id(body: &SubmitBody) -> String {
@@ -128,11 +136,15 @@ fn setup_repo(shared: &Shared, body: &SubmitBody, repo_dir: &Path) -> Result<(),
         }
         std::fs::create_dir_all(repo_dir).map_err(|e| format!("{}: {e}", repo_dir.display()))?;
         if let Some(RepoData::Remote(remote)) = repo_data {
-            shared.runner_log(&format!(
-                "cloning remote repos ({}) is not supported by this runner yet; running without the repo",
-                remote.repo_name
-            ));
-            return Ok(());
+            let spec = crate::repo::CloneSpec {
+                repo: remote,
+                creds: body.repo_credentials.as_ref(),
+                single_branch: body.job_spec.single_branch.unwrap_or(false),
+                diff: blob.exists().then_some(blob.as_path()),
+                temp_dir: &shared.config.temp_dir,
+            };
+            let cancelled = || shared.stop_tx.borrow().is_some();
+            return crate::repo::clone(&spec, repo_dir, &cancelled, &|line| shared.runner_log(line));
         }
         if blob.exists() {
             let file = std::fs::File::open(&blob).map_err(|e| e.to_string())?;
@@ -222,7 +234,17 @@ pub(crate) fn environment(body: &SubmitBody, prepared: &Prepared) -> BTreeMap<St
 
 /// Runs the job to its end and records the final state; then the runner waits for the pull.
 pub(crate) async fn execute(shared: Arc<Shared>, body: SubmitBody, prepared: Prepared) {
-    let (state, reason, message, exit_status) = run_process(&shared, &body, &prepared).await;
+    let set_up = {
+        let (shared, body, prepared) = (shared.clone(), body.clone(), prepared.clone());
+        tokio::task::spawn_blocking(move || setup(&shared, &body, &prepared)).await
+    };
+    let stopped = || shared.stop_tx.borrow().is_some();
+    let (state, reason, message, exit_status) = match set_up {
+        _ if stopped() => (JobState::Terminated, "", String::new(), None),
+        Ok(Ok(())) => run_process(&shared, &body, &prepared).await,
+        Ok(Err(e)) => (JobState::Failed, e.reason, e.message, None),
+        Err(e) => (JobState::Failed, reason::EXECUTOR_ERROR, format!("setting up the job: {e}"), None),
+    };
     shared.job_state(state, reason, &message, exit_status);
     shared.runner_log(&format!("job finished: {state:?} {reason} {message}"));
     let mut inner = shared.lock();

@@ -8,9 +8,9 @@
 //! |---|---|
 //! | `GET /api/healthcheck` | `{"service":"dstack-runner","version":"0.22.5"}` |
 //! | `POST /api/submit` | stores the [`SubmitBody`](dstack_agent_proto::runner::SubmitBody); `wait_submit`/`wait_run` → `wait_run`, else 409 |
-//! | `POST /api/upload_code` | raw body (a tar) → `<temp>/repo_blobs/<repo_id>`; 409 unless `wait_run` |
+//! | `POST /api/upload_code` | raw body (a tar, or a remote repo's diff) → `<temp>/repo_blobs/<repo_id>`; 409 unless `wait_run` |
 //! | `POST /api/upload_archive` | multipart, one part `archive` named by the archive id → `<temp>/file_archives/<id>`; 400 on a bad form |
-//! | `POST /api/run` | prepares the working dir, repo and files, starts the job: `{"working_dir","username"}` |
+//! | `POST /api/run` | resolves the working dir, answers `{"working_dir","username"}`, then sets up the repo and files and starts the job |
 //! | `GET /api/pull?timestamp=<ms>` | states and logs newer than `timestamp`; 400 on a bad integer |
 //! | `POST /api/stop` | stops the job (SIGTERM to its process group, SIGKILL after a grace period) |
 //! | `GET /api/metrics` | CPU time, memory and GPUs of the job (see `metrics.rs`); 404 `Metrics collector is not available` if nothing can be read |
@@ -29,8 +29,18 @@
 //! - **Paths.** A missing `working_dir` is `<temp>/workflow`, not the process cwd, and dstack's
 //!   `/workflow` (and paths under it) are re-rooted at [`Config::workflow_dir`] (default
 //!   `<temp>/workflow`), so a non-root runner can create them.
-//! - **Repos.** Uploaded tars (local and virtual repos) are extracted; remote repos are not
-//!   cloned yet (a runner log line says so and the job runs without the repo).
+//! - **Repos.** Uploaded tars (local and virtual repos) are extracted. Remote repos are cloned
+//!   with the host's `git` binary (dstack's runner links go-git), so hosts need git; without
+//!   it the job fails with `Failed to set up the repo (git is not installed on this host …)`.
+//!   The clone is `git init` + `fetch` (only the branch with `single_branch`) + a checkout of
+//!   `repo_hash` (or the branch head) on a local branch tracking `origin/<branch>`, then
+//!   `user.name`/`user.email` and `git apply` of the uploaded diff (see `repo.rs`). An OAuth
+//!   token reaches git as an `Authorization` header in `GIT_CONFIG_*` variables, not in the
+//!   URL: it is never in `.git/config`, the command line or the logs. dstack's home
+//!   provisioning of git credentials (`~/.ssh/id_rsa`, `~/.config/gh/hosts.yml`) is not done.
+//! - **Setup after `/api/run`.** The repo and the file archives are set up after `/api/run`
+//!   has answered, as dstack's runner does, so a long clone never times out the server's
+//!   call; a stop during the clone kills git and ends the job `terminated`.
 //! - **Output** is read from pipes, not a pty: `commands` run as given, stdout and stderr each
 //!   chunk a log event (bash's `-i` then warns once that it has no job control).
 //! - **Stop** sends SIGTERM to the job's whole process group (dstack: SIGINT to the shell pid),
@@ -44,6 +54,7 @@ mod api;
 mod clock;
 mod job;
 mod metrics;
+mod repo;
 mod state;
 
 use std::net::SocketAddr;

@@ -2,6 +2,7 @@
 
 mod local_fleet;
 mod offline;
+mod repos;
 mod runs;
 mod server;
 mod validate;

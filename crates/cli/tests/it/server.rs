@@ -40,18 +40,25 @@ fn kill_local_shims(home: &Path) {
 
 /// A server without the local fleet (no agents needed).
 pub(crate) fn start(home: &Path, extra: &[&str]) -> Server {
-    spawn(home, extra, false)
+    spawn(home, extra, false, &[])
 }
 
 /// A server with its `local` fleet (the agents must be built).
 pub(crate) fn start_with_local_fleet(home: &Path) -> Server {
-    spawn(home, &[], true)
+    spawn(home, &[], true, &[])
 }
 
-fn spawn(home: &Path, extra: &[&str], local_fleet: bool) -> Server {
+/// A server with its `local` fleet and extra environment variables, which its shim and
+/// runners inherit.
+pub(crate) fn start_with_local_fleet_env(home: &Path, env: &[(&str, &str)]) -> Server {
+    spawn(home, &[], true, env)
+}
+
+fn spawn(home: &Path, extra: &[&str], local_fleet: bool, env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dstack"))
         .args(["server", "--host", "127.0.0.1", "--port", "0"])
         .args(extra)
+        .envs(env.iter().copied())
         .env("HOME", home)
         .env("DSTACK_SERVER_DIR", home.join("server"))
         .env_remove("DSTACK_DO_NOT_UPDATE_DEFAULT_PROJECT")
@@ -118,8 +125,14 @@ fn first_start_restart_and_graceful_stop() {
 
 /// Runs our CLI with `home` as the home directory; returns (exit code, stdout, stderr).
 pub(crate) fn cli(home: &Path, args: &[&str]) -> (i32, String, String) {
+    cli_env(home, args, &[])
+}
+
+/// [`cli`] with extra environment variables.
+pub(crate) fn cli_env(home: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_dstack"))
         .args(args)
+        .envs(env.iter().copied())
         .env("HOME", home)
         .env("NO_COLOR", "1")
         .env_remove("DSTACK_PROJECT")

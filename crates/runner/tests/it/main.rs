@@ -2,6 +2,7 @@
 
 mod api;
 mod jobs;
+mod repos;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -21,8 +22,14 @@ pub(crate) struct Runner {
 
 impl Runner {
     pub(crate) fn start() -> Runner {
+        Runner::start_with_env(&[])
+    }
+
+    /// A runner with extra environment variables (`PATH`, `GIT_SSL_CAINFO`, …).
+    pub(crate) fn start_with_env(env: &[(&str, &str)]) -> Runner {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_dstack-runner"))
+            .envs(env.iter().copied())
             .args(["start", "--http-address", "127.0.0.1", "--http-port", "0", "--stop-grace", "2"])
             .args(["--logs-finished-timeout", "30", "--temp-dir"])
             .arg(dir.path().join("runner"))

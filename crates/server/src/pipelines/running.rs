@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use dstack_agent_proto::client::{AgentError, RunnerClient, ShimClient};
-use dstack_agent_proto::runner::{ClusterInfo, SubmitBody, SubmitJobSubmission, SubmitRun};
+use dstack_agent_proto::runner::{ClusterInfo, RepoCredentials, SubmitBody, SubmitJobSubmission, SubmitRun};
 use dstack_agent_proto::shim::{TaskConfig, TaskStatus, TerminateBody};
+use dstack_api::repos::RemoteRepoCreds;
 use dstack_api::runs::{
     JobProvisioningData, JobRuntimeData, JobSpec, JobStatus, JobTerminationReason, RunSpec,
 };
@@ -226,6 +227,14 @@ async fn start_job(state: &AppState, job: &JobRow, runner: &RunnerClient) -> Res
         spec.commands = dstack_decide::jobspec::host_commands(&run_spec.configuration, group)
             .map_err(|e| StepError::Other(e.to_string()))?;
     }
+    let repo = match run.repo_id.as_deref() {
+        Some(name) => state.db.repo_by_name(run.project_id, name).await?,
+        None => None,
+    };
+    let repo_credentials = match &repo {
+        Some(repo) => repo_credentials(state, repo.id, run.user_id).await?,
+        None => None,
+    };
     let body = SubmitBody {
         run: SubmitRun { id: run.id, run_spec: run_spec.clone() },
         job_spec: spec,
@@ -237,7 +246,7 @@ async fn start_job(state: &AppState, job: &JobRow, runner: &RunnerClient) -> Res
             gpus_per_node: Vec::new(),
         },
         secrets: BTreeMap::new(),
-        repo_credentials: None,
+        repo_credentials,
         log_quota_hour: Some(50 * 1024 * 1024),
         run_spec: Some(run_spec),
     };
@@ -265,8 +274,6 @@ async fn start_job(state: &AppState, job: &JobRow, runner: &RunnerClient) -> Res
         }
     }
     if let Some(hash) = code_hash {
-        let repo_name = run.repo_id.clone().unwrap_or_default();
-        let repo = state.db.repo_by_name(run.project_id, &repo_name).await?;
         let blob = match repo {
             Some(repo) => state.db.code(repo.id, &hash).await?,
             None => None,
@@ -279,6 +286,28 @@ async fn start_job(state: &AppState, job: &JobRow, runner: &RunnerClient) -> Res
         }
     }
     Ok(())
+}
+
+/// The run's user's credentials for the run's repo (dstack's `get_repo_creds`), as the runner
+/// needs them to clone a remote repo; `None` when that user stored none.
+async fn repo_credentials(
+    state: &AppState,
+    repo_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<RepoCredentials>, StepError> {
+    let Some(stored) = state.db.repo_creds(repo_id, user_id).await? else {
+        return Ok(None);
+    };
+    let creds: RemoteRepoCreds = state
+        .cipher
+        .decrypt(&stored)
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .ok_or_else(|| StepError::Other("stored repo credentials cannot be decrypted".into()))?;
+    Ok(Some(RepoCredentials {
+        clone_url: Some(creds.clone_url),
+        private_key: creds.private_key,
+        oauth_token: creds.oauth_token,
+    }))
 }
 
 fn run_spec_code_hash(body: &SubmitBody) -> Option<String> {
