@@ -1331,6 +1331,78 @@ def _(c: Ctx):
 
 
 # ============================================================================================
+# 7. Fleets: an SSH fleet through the CLI (its hosts never answer: they stay pending)
+# ============================================================================================
+
+
+@case("CLI: apply -f fleet.yml -y -d (SSH fleet), fleet list, fleet delete -i 1, fleet delete")
+def _(c: Ctx):
+    home = tempfile.mkdtemp(prefix="dstack-api-compat-home-")
+    name = f"sshf-{SUFFIX}"
+    # Hosts are unique across fleets of all projects: loopback addresses of our own.
+    n = int(SUFFIX[:4], 16)
+    hosts = [f"127.{n % 250 + 1}.{n // 250 % 250}.{i}" for i in (11, 12)]
+    api = c.client()
+    try:
+        p = run_cli(c, home, "project", "add", "--name", "main", "--url", c.url, "--token", c.token, "-y")
+        assert p.returncode == 0, (p.stdout + p.stderr)[-800:]
+        key = Path(home) / "fleet_key"
+        subprocess.run(["ssh-keygen", "-t", "ed25519", "-N", "", "-q", "-f", str(key)], check=True)
+        (Path(home) / "fleet.yml").write_text(
+            f"type: fleet\nname: {name}\nssh_config:\n  user: ubuntu\n  identity_file: {key}\n"
+            f"  hosts:\n    - {hosts[0]}\n    - hostname: {hosts[1]}\n      port: 2222\n"
+        )
+        p = run_cli(c, home, "apply", "-f", "fleet.yml", "-y", "-d")
+        assert p.returncode == 0, (p.stdout + p.stderr)[-1500:]
+        assert "Fleet configuration submitted" in p.stdout, p.stdout[-800:]
+        fleet = api.fleets.get("main", name)
+        assert fleet.status.value == "active", fleet.status
+        got = [(i.instance_num, i.hostname, i.status.value, i.backend.value) for i in fleet.instances]
+        assert got == [(0, hosts[0], "pending", "remote"), (1, hosts[1], "pending", "remote")], got
+        ssh = fleet.spec.configuration.ssh_config
+        assert ssh.ssh_key is None and ssh.identity_file == str(key), ssh
+        assert fleet.instances[0].total_blocks == 1 and fleet.instances[0].price == 0.0, fleet.instances[0]
+        raw = c.post("/api/project/main/fleets/get", body={"name": name}).text
+        assert "PRIVATE KEY" not in raw, raw[:300]
+
+        p = run_cli(c, home, "fleet", "list")
+        assert p.returncode == 0, (p.stdout + p.stderr)[-800:]
+        rows = [" ".join(line.split()) for line in p.stdout.splitlines()]
+        assert any(r.startswith(name) for r in rows), p.stdout
+        assert sum("pending" in r for r in rows) >= 2, p.stdout
+
+        # Applying the same file again: no changes, nothing to do.
+        p = run_cli(c, home, "apply", "-f", "fleet.yml", "-y", "-d")
+        assert p.returncode == 0, (p.stdout + p.stderr)[-800:]
+        assert "No configuration changes detected" in " ".join(p.stdout.split()), p.stdout[-800:]
+
+        p = run_cli(c, home, "fleet", "delete", name, "-i", "1", "-y")
+        assert p.returncode == 0, (p.stdout + p.stderr)[-800:]
+        fleet = api.fleets.get("main", name)
+        assert fleet.status.value == "active", fleet.status
+        left = {i.instance_num: i.status.value for i in fleet.instances}
+        assert left.get(0) == "pending" and left.get(1, "terminating") == "terminating", left
+
+        p = run_cli(c, home, "fleet", "delete", name, "-y")
+        assert p.returncode == 0, (p.stdout + p.stderr)[-800:]
+        deadline = time.time() + 90
+        while True:
+            r = c.post("/api/project/main/fleets/get", body={"name": name})
+            if r.status_code == 400:
+                expect_400(r, "Resource not found", "resource_not_exists")
+                break
+            assert r.json()["status"] == "terminating", r.json()["status"]
+            assert time.time() < deadline, "the fleet was not deleted in 90 s"
+            time.sleep(1)
+    finally:
+        try:
+            api.fleets.delete("main", [name])
+        except Exception:
+            pass
+        shutil.rmtree(home, ignore_errors=True)
+
+
+# ============================================================================================
 
 
 def main() -> int:

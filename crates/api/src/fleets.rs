@@ -206,6 +206,31 @@ pub struct DeleteFleetsRequest {
     pub names: Vec<String>,
 }
 
+/// `fleets/delete_instances`; answered with `null`. The instances go `terminating`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteFleetInstancesRequest {
+    pub name: String,
+    pub instance_nums: Vec<i64>,
+}
+
+/// How the server reaches an SSH fleet's host (dstack's `RemoteConnectionInfo`): stored with
+/// the instance, encrypted, since `ssh_keys` holds private keys. Never sent to clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConnectionInfo {
+    pub host: String,
+    pub port: i64,
+    pub ssh_user: String,
+    pub ssh_keys: Vec<dstack_model::fleet::SshKey>,
+    #[serde(default)]
+    pub ssh_proxy: Option<crate::runs::SshConnectionParams>,
+    #[serde(default)]
+    pub ssh_proxy_keys: Option<Vec<dstack_model::fleet::SshKey>>,
+    #[serde(default)]
+    pub env: dstack_model::env::Env,
+}
+
 /// `POST /api/instances/list` (not project-scoped); answered with `[Instance]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

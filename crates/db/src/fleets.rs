@@ -1,4 +1,8 @@
 //! Fleets and their instances.
+//!
+//! Fleets are leased by the fleets loop (`lock_token` + `lock_expires_at`); its results are
+//! written by [`Db::save_fleet_pass`] only under that lease, and instance changes there are
+//! compare-and-set on the status the loop saw, so a handler's concurrent change wins.
 
 use sqlx::any::AnyRow;
 use uuid::Uuid;
@@ -12,9 +16,17 @@ pub struct FleetRow {
     pub name: String,
     pub status: String,
     pub status_message: Option<String>,
-    /// The fleet spec, JSON.
+    /// The fleet spec, JSON, without SSH private keys.
     pub spec: String,
+    /// The spec as submitted (private keys included), encrypted by the caller; `None` when
+    /// it has nothing `spec` lacks.
+    pub sensitive_spec: Option<String>,
     pub created_at: jiff::Timestamp,
+    /// Consecutive consolidation passes that had to change something.
+    pub consolidation_attempt: i64,
+    pub last_consolidated_at: Option<jiff::Timestamp>,
+    /// Until when the fleets loop holds the fleet (`None`: free).
+    pub lock_expires_at: Option<jiff::Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -26,27 +38,74 @@ pub struct InstanceRow {
     pub instance_num: i64,
     pub status: String,
     pub created_at: jiff::Timestamp,
-    /// What the instance offers, JSON.
-    pub offer: String,
-    /// Where it is and how to reach it, JSON.
-    pub job_provisioning_data: String,
+    pub finished_at: Option<jiff::Timestamp>,
+    /// What the instance offers, JSON (`None` for a cloud instance not provisioned yet).
+    pub offer: Option<String>,
+    /// Where it is and how to reach it, JSON (`None` as `offer`).
+    pub job_provisioning_data: Option<String>,
+    /// An SSH host's connection data (keys included), encrypted by the caller.
+    pub remote_connection_info: Option<String>,
     /// The shim's base URL.
     pub agent_url: Option<String>,
-    pub total_blocks: i64,
+    /// `None`: `blocks: auto`, unknown until the host is seen.
+    pub total_blocks: Option<i64>,
     pub busy_blocks: i64,
     pub last_job_processed_at: Option<jiff::Timestamp>,
+    pub termination_reason: Option<String>,
+    pub termination_reason_message: Option<String>,
+}
+
+/// An in-place update of a live fleet ([`Db::update_fleet`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FleetUpdate<'a> {
+    pub fleet_id: Uuid,
+    /// The new spec without keys, and the full one encrypted.
+    pub spec: &'a str,
+    pub sensitive_spec: Option<&'a str>,
+    pub new_instances: &'a [InstanceRow],
+    /// Instances to mark `terminating` with `reason`.
+    pub terminate: &'a [Uuid],
+    pub reason: &'a str,
+}
+
+/// A change the fleets loop makes to one instance, applied only if the instance is still in
+/// `from` status and not deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceTransition {
+    pub id: Uuid,
+    pub from: String,
+    pub to: String,
+    /// Also soft-delete the row.
+    pub delete: bool,
+    /// Set `finished_at` to the pass's time.
+    pub finish: bool,
+    /// Replace the termination reason and message when set.
+    pub termination: Option<(String, Option<String>)>,
+}
+
+/// What one pass of the fleets loop writes for a fleet it leased.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FleetPassWrite {
+    pub transitions: Vec<InstanceTransition>,
+    pub new_instances: Vec<InstanceRow>,
+    /// New `(consolidation_attempt, last_consolidated_at)`.
+    pub consolidation: Option<(i64, jiff::Timestamp)>,
+    /// Mark the fleet terminated and deleted, unless a live instance appeared meanwhile.
+    pub delete_fleet: bool,
 }
 
 macro_rules! fleet_columns {
     () => {
-        "id, project_id, name, status, status_message, spec, created_at"
+        "id, project_id, name, status, status_message, spec, sensitive_spec, created_at, \
+         consolidation_attempt, last_consolidated_at, lock_expires_at"
     };
 }
 
 macro_rules! instance_columns {
     () => {
-        "id, project_id, fleet_id, name, instance_num, status, created_at, offer, job_provisioning_data, \
-         agent_url, total_blocks, busy_blocks, last_job_processed_at"
+        "id, project_id, fleet_id, name, instance_num, status, created_at, finished_at, offer, \
+         job_provisioning_data, remote_connection_info, agent_url, total_blocks, busy_blocks, \
+         last_job_processed_at, termination_reason, termination_reason_message"
     };
 }
 
@@ -59,7 +118,11 @@ fn fleet_from_row(row: &AnyRow) -> Result<FleetRow, sqlx::Error> {
         status: row.try_get("status")?,
         status_message: row.try_get("status_message")?,
         spec: row.try_get("spec")?,
+        sensitive_spec: row.try_get("sensitive_spec")?,
         created_at: get_timestamp(row, "created_at")?,
+        consolidation_attempt: row.try_get("consolidation_attempt")?,
+        last_consolidated_at: opt_timestamp(row, "last_consolidated_at")?,
+        lock_expires_at: opt_timestamp(row, "lock_expires_at")?,
     })
 }
 
@@ -73,13 +136,77 @@ fn instance_from_row(row: &AnyRow) -> Result<InstanceRow, sqlx::Error> {
         instance_num: row.try_get("instance_num")?,
         status: row.try_get("status")?,
         created_at: get_timestamp(row, "created_at")?,
+        finished_at: opt_timestamp(row, "finished_at")?,
         offer: row.try_get("offer")?,
         job_provisioning_data: row.try_get("job_provisioning_data")?,
+        remote_connection_info: row.try_get("remote_connection_info")?,
         agent_url: row.try_get("agent_url")?,
         total_blocks: row.try_get("total_blocks")?,
         busy_blocks: row.try_get("busy_blocks")?,
         last_job_processed_at: opt_timestamp(row, "last_job_processed_at")?,
+        termination_reason: row.try_get("termination_reason")?,
+        termination_reason_message: row.try_get("termination_reason_message")?,
     })
+}
+
+async fn insert_instance(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    i: &InstanceRow,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(concat!(
+        "INSERT INTO instances (",
+        instance_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+    ))
+    .bind(uuid_text(i.id))
+    .bind(uuid_text(i.project_id))
+    .bind(uuid_text(i.fleet_id))
+    .bind(&i.name)
+    .bind(i.instance_num)
+    .bind(&i.status)
+    .bind(micros(i.created_at))
+    .bind(i.finished_at.map(micros))
+    .bind(&i.offer)
+    .bind(&i.job_provisioning_data)
+    .bind(&i.remote_connection_info)
+    .bind(&i.agent_url)
+    .bind(i.total_blocks)
+    .bind(i.busy_blocks)
+    .bind(i.last_job_processed_at.map(micros))
+    .bind(&i.termination_reason)
+    .bind(&i.termination_reason_message)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Marks live instances `terminating` with `reason` (a `terminated` one is soft-deleted
+/// instead), inside `tx`.
+async fn terminate_in_tx(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    ids: &[Uuid],
+    reason: &str,
+    now: jiff::Timestamp,
+) -> Result<(), sqlx::Error> {
+    for id in ids {
+        sqlx::query(
+            "UPDATE instances SET deleted = TRUE, deleted_at = $2 \
+             WHERE id = $1 AND deleted = FALSE AND status = 'terminated'",
+        )
+        .bind(uuid_text(*id))
+        .bind(micros(now))
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "UPDATE instances SET status = 'terminating', termination_reason = $2 \
+             WHERE id = $1 AND deleted = FALSE AND status <> 'terminated'",
+        )
+        .bind(uuid_text(*id))
+        .bind(reason)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 impl Db {
@@ -87,42 +214,75 @@ impl Db {
     /// in the project is a [`DbError::Conflict`].
     pub async fn insert_fleet(&self, fleet: &FleetRow, instances: &[InstanceRow]) -> Result<(), DbError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(concat!(
-            "INSERT INTO fleets (",
-            fleet_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        ))
+        sqlx::query(
+            "INSERT INTO fleets (id, project_id, name, status, status_message, spec, sensitive_spec, \
+             created_at, consolidation_attempt, last_consolidated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
         .bind(uuid_text(fleet.id))
         .bind(uuid_text(fleet.project_id))
         .bind(&fleet.name)
         .bind(&fleet.status)
         .bind(&fleet.status_message)
         .bind(&fleet.spec)
+        .bind(&fleet.sensitive_spec)
         .bind(micros(fleet.created_at))
+        .bind(fleet.consolidation_attempt)
+        .bind(fleet.last_consolidated_at.map(micros))
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict_on_unique(e, |_| format!("fleet {}", fleet.name)))?;
         for i in instances {
-            sqlx::query(concat!(
-                "INSERT INTO instances (",
-                instance_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-            ))
-            .bind(uuid_text(i.id))
-            .bind(uuid_text(i.project_id))
-            .bind(uuid_text(i.fleet_id))
-            .bind(&i.name)
-            .bind(i.instance_num)
-            .bind(&i.status)
-            .bind(micros(i.created_at))
-            .bind(&i.offer)
-            .bind(&i.job_provisioning_data)
-            .bind(&i.agent_url)
-            .bind(i.total_blocks)
-            .bind(i.busy_blocks)
-            .bind(i.last_job_processed_at.map(micros))
-            .execute(&mut *tx)
-            .await?;
+            insert_instance(&mut tx, i).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Updates a live fleet in place in one transaction: the new spec (consolidation starts
+    /// over), `new_instances` inserted, `terminate` instances marked as [`Db::terminate_instances`]
+    /// does. [`DbError::NotFound`] if the fleet is deleted or leased by a loop meanwhile.
+    pub async fn update_fleet(&self, u: &FleetUpdate<'_>, now: jiff::Timestamp) -> Result<(), DbError> {
+        let FleetUpdate { fleet_id, spec, sensitive_spec, new_instances, terminate, reason } = *u;
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE fleets SET spec = $2, sensitive_spec = $3, consolidation_attempt = 0 \
+             WHERE id = $1 AND deleted = FALSE AND (lock_expires_at IS NULL OR lock_expires_at < $4)",
+        )
+        .bind(uuid_text(fleet_id))
+        .bind(spec)
+        .bind(sensitive_spec)
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(DbError::NotFound);
+        }
+        for i in new_instances {
+            insert_instance(&mut tx, i).await?;
+        }
+        terminate_in_tx(&mut tx, terminate, reason, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks the given live instances `terminating` with `reason` (soft-deletes those already
+    /// `terminated`) and the given fleets `terminating`, in one transaction.
+    pub async fn terminate_instances(
+        &self,
+        fleet_ids: &[Uuid],
+        instance_ids: &[Uuid],
+        reason: &str,
+        now: jiff::Timestamp,
+    ) -> Result<(), DbError> {
+        let mut tx = self.begin_write().await?;
+        terminate_in_tx(&mut tx, instance_ids, reason, now).await?;
+        for id in fleet_ids {
+            sqlx::query("UPDATE fleets SET status = 'terminating' WHERE id = $1 AND deleted = FALSE")
+                .bind(uuid_text(*id))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -141,6 +301,15 @@ impl Db {
         Ok(rows.iter().map(fleet_from_row).collect::<Result<_, _>>()?)
     }
 
+    /// A fleet by id, deleted or not.
+    pub async fn fleet_by_id(&self, id: Uuid) -> Result<Option<FleetRow>, DbError> {
+        let row = sqlx::query(concat!("SELECT ", fleet_columns!(), " FROM fleets WHERE id = $1"))
+            .bind(uuid_text(id))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(fleet_from_row).transpose()?)
+    }
+
     /// The live instances of a project's live fleets, by fleet and number.
     pub async fn list_instances(&self, project_id: Uuid) -> Result<Vec<InstanceRow>, DbError> {
         let rows = sqlx::query(concat!(
@@ -152,6 +321,64 @@ impl Db {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(instance_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// The live instances of one fleet, by number.
+    pub async fn fleet_instances(&self, fleet_id: Uuid) -> Result<Vec<InstanceRow>, DbError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            instance_columns!(),
+            " FROM instances WHERE fleet_id = $1 AND deleted = FALSE ORDER BY instance_num"
+        ))
+        .bind(uuid_text(fleet_id))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(instance_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Every live instance with SSH connection data, in any project, with its fleet's id.
+    pub async fn list_remote_instances(&self) -> Result<Vec<InstanceRow>, DbError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            instance_columns!(),
+            " FROM instances WHERE deleted = FALSE AND remote_connection_info IS NOT NULL \
+             ORDER BY created_at"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(instance_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// The ids of the given instances that jobs are assigned to.
+    pub async fn instances_with_jobs(&self, instance_ids: &[Uuid]) -> Result<Vec<Uuid>, DbError> {
+        let mut out = Vec::new();
+        for id in instance_ids {
+            let row = sqlx::query("SELECT instance_id FROM jobs WHERE instance_id = $1 LIMIT 1")
+                .bind(uuid_text(*id))
+                .fetch_optional(&self.pool)
+                .await?;
+            if row.is_some() {
+                out.push(*id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many runs of the fleet are not in one of `finished` statuses.
+    pub async fn count_fleet_runs_not_in(&self, fleet_id: Uuid, finished: &[&str]) -> Result<i64, DbError> {
+        use sqlx::Row as _;
+        let rows = sqlx::query("SELECT status FROM runs WHERE fleet_id = $1 AND deleted = FALSE")
+            .bind(uuid_text(fleet_id))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut n = 0;
+        for row in &rows {
+            let status: String = row.try_get("status")?;
+            if !finished.contains(&status.as_str()) {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// The live instances of a project's live fleets with their fleet's name, in one query.
@@ -207,28 +434,129 @@ impl Db {
         Ok(())
     }
 
-    /// Soft-deletes the named live fleets and their instances.
-    pub async fn delete_fleets(&self, project_id: Uuid, names: &[String]) -> Result<(), DbError> {
-        let mut tx = self.begin_write().await?;
-        for name in names {
-            sqlx::query(
-                "UPDATE instances SET deleted = TRUE, status = 'terminated' WHERE fleet_id IN \
-                 (SELECT id FROM fleets WHERE project_id = $1 AND name = $2 AND deleted = FALSE)",
-            )
-            .bind(uuid_text(project_id))
-            .bind(name)
-            .execute(&mut *tx)
+    /// Takes a lease of `lease` on up to `limit` live fleets whose lease is free, least
+    /// recently consolidated first. The batch shares one token, returned with the fleets.
+    pub async fn lease_fleets(
+        &self,
+        limit: i64,
+        now: jiff::Timestamp,
+        lease: jiff::SignedDuration,
+    ) -> Result<(Vec<FleetRow>, Uuid), DbError> {
+        use sqlx::Row as _;
+        let ids: Vec<String> = sqlx::query(
+            "SELECT id FROM fleets WHERE deleted = FALSE \
+             AND (lock_expires_at IS NULL OR lock_expires_at < $1) \
+             ORDER BY last_consolidated_at, created_at LIMIT $2",
+        )
+        .bind(micros(now))
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>("id"))
+        .collect::<Result<_, _>>()?;
+        let token = Uuid::new_v4();
+        let mut out = Vec::new();
+        for id in ids {
+            let row = sqlx::query(concat!(
+                "UPDATE fleets SET lock_token = $2, lock_expires_at = $3 WHERE id = $1 AND deleted = FALSE \
+                 AND (lock_expires_at IS NULL OR lock_expires_at < $4) RETURNING ",
+                fleet_columns!()
+            ))
+            .bind(&id)
+            .bind(uuid_text(token))
+            .bind(micros(now.checked_add(lease).unwrap_or(now)))
+            .bind(micros(now))
+            .fetch_optional(&self.pool)
             .await?;
+            if let Some(row) = row {
+                out.push(fleet_from_row(&row)?);
+            }
+        }
+        Ok((out, token))
+    }
+
+    /// Ends the lease `token` on every fleet still under it.
+    pub async fn release_fleets(&self, token: Uuid) -> Result<(), DbError> {
+        sqlx::query("UPDATE fleets SET lock_token = NULL, lock_expires_at = NULL WHERE lock_token = $1")
+            .bind(uuid_text(token))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes one fleets-loop pass for a leased fleet in one transaction and ends its lease.
+    /// Returns `false`, writing nothing, if the lease is no longer `token`'s.
+    pub async fn save_fleet_pass(
+        &self,
+        fleet_id: Uuid,
+        token: Uuid,
+        write: &FleetPassWrite,
+        now: jiff::Timestamp,
+    ) -> Result<bool, DbError> {
+        let mut tx = self.begin_write().await?;
+        let owner = sqlx::query("SELECT id FROM fleets WHERE id = $1 AND lock_token = $2")
+            .bind(uuid_text(fleet_id))
+            .bind(uuid_text(token))
+            .fetch_optional(&mut *tx)
+            .await?;
+        if owner.is_none() {
+            return Ok(false);
+        }
+        for t in &write.transitions {
+            let (reason, message) = match &t.termination {
+                Some((r, m)) => (Some(r.as_str()), m.as_deref()),
+                None => (None, None),
+            };
             sqlx::query(
-                "UPDATE fleets SET deleted = TRUE, status = 'terminated' \
-                 WHERE project_id = $1 AND name = $2 AND deleted = FALSE",
+                "UPDATE instances SET status = $3, \
+                 deleted = CASE WHEN $4 THEN TRUE ELSE deleted END, \
+                 deleted_at = CASE WHEN $4 THEN $6 ELSE deleted_at END, \
+                 finished_at = CASE WHEN $5 THEN $6 ELSE finished_at END, \
+                 termination_reason = CASE WHEN $7 THEN $8 ELSE termination_reason END, \
+                 termination_reason_message = CASE WHEN $7 THEN $9 ELSE termination_reason_message END \
+                 WHERE id = $1 AND status = $2 AND deleted = FALSE",
             )
-            .bind(uuid_text(project_id))
-            .bind(name)
+            .bind(uuid_text(t.id))
+            .bind(&t.from)
+            .bind(&t.to)
+            .bind(t.delete)
+            .bind(t.finish)
+            .bind(micros(now))
+            .bind(t.termination.is_some())
+            .bind(reason)
+            .bind(message)
             .execute(&mut *tx)
             .await?;
         }
+        for i in &write.new_instances {
+            insert_instance(&mut tx, i).await?;
+        }
+        if let Some((attempt, at)) = write.consolidation {
+            sqlx::query(
+                "UPDATE fleets SET consolidation_attempt = $2, last_consolidated_at = $3 WHERE id = $1",
+            )
+            .bind(uuid_text(fleet_id))
+            .bind(attempt)
+            .bind(micros(at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        if write.delete_fleet {
+            sqlx::query(
+                "UPDATE fleets SET status = 'terminated', deleted = TRUE, deleted_at = $2 WHERE id = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.fleet_id = fleets.id AND i.deleted = FALSE)",
+            )
+            .bind(uuid_text(fleet_id))
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE fleets SET lock_token = NULL, lock_expires_at = NULL WHERE id = $1")
+            .bind(uuid_text(fleet_id))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 }

@@ -4,7 +4,9 @@
 //! what is known (and `now` where time matters) and returns data. The server loads the
 //! snapshots, calls these functions and carries out what they return.
 //!
+//! - [`fleet`]: update-in-place vs re-create of fleet specs, and the fleet/instance life cycle.
 //! - [`jobspec`]: the job specs of a run (what dstack's "job configurators" compute).
+pub mod fleet;
 pub mod job;
 pub mod jobspec;
 pub mod offers;

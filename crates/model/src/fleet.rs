@@ -411,7 +411,7 @@ impl FromNode for FleetConfiguration {
     }
 }
 
-crate::deserialize_via_node!(FleetConfiguration);
+crate::deserialize_via_node!(FleetConfiguration, SshKey);
 
 impl FleetConfiguration {
     /// The profile fields of [`FLEET_PROFILE_FIELDS`] as JSON (null when unset).

@@ -144,6 +144,45 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     file.write_all(text.as_bytes())
 }
 
+/// Whether `private` is a private key dstack accepts for SSH hosts: RSA, ECDSA or Ed25519,
+/// OpenSSH or PEM, not protected by a passphrase. Only the structure is checked.
+pub fn is_usable_private_key(private: &str) -> bool {
+    let text = private.trim();
+    if let Some(body) = text
+        .strip_prefix("-----BEGIN OPENSSH PRIVATE KEY-----")
+        .and_then(|rest| rest.strip_suffix("-----END OPENSSH PRIVATE KEY-----"))
+    {
+        let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+        let Ok(blob) = B64.decode(b64) else { return false };
+        return openssh_key_is_usable(&blob).unwrap_or(false);
+    }
+    let pem = ["RSA PRIVATE KEY", "EC PRIVATE KEY", "PRIVATE KEY"];
+    pem.iter().any(|label| {
+        text.starts_with(&format!("-----BEGIN {label}-----"))
+            && text.ends_with(&format!("-----END {label}-----"))
+            && !text.contains("ENCRYPTED")
+    })
+}
+
+/// `openssh-key-v1`: no cipher, and a key type dstack supports.
+fn openssh_key_is_usable(blob: &[u8]) -> Option<bool> {
+    fn string<'a>(blob: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let len = u32::from_be_bytes(blob.get(..4)?.try_into().ok()?) as usize;
+        let out = blob.get(4..4 + len)?;
+        *blob = &blob[4 + len..];
+        Some(out)
+    }
+    let mut rest = blob.strip_prefix(b"openssh-key-v1\0")?;
+    let cipher = string(&mut rest)?;
+    let _kdf = string(&mut rest)?;
+    let _kdf_options = string(&mut rest)?;
+    rest = rest.get(4..)?;
+    let mut public = string(&mut rest)?;
+    let kind = string(&mut public)?;
+    let supported = kind == b"ssh-rsa" || kind == b"ssh-ed25519" || kind.starts_with(b"ecdsa-sha2-");
+    Some(cipher == b"none" && supported)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

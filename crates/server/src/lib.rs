@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod config;
 mod convert;
 pub mod crypto;
+pub mod fleets;
 pub mod local_fleet;
 pub mod pipelines;
 pub mod routes;

@@ -37,7 +37,11 @@ pub async fn create(state: &AppState, project: &ProjectRow) -> Result<(), Server
         status: "active".to_owned(),
         status_message: None,
         spec: serde_json::to_string(&fleet_spec()?).map_err(|e| ServerError::Config(e.to_string()))?,
+        sensitive_spec: None,
         created_at: now,
+        consolidation_attempt: 0,
+        last_consolidated_at: None,
+        lock_expires_at: None,
     };
     let (offer, jpd) = host_offer();
     let instance = InstanceRow {
@@ -48,12 +52,18 @@ pub async fn create(state: &AppState, project: &ProjectRow) -> Result<(), Server
         instance_num: 0,
         status: "idle".to_owned(),
         created_at: now,
-        offer: serde_json::to_string(&offer).map_err(|e| ServerError::Config(e.to_string()))?,
-        job_provisioning_data: serde_json::to_string(&jpd).map_err(|e| ServerError::Config(e.to_string()))?,
+        finished_at: None,
+        offer: Some(serde_json::to_string(&offer).map_err(|e| ServerError::Config(e.to_string()))?),
+        job_provisioning_data: Some(
+            serde_json::to_string(&jpd).map_err(|e| ServerError::Config(e.to_string()))?,
+        ),
+        remote_connection_info: None,
         agent_url: None,
-        total_blocks: 1,
+        total_blocks: Some(1),
         busy_blocks: 0,
         last_job_processed_at: None,
+        termination_reason: None,
+        termination_reason_message: None,
     };
     state.db.insert_fleet(&fleet, &[instance]).await?;
     Ok(())
@@ -75,7 +85,8 @@ pub async fn attach_shim(state: &AppState, server_dir: &Path, shim_binary: &Path
     let mut local = Vec::new();
     for project in state.db.list_projects().await? {
         for instance in state.db.list_instances(project.id).await? {
-            let jpd: Option<JobProvisioningData> = serde_json::from_str(&instance.job_provisioning_data).ok();
+            let jpd: Option<JobProvisioningData> =
+                instance.job_provisioning_data.as_deref().and_then(|j| serde_json::from_str(j).ok());
             if jpd.is_some_and(|j| j.instance_id == INSTANCE_ID) {
                 local.push(instance);
             }

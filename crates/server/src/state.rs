@@ -42,12 +42,17 @@ impl AppState {
         })
     }
 
-    /// The project's instances as offers for its runs; an instance whose stored offer does
+    /// The project's `idle` and `busy` instances as offers for its runs (pending, terminating
+    /// and terminated ones offer nothing yet or any more); an instance whose stored offer does
     /// not parse is left out (and logged).
     pub async fn instance_candidates(&self, project_id: Uuid) -> Result<Vec<InstanceCandidate>, DbError> {
         let mut out = Vec::new();
         for (i, fleet_name) in self.db.list_instances_with_fleet(project_id).await? {
-            let offer: InstanceOfferWithAvailability = match serde_json::from_str(&i.offer) {
+            if i.status != "idle" && i.status != "busy" {
+                continue;
+            }
+            let (Some(offer), Some(total_blocks)) = (&i.offer, i.total_blocks) else { continue };
+            let offer: InstanceOfferWithAvailability = match serde_json::from_str(offer) {
                 Ok(o) => o,
                 Err(e) => {
                     tracing::error!(instance = %i.name, error = %e, "stored instance offer does not parse");
@@ -58,9 +63,9 @@ impl AppState {
                 id: i.id,
                 fleet_id: i.fleet_id,
                 fleet_name,
-                usable: (i.status == "idle" || i.status == "busy") && i.agent_url.is_some(),
+                usable: i.agent_url.is_some(),
                 offer,
-                total_blocks: i.total_blocks,
+                total_blocks,
                 busy_blocks: i.busy_blocks,
             });
         }

@@ -5,6 +5,7 @@
 //! makes its own names with [`unique`] and asserts exact counts only on SQLite.
 
 mod connect;
+mod fleets;
 mod members;
 mod projects;
 mod users;

@@ -121,7 +121,8 @@ fn provisioning(
     instance: &InstanceRow,
     offer: dstack_api::runs::InstanceOfferWithAvailability,
 ) -> Result<(), serde_json::Error> {
-    let jpd: JobProvisioningData = serde_json::from_str(&instance.job_provisioning_data)?;
+    let jpd: JobProvisioningData =
+        serde_json::from_str(instance.job_provisioning_data.as_deref().unwrap_or(""))?;
     let jrd = JobRuntimeData {
         network_mode: NetworkMode::Host,
         gpu: None,

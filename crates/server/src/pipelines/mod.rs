@@ -13,7 +13,9 @@
 //! | `jobs_running` | `provisioning`/`pulling`/`running` jobs | shim task, runner job, logs, exit |
 //! | `jobs_terminating` | `terminating` jobs | graceful stop, task removal, instance release |
 //! | `metrics` | `running` jobs | runner metrics samples every 10 s, TTL purge |
+//! | `fleets` | live fleets | instance termination, no-offers for cloud instances, `nodes` consolidation, fleet deletion |
 
+mod fleets;
 mod jobs;
 pub mod metrics;
 mod running;
@@ -37,6 +39,7 @@ pub(crate) const BATCH: i64 = 100;
 pub struct Hints {
     runs: Notify,
     jobs: Notify,
+    fleets: Notify,
 }
 
 impl Hints {
@@ -44,6 +47,7 @@ impl Hints {
     pub fn wake_all(&self) {
         self.runs.notify_one();
         self.jobs.notify_one();
+        self.fleets.notify_one();
     }
 }
 
@@ -71,6 +75,7 @@ pub async fn step(state: &AppState) -> Result<(), dstack_db::DbError> {
     runs::pass(state).await?;
     jobs::pass(state).await?;
     runs::pass(state).await?;
+    fleets::pass(state).await?;
     Ok(())
 }
 
@@ -87,6 +92,15 @@ pub fn spawn(state: AppState) -> JoinSet<()> {
         }
     });
     set.spawn(metrics::run(state.clone()));
+    let s = state.clone();
+    set.spawn(async move {
+        loop {
+            if let Err(e) = fleets::pass(&s).await {
+                tracing::error!(error = %e, "fleets loop");
+            }
+            let _ = wait(&s.hints.fleets, Duration::from_secs(5)).await;
+        }
+    });
     let s = state;
     set.spawn(async move {
         loop {

@@ -1,27 +1,30 @@
 //! `/api/project/{p}/fleets/{list,get,delete}`, `/api/fleets/list`, `/api/instances/list` and
 //! `/api/project/{p}/gpus/list`: the fleets a project has and what their instances offer.
 //!
-//! Fleets are created by the server (the `local` fleet); `fleets/get_plan` and `fleets/apply`
-//! (SSH and cloud fleets) are not served yet.
+//! `fleets/get_plan`, `fleets/apply`, `fleets/delete` and `fleets/delete_instances` follow
+//! dstack 0.22.5's `services/fleets.py`: they record intent (rows in one transaction) and hint
+//! the loops; the fleets loop (`pipelines/fleets.rs`) moves fleets and instances along.
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
 use dstack_api::ApiError;
 use dstack_api::fleets::{
-    DeleteFleetsRequest, Fleet, FleetSpec, FleetStatus, GetFleetRequest, HealthStatus, Instance,
-    InstanceStatus, ListInstancesRequest, ListProjectFleetsRequest,
+    ApplyFleetPlanRequest, DeleteFleetInstancesRequest, DeleteFleetsRequest, Fleet, FleetPlan, FleetSpec,
+    FleetStatus, GetFleetPlanRequest, GetFleetRequest, Instance, ListInstancesRequest,
+    ListProjectFleetsRequest,
 };
 use dstack_api::gpus::{GpuGroup, ListGpusRequest, ListGpusResponse, WireRange};
-use dstack_api::runs::{InstanceOfferWithAvailability, JobProvisioningData};
-use dstack_db::{FleetRow, InstanceRow, ProjectRow};
+use dstack_api::runs::{ApplyAction, InstanceOfferWithAvailability};
+use dstack_db::{DbError, FleetRow, FleetUpdate, InstanceRow, ProjectRow};
 use dstack_decide::offers::FleetFilter;
 use dstack_model::resources::GpuVendor;
 use serde::Deserialize;
+use uuid::Uuid;
 
-use super::runs::internal;
 use super::{Body, Failure, Json, OptBody, null};
 use crate::auth::{Caller, Member, ProjectAccess};
+use crate::fleets;
 use crate::state::AppState;
 
 pub(super) async fn list(
@@ -83,26 +86,337 @@ pub(super) async fn get(
     found.map(Json).ok_or_else(|| ApiError::not_exists("Resource not found").into())
 }
 
+/// `fleets/get_plan`: what `fleets/apply` would do (dstack's `get_plan`). The request's spec
+/// is echoed with its keys (the CLI applies the echo); everything else is shown without them.
+pub(super) async fn get_plan(
+    State(state): State<AppState>,
+    access: ProjectAccess<Member>,
+    Body(req): Body<GetFleetPlanRequest>,
+) -> Result<Json<FleetPlan>, Failure> {
+    let mut effective = req.spec.clone();
+    fleets::validate_spec(&effective)?;
+    let mut action = ApplyAction::Create;
+    let mut current = None;
+    let mut current_id = None;
+    if let Some(name) = &effective.configuration.name
+        && let Some(row) = live_fleet(&state, access.project.id, name).await?
+    {
+        let stored = fleets::sensitive_spec(&row, &state.cipher)?;
+        if dstack_decide::fleet::check_can_update(&stored, &effective).is_ok() {
+            action = ApplyAction::Update;
+        }
+        current_id = Some(row.id);
+        current = Some(fleet_wire(&state, &access.project, &row).await?);
+    }
+    check_hosts_not_yet_added(&state, &effective, current_id).await?;
+    fleets::strip_keys(&mut effective);
+    Ok(Json(FleetPlan {
+        project_name: access.project.name.clone(),
+        user: access.caller.user.name.clone(),
+        spec: req.spec,
+        effective_spec: Some(effective),
+        current_resource: current,
+        // No backends: a backend fleet has no offers; an SSH fleet never has any.
+        offers: Vec::new(),
+        total_offers: 0,
+        max_offer_price: None,
+        action: Some(action),
+    }))
+}
+
+/// `fleets/apply`: creates the fleet, or updates it in place (dstack's `apply_plan`).
+pub(super) async fn apply(
+    State(state): State<AppState>,
+    access: ProjectAccess<Member>,
+    Body(req): Body<ApplyFleetPlanRequest>,
+) -> Result<Json<Fleet>, Failure> {
+    let mut spec = req.plan.spec;
+    fleets::validate_spec(&spec)?;
+    let now = jiff::Timestamp::now();
+    let existing = match &spec.configuration.name {
+        Some(name) => live_fleet(&state, access.project.id, name).await?,
+        None => None,
+    };
+    let fleet = match existing {
+        None => create_fleet(&state, &access.project, &mut spec, now).await?,
+        Some(row) => {
+            if row.lock_expires_at.is_some_and(|until| until > now) {
+                return Err(ApiError::error(FLEET_BUSY).into());
+            }
+            update_fleet(&state, &access.project, &row, &spec, req.plan.current_resource, req.force, now)
+                .await?
+        }
+    };
+    state.hints.wake_all();
+    Ok(Json(fleet))
+}
+
+const FLEET_BUSY: &str = "Failed to update fleet: fleet is being processed currently. Try again later.";
+
+async fn create_fleet(
+    state: &AppState,
+    project: &ProjectRow,
+    spec: &mut FleetSpec,
+    now: jiff::Timestamp,
+) -> Result<Fleet, Failure> {
+    let name = match &spec.configuration.name {
+        Some(name) => name.clone(),
+        None => {
+            let taken: Vec<String> =
+                state.db.list_fleets(project.id).await?.into_iter().map(|f| f.name).collect();
+            let name = loop {
+                let candidate = crate::runs::generate_run_name();
+                if !taken.contains(&candidate) {
+                    break candidate;
+                }
+            };
+            spec.configuration.name = Some(name.clone());
+            name
+        }
+    };
+    let fleet_id = Uuid::new_v4();
+    let mut instances = Vec::new();
+    match &spec.configuration.ssh_config {
+        Some(ssh) => {
+            for (num, host) in ssh.hosts.iter().enumerate() {
+                let num = i64::try_from(num).unwrap_or(i64::MAX);
+                let slot =
+                    fleets::InstanceSlot { project_id: project.id, fleet_id, fleet_name: &name, num, now };
+                instances.push(fleets::ssh_instance_row(&slot, spec, ssh, host, &state.cipher)?);
+            }
+        }
+        None => {
+            let target = spec.configuration.nodes.map_or(0, |n| n.target);
+            for num in 0..target {
+                let slot =
+                    fleets::InstanceSlot { project_id: project.id, fleet_id, fleet_name: &name, num, now };
+                instances.push(fleets::cloud_instance_row(&slot, spec.configuration.blocks));
+            }
+        }
+    }
+    let (stored, sensitive) = fleets::stored_specs(spec, &state.cipher)?;
+    let row = FleetRow {
+        id: fleet_id,
+        project_id: project.id,
+        name,
+        status: FleetStatus::Active.as_str().to_owned(),
+        status_message: None,
+        spec: stored,
+        sensitive_spec: sensitive,
+        created_at: now,
+        consolidation_attempt: 0,
+        last_consolidated_at: None,
+        lock_expires_at: None,
+    };
+    match state.db.insert_fleet(&row, &instances).await {
+        Ok(()) => {}
+        Err(DbError::Conflict { .. }) => return Err(ApiError::resource_exists().into()),
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(fleet = %row.name, instances = instances.len(), "fleet created");
+    let refs: Vec<&InstanceRow> = instances.iter().collect();
+    Ok(fleets::fleet_to_wire(&row, &refs, project)?)
+}
+
+async fn update_fleet(
+    state: &AppState,
+    project: &ProjectRow,
+    row: &FleetRow,
+    spec: &FleetSpec,
+    expected: Option<Fleet>,
+    force: bool,
+    now: jiff::Timestamp,
+) -> Result<Fleet, Failure> {
+    let current = fleet_wire(state, project, row).await?;
+    if !force && expected.is_none_or(|e| e.id != current.id || e.spec != current.spec) {
+        return Err(ApiError::error(
+            "Failed to apply plan. Resource has been changed. Try again or use force apply.",
+        )
+        .into());
+    }
+    let stored = fleets::sensitive_spec(row, &state.cipher)?;
+    dstack_decide::fleet::check_can_update(&stored, spec).map_err(ApiError::error)?;
+    let mut new_instances = Vec::new();
+    let mut removed = Vec::new();
+    if let (Some(cur_ssh), Some(new_ssh)) = (&stored.configuration.ssh_config, &spec.configuration.ssh_config)
+    {
+        let changes = dstack_decide::fleet::ssh_hosts_changes(&cur_ssh.hosts, &new_ssh.hosts);
+        let instances = state.db.fleet_instances(row.id).await?;
+        let mut taken: Vec<i64> = instances.iter().map(|i| i.instance_num).collect();
+        let mut removed_nums = Vec::new();
+        for i in &instances {
+            match fleets::remote_connection_info(i, &state.cipher) {
+                Some(rci) if changes.removed.contains(&rci.host) => {
+                    removed.push(i.id);
+                    removed_nums.push(i.instance_num);
+                }
+                Some(_) => {}
+                None => {
+                    tracing::error!(instance = %i.name, fleet = %row.name, "cloud instance in an SSH fleet")
+                }
+            }
+        }
+        if !changes.added.is_empty() {
+            check_hosts_not_yet_added(state, spec, Some(row.id)).await?;
+            for host in &changes.added {
+                let num = dstack_decide::fleet::next_instance_num(&taken);
+                taken.push(num);
+                let slot = fleets::InstanceSlot {
+                    project_id: project.id,
+                    fleet_id: row.id,
+                    fleet_name: &row.name,
+                    num,
+                    now,
+                };
+                new_instances.push(fleets::ssh_instance_row(&slot, spec, new_ssh, host, &state.cipher)?);
+            }
+        }
+        if !removed_nums.is_empty() {
+            check_not_in_use(state, row, &instances, Some(&removed_nums)).await?;
+        }
+    }
+    let (stored_json, sensitive) = fleets::stored_specs(spec, &state.cipher)?;
+    let update = FleetUpdate {
+        fleet_id: row.id,
+        spec: &stored_json,
+        sensitive_spec: sensitive.as_deref(),
+        new_instances: &new_instances,
+        terminate: &removed,
+        reason: dstack_decide::fleet::TERMINATED_BY_USER,
+    };
+    match state.db.update_fleet(&update, now).await {
+        Ok(()) => {}
+        Err(DbError::NotFound) => return Err(ApiError::error(FLEET_BUSY).into()),
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(fleet = %row.name, added = new_instances.len(), removed = removed.len(), "fleet updated");
+    let row = state.db.fleet_by_id(row.id).await?.ok_or(ApiError::Internal)?;
+    fleet_wire(state, project, &row).await
+}
+
+/// dstack's `_check_ssh_hosts_not_yet_added`: no host of `spec` may be a live instance of
+/// another fleet, in any project.
+async fn check_hosts_not_yet_added(
+    state: &AppState,
+    spec: &FleetSpec,
+    current_fleet: Option<Uuid>,
+) -> Result<(), Failure> {
+    let Some(ssh) = &spec.configuration.ssh_config else { return Ok(()) };
+    if ssh.hosts.is_empty() {
+        return Ok(());
+    }
+    let mut existing = Vec::new();
+    for i in state.db.list_remote_instances().await? {
+        if Some(i.fleet_id) == current_fleet {
+            continue;
+        }
+        if let Some(rci) = fleets::remote_connection_info(&i, &state.cipher) {
+            existing.push(rci.host);
+        }
+    }
+    let taken: Vec<&str> =
+        ssh.hosts.iter().map(|h| h.hostname()).filter(|h| existing.iter().any(|e| e == h)).collect();
+    if taken.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::error(format!("Instances [{}] are already assigned to a fleet.", taken.join(", "))).into())
+}
+
+/// dstack's `is_fleet_in_use` check before terminating instances (`nums`) or the whole fleet.
+async fn check_not_in_use(
+    state: &AppState,
+    fleet: &FleetRow,
+    instances: &[InstanceRow],
+    nums: Option<&[i64]>,
+) -> Result<(), Failure> {
+    let snaps = fleets::instance_snapshots(state, instances).await?;
+    let runs = state.db.count_fleet_runs_not_in(fleet.id, fleets::FINISHED_RUN_STATUSES).await?;
+    if !dstack_decide::fleet::in_use(&snaps, runs, nums) {
+        return Ok(());
+    }
+    let msg = match nums {
+        Some(nums) => {
+            let list: Vec<String> = nums.iter().map(i64::to_string).collect();
+            format!(
+                "Failed to delete fleet {} instances [{}]. Fleet instances are in use.",
+                fleet.name,
+                list.join(", ")
+            )
+        }
+        None => format!("Failed to delete fleet {}. Fleet is in use.", fleet.name),
+    };
+    Err(ApiError::error(msg).into())
+}
+
+/// `fleets/delete`: the fleets go `terminating` with their instances; the fleets loop
+/// finishes them. Unknown names are skipped, as dstack does.
 pub(super) async fn delete(
     State(state): State<AppState>,
     access: ProjectAccess<Member>,
     Body(req): Body<DeleteFleetsRequest>,
 ) -> Result<Json<serde_json::Value>, Failure> {
-    let fleets = state.db.list_fleets(access.project.id).await?;
-    let instances = state.db.list_instances(access.project.id).await?;
-    for name in &req.names {
-        let Some(fleet) = fleets.iter().find(|f| f.name == *name) else {
-            return Err(ApiError::not_exists(format!("Fleets not found: {name}")).into());
-        };
-        if instances.iter().any(|i| i.fleet_id == fleet.id && i.busy_blocks > 0) {
-            return Err(ApiError::error(format!(
-                "Fleet {name} has instances running jobs. Stop the runs first."
-            ))
+    terminate(&state, &access.project, &req.names, None).await?;
+    Ok(null())
+}
+
+/// `fleets/delete_instances`: those instances go `terminating` (unknown numbers and fleets
+/// are skipped, as dstack does); the fleet stays.
+pub(super) async fn delete_instances(
+    State(state): State<AppState>,
+    access: ProjectAccess<Member>,
+    Body(req): Body<DeleteFleetInstancesRequest>,
+) -> Result<Json<serde_json::Value>, Failure> {
+    terminate(&state, &access.project, std::slice::from_ref(&req.name), Some(&req.instance_nums)).await?;
+    Ok(null())
+}
+
+async fn terminate(
+    state: &AppState,
+    project: &ProjectRow,
+    names: &[String],
+    nums: Option<&[i64]>,
+) -> Result<(), Failure> {
+    let now = jiff::Timestamp::now();
+    let fleets: Vec<FleetRow> =
+        state.db.list_fleets(project.id).await?.into_iter().filter(|f| names.contains(&f.name)).collect();
+    let mut instance_ids = Vec::new();
+    for fleet in &fleets {
+        if fleet.lock_expires_at.is_some_and(|until| until > now) {
+            return Err(ApiError::error(match nums {
+                None => "Failed to delete fleets: fleets are being processed currently. Try again later.",
+                Some(_) => {
+                    "Failed to delete fleet instances: fleets are being processed currently. Try again later."
+                }
+            })
             .into());
         }
+        let instances = state.db.fleet_instances(fleet.id).await?;
+        check_not_in_use(state, fleet, &instances, nums).await?;
+        instance_ids.extend(
+            instances.iter().filter(|i| nums.is_none_or(|n| n.contains(&i.instance_num))).map(|i| i.id),
+        );
     }
-    state.db.delete_fleets(access.project.id, &req.names).await?;
-    Ok(null())
+    let fleet_ids: Vec<Uuid> =
+        if nums.is_none() { fleets.iter().map(|f| f.id).collect() } else { Vec::new() };
+    state
+        .db
+        .terminate_instances(&fleet_ids, &instance_ids, dstack_decide::fleet::TERMINATED_BY_USER, now)
+        .await?;
+    if !fleets.is_empty() {
+        tracing::info!(fleets = ?names, instances = ?nums, "deleting");
+        state.hints.wake_all();
+    }
+    Ok(())
+}
+
+async fn live_fleet(state: &AppState, project_id: Uuid, name: &str) -> Result<Option<FleetRow>, Failure> {
+    Ok(state.db.list_fleets(project_id).await?.into_iter().find(|f| f.name == name))
+}
+
+async fn fleet_wire(state: &AppState, project: &ProjectRow, row: &FleetRow) -> Result<Fleet, Failure> {
+    let instances = state.db.fleet_instances(row.id).await?;
+    let refs: Vec<&InstanceRow> = instances.iter().collect();
+    Ok(fleets::fleet_to_wire(row, &refs, project)?)
 }
 
 pub(super) async fn list_instances(
@@ -224,57 +538,7 @@ async fn project_fleets(state: &AppState, project: &ProjectRow) -> Result<Vec<Fl
         .iter()
         .map(|f| {
             let own: Vec<&InstanceRow> = instances.iter().filter(|i| i.fleet_id == f.id).collect();
-            fleet_to_wire(f, &own, project)
+            crate::fleets::fleet_to_wire(f, &own, project).map_err(Failure)
         })
         .collect()
-}
-
-fn fleet_to_wire(
-    fleet: &FleetRow,
-    instances: &[&InstanceRow],
-    project: &ProjectRow,
-) -> Result<Fleet, Failure> {
-    let spec: FleetSpec = serde_json::from_str(&fleet.spec).map_err(internal)?;
-    let instances =
-        instances.iter().map(|i| instance_to_wire(i, fleet, project)).collect::<Result<Vec<_>, _>>()?;
-    Ok(Fleet {
-        id: fleet.id,
-        name: fleet.name.clone(),
-        project_name: project.name.clone(),
-        spec,
-        created_at: fleet.created_at,
-        status: FleetStatus::from_wire(&fleet.status).unwrap_or(FleetStatus::Active),
-        status_message: fleet.status_message.clone(),
-        instances,
-    })
-}
-
-fn instance_to_wire(i: &InstanceRow, fleet: &FleetRow, project: &ProjectRow) -> Result<Instance, Failure> {
-    let jpd: JobProvisioningData = serde_json::from_str(&i.job_provisioning_data).map_err(internal)?;
-    let offer: InstanceOfferWithAvailability = serde_json::from_str(&i.offer).map_err(internal)?;
-    Ok(Instance {
-        id: i.id,
-        project_name: project.name.clone(),
-        backend: Some(jpd.backend),
-        instance_type: Some(offer.instance),
-        name: i.name.clone(),
-        fleet_id: Some(fleet.id),
-        fleet_name: Some(fleet.name.clone()),
-        instance_num: i.instance_num,
-        job_name: None,
-        hostname: jpd.hostname,
-        status: InstanceStatus::from_wire(&i.status).unwrap_or(InstanceStatus::Idle),
-        unreachable: i.agent_url.is_none(),
-        health_status: HealthStatus::Healthy,
-        termination_reason: None,
-        termination_reason_message: None,
-        created: i.created_at,
-        finished_at: None,
-        region: Some(jpd.region),
-        availability_zone: jpd.availability_zone,
-        price: Some(jpd.price),
-        total_blocks: Some(i.total_blocks),
-        busy_blocks: i.busy_blocks,
-        gpu_driver: jpd.gpu_driver,
-    })
 }

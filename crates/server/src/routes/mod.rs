@@ -67,6 +67,9 @@ pub fn app(state: AppState) -> Router {
         .route("/api/project/{project_name}/fleets/list", post(fleets::list))
         .route("/api/project/{project_name}/fleets/get", post(fleets::get))
         .route("/api/project/{project_name}/fleets/delete", post(fleets::delete))
+        .route("/api/project/{project_name}/fleets/get_plan", post(fleets::get_plan))
+        .route("/api/project/{project_name}/fleets/apply", post(fleets::apply))
+        .route("/api/project/{project_name}/fleets/delete_instances", post(fleets::delete_instances))
         .route("/api/project/{project_name}/gpus/list", post(fleets::list_gpus))
         .route("/api/project/{project_name}/runs/get_plan", post(runs::get_plan))
         .route("/api/project/{project_name}/runs/apply", post(runs::apply))
@@ -101,9 +104,6 @@ const NOT_YET_PROJECT_ROUTES: &[&str] = &[
     "backends/delete",
     "backends/create_yaml",
     "backends/update_yaml",
-    "fleets/get_plan",
-    "fleets/apply",
-    "fleets/delete_instances",
     "instances/get",
     "instances/get_instance_health_checks",
     "gateways/list",

@@ -5,6 +5,7 @@
 //! state and stay apart by unique names.
 
 mod auth;
+mod fleets;
 mod metrics;
 mod projects;
 mod repos;

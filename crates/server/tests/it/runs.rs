@@ -209,7 +209,12 @@ async fn a_run_placed_on_a_fleet_instance_reports_the_fleet() {
     for i in s.state.db.list_instances(project.id).await.expect("db") {
         s.state
             .db
-            .update_instance_agent(i.id, "http://127.0.0.1:9", &i.offer, &i.job_provisioning_data)
+            .update_instance_agent(
+                i.id,
+                "http://127.0.0.1:9",
+                i.offer.as_deref().unwrap(),
+                i.job_provisioning_data.as_deref().unwrap(),
+            )
             .await
             .expect("db");
     }
@@ -275,7 +280,15 @@ async fn the_local_fleet_is_listed_offered_and_deleted() {
     let expected_gpus = instance["instance_type"]["resources"]["gpus"].as_array().unwrap().len().min(1);
     assert_eq!(gpus["gpus"].as_array().unwrap().len(), expected_gpus, "{gpus}");
 
+    // Deleting: the fleet is terminating until the fleets loop has terminated its instance.
     s.admin(&format!("/api/project/{p}/fleets/delete"), Some(json!({"names": ["local"]}))).await;
+    let got = s.admin(&format!("/api/project/{p}/fleets/get"), Some(json!({"name": "local"}))).await;
+    assert_eq!(got["status"], "terminating");
+    assert_eq!(got["instances"][0]["status"], "terminating");
+    assert_eq!(got["instances"][0]["termination_reason"], "terminated_by_user");
+    for _ in 0..5 {
+        dstack_server::pipelines::step(&s.state).await.expect("a pass");
+    }
     assert_eq!(s.admin(&format!("/api/project/{p}/fleets/list"), None).await, json!([]));
 }
 
@@ -411,7 +424,8 @@ async fn a_second_run_finds_the_one_local_instance_busy() {
     dstack_server::local_fleet::create(&s.state, &row).await.expect("the local fleet");
     let instance = s.state.db.list_instances(row.id).await.unwrap().remove(0);
     // A shim address that refuses connections: the instance takes jobs, which then wait.
-    let (offer, jpd) = (&instance.offer, &instance.job_provisioning_data);
+    let (offer, jpd) =
+        (instance.offer.as_deref().unwrap(), instance.job_provisioning_data.as_deref().unwrap());
     s.state.db.update_instance_agent(instance.id, "http://127.0.0.1:9", offer, jpd).await.unwrap();
     let small = |name: &str| {
         let mut body = apply_body(name, &["true"]);

@@ -1,0 +1,72 @@
+//! `dstack apply -f fleet.yml -y -d` of an SSH fleet against a real server process: the fleet
+//! is created with one pending instance per host, shown without keys, and deleted.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::server::{cli, start, stop};
+
+#[test]
+fn an_ssh_fleet_is_applied_listed_and_deleted() {
+    let home = TempDir::new().unwrap();
+    let server = start(home.path(), &[]);
+    let key = home.path().join("fleet_key");
+    std::fs::write(&key, include_str!("../../../server/tests/fixtures/test_ed25519")).unwrap();
+    std::fs::write(
+        home.path().join("fleet_key.pub"),
+        include_str!("../../../server/tests/fixtures/test_ed25519.pub"),
+    )
+    .unwrap();
+    let file = home.path().join("fleet.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "type: fleet\nname: hosts\nssh_config:\n  user: ubuntu\n  identity_file: {}\n  hosts:\n    - 127.0.0.21\n    - 127.0.0.22\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let file = file.display().to_string();
+
+    let (code, out, err) = cli(home.path(), &["apply", "-f", &file, "-y", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Fleet type     ssh"), "{out}");
+    assert!(out.trim_end().ends_with("Fleet configuration submitted. Exiting..."), "{out}");
+
+    let (code, out, err) = cli(home.path(), &["fleet", "get", "hosts"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("PRIVATE KEY"), "{out}");
+    let fleet: Value = serde_json::from_str(&out).unwrap();
+    let instances: Vec<(&str, &str)> = fleet["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["hostname"].as_str().unwrap(), i["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(instances, [("127.0.0.21", "pending"), ("127.0.0.22", "pending")]);
+
+    // The same file again: nothing to change.
+    let (code, out, err) = cli(home.path(), &["apply", "-f", &file, "-y", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("No configuration changes detected"), "{out}");
+
+    let (code, out, err) = cli(home.path(), &["fleet", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("hosts") && out.contains("pending"), "{out}");
+
+    let (code, out, err) = cli(home.path(), &["fleet", "delete", "hosts", "-y"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, out, _) = cli(home.path(), &["fleet", "get", "hosts"]);
+        if code != 0 {
+            assert!(out.contains("Fleet hosts not found"), "{out}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fleet is still there: {out}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(stop(server), 0);
+}
