@@ -30,9 +30,12 @@ pub enum FleetCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete a fleet (its instances are terminated; the call does not wait).
+    /// Delete a fleet, or some of its instances (they are terminated; the call does not wait).
     Delete {
         name: String,
+        /// Delete only this instance (its number, as `dstack fleet` shows it); repeatable.
+        #[arg(short = 'i', long = "instance", value_name = "INSTANCE_NUM")]
+        instances: Vec<i64>,
         /// Do not ask for confirmation.
         #[arg(short = 'y', long)]
         yes: bool,
@@ -68,7 +71,7 @@ pub fn run(args: &FleetArgs) -> u8 {
             }
             Err(e) => fail(e),
         },
-        FleetCommand::Delete { name, yes } => {
+        FleetCommand::Delete { name, instances, yes } => {
             match client.get_fleet(project, name) {
                 Ok(_) => {}
                 Err(e) if e.is_not_found() => {
@@ -76,6 +79,20 @@ pub fn run(args: &FleetArgs) -> u8 {
                     return EXIT_INVALID;
                 }
                 Err(e) => return fail(e),
+            }
+            if !instances.is_empty() {
+                let nums = format!("{instances:?}");
+                if !yes && !confirm(&format!("Delete the fleet {name} instances {nums}?")) {
+                    out!("\nExiting...");
+                    return EXIT_OK;
+                }
+                return match client.delete_fleet_instances(project, name, instances) {
+                    Ok(()) => {
+                        out!("Fleet {name} instances deleted");
+                        EXIT_OK
+                    }
+                    Err(e) => fail(e),
+                };
             }
             if !yes && !confirm(&format!("Delete the fleet {name}?")) {
                 out!("\nExiting...");

@@ -8,8 +8,8 @@ pub mod config;
 
 use dstack_api::DSTACK_VERSION;
 use dstack_api::fleets::{
-    ApplyFleetPlanRequest, DeleteFleetsRequest, Fleet, FleetPlan, GetFleetPlanRequest, GetFleetRequest,
-    Instance, ListInstancesRequest, ListProjectFleetsRequest,
+    ApplyFleetPlanRequest, DeleteFleetInstancesRequest, DeleteFleetsRequest, Fleet, FleetPlan,
+    GetFleetPlanRequest, GetFleetRequest, Instance, ListInstancesRequest, ListProjectFleetsRequest,
 };
 use dstack_api::gpus::{ListGpusRequest, ListGpusResponse};
 use dstack_api::repos::SaveRepoCredsRequest;
@@ -270,6 +270,12 @@ impl Client {
     pub fn delete_fleets(&self, project: &str, names: &[String]) -> Result<(), ClientError> {
         let req = DeleteFleetsRequest { names: names.to_vec() };
         self.post::<_, Value>(&Self::project_path(project, "fleets/delete"), Some(&req)).map(|_| ())
+    }
+
+    /// `fleets/delete_instances`: those instances of the fleet go `terminating`.
+    pub fn delete_fleet_instances(&self, project: &str, name: &str, nums: &[i64]) -> Result<(), ClientError> {
+        let req = DeleteFleetInstancesRequest { name: name.to_owned(), instance_nums: nums.to_vec() };
+        self.post::<_, Value>(&Self::project_path(project, "fleets/delete_instances"), Some(&req)).map(|_| ())
     }
 
     /// `POST /api/instances/list` (not project-scoped).

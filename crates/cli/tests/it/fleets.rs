@@ -1,5 +1,6 @@
 //! `dstack apply -f fleet.yml -y -d` of an SSH fleet against a real server process: the fleet
-//! is created with one pending instance per host, shown without keys, and deleted.
+//! is created with one pending instance per host, shown without keys, one instance deleted by
+//! number, then the fleet.
 
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,28 @@ fn an_ssh_fleet_is_applied_listed_and_deleted() {
     let (code, out, err) = cli(home.path(), &["fleet", "list"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("hosts") && out.contains("pending"), "{out}");
+
+    // One instance, by its number: the other stays.
+    let (code, out, err) = cli(home.path(), &["fleet", "delete", "hosts", "-i", "1", "-y"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim_end(), "Fleet hosts instances deleted");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, out, _) = cli(home.path(), &["fleet", "get", "hosts"]);
+        let fleet: Value = serde_json::from_str(&out).unwrap();
+        let live: Vec<(i64, &str)> = fleet["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["status"] != "terminated")
+            .map(|i| (i["instance_num"].as_i64().unwrap(), i["hostname"].as_str().unwrap()))
+            .collect();
+        if live == [(0, "127.0.0.21")] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "instance 1 is still there: {live:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 
     let (code, out, err) = cli(home.path(), &["fleet", "delete", "hosts", "-y"]);
     assert_eq!(code, 0, "{out}{err}");
