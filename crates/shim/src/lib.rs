@@ -294,6 +294,16 @@ async fn restore(shim: &Arc<Shim>) {
             seen.insert(r.task_id.clone());
             let stored = shim.store.get(&r.task_id);
             if stored.as_ref().is_some_and(|t| t.status == TaskStatus::Terminated) {
+                // Terminated before the shim went down, maybe before its container stopped.
+                if r.running
+                    && let Some(task) = &stored
+                {
+                    let task = Task {
+                        handle: Handle::Docker { container_id: r.container_id.clone() },
+                        ..task.clone()
+                    };
+                    docker.terminate(&task, Duration::ZERO).await;
+                }
                 continue;
             }
             tracing::info!(id = %r.task_id, container = %r.container_name, running = r.running, "recovering a task from its container");
