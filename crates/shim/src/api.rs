@@ -126,6 +126,7 @@ async fn submit_task(State(shim): State<Arc<Shim>>, body: Bytes) -> Response {
         runner_dir: shim.runner_dir(&container_name),
         container_name,
         handle: Handle::None,
+        gpu_ids: Vec::new(),
     };
     let info = task.info();
     if !shim.store.insert(task) {

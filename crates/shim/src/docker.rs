@@ -1,34 +1,50 @@
-//! Docker mode: the task is a container of `image_name` running the bind-mounted runner
-//! (spec agents.md §1.6–1.8, simplified): host network with a port the shim picks, the runner
-//! dir mounted at `/tmp/runner`. The image is pulled (with `registry_auth` when given, progress
-//! in the task's `image_pull_progress`) unless present with a tag other than `:latest`; unlike
+//! Docker mode (spec agents.md §1.6–1.9): the task is a container of `image_name` whose
+//! entrypoint is the runner, bind-mounted from the host (see [`crate::container`] for what the
+//! container is made of). The image is pulled (with `registry_auth` when given, progress in
+//! the task's `image_pull_progress`) unless present with a tag other than `:latest`; unlike
 //! dstack, `host:5000/img` gets its `:latest` too (dstack would ask the engine for every tag).
 //!
-//! Not done yet: GPUs, volumes, instance mounts, shm/cpu/memory limits, bridge mode and sshd
-//! (the runner has none).
+//! A task takes its GPUs before anything else and gives them back when it becomes
+//! `terminated` (the lock lives in the task table). A container that fails to start is
+//! removed at once; one that ran stays (with its logs) until `/remove`, as in dstack.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
-use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions,
-    WaitContainerOptions,
+    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StartContainerOptions, StopContainerOptions, WaitContainerOptions,
 };
-use dstack_agent_proto::RUNNER_HTTP_PORT;
 use dstack_agent_proto::shim::{PortMapping, TaskConfig, TaskStatus, reason};
 use futures_util::StreamExt;
 
+use crate::container::{self, Bind, ContainerSpec, Gpus, Network, Recovered, RunnerCommand};
+use crate::devices;
+use crate::gpu::Vendor;
 use crate::pull;
 use crate::tasks::{Handle, Task};
 use crate::{Config, Driver, Shim};
 
+/// Where dstack mounts a task's network volumes on the host (under the device root).
+pub const VOLUMES_DIR: &str = "/mnt/disks/dstack-volumes";
+
 pub struct DockerDriver {
     docker: Docker,
-    runner_binary: std::path::PathBuf,
+    runner_binary: PathBuf,
+    runner_log_level: String,
+    /// `K=V` of the pass-env variables set in the shim's environment at start.
+    env: Vec<String>,
+    /// Every container privileged (`--privileged`).
+    privileged: bool,
+    device_root: PathBuf,
+    vendor: Option<Vendor>,
+    /// The shim's home, labelled on its containers.
+    home: String,
 }
 
 impl DockerDriver {
@@ -36,7 +52,20 @@ impl DockerDriver {
     pub(crate) async fn connect(config: &Config) -> Option<DockerDriver> {
         let docker = Docker::connect_with_local_defaults().ok()?;
         match docker.ping().await {
-            Ok(_) => Some(DockerDriver { docker, runner_binary: config.runner_binary.clone() }),
+            Ok(_) => Some(DockerDriver {
+                docker,
+                runner_binary: config.runner_binary.clone(),
+                runner_log_level: config.runner_log_level.clone(),
+                env: config
+                    .pass_env
+                    .iter()
+                    .filter_map(|name| Some(format!("{name}={}", std::env::var(name).ok()?)))
+                    .collect(),
+                privileged: config.privileged,
+                device_root: config.device_root.clone(),
+                vendor: devices::detect_vendor(&config.device_root),
+                home: config.home.display().to_string(),
+            }),
             Err(e) => {
                 tracing::info!(%e, "no Docker engine; tasks run as processes");
                 None
@@ -99,48 +128,6 @@ impl DockerDriver {
         ))
     }
 
-    async fn create(&self, task: &Task, config: &TaskConfig, port: u16) -> Result<String, String> {
-        std::fs::create_dir_all(&task.runner_dir).map_err(|e| e.to_string())?;
-        let port = port.to_string();
-        let cmd = [
-            "/usr/local/bin/dstack-runner",
-            "start",
-            "--temp-dir",
-            "/tmp/runner",
-            "--http-address",
-            "127.0.0.1",
-            "--http-port",
-            &port,
-            "--workflow-dir",
-            "/workflow",
-        ];
-        let labels = HashMap::from([
-            ("ai.dstack.shim.is-task".to_owned(), "true".to_owned()),
-            ("ai.dstack.shim.task-id".to_owned(), config.id.clone()),
-        ]);
-        let binds = vec![
-            format!("{}:/tmp/runner", task.runner_dir.display()),
-            format!("{}:/usr/local/bin/dstack-runner:ro", self.runner_binary.display()),
-        ];
-        let body = ContainerCreateBody {
-            image: Some(config.image_name.clone()),
-            cmd: Some(cmd.iter().map(|s| (*s).to_owned()).collect()),
-            user: Some(config.container_user.clone()).filter(|u| !u.is_empty()),
-            labels: Some(labels),
-            host_config: Some(HostConfig {
-                network_mode: Some("host".to_owned()),
-                binds: Some(binds),
-                privileged: Some(config.privileged),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let options =
-            CreateContainerOptions { name: Some(task.container_name.clone()), ..Default::default() };
-        let created = self.docker.create_container(Some(options), body).await.map_err(|e| e.to_string())?;
-        Ok(created.id)
-    }
-
     async fn wait(&self, shim: &Shim, id: &str, container: &str) {
         let mut stream = self.docker.wait_container(container, None::<WaitContainerOptions>);
         let code = match stream.next().await {
@@ -165,62 +152,298 @@ impl DockerDriver {
         }
         text.trim_end().to_owned()
     }
+
+    /// The mounts of a task (§1.6 steps 4–5, §1.7): the runner dir and binary, network volumes
+    /// that are mounted on the host, instance paths (created when missing).
+    fn binds(&self, task: &Task, config: &TaskConfig) -> Result<Vec<Bind>, (&'static str, String)> {
+        std::fs::create_dir_all(&task.runner_dir).map_err(|e| {
+            (
+                reason::EXECUTOR_ERROR,
+                format!("cannot create the runner dir {}: {e}", task.runner_dir.display()),
+            )
+        })?;
+        let mut binds = vec![
+            Bind {
+                source: task.runner_dir.clone(),
+                target: container::RUNNER_TEMP_DIR.to_owned(),
+                read_only: false,
+            },
+            Bind {
+                source: self.runner_binary.clone(),
+                target: container::RUNNER_PATH.to_owned(),
+                read_only: true,
+            },
+        ];
+        let volumes = volume_binds(&self.device_root, config)
+            .map_err(|e| (reason::EXECUTOR_ERROR, format!("prepareVolumes error: {e}")))?;
+        binds.extend(volumes);
+        for mount in &config.instance_mounts {
+            let source = prepare_instance_path(&mount.instance_path)
+                .map_err(|e| (reason::EXECUTOR_ERROR, format!("prepareInstanceMountPoints error: {e}")))?;
+            binds.push(Bind { source, target: mount.path.clone(), read_only: false });
+        }
+        Ok(binds)
+    }
+
+    async fn create(&self, name: &str, spec: &ContainerSpec) -> Result<String, String> {
+        let options = CreateContainerOptions { name: Some(name.to_owned()), ..Default::default() };
+        let created = self
+            .docker
+            .create_container(Some(options), container::create_body(spec))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(created.id)
+    }
+
+    async fn start(&self, container: &str) -> Result<(), String> {
+        self.docker.start_container(container, None::<StartContainerOptions>).await.map_err(|e| e.to_string())
+    }
+
+    /// `docker rm -f -v`; a container that is already gone is fine.
+    async fn remove_container(&self, container: &str) -> Result<(), String> {
+        let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+        match self.docker.remove_container(container, Some(options)).await {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                Ok(())
+            }
+            Err(e) => Err(format!("cannot remove container {container}: {e}")),
+        }
+    }
+
+    /// Creates and starts the container; a container that does not start is removed. On
+    /// an NVIDIA host without `/dev/nvidia-modeset` the start is retried without the
+    /// `display` capability (§1.6 step 8).
+    async fn create_and_start(
+        &self,
+        shim: &Shim,
+        id: &str,
+        name: &str,
+        spec: &mut ContainerSpec,
+    ) -> Result<String, (&'static str, String)> {
+        let mut retried = false;
+        loop {
+            let container = self
+                .create(name, spec)
+                .await
+                .map_err(|e| (reason::CREATING_CONTAINER_ERROR, format!("createContainer error: {e}")))?;
+            shim.store.update(id, |t| t.handle = Handle::Docker { container_id: container.clone() });
+            let Err(e) = self.start(&container).await else { return Ok(container) };
+            if let Err(e) = self.remove_container(&container).await {
+                tracing::error!(%e, id, "cannot remove a container that did not start");
+            }
+            match &mut spec.gpus {
+                Gpus::Nvidia { display, .. } if *display && !retried && e.contains("/dev/nvidia-modeset") => {
+                    tracing::info!(
+                        id,
+                        "no /dev/nvidia-modeset: starting again without the display capability"
+                    );
+                    *display = false;
+                    retried = true;
+                }
+                _ => return Err((reason::CONTAINER_EXITED_WITH_ERROR, format!("startContainer error: {e}"))),
+            }
+        }
+    }
+
+    /// The runner's host ports once the container runs.
+    async fn ports(&self, container: &str, network: Network) -> Vec<PortMapping> {
+        match network {
+            Network::Host { http_port, ssh_port } => vec![
+                PortMapping { host: http_port, container: dstack_agent_proto::RUNNER_HTTP_PORT },
+                PortMapping { host: ssh_port, container: container::RUNNER_SSH_PORT },
+            ],
+            Network::Bridge => {
+                match self.docker.inspect_container(container, None::<InspectContainerOptions>).await {
+                    Ok(inspect) => container::published_ports(&inspect),
+                    Err(e) => {
+                        tracing::warn!(%e, container, "cannot inspect the container for its ports");
+                        Vec::new()
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every container labelled as a shim task, read back (§1.9). An engine that does not
+    /// answer gives none (logged).
+    pub(crate) async fn recover(&self) -> Vec<Recovered> {
+        let filters = std::collections::HashMap::from([(
+            "label".to_owned(),
+            vec![
+                format!("{}=true", container::LABEL_IS_TASK),
+                format!("{}={}", container::LABEL_SHIM_HOME, self.home),
+            ],
+        )]);
+        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let list = match self.docker.list_containers(Some(options)).await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::error!(%e, "cannot list task containers; none recovered");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for summary in list {
+            let Some(id) = summary.id else { continue };
+            match self.docker.inspect_container(&id, None::<InspectContainerOptions>).await {
+                Ok(inspect) => out.extend(container::recover(&inspect, &self.home)),
+                Err(e) => tracing::warn!(%e, container = %id, "cannot inspect a task container"),
+            }
+        }
+        out
+    }
+
+    /// A recovered container that is not running: the task ends as if the shim had seen it
+    /// exit.
+    pub(crate) async fn finish_recovered(&self, shim: &Shim, r: &Recovered) {
+        match (r.status.as_str(), r.exit_code) {
+            ("exited", Some(0)) => drop(shim.store.terminate(&r.task_id, reason::DONE_BY_RUNNER, "")),
+            ("exited" | "dead", _) => {
+                let message = self.last_lines(&r.container_id, 5).await;
+                shim.store.terminate(&r.task_id, reason::CONTAINER_EXITED_WITH_ERROR, &message);
+            }
+            _ => {
+                shim.store.terminate(
+                    &r.task_id,
+                    reason::EXECUTOR_ERROR,
+                    &format!("the shim restarted before the container started (state {:?})", r.status),
+                );
+            }
+        }
+    }
 }
 
-fn free_port() -> Result<u16, String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+/// A task's network volumes (§1.6 step 4). dstack attaches, formats and mounts cloud disks
+/// at `/mnt/disks/dstack-volumes/<name>`; this shim only binds volumes already mounted there.
+fn volume_binds(root: &Path, config: &TaskConfig) -> Result<Vec<Bind>, String> {
+    let mut names: Vec<&str> = config.volume_mounts.iter().map(|m| m.name.as_str()).collect();
+    names.extend(config.volumes.iter().map(|v| v.name.as_str()));
+    let mut seen = HashSet::new();
+    for name in names.into_iter().filter(|n| seen.insert(*n)) {
+        if name.is_empty() || name.contains('/') || name == ".." {
+            return Err(format!("bad volume name {name:?}"));
+        }
+        let dir = devices::under(root, &format!("{VOLUMES_DIR}/{name}"));
+        if !dir.is_dir() {
+            return Err(format!(
+                "volume {name} is not mounted at {}: this shim does not attach cloud disks; \
+                 mount the volume there on the host, or remove it from the run's volumes",
+                dir.display()
+            ));
+        }
+    }
+    Ok(config
+        .volume_mounts
+        .iter()
+        .map(|m| Bind {
+            source: devices::under(root, &format!("{VOLUMES_DIR}/{}", m.name)),
+            target: m.path.clone(),
+            read_only: false,
+        })
+        .collect())
+}
+
+/// An instance mount's host path, created if missing (parents 0755, the dir itself 0777, as
+/// dstack's shim); an existing path is left as it is.
+fn prepare_instance_path(path: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(path);
+    if !path.is_absolute() {
+        return Err(format!("instance_path must be absolute: {}", path.display()));
+    }
+    if path.exists() {
+        return Ok(path);
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    std::fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))
+        .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+fn free_ports() -> Result<(u16, u16), String> {
+    // Both listeners are open at once, so the two ports differ.
+    let a = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let b = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = |l: &std::net::TcpListener| l.local_addr().map(|a| a.port()).map_err(|e| e.to_string());
+    Ok((port(&a)?, port(&b)?))
 }
 
 impl Driver for DockerDriver {
     async fn run(&self, shim: Arc<Shim>, config: TaskConfig) {
         let id = config.id.clone();
         let Some(task) = shim.store.get(&id) else { return };
-        if !shim.store.advance(&id, TaskStatus::Preparing) || !shim.store.advance(&id, TaskStatus::Pulling) {
+        let fail = |(reason, message): (&str, String)| {
+            shim.store.terminate(&id, reason, &message);
+        };
+        if !shim.store.advance(&id, TaskStatus::Preparing) {
+            return;
+        }
+        let gpu_ids = match shim.store.acquire_gpus(&id, config.gpu) {
+            Ok(ids) => ids,
+            Err(e) => return fail((reason::EXECUTOR_ERROR, e)),
+        };
+        let binds = match self.binds(&task, &config) {
+            Ok(binds) => binds,
+            Err(e) => return fail(e),
+        };
+        if !shim.store.advance(&id, TaskStatus::Pulling) {
             return;
         }
         if let Err(e) = self.pull(&shim, &id, &config).await {
-            shim.store.terminate(&id, reason::CREATING_CONTAINER_ERROR, &format!("pullImage error: {e}"));
-            return;
+            return fail((reason::CREATING_CONTAINER_ERROR, format!("pullImage error: {e}")));
         }
         if !shim.store.advance(&id, TaskStatus::Creating) {
             return;
         }
-        let created = match free_port() {
-            Ok(port) => self.create(&task, &config, port).await.map(|c| (c, port)),
-            Err(e) => Err(e),
+        let network = match Network::parse(&config.network_mode, free_ports) {
+            Ok(n) => n,
+            Err(e) => return fail((reason::CREATING_CONTAINER_ERROR, format!("createContainer error: {e}"))),
         };
-        let (container, port) = match created {
+        let mut spec = ContainerSpec {
+            task_id: id.clone(),
+            shim_home: self.home.clone(),
+            image: config.image_name.clone(),
+            user: config.container_user.clone(),
+            runner: RunnerCommand {
+                log_level: self.runner_log_level.clone(),
+                network,
+                authorized_keys: config.container_ssh_keys.clone(),
+            },
+            env: self.env.clone(),
+            binds,
+            shm_size: config.shm_size,
+            cpu: config.cpu,
+            memory: config.memory,
+            privileged: config.privileged || self.privileged,
+            gpus: Gpus::for_host(self.vendor, gpu_ids, &config.gpu_devices),
+            device_root: self.device_root.clone(),
+        };
+        let container = match self.create_and_start(&shim, &id, &task.container_name, &mut spec).await {
             Ok(c) => c,
-            Err(e) => {
-                shim.store.terminate(
-                    &id,
-                    reason::CREATING_CONTAINER_ERROR,
-                    &format!("createContainer error: {e}"),
-                );
-                return;
-            }
+            Err(e) => return fail(e),
         };
-        shim.store.update(&id, |t| t.handle = Handle::Docker { container_id: container.clone() });
-        if let Err(e) = self
-            .docker
-            .start_container(&container, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
-        {
-            shim.store.terminate(&id, reason::CONTAINER_EXITED_WITH_ERROR, &e.to_string());
-            return;
-        }
+        let ports = self.ports(&container, network).await;
         let running = shim.store.update(&id, |t| {
             let ok = t.status == TaskStatus::Creating;
             if ok {
                 t.status = TaskStatus::Running;
-                t.ports = Some(vec![PortMapping { host: port, container: RUNNER_HTTP_PORT }]);
+                t.ports = Some(ports);
             }
             ok
         });
-        if running == Some(true) {
-            self.wait(&shim, &id, &container).await;
+        if running != Some(true) {
+            // Terminated while starting: the terminate call may have come before the start.
+            let options = StopContainerOptions { t: Some(0), signal: None };
+            let _ = self.docker.stop_container(&container, Some(options)).await;
+            return;
         }
+        self.wait(&shim, &id, &container).await;
     }
 
     async fn terminate(&self, task: &Task, timeout: Duration) {
@@ -234,13 +457,7 @@ impl Driver for DockerDriver {
 
     async fn remove(&self, task: &Task) -> Result<(), String> {
         let Handle::Docker { container_id } = &task.handle else { return Ok(()) };
-        let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
-        match self.docker.remove_container(container_id, Some(options)).await {
-            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
-                Ok(())
-            }
-            Err(e) => Err(e.to_string()),
-        }
+        self.remove_container(container_id).await
     }
 
     async fn restore(&self, shim: Arc<Shim>, task: Task) {

@@ -8,9 +8,10 @@ use dstack_agent_proto::shim::{ComponentInfo, ComponentStatus, ComponentsRespons
 
 use crate::gpu::{self, Gpu};
 
-/// GPUs from `nvidia-smi`, else from `amd-smi` when the host has an AMD GPU (`/dev/kfd`).
-/// A tool that is missing, fails or prints something unreadable gives no GPUs (logged).
-pub(crate) async fn detect_gpus() -> Vec<Gpu> {
+/// GPUs from `nvidia-smi`, else from `amd-smi` when the host has an AMD GPU (`/dev/kfd` under
+/// the device root). A tool that is missing, fails or prints something unreadable gives no
+/// GPUs (logged).
+pub(crate) async fn detect_gpus(device_root: &Path) -> Vec<Gpu> {
     if let Some(out) = run_tool("nvidia-smi", &gpu::NVIDIA_SMI_ARGS).await {
         match gpu::parse_nvidia_smi(&out) {
             Ok(gpus) if !gpus.is_empty() => return gpus,
@@ -18,7 +19,7 @@ pub(crate) async fn detect_gpus() -> Vec<Gpu> {
             Err(e) => tracing::warn!(%e, "cannot read nvidia-smi output"),
         }
     }
-    if Path::new("/dev/kfd").exists() {
+    if crate::devices::under(device_root, "/dev/kfd").exists() {
         let out = match run_tool("amd-smi", &gpu::AMD_SMI_ARGS).await {
             Some(out) => Some(out),
             None => run_tool("amd-smi", &gpu::AMD_SMI_ARGS[..5]).await,

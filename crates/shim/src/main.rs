@@ -34,6 +34,27 @@ struct Cli {
     /// Log level: a name or logrus' 1–6.
     #[arg(long, default_value = "info", env = "DSTACK_SHIM_LOG_LEVEL")]
     shim_log_level: String,
+    /// The runner's log level in containers.
+    #[arg(long, default_value = "info", env = "DSTACK_RUNNER_LOG_LEVEL")]
+    runner_log_level: String,
+    /// Variables passed from this environment into containers (comma-separated).
+    #[arg(
+        long,
+        env = "DSTACK_DOCKER_PASS_ENV",
+        value_delimiter = ',',
+        default_value = "http_proxy,https_proxy,no_proxy,HTTP_PROXY,HTTPS_PROXY,NO_PROXY"
+    )]
+    pass_env: Vec<String>,
+    /// Every container privileged.
+    #[arg(long, env = "DSTACK_DOCKER_PRIVILEGED", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    privileged: bool,
+    /// Looks up /dev, /sys and /mnt/disks under this directory (tests fake GPU hosts with it).
+    #[arg(long, default_value = "/", env = "DSTACK_SHIM_DEVICE_ROOT", hide = true)]
+    device_root: PathBuf,
+    /// On shutdown, stop and remove every task (containers, runner dirs).
+    #[arg(long, env = "DSTACK_SHIM_REMOVE_TASKS_ON_SHUTDOWN")]
+    remove_tasks_on_shutdown: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,11 +82,15 @@ fn main() -> anyhow::Result<()> {
         None => std::env::current_exe()?.with_file_name("dstack-runner"),
     };
     let config = dstack_shim::Config {
-        home,
         http_port: cli.shim_http_port,
-        runner_binary,
         docker: !cli.no_docker,
         service: cli.service,
+        runner_log_level: cli.runner_log_level,
+        pass_env: cli.pass_env.into_iter().filter(|v| !v.is_empty()).collect(),
+        privileged: cli.privileged,
+        device_root: cli.device_root,
+        remove_tasks_on_shutdown: cli.remove_tasks_on_shutdown,
+        ..dstack_shim::Config::new(home, runner_binary)
     };
     let port_file = cli.port_file;
     let runtime = tokio::runtime::Runtime::new()?;

@@ -9,6 +9,8 @@ use dstack_agent_proto::shim::{PortMapping, TaskInfoResponse, TaskListItem, Task
 use dstack_api::runs::ImagePullProgress;
 use serde::{Deserialize, Serialize};
 
+use crate::devices::GpuLock;
+
 /// How a task runs, and what a restarted shim needs to find it again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case")]
@@ -35,6 +37,9 @@ pub(crate) struct Task {
     pub(crate) container_name: String,
     pub(crate) runner_dir: PathBuf,
     pub(crate) handle: Handle,
+    /// The GPUs the task holds (or held): NVIDIA UUIDs or AMD render nodes.
+    #[serde(default)]
+    pub(crate) gpu_ids: Vec<String>,
 }
 
 impl Task {
@@ -51,19 +56,22 @@ impl Task {
                 Handle::Docker { container_id } => container_id.clone(),
                 Handle::Process { .. } | Handle::None => String::new(),
             },
-            gpus_ids: Vec::new(),
+            gpus_ids: self.gpu_ids.clone(),
         }
     }
 }
 
-/// The tasks, behind one lock; every mutation is written through to disk.
+/// The tasks, behind one lock; every mutation is written through to disk. The GPU lock lives
+/// here too, so that a task gives its GPUs back whenever it becomes `terminated`, whichever
+/// path (exit, failure, `/terminate`, recovery) gets it there.
 pub(crate) struct Store {
     path: PathBuf,
     tasks: Mutex<BTreeMap<String, Task>>,
+    gpus: Mutex<GpuLock>,
 }
 
 impl Store {
-    pub(crate) fn load(home: &Path) -> Store {
+    pub(crate) fn load(home: &Path, gpus: GpuLock) -> Store {
         let path = home.join("tasks.json");
         let tasks: Vec<Task> = std::fs::read(&path)
             .ok()
@@ -76,11 +84,34 @@ impl Store {
             })
             .unwrap_or_default();
         let tasks = tasks.into_iter().map(|t| (t.id.clone(), t)).collect();
-        Store { path, tasks: Mutex::new(tasks) }
+        Store { path, tasks: Mutex::new(tasks), gpus: Mutex::new(gpus) }
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Task>> {
         self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn gpu_lock(&self) -> MutexGuard<'_, GpuLock> {
+        self.gpus.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes `count` GPUs for a task that is not terminated (§1.4: -1 all free, 0 none, N
+    /// exactly N), recording them on the task. `Err` says why not (no capacity, terminated).
+    pub(crate) fn acquire_gpus(&self, id: &str, count: i64) -> Result<Vec<String>, String> {
+        let mut tasks = self.lock();
+        let task = tasks.get_mut(id).ok_or_else(|| format!("task {id} is gone"))?;
+        if task.status == TaskStatus::Terminated {
+            return Err(format!("task {id} was terminated"));
+        }
+        let ids = self.gpu_lock().acquire(id, count)?;
+        task.gpu_ids.clone_from(&ids);
+        self.persist(&tasks);
+        Ok(ids)
+    }
+
+    /// Re-locks a recovered running task's GPUs; returns those it got.
+    pub(crate) fn relock_gpus(&self, id: &str, ids: &[String]) -> Vec<String> {
+        self.gpu_lock().lock(id, ids)
     }
 
     fn persist(&self, tasks: &BTreeMap<String, Task>) {
@@ -118,6 +149,13 @@ impl Store {
         true
     }
 
+    /// Adds a task or replaces the one with its id (restart recovery).
+    pub(crate) fn put(&self, task: Task) {
+        let mut tasks = self.lock();
+        tasks.insert(task.id.clone(), task);
+        self.persist(&tasks);
+    }
+
     /// Applies `f` to a task and persists; `None` if there is no such task.
     pub(crate) fn update<T>(&self, id: &str, f: impl FnOnce(&mut Task) -> T) -> Option<T> {
         let mut tasks = self.lock();
@@ -148,6 +186,7 @@ impl Store {
                 t.termination_message = message.to_owned();
             }
             t.status = TaskStatus::Terminated;
+            self.gpu_lock().release(id);
             t.clone()
         })
     }
@@ -155,6 +194,7 @@ impl Store {
     pub(crate) fn remove(&self, id: &str) {
         let mut tasks = self.lock();
         tasks.remove(id);
+        self.gpu_lock().release(id);
         self.persist(&tasks);
     }
 }

@@ -108,7 +108,7 @@ async fn step(state: &AppState, job: &mut JobRow, now: jiff::Timestamp) -> Resul
     match status {
         JobStatus::Provisioning => {
             let spec = interpolated_spec(state, job).await?;
-            let config = task_config(job, &spec);
+            let config = task_config(job, &spec, &run_spec_of(state, job).await?)?;
             match shim.submit_task(&config).await {
                 Ok(()) => {}
                 // Submitted by an earlier pass that did not get to record it.
@@ -332,19 +332,81 @@ fn runs_as_host_process(run_spec: &RunSpec) -> bool {
     crate::runs::base(&run_spec.configuration).image.is_none()
 }
 
-fn task_config(job: &JobRow, spec: &JobSpec) -> TaskConfig {
+async fn run_spec_of(state: &AppState, job: &JobRow) -> Result<RunSpec, StepError> {
+    let run = state.db.run_by_id(job.run_id).await?.ok_or_else(|| StepError::Other("run is gone".into()))?;
+    Ok(serde_json::from_str(&run.run_spec)?)
+}
+
+/// The shim task of a job, from its spec and the instance share it was given (dstack's
+/// `_process_provisioning_with_shim`).
+fn task_config(job: &JobRow, spec: &JobSpec, run_spec: &RunSpec) -> Result<TaskConfig, StepError> {
+    let jrd: Option<JobRuntimeData> =
+        job.job_runtime_data.as_deref().map(serde_json::from_str).transpose()?;
+    let jpd: Option<JobProvisioningData> =
+        job.job_provisioning_data.as_deref().map(serde_json::from_str).transpose()?;
+    let host_user = jpd.map(|p| p.username);
+    Ok(shim_task(job.id.to_string(), job.job_name.clone(), spec, run_spec, jrd.as_ref(), host_user))
+}
+
+/// [`task_config`] on parsed data. A job without runtime data gets the whole instance on the
+/// host network, as in dstack. The user's key opens the container and the host (dstack's
+/// default, the SSH proxy not being enforced); dstack also adds the project's key to the
+/// container, which projects here do not have yet.
+fn shim_task(
+    id: String,
+    name: String,
+    spec: &JobSpec,
+    run_spec: &RunSpec,
+    jrd: Option<&JobRuntimeData>,
+    host_user: Option<String>,
+) -> TaskConfig {
+    use dstack_model::run::{MountPoint, VolumeName};
     let image =
         if spec.image_name.starts_with("dstackai/") { String::new() } else { spec.image_name.clone() };
+    // GB as dstack's `_memory_to_bytes`: int(GB * 1024**3); None is 0.
+    let bytes = |gb: Option<f64>| gb.map_or(0, |gb| (gb * 1024f64.powi(3)) as i64);
+    let mut volume_mounts = Vec::new();
+    let mut instance_mounts = Vec::new();
+    for mount in spec.volumes.iter().flatten() {
+        match mount {
+            // No network volumes are attached here, so a name stays as configured (the first
+            // of a list); the shim says the volume is not mounted.
+            MountPoint::Volume(v) => volume_mounts.push(dstack_agent_proto::shim::VolumeMountPoint {
+                name: match &v.name {
+                    VolumeName::One(n) => n.clone(),
+                    VolumeName::AnyOf(names) => names.first().cloned().unwrap_or_default(),
+                },
+                path: v.path.clone(),
+            }),
+            MountPoint::Instance(i) => instance_mounts.push(dstack_agent_proto::shim::InstanceMountPoint {
+                instance_path: i.instance_path.clone(),
+                path: i.path.clone(),
+                optional: i.optional,
+            }),
+        }
+    }
+    let user_key = run_spec.ssh_key_pub.as_deref().map(str::trim).filter(|k| !k.is_empty());
     TaskConfig {
-        id: job.id.to_string(),
-        name: job.job_name.clone(),
-        image_name: image,
-        privileged: spec.privileged,
+        id,
+        name,
         registry_username: spec.registry_auth.as_ref().map(|a| a.username.clone()).unwrap_or_default(),
         registry_password: spec.registry_auth.as_ref().map(|a| a.password.clone()).unwrap_or_default(),
-        // All the host's GPUs: a local-fleet job has the whole instance.
-        gpu: -1,
-        ..TaskConfig::default()
+        image_name: image,
+        container_user: "root".to_owned(),
+        privileged: spec.privileged,
+        // None is -1: all the instance's GPUs (the local fleet's jobs take the whole host).
+        gpu: jrd.and_then(|r| r.gpu).unwrap_or(-1),
+        cpu: jrd.and_then(|r| r.cpu).unwrap_or(0.0),
+        memory: bytes(jrd.and_then(|r| r.memory)),
+        shm_size: bytes(spec.requirements.resources.shm_size.map(|m| m.0)),
+        network_mode: jrd.map_or(dstack_api::runs::NetworkMode::Host, |r| r.network_mode).as_str().to_owned(),
+        volumes: Vec::new(),
+        volume_mounts,
+        instance_mounts,
+        gpu_devices: Vec::new(),
+        host_ssh_user: host_user.unwrap_or_default(),
+        host_ssh_keys: user_key.map(str::to_owned).into_iter().collect(),
+        container_ssh_keys: user_key.map(str::to_owned).into_iter().collect(),
     }
 }
 
@@ -455,4 +517,71 @@ fn pulled_logs(pulled: &dstack_agent_proto::runner::PullResponse) -> Logs {
         logs.push(("runner", LogRow { ts: event.timestamp, message: b64.encode(&event.message) }));
     }
     logs
+}
+
+#[cfg(test)]
+mod task_config_tests {
+    use super::*;
+
+    fn specs(configuration: serde_json::Value) -> (JobSpec, RunSpec) {
+        let run_spec: RunSpec = serde_json::from_value(serde_json::json!({
+            "run_name": "box", "configuration": configuration, "ssh_key_pub": "ssh-ed25519 AAAA user\n"
+        }))
+        .expect("a run spec");
+        let run_spec = crate::runs::effective_run_spec(&run_spec, None).expect("effective");
+        let job = crate::runs::initial_job_specs(&run_spec).expect("job specs").remove(0);
+        (job, run_spec)
+    }
+
+    #[test]
+    fn a_whole_instance_job_gets_everything_on_the_host_network() {
+        let (spec, run_spec) = specs(serde_json::json!({
+            "type": "task", "image": "ubuntu:22.04", "commands": ["true"], "privileged": true,
+            "resources": {"shm_size": "1.5GB"},
+            "volumes": ["/mnt/cache:/cache", {"instance_path": "/srv/data", "path": "/data", "optional": true},
+                        {"name": ["vol-a", "vol-b"], "path": "/vol"}],
+        }));
+        let jrd: JobRuntimeData =
+            serde_json::from_value(serde_json::json!({"network_mode": "host"})).expect("jrd");
+        let config =
+            shim_task("id".into(), "box-0-0".into(), &spec, &run_spec, Some(&jrd), Some("ubuntu".into()));
+        assert_eq!(config.image_name, "ubuntu:22.04");
+        assert_eq!(config.container_user, "root");
+        assert!(config.privileged);
+        assert_eq!((config.gpu, config.cpu, config.memory), (-1, 0.0, 0));
+        assert_eq!(config.shm_size, 1_610_612_736);
+        assert_eq!(config.network_mode, "host");
+        let mounts: Vec<_> = config
+            .instance_mounts
+            .iter()
+            .map(|m| (m.instance_path.as_str(), m.path.as_str(), m.optional))
+            .collect();
+        assert_eq!(mounts, [("/mnt/cache", "/cache", false), ("/srv/data", "/data", true)]);
+        assert_eq!(config.volume_mounts.len(), 1);
+        assert_eq!(
+            (config.volume_mounts[0].name.as_str(), config.volume_mounts[0].path.as_str()),
+            ("vol-a", "/vol")
+        );
+        assert!(config.volumes.is_empty());
+        assert_eq!(config.host_ssh_user, "ubuntu");
+        assert_eq!(config.host_ssh_keys, ["ssh-ed25519 AAAA user"]);
+        assert_eq!(config.container_ssh_keys, ["ssh-ed25519 AAAA user"]);
+    }
+
+    #[test]
+    fn a_block_gets_its_share_on_a_bridge() {
+        let (spec, run_spec) =
+            specs(serde_json::json!({"type": "task", "image": "ubuntu:22.04", "commands": ["true"]}));
+        let jrd: JobRuntimeData = serde_json::from_value(serde_json::json!({
+            "network_mode": "bridge", "gpu": 2, "cpu": 16.0, "memory": 64.0
+        }))
+        .expect("jrd");
+        let config = shim_task("id".into(), "box-0-0".into(), &spec, &run_spec, Some(&jrd), None);
+        assert_eq!((config.gpu, config.cpu, config.memory), (2, 16.0, 64 << 30));
+        assert_eq!(config.network_mode, "bridge");
+        assert_eq!((config.shm_size, config.privileged), (0, false));
+        // No runtime data: dstack's defaults.
+        let config = shim_task("id".into(), "box-0-0".into(), &spec, &run_spec, None, None);
+        assert_eq!((config.gpu, config.network_mode.as_str()), (-1, "host"));
+    }
 }

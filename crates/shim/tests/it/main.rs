@@ -36,7 +36,13 @@ pub(crate) struct Shim {
 
 impl Shim {
     pub(crate) fn start(home: &Path, extra: &[&str]) -> Shim {
+        Shim::start_with_env(home, extra, &[])
+    }
+
+    /// [`Shim::start`] with extra environment variables (`PATH` with fake GPU tools, say).
+    pub(crate) fn start_with_env(home: &Path, extra: &[&str], env: &[(&str, String)]) -> Shim {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dstack-shim"))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .args(["--shim-http-port", "0", "--shim-home"])
             .arg(home)
             .arg("--runner-binary-path")
