@@ -4,8 +4,10 @@
 //! in the task's `image_pull_progress`) unless present with a tag other than `:latest`; unlike
 //! dstack, `host:5000/img` gets its `:latest` too (dstack would ask the engine for every tag).
 //!
-//! Not done yet: GPUs, volumes, instance mounts, shm/cpu/memory limits, bridge mode and sshd
-//! (the runner has none).
+//! The runner's sshd listens on a second free port, on 127.0.0.1 only, with
+//! `container_ssh_keys` authorized; both ports are reported in `ports` (as 10999 and 10022).
+//!
+//! Not done yet: GPUs, volumes, instance mounts, shm/cpu/memory limits, bridge mode.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,8 +20,8 @@ use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions,
     WaitContainerOptions,
 };
-use dstack_agent_proto::RUNNER_HTTP_PORT;
 use dstack_agent_proto::shim::{PortMapping, TaskConfig, TaskStatus, reason};
+use dstack_agent_proto::{RUNNER_HTTP_PORT, RUNNER_SSH_PORT};
 use futures_util::StreamExt;
 
 use crate::pull;
@@ -99,10 +101,17 @@ impl DockerDriver {
         ))
     }
 
-    async fn create(&self, task: &Task, config: &TaskConfig, port: u16) -> Result<String, String> {
+    async fn create(
+        &self,
+        task: &Task,
+        config: &TaskConfig,
+        port: u16,
+        ssh_port: u16,
+    ) -> Result<String, String> {
         std::fs::create_dir_all(&task.runner_dir).map_err(|e| e.to_string())?;
         let port = port.to_string();
-        let cmd = [
+        let ssh_port = ssh_port.to_string();
+        let mut cmd = vec![
             "/usr/local/bin/dstack-runner",
             "start",
             "--temp-dir",
@@ -113,7 +122,14 @@ impl DockerDriver {
             &port,
             "--workflow-dir",
             "/workflow",
+            "--ssh-port",
+            &ssh_port,
+            "--ssh-address",
+            "127.0.0.1",
         ];
+        for key in &config.container_ssh_keys {
+            cmd.extend(["--ssh-authorized-key", key.as_str()]);
+        }
         let labels = HashMap::from([
             ("ai.dstack.shim.is-task".to_owned(), "true".to_owned()),
             ("ai.dstack.shim.task-id".to_owned(), config.id.clone()),
@@ -186,11 +202,14 @@ impl Driver for DockerDriver {
         if !shim.store.advance(&id, TaskStatus::Creating) {
             return;
         }
-        let created = match free_port() {
-            Ok(port) => self.create(&task, &config, port).await.map(|c| (c, port)),
-            Err(e) => Err(e),
+        let created = match (free_port(), free_port()) {
+            (Ok(port), Ok(ssh_port)) if port != ssh_port => {
+                self.create(&task, &config, port, ssh_port).await.map(|c| (c, port, ssh_port))
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+            _ => Err("no two free ports for the runner's API and sshd".to_owned()),
         };
-        let (container, port) = match created {
+        let (container, port, ssh_port) = match created {
             Ok(c) => c,
             Err(e) => {
                 shim.store.terminate(
@@ -214,7 +233,10 @@ impl Driver for DockerDriver {
             let ok = t.status == TaskStatus::Creating;
             if ok {
                 t.status = TaskStatus::Running;
-                t.ports = Some(vec![PortMapping { host: port, container: RUNNER_HTTP_PORT }]);
+                t.ports = Some(vec![
+                    PortMapping { host: port, container: RUNNER_HTTP_PORT },
+                    PortMapping { host: ssh_port, container: RUNNER_SSH_PORT },
+                ]);
             }
             ok
         });
