@@ -11,7 +11,7 @@ use dstack_agent_proto::runner::{ClusterInfo, RepoCredentials, SubmitBody, Submi
 use dstack_agent_proto::shim::{TaskConfig, TaskStatus, TerminateBody};
 use dstack_api::repos::RemoteRepoCreds;
 use dstack_api::runs::{
-    JobProvisioningData, JobRuntimeData, JobSpec, JobStatus, JobTerminationReason, RunSpec,
+    JobProvisioningData, JobRuntimeData, JobSpec, JobStatus, JobTerminationReason, RunConfiguration, RunSpec,
 };
 use dstack_db::{DbError, JobRow, LogRow, SaveJob};
 use dstack_decide::job::{Ended, RunnerState};
@@ -108,7 +108,8 @@ async fn step(state: &AppState, job: &mut JobRow, now: jiff::Timestamp) -> Resul
     match status {
         JobStatus::Provisioning => {
             let spec = interpolated_spec(state, job).await?;
-            let config = task_config(job, &spec);
+            let run_spec = run_spec(state, job).await?;
+            let config = task_config(job, &spec, &run_spec);
             match shim.submit_task(&config).await {
                 Ok(()) => {}
                 // Submitted by an earlier pass that did not get to record it.
@@ -144,8 +145,12 @@ async fn step(state: &AppState, job: &mut JobRow, now: jiff::Timestamp) -> Resul
                 Some(text) => serde_json::from_str(text)?,
                 None => return Err(StepError::Other("job without runtime data".into())),
             };
-            jrd.ports =
-                Some(BTreeMap::from([(i64::from(dstack_agent_proto::RUNNER_HTTP_PORT), i64::from(port))]));
+            let mut ports =
+                BTreeMap::from([(i64::from(dstack_agent_proto::RUNNER_HTTP_PORT), i64::from(port))]);
+            if let Some(ssh) = task.host_port(dstack_agent_proto::RUNNER_SSH_PORT) {
+                ports.insert(i64::from(dstack_agent_proto::RUNNER_SSH_PORT), i64::from(ssh));
+            }
+            jrd.ports = Some(ports);
             let runner = runner_for(state, job, port)?;
             start_job(state, job, &runner).await?;
             match runner.run().await {
@@ -189,6 +194,7 @@ async fn step(state: &AppState, job: &mut JobRow, now: jiff::Timestamp) -> Resul
             };
             let logs = pulled_logs(&pulled);
             job.runner_timestamp = Some(pulled.last_updated.max(job.runner_timestamp.unwrap_or(0)));
+            let mut ended = false;
             if let Some(last) = pulled.job_states.last() {
                 let state = RunnerState {
                     state: last.state.as_str(),
@@ -203,6 +209,19 @@ async fn step(state: &AppState, job: &mut JobRow, now: jiff::Timestamp) -> Resul
                     job.exit_status = exit_status;
                     // The runner has finished: nothing to stop gracefully.
                     job.graceful_termination_attempts = None;
+                    ended = true;
+                }
+            }
+            if !ended {
+                let limit = match run_spec(state, job).await?.configuration {
+                    RunConfiguration::DevEnvironment(c) => c.inactivity_duration,
+                    _ => None,
+                };
+                let (secs, outcome) = dstack_decide::job::inactivity(limit, pulled.no_connections_secs);
+                job.inactivity_secs = secs;
+                if let Some(Ended { reason, message, .. }) = outcome {
+                    tracing::info!(job = %job.job_name, ?secs, "dev environment inactive");
+                    terminate(job, reason, message);
                 }
             }
             Ok(logs)
@@ -332,7 +351,14 @@ fn runs_as_host_process(run_spec: &RunSpec) -> bool {
     crate::runs::base(&run_spec.configuration).image.is_none()
 }
 
-fn task_config(job: &JobRow, spec: &JobSpec) -> TaskConfig {
+async fn run_spec(state: &AppState, job: &JobRow) -> Result<RunSpec, StepError> {
+    let run = state.db.run_by_id(job.run_id).await?.ok_or_else(|| StepError::Other("run is gone".into()))?;
+    Ok(serde_json::from_str(&run.run_spec)?)
+}
+
+/// The shim task of a job. The container's sshd authorizes the run's SSH key (dstack also adds
+/// the project's key, which our projects do not have yet).
+fn task_config(job: &JobRow, spec: &JobSpec, run_spec: &RunSpec) -> TaskConfig {
     let image =
         if spec.image_name.starts_with("dstackai/") { String::new() } else { spec.image_name.clone() };
     TaskConfig {
@@ -344,6 +370,7 @@ fn task_config(job: &JobRow, spec: &JobSpec) -> TaskConfig {
         registry_password: spec.registry_auth.as_ref().map(|a| a.password.clone()).unwrap_or_default(),
         // All the host's GPUs: a local-fleet job has the whole instance.
         gpu: -1,
+        container_ssh_keys: run_spec.ssh_key_pub.iter().filter(|k| !k.trim().is_empty()).cloned().collect(),
         ..TaskConfig::default()
     }
 }
