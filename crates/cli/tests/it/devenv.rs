@@ -49,6 +49,24 @@ fn wait_status(home: &Path, name: &str, limit: Duration, pred: impl Fn(&str) -> 
     }
 }
 
+/// Aborts the run if the test ends early, so that its container does not outlive the test.
+struct AbortRun<'a>(&'a Path, String);
+
+impl Drop for AbortRun<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = cli(self.0, &["stop", "-x", "-y", &self.1]);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline
+                && run_json(self.0, &self.1)
+                    .is_some_and(|r| !finished(r["status"].as_str().unwrap_or_default()))
+            {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+    }
+}
+
 fn finished(status: &str) -> bool {
     matches!(status, "done" | "failed" | "terminated")
 }
@@ -164,6 +182,7 @@ fn a_dev_environment_is_attached_over_ssh_with_its_ports_and_stopped() {
     std::fs::write(&file, config).expect("write");
     let (code, out, err) = cli(home, &["apply", "-f", &file.display().to_string(), "-y", "-d"]);
     assert_eq!(code, 0, "{out}{err}");
+    let _abort = AbortRun(home, name.clone());
     wait_status(home, &name, Duration::from_secs(120), |s| s == "running" || finished(s));
 
     let mut attach = Attach::start(home, &name);
@@ -235,6 +254,7 @@ fn inactivity_duration_ends_a_dev_environment_nobody_attached_to() {
     .expect("write");
     let (code, out, err) = cli(home, &["apply", "-f", &file.display().to_string(), "-y", "-d"]);
     assert_eq!(code, 0, "{out}{err}");
+    let _abort = AbortRun(home, name.clone());
     let run = wait_status(home, &name, Duration::from_secs(120), finished);
     let sub = &run["jobs"][0]["job_submissions"][0];
     assert_eq!(sub["termination_reason"], "inactivity_duration_exceeded", "{run}");
