@@ -27,6 +27,8 @@ pub const AGENT_VERSION: &str = "0.22.5";
 
 /// The runner's HTTP port inside a container, and the `container` side of a task port mapping.
 pub const RUNNER_HTTP_PORT: u16 = 10999;
+/// The port of the job's sshd inside the container (`DSTACK_RUNNER_SSH_PORT`).
+pub const RUNNER_SSH_PORT: u16 = 10022;
 
 /// The shim's default HTTP port.
 pub const SHIM_HTTP_PORT: u16 = 10998;

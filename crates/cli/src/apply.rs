@@ -407,6 +407,20 @@ fn attach(session: &Session, mut run: Run) -> u8 {
     if let Some(url) = service_url(&run, session.client.base_url()) {
         out!("Service is published at:\n  {url}\n");
     }
+    // A dev environment is attached over SSH, as dstack does, with its logs from the runner.
+    if matches!(run.run_spec.configuration, RunConfiguration::DevEnvironment(_)) && !run.status.is_finished()
+    {
+        let options = crate::attach::Options {
+            identity: None,
+            logs: true,
+            bind: "localhost".to_owned(),
+            overrides: Vec::new(),
+            replica: None,
+            job: 0,
+            start_time: None,
+        };
+        return crate::attach::attach(session, run, &options);
+    }
     let Some(sub) = pick_job(&run, None, 0).and_then(|j| j.job_submissions.last()) else {
         return finished(&run);
     };

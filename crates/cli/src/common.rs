@@ -17,6 +17,8 @@ use crate::{config_path, fail};
 pub struct Session {
     pub client: Client,
     pub project: String,
+    /// The user's token (names the user's SSH key file, as dstack does).
+    pub token: String,
 }
 
 /// Resolves the project as dstack does (`--project`, `DSTACK_PROJECT`, the default project)
@@ -28,7 +30,7 @@ pub fn connect(project: Option<&str>) -> Result<Session, u8> {
     }
     let project = config.resolve(project, &ProjectEnv::from_process()).map_err(fail)?;
     let client = Client::new(&project.url, &project.token).map_err(fail)?;
-    Ok(Session { client, project: project.name })
+    Ok(Session { client, project: project.name, token: project.token })
 }
 
 /// Whether standard output gets colours (a terminal, and `NO_COLOR`/`CLICOLOR` allow it).

@@ -19,6 +19,7 @@ macro_rules! out {
 }
 
 pub mod apply;
+pub mod attach;
 pub mod common;
 pub mod files;
 pub mod fleet;
@@ -49,6 +50,10 @@ pub enum Command {
     /// Without -d, shows the run's progress and then streams its logs until it finishes
     /// (exit 0 when it is done, 1 otherwise). Ctrl-C detaches; the run goes on.
     Apply(apply::ApplyArgs),
+    /// Attach to a run: SSH host entries (`ssh RUN`), port forwarding, optionally its logs.
+    ///
+    /// Waits while the run provisions. Ctrl-C detaches; the run goes on.
+    Attach(attach::AttachArgs),
     /// Print a shell completion script: `dstack completion bash > /etc/bash_completion.d/dstack`.
     Completion {
         #[arg(value_enum)]
@@ -121,6 +126,7 @@ where
         Command::Project(cmd) => project::run(&cmd),
         Command::Secret(args) => secret::run(&args),
         Command::Apply(args) => apply::run(&args),
+        Command::Attach(args) => attach::run(&args),
         Command::Ps(args) => runs::ps(&args),
         Command::Logs(args) => logs::run(&args),
         Command::Stop(args) => runs::stop(&args),

@@ -65,6 +65,8 @@ pub struct JobRow {
     pub graceful_termination_attempts: Option<i64>,
     /// JSON: the shim's last image pull progress, while the job pulls.
     pub image_pull_progress: Option<String>,
+    /// Seconds without an SSH user (dev environments with `inactivity_duration`).
+    pub inactivity_secs: Option<i64>,
 }
 
 /// Which runs [`Db::list_runs`] returns, newest first unless `ascending`.
@@ -122,7 +124,8 @@ macro_rules! job_columns {
         "id, project_id, run_id, run_name, job_num, replica_num, submission_num, deployment_num, job_name, \
          submitted_at, last_processed_at, finished_at, status, termination_reason, \
          termination_reason_message, exit_status, job_spec, job_provisioning_data, job_runtime_data, \
-         instance_id, runner_timestamp, remove_at, graceful_termination_attempts, image_pull_progress"
+         instance_id, runner_timestamp, remove_at, graceful_termination_attempts, image_pull_progress, \
+         inactivity_secs"
     };
 }
 
@@ -191,6 +194,7 @@ fn job_from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
         remove_at: opt_timestamp(row, "remove_at")?,
         graceful_termination_attempts: row.try_get("graceful_termination_attempts")?,
         image_pull_progress: row.try_get("image_pull_progress")?,
+        inactivity_secs: row.try_get("inactivity_secs")?,
     })
 }
 
@@ -199,7 +203,7 @@ async fn insert_job(tx: &mut sqlx::Transaction<'static, sqlx::Any>, j: &JobRow) 
         "INSERT INTO jobs (",
         job_columns!(),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-         $20, $21, $22, $23, $24)"
+         $20, $21, $22, $23, $24, $25)"
     ))
     .bind(uuid_text(j.id))
     .bind(uuid_text(j.project_id))
@@ -225,6 +229,7 @@ async fn insert_job(tx: &mut sqlx::Transaction<'static, sqlx::Any>, j: &JobRow) 
     .bind(j.remove_at.map(micros))
     .bind(j.graceful_termination_attempts)
     .bind(&j.image_pull_progress)
+    .bind(j.inactivity_secs)
     .execute(&mut **tx)
     .await
     .map_err(|e| conflict_on_unique(e, |_| format!("job {}", j.job_name)))?;
@@ -604,8 +609,8 @@ impl Db {
             "UPDATE jobs SET status = $3, termination_reason = $4, termination_reason_message = $5, \
              exit_status = $6, job_provisioning_data = $7, job_runtime_data = $8, instance_id = $9, \
              runner_timestamp = $10, remove_at = $11, graceful_termination_attempts = $12, \
-             last_processed_at = $13, finished_at = $14, image_pull_progress = $15, lock_token = NULL, \
-             lock_expires_at = NULL WHERE id = $1 AND lock_token = $2",
+             last_processed_at = $13, finished_at = $14, image_pull_progress = $15, inactivity_secs = $16, \
+             lock_token = NULL, lock_expires_at = NULL WHERE id = $1 AND lock_token = $2",
         )
         .bind(uuid_text(job.id))
         .bind(uuid_text(token))
@@ -622,6 +627,7 @@ impl Db {
         .bind(micros(job.last_processed_at))
         .bind(job.finished_at.map(micros))
         .bind(&job.image_pull_progress)
+        .bind(job.inactivity_secs)
         .execute(&mut *tx)
         .await?
         .rows_affected();

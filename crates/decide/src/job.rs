@@ -54,9 +54,67 @@ pub fn unreachable_for_too_long(since: Timestamp, now: Timestamp) -> bool {
     now.duration_since(since) > DISCONNECTED_TIMEOUT
 }
 
+/// dstack's `inactivity_duration` check of a running dev environment after a pull: what to
+/// store as the job's `inactivity_secs`, and whether the job ends.
+///
+/// `inactivity_duration` is the dev environment's setting (`None` when off or not a dev
+/// environment, and then `inactivity_secs` is `None` too); `no_connections_secs` is what the
+/// runner reported (`None`: a runner that predates the tracker).
+pub fn inactivity(
+    inactivity_duration: Option<i64>,
+    no_connections_secs: Option<i64>,
+) -> (Option<i64>, Option<Ended>) {
+    let Some(limit) = inactivity_duration else { return (None, None) };
+    match no_connections_secs {
+        None => (
+            None,
+            Some(Ended {
+                reason: JobTerminationReason::InterruptedByNoCapacity,
+                message: Some(
+                    "The selected instance was created before dstack 0.18.41 and does not support \
+                     inactivity_duration"
+                        .to_owned(),
+                ),
+                exit_status: None,
+            }),
+        ),
+        Some(secs) if secs >= limit => (
+            Some(secs),
+            Some(Ended {
+                reason: JobTerminationReason::InactivityDurationExceeded,
+                message: Some(format!(
+                    "The job was inactive for {secs} seconds, exceeding the inactivity_duration of \
+                     {limit} seconds"
+                )),
+                exit_status: None,
+            }),
+        ),
+        Some(secs) => (Some(secs), None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inactivity_ends_a_dev_environment_as_dstack_does() {
+        assert_eq!(inactivity(None, Some(1000)), (None, None));
+        assert_eq!(inactivity(Some(60), Some(59)), (Some(59), None));
+        let (secs, ended) = inactivity(Some(60), Some(60));
+        assert_eq!(secs, Some(60));
+        let ended = ended.expect("ends");
+        assert_eq!(ended.reason, JobTerminationReason::InactivityDurationExceeded);
+        assert_eq!(
+            ended.message.as_deref(),
+            Some("The job was inactive for 60 seconds, exceeding the inactivity_duration of 60 seconds")
+        );
+        let (secs, ended) = inactivity(Some(60), None);
+        assert_eq!(
+            (secs, ended.map(|e| e.reason)),
+            (None, Some(JobTerminationReason::InterruptedByNoCapacity))
+        );
+    }
 
     fn state<'a>(state: &'a str, reason: &'a str, exit: Option<i64>) -> RunnerState<'a> {
         RunnerState { state, termination_reason: reason, termination_message: "", exit_status: exit }

@@ -28,6 +28,7 @@ pub(crate) fn app(shared: Arc<Shared>) -> Router {
         .route("/api/run", post(run))
         .route("/api/pull", get(pull))
         .route("/api/stop", post(stop))
+        .route("/logs_ws", get(crate::ws::logs_ws))
         .layer(DefaultBodyLimit::disable())
         .with_state(shared)
 }
@@ -163,11 +164,18 @@ async fn run(State(shared): State<Arc<Shared>>) -> Response {
         shared.set_state(&mut inner, RunnerState::ServeLogs);
         body
     };
-    let prepared = {
-        let shared = shared.clone();
-        let body = body.clone();
-        tokio::task::spawn_blocking(move || job::prepare(&shared, &body)).await
+    let prepared = match ssh_for_job(&shared, &body) {
+        Err(e) => Ok(Err(e)),
+        Ok(()) => {
+            let shared = shared.clone();
+            let body = body.clone();
+            tokio::task::spawn_blocking(move || job::prepare(&shared, &body)).await
+        }
     };
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move { shared.tracker.run().await });
+    }
     match prepared {
         Ok(Ok(prepared)) => {
             let response = prepared.response();
@@ -183,6 +191,28 @@ async fn run(State(shared): State<Arc<Shared>>) -> Response {
             ok()
         }
         Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("preparing the job: {e}")),
+    }
+}
+
+/// Adds the job's cluster key to sshd's keys; a dev environment without a running sshd
+/// fails, since nobody could connect to it.
+fn ssh_for_job(shared: &Shared, body: &SubmitBody) -> Result<(), job::PrepareError> {
+    let keys_file = shared.ssh_keys_file.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    if let (Some(file), Some(key)) = (&keys_file, &body.job_spec.ssh_key)
+        && let Err(e) = crate::ssh::add_authorized_key(file, &key.public)
+    {
+        shared.runner_log(&format!("cannot add the job's SSH key: {e}"));
+    }
+    let dev =
+        matches!(body.run.run_spec.configuration, dstack_api::runs::RunConfiguration::DevEnvironment(_));
+    let unavailable =
+        shared.ssh_unavailable.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    match unavailable {
+        Some(why) if dev => Err(job::PrepareError {
+            reason: dstack_agent_proto::runner::reason::EXECUTOR_ERROR,
+            message: format!("A dev environment needs an SSH server: {why}"),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -14,7 +14,12 @@
 //! | `GET /api/pull?timestamp=<ms>` | states and logs newer than `timestamp`; 400 on a bad integer |
 //! | `POST /api/stop` | stops the job (SIGTERM to its process group, SIGKILL after a grace period) |
 //! | `GET /api/metrics` | CPU time, memory and GPUs of the job (see `metrics.rs`); 404 `Metrics collector is not available` if nothing can be read |
+//! | `GET /logs_ws?start_time=<RFC 3339>` | WebSocket: the job's output as binary messages from `start_time`, closed when the job has ended (see `ws.rs`) |
 //!
+//! With `--ssh-port` (dstack's 10022; 0 for none) the runner starts OpenSSH's sshd for the
+//! job before its API, with the `--ssh-authorized-key` keys and later the job's cluster key,
+//! and stops it on exit; a connection tracker reports `no_connections_secs` in `/api/pull`
+//! (see `ssh.rs`, which also says where sshd's files live).
 //! After the job ends the runner exits once one `/api/pull` was served in `wait_logs_finished`,
 //! or after [`Config::logs_finished_timeout`]; if no `/api/run` arrives within
 //! [`Config::job_start_timeout`] it exits with an error.
@@ -25,7 +30,17 @@
 //!   server's user): there is no `/dstack` dir, no `/dstack/profile`, no `/etc/profile` edit, no
 //!   MPI hostfile, and `job_spec.user` is ignored (the job runs as the runner's user; `/api/run`
 //!   reports that user's name).
-//! - **No sshd** (and so no `--ssh-*` behaviour, no `/logs_ws`, `no_connections_secs` is null).
+//! - **sshd is not installed.** dstack's container command installs openssh-server with the
+//!   image's package manager when the image has no sshd; we do not (hosts may have no
+//!   registry or mirror): without sshd the runner logs why, other jobs run without SSH, and a
+//!   dev environment fails at `/api/run` with `executor_error` and
+//!   `A dev environment needs an SSH server: the image has no OpenSSH server …`.
+//! - **sshd extras**: `--ssh-address` (a `ListenAddress`; dstack listens on all interfaces),
+//!   and, outside a container or when not root, `<temp>/ssh` with `StrictModes no` instead of
+//!   `/dstack/ssh`. Multi-node `~/.ssh/config` entries and `~/.ssh/dstack_job` are not
+//!   written (only the cluster public key is authorized). The tracker's thresholds can be
+//!   shortened with hidden flags for tests.
+//! - **`no_connections_secs`** counts from the job's start (`/api/run`); it is 0 before.
 //! - **Paths.** A missing `working_dir` is `<temp>/workflow`, not the process cwd, and dstack's
 //!   `/workflow` (and paths under it) are re-rooted at [`Config::workflow_dir`] (default
 //!   `<temp>/workflow`), so a non-root runner can create them.
@@ -55,7 +70,9 @@ mod clock;
 mod job;
 mod metrics;
 mod repo;
+mod ssh;
 mod state;
+mod ws;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,6 +80,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use dstack_agent_proto::runner::RunnerState;
+pub use ssh::{SshConfig, TrackerConfig};
 
 use crate::state::Shared;
 
@@ -83,6 +101,8 @@ pub struct Config {
     pub logs_finished_timeout: Duration,
     /// Between SIGTERM and SIGKILL when the job is stopped.
     pub stop_grace: Duration,
+    /// The job's SSH server and connection tracker; port 0 (the default here) starts none.
+    pub ssh: SshConfig,
 }
 
 impl Config {
@@ -95,6 +115,7 @@ impl Config {
             job_start_timeout: Duration::from_secs(300),
             logs_finished_timeout: Duration::from_secs(300),
             stop_grace: Duration::from_secs(10),
+            ssh: SshConfig::default(),
         }
     }
 
@@ -141,6 +162,7 @@ pub async fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Resul
         .map_err(|source| RunnerError::Bind { addr: addr.clone(), source })?;
     let local = listener.local_addr().map_err(|source| RunnerError::Bind { addr, source })?;
     let shared = Arc::new(Shared::new(config.clone()));
+    let sshd = start_sshd(&shared, &config).await;
     let shutdown = Arc::new(tokio::sync::Notify::new());
     let server = {
         let shutdown = shutdown.clone();
@@ -152,11 +174,36 @@ pub async fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Resul
     on_listening(local);
     tracing::info!(%local, "dstack-runner listening");
     let outcome = lifecycle(&shared, &config).await;
+    if let Some(sshd) = sshd {
+        sshd.stop().await;
+    }
     shutdown.notify_one();
     if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), server).await {
         return Err(RunnerError::Serve(e));
     }
     outcome
+}
+
+/// Starts sshd when a port is configured; a failure is logged and kept, so that a dev
+/// environment (which needs SSH) fails with the reason while other jobs run without SSH.
+async fn start_sshd(shared: &Shared, config: &Config) -> Option<ssh::Sshd> {
+    if config.ssh.port == 0 {
+        return None;
+    }
+    match ssh::start(&config.ssh, &config.temp_dir).await {
+        Ok(sshd) => {
+            shared.runner_log(&format!("sshd listening on port {}", config.ssh.port));
+            *shared.ssh_keys_file.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(sshd.authorized_keys.clone());
+            Some(sshd)
+        }
+        Err(e) => {
+            shared.runner_log(&format!("no SSH server: {e}"));
+            *shared.ssh_unavailable.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(e.to_string());
+            None
+        }
+    }
 }
 
 async fn lifecycle(shared: &Arc<Shared>, config: &Config) -> Result<(), RunnerError> {
@@ -182,12 +229,19 @@ async fn lifecycle(shared: &Arc<Shared>, config: &Config) -> Result<(), RunnerEr
         shared.stop(job::StopCause::Stop);
         let _ = states.wait_for(|s| *s == RunnerState::WaitLogsFinished).await;
     }
+    let deadline = tokio::time::Instant::now() + config.logs_finished_timeout;
     tokio::select! {
         () = shared.pulled.notified() => {}
-        () = tokio::time::sleep(config.logs_finished_timeout) => {
+        () = tokio::time::sleep_until(deadline) => {
             tracing::warn!("logs were not pulled within {:?}; exiting", config.logs_finished_timeout);
         }
-        () = wait_signal(&mut term) => {}
+        () = wait_signal(&mut term) => return Ok(()),
+    }
+    // `/logs_ws` clients get to read to the end too.
+    while shared.ws_streams.load(std::sync::atomic::Ordering::SeqCst) > 0
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
 }

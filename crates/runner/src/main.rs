@@ -53,13 +53,24 @@ struct Start {
     /// Accepted for compatibility; unused.
     #[arg(long, hide = true)]
     home_dir: Option<PathBuf>,
-    /// Accepted for compatibility; this runner has no sshd.
+    /// The job's sshd port; 0 starts no sshd.
     #[arg(long, default_value_t = 10022, env = "DSTACK_RUNNER_SSH_PORT")]
     ssh_port: u16,
+    /// A public key allowed to log in over SSH (repeatable).
     #[arg(long)]
     ssh_authorized_key: Vec<String>,
+    /// sshd's LogLevel.
+    #[arg(long, default_value = "INFO")]
+    ssh_log_level: String,
+    /// sshd's ListenAddress (default: all interfaces).
     #[arg(long)]
-    ssh_log_level: Option<String>,
+    ssh_address: Option<String>,
+    /// Milliseconds between two checks of the SSH connections (tests shorten it).
+    #[arg(long, default_value_t = 2500, hide = true)]
+    ssh_tracker_interval_ms: u64,
+    /// Milliseconds a connection must last to count as a user (tests shorten it).
+    #[arg(long, default_value_t = 10_000, hide = true)]
+    ssh_min_connection_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -87,6 +98,16 @@ fn main() -> anyhow::Result<()> {
         job_start_timeout: Duration::from_secs(start.job_start_timeout),
         logs_finished_timeout: Duration::from_secs(start.logs_finished_timeout),
         stop_grace: Duration::from_secs(start.stop_grace),
+        ssh: dstack_runner::SshConfig {
+            port: start.ssh_port,
+            address: start.ssh_address,
+            authorized_keys: start.ssh_authorized_key,
+            log_level: start.ssh_log_level,
+            tracker: dstack_runner::TrackerConfig {
+                interval: Duration::from_millis(start.ssh_tracker_interval_ms.max(10)),
+                min_age: Duration::from_millis(start.ssh_min_connection_ms),
+            },
+        },
         ..dstack_runner::Config::new(start.temp_dir)
     };
     let port_file = start.port_file;

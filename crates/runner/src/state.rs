@@ -19,6 +19,13 @@ pub(crate) struct Shared {
     /// Notified when a pull was served in `wait_logs_finished`.
     pub(crate) pulled: Notify,
     pub(crate) metrics: crate::metrics::Collector,
+    /// sshd's `authorized_keys`, while it runs.
+    pub(crate) ssh_keys_file: Mutex<Option<std::path::PathBuf>>,
+    /// Why sshd was wanted but does not run.
+    pub(crate) ssh_unavailable: Mutex<Option<String>>,
+    pub(crate) tracker: crate::ssh::Tracker,
+    /// Open `/logs_ws` streams.
+    pub(crate) ws_streams: std::sync::atomic::AtomicUsize,
 }
 
 pub(crate) struct Inner {
@@ -36,6 +43,7 @@ pub(crate) struct Inner {
 impl Shared {
     pub(crate) fn new(config: Config) -> Shared {
         Shared {
+            tracker: crate::ssh::Tracker::new(config.ssh.port, config.ssh.tracker),
             config,
             inner: Mutex::new(Inner {
                 state: RunnerState::WaitSubmit,
@@ -51,6 +59,9 @@ impl Shared {
             stop_tx: watch::Sender::new(None),
             pulled: Notify::new(),
             metrics: crate::metrics::Collector::default(),
+            ssh_keys_file: Mutex::new(None),
+            ssh_unavailable: Mutex::new(None),
+            ws_streams: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -113,6 +124,19 @@ impl Shared {
         }
     }
 
+    /// The job logs from index `from` on, and whether the runner has finished (nothing more
+    /// will come), for `/logs_ws`.
+    pub(crate) fn job_logs_from(&self, from: usize) -> (Vec<Vec<u8>>, bool) {
+        let inner = self.lock();
+        let logs = inner.job_logs.get(from..).unwrap_or_default().iter().map(|e| e.message.clone()).collect();
+        (logs, inner.state == RunnerState::WaitLogsFinished)
+    }
+
+    /// The index of the first job log event at or after `ts` (milliseconds).
+    pub(crate) fn job_log_index(&self, ts: i64) -> usize {
+        self.lock().job_logs.partition_point(|e| e.timestamp < ts)
+    }
+
     pub(crate) fn pull(&self, after: i64) -> PullResponse {
         let inner = self.lock();
         let newer = |events: &[LogEvent]| {
@@ -125,7 +149,7 @@ impl Shared {
             job_logs: newer(&inner.job_logs),
             runner_logs: newer(&inner.runner_logs),
             last_updated: inner.clock.last(),
-            no_connections_secs: None,
+            no_connections_secs: Some(self.tracker.no_connections_secs()),
             has_more: inner.state != RunnerState::WaitLogsFinished,
         }
     }

@@ -282,7 +282,7 @@ pub(crate) fn job_submission(row: &JobRow) -> Result<JobSubmission, serde_json::
         submitted_at: row.submitted_at,
         last_processed_at: row.last_processed_at,
         finished_at: row.finished_at,
-        inactivity_secs: None,
+        inactivity_secs: row.inactivity_secs,
         status,
         status_message: job_status_message(status, reason, row),
         termination_reason: reason,
@@ -406,5 +406,6 @@ pub(crate) fn new_submission(
         remove_at: None,
         graceful_termination_attempts: None,
         image_pull_progress: None,
+        inactivity_secs: None,
     }
 }

@@ -9,8 +9,8 @@ use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, DeviceMapping, DeviceRequest, HostConfig, Mount,
     MountTypeEnum, PortBinding, ResourcesUlimits,
 };
-use dstack_agent_proto::RUNNER_HTTP_PORT;
 use dstack_agent_proto::shim::{GpuDevice, PortMapping};
+use dstack_agent_proto::{RUNNER_HTTP_PORT, RUNNER_SSH_PORT};
 
 use crate::gpu::Vendor;
 
@@ -25,8 +25,6 @@ pub const LABEL_SHIM_HOME: &str = "ai.dstack.rs.shim-home";
 pub const LABEL_RUNNER_HTTP_PORT: &str = "ai.dstack.rs.runner-http-port";
 pub const LABEL_RUNNER_SSH_PORT: &str = "ai.dstack.rs.runner-ssh-port";
 
-/// The runner's SSH port in the container (bridge mode), the `container` side of its mapping.
-pub const RUNNER_SSH_PORT: u16 = 10022;
 /// Where the runner binary is mounted, and its temp dir.
 pub const RUNNER_PATH: &str = "/usr/local/bin/dstack-runner";
 pub const RUNNER_TEMP_DIR: &str = "/tmp/runner";
@@ -61,8 +59,8 @@ impl Network {
     }
 }
 
-/// `dstack-runner … start …` as the container's command. The runner accepts the SSH flags
-/// (dstack's shape) and ignores them until it has an sshd.
+/// `dstack-runner … start …` as the container's command. On the host network both the runner's
+/// API and its sshd listen on 127.0.0.1 only (the server and the CLI come through the host).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunnerCommand {
     pub log_level: String,
@@ -84,6 +82,9 @@ impl RunnerCommand {
         }
         args.extend(["--http-port".to_owned(), http_port.to_string()]);
         args.extend(["--ssh-port".to_owned(), ssh_port.to_string()]);
+        if let Some(address) = address {
+            args.extend(["--ssh-address".to_owned(), address.to_owned()]);
+        }
         for key in &self.authorized_keys {
             args.extend(["--ssh-authorized-key".to_owned(), key.trim().to_owned()]);
         }
@@ -418,7 +419,12 @@ mod tests {
     fn host_mode_labels_the_picked_ports() {
         let body = create_body(&spec(Network::Host { http_port: 41000, ssh_port: 41001 }, Gpus::None));
         let args = body.cmd.clone().expect("cmd").join(" ");
-        assert!(args.contains("--http-address 127.0.0.1 --http-port 41000 --ssh-port 41001"), "{args}");
+        assert!(
+            args.contains(
+                "--http-address 127.0.0.1 --http-port 41000 --ssh-port 41001 --ssh-address 127.0.0.1"
+            ),
+            "{args}"
+        );
         let labels = body.labels.as_ref().expect("labels");
         assert_eq!(labels[LABEL_RUNNER_HTTP_PORT], "41000");
         assert_eq!(labels[LABEL_TASK_ID], "t1");

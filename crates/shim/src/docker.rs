@@ -250,7 +250,7 @@ impl DockerDriver {
         match network {
             Network::Host { http_port, ssh_port } => vec![
                 PortMapping { host: http_port, container: dstack_agent_proto::RUNNER_HTTP_PORT },
-                PortMapping { host: ssh_port, container: container::RUNNER_SSH_PORT },
+                PortMapping { host: ssh_port, container: dstack_agent_proto::RUNNER_SSH_PORT },
             ],
             Network::Bridge => {
                 match self.docker.inspect_container(container, None::<InspectContainerOptions>).await {

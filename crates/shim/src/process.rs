@@ -128,7 +128,8 @@ impl ProcessDriver {
             .arg("start")
             .arg("--temp-dir")
             .arg(dir)
-            .args(["--http-address", "127.0.0.1", "--http-port", "0", "--port-file"])
+            // No sshd for host processes: it would be the host's, as the shim's user.
+            .args(["--ssh-port", "0", "--http-address", "127.0.0.1", "--http-port", "0", "--port-file"])
             .arg(dir.join(PORT_FILE))
             .stdin(Stdio::null())
             .stdout(output)

@@ -1,5 +1,6 @@
 //! Integration tests for the `dstack` binary (one test executable; one module per command).
 
+mod devenv;
 mod fleets;
 mod local_fleet;
 mod offline;

@@ -3,6 +3,7 @@
 mod api;
 mod jobs;
 mod repos;
+mod sshd;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -29,6 +30,8 @@ impl Runner {
     pub(crate) fn start_with_env(env: &[(&str, &str)]) -> Runner {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_dstack-runner"))
+            // No sshd unless a test asks for one.
+            .env("DSTACK_RUNNER_SSH_PORT", "0")
             .envs(env.iter().copied())
             .args(["start", "--http-address", "127.0.0.1", "--http-port", "0", "--stop-grace", "2"])
             .args(["--logs-finished-timeout", "30", "--temp-dir"])

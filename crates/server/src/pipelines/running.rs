@@ -11,7 +11,7 @@ use dstack_agent_proto::runner::{ClusterInfo, RepoCredentials, SubmitBody, Submi
 use dstack_agent_proto::shim::{TaskConfig, TaskStatus, TerminateBody};
 use dstack_api::repos::RemoteRepoCreds;
 use dstack_api::runs::{
-    JobProvisioningData, JobRuntimeData, JobSpec, JobStatus, JobTerminationReason, RunSpec,
+    JobProvisioningData, JobRuntimeData, JobSpec, JobStatus, JobTerminationReason, RunConfiguration, RunSpec,
 };
 use dstack_db::{DbError, JobRow, LogRow, SaveJob};
 use dstack_decide::job::{Ended, RunnerState};
@@ -144,8 +144,12 @@ async fn step(state: &AppState, job: &mut JobRow, now: jiff::Timestamp) -> Resul
                 Some(text) => serde_json::from_str(text)?,
                 None => return Err(StepError::Other("job without runtime data".into())),
             };
-            jrd.ports =
-                Some(BTreeMap::from([(i64::from(dstack_agent_proto::RUNNER_HTTP_PORT), i64::from(port))]));
+            let mut ports =
+                BTreeMap::from([(i64::from(dstack_agent_proto::RUNNER_HTTP_PORT), i64::from(port))]);
+            if let Some(ssh) = task.host_port(dstack_agent_proto::RUNNER_SSH_PORT) {
+                ports.insert(i64::from(dstack_agent_proto::RUNNER_SSH_PORT), i64::from(ssh));
+            }
+            jrd.ports = Some(ports);
             let runner = runner_for(state, job, port)?;
             start_job(state, job, &runner).await?;
             match runner.run().await {
@@ -189,6 +193,7 @@ async fn step(state: &AppState, job: &mut JobRow, now: jiff::Timestamp) -> Resul
             };
             let logs = pulled_logs(&pulled);
             job.runner_timestamp = Some(pulled.last_updated.max(job.runner_timestamp.unwrap_or(0)));
+            let mut ended = false;
             if let Some(last) = pulled.job_states.last() {
                 let state = RunnerState {
                     state: last.state.as_str(),
@@ -203,6 +208,19 @@ async fn step(state: &AppState, job: &mut JobRow, now: jiff::Timestamp) -> Resul
                     job.exit_status = exit_status;
                     // The runner has finished: nothing to stop gracefully.
                     job.graceful_termination_attempts = None;
+                    ended = true;
+                }
+            }
+            if !ended {
+                let limit = match run_spec_of(state, job).await?.configuration {
+                    RunConfiguration::DevEnvironment(c) => c.inactivity_duration,
+                    _ => None,
+                };
+                let (secs, outcome) = dstack_decide::job::inactivity(limit, pulled.no_connections_secs);
+                job.inactivity_secs = secs;
+                if let Some(Ended { reason, message, .. }) = outcome {
+                    tracing::info!(job = %job.job_name, ?secs, "dev environment inactive");
+                    terminate(job, reason, message);
                 }
             }
             Ok(logs)
