@@ -156,6 +156,9 @@ pub struct ContainerSpec {
     pub gpus: Gpus,
     /// Paths are looked up here (see [`crate::devices`]).
     pub device_root: PathBuf,
+    /// On the host network, join this container's network instead of the engine host's (a
+    /// shim that itself runs in a container of the engine).
+    pub join_network: Option<String>,
 }
 
 /// The `docker create` body of `spec`.
@@ -176,13 +179,11 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let exposed_ports = exposed.iter().map(|p| (format!("{p}/tcp"), HashMap::new())).collect();
     let mut host = HostConfig {
         privileged: Some(spec.privileged),
-        network_mode: Some(
-            match spec.runner.network {
-                Network::Host { .. } => "host",
-                Network::Bridge => "bridge",
-            }
-            .to_owned(),
-        ),
+        network_mode: Some(match (spec.runner.network, &spec.join_network) {
+            (Network::Host { .. }, Some(container)) => format!("container:{container}"),
+            (Network::Host { .. }, None) => "host".to_owned(),
+            (Network::Bridge, _) => "bridge".to_owned(),
+        }),
         mounts: Some(spec.binds.iter().map(mount).collect()),
         ..Default::default()
     };
@@ -386,6 +387,7 @@ mod tests {
             privileged: false,
             gpus,
             device_root: PathBuf::from("/nonexistent-device-root"),
+            join_network: None,
         }
     }
 
@@ -432,6 +434,11 @@ mod tests {
         let h = host(&body);
         assert_eq!(h.network_mode.as_deref(), Some("host"));
         assert_eq!(h.port_bindings, None);
+
+        let mut nested = spec(Network::Host { http_port: 41000, ssh_port: 41001 }, Gpus::None);
+        nested.join_network = Some("testhost-1".to_owned());
+        let body = create_body(&nested);
+        assert_eq!(host(&body).network_mode.as_deref(), Some("container:testhost-1"));
     }
 
     #[test]

@@ -33,6 +33,47 @@ use crate::{Config, Driver, Shim};
 /// Where dstack mounts a task's network volumes on the host (under the device root).
 pub const VOLUMES_DIR: &str = "/mnt/disks/dstack-volumes";
 
+/// A shim running in a container of the engine it drives (`--docker-self`), e.g. on a test
+/// host that is itself a container sharing the machine's engine. The engine resolves bind
+/// mounts on its own host and `host` networking means its own host's network, so: task
+/// containers join this container's network (`container:<self>`), and every path they mount
+/// must lie on one of this container's mounts (volumes or binds), translated to that mount's
+/// source. A path on no mount is an error that says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nested {
+    pub container: String,
+    /// (destination in this container, source on the engine's host), longest destination
+    /// first.
+    mounts: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Nested {
+    pub fn new(container: String, mut mounts: Vec<(PathBuf, PathBuf)>) -> Nested {
+        mounts.sort_by_key(|(dst, _)| std::cmp::Reverse(dst.components().count()));
+        Nested { container, mounts }
+    }
+
+    /// Where the engine finds `path` of this container.
+    pub fn to_engine(&self, path: &Path) -> Result<PathBuf, String> {
+        self.mounts
+            .iter()
+            .find_map(|(dst, src)| path.strip_prefix(dst).ok().map(|rest| src.join(rest)))
+            .ok_or_else(|| {
+                format!(
+                    "{} is on no volume of the shim's container {}; the engine could not mount it \
+                     (mount a volume there)",
+                    path.display(),
+                    self.container
+                )
+            })
+    }
+
+    /// The inverse of [`Nested::to_engine`], for paths read back from the engine.
+    pub fn from_engine(&self, path: &Path) -> Option<PathBuf> {
+        self.mounts.iter().find_map(|(dst, src)| path.strip_prefix(src).ok().map(|rest| dst.join(rest)))
+    }
+}
+
 pub struct DockerDriver {
     docker: Docker,
     runner_binary: PathBuf,
@@ -43,34 +84,57 @@ pub struct DockerDriver {
     privileged: bool,
     device_root: PathBuf,
     vendor: Option<Vendor>,
-    /// The shim's home, labelled on its containers.
+    /// The shim's home, labelled on its containers (as the engine sees it when nested, so
+    /// that shims in different containers of one engine never share a label).
     home: String,
+    nested: Option<Nested>,
 }
 
 impl DockerDriver {
     /// A driver if a Docker engine answers, else `None` (process mode only).
     pub(crate) async fn connect(config: &Config) -> Option<DockerDriver> {
         let docker = Docker::connect_with_local_defaults().ok()?;
-        match docker.ping().await {
-            Ok(_) => Some(DockerDriver {
-                docker,
-                runner_binary: config.runner_binary.clone(),
-                runner_log_level: config.runner_log_level.clone(),
-                env: config
-                    .pass_env
-                    .iter()
-                    .filter_map(|name| Some(format!("{name}={}", std::env::var(name).ok()?)))
-                    .collect(),
-                privileged: config.privileged,
-                device_root: config.device_root.clone(),
-                vendor: devices::detect_vendor(&config.device_root),
-                home: config.home.display().to_string(),
-            }),
-            Err(e) => {
-                tracing::info!(%e, "no Docker engine; tasks run as processes");
-                None
-            }
+        if let Err(e) = docker.ping().await {
+            tracing::info!(%e, "no Docker engine; tasks run as processes");
+            return None;
         }
+        let nested = match &config.docker_self {
+            None => None,
+            Some(name) => match docker.inspect_container(name, None::<InspectContainerOptions>).await {
+                Ok(inspect) => {
+                    let mounts = inspect
+                        .mounts
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|m| Some((PathBuf::from(m.destination?), PathBuf::from(m.source?))))
+                        .collect();
+                    Some(Nested::new(name.clone(), mounts))
+                }
+                Err(e) => {
+                    tracing::error!(%e, container = %name, "--docker-self: no such container; tasks run as processes");
+                    return None;
+                }
+            },
+        };
+        let home = match &nested {
+            Some(n) => n.to_engine(&config.home).unwrap_or_else(|_| config.home.clone()),
+            None => config.home.clone(),
+        };
+        Some(DockerDriver {
+            docker,
+            runner_binary: config.runner_binary.clone(),
+            runner_log_level: config.runner_log_level.clone(),
+            env: config
+                .pass_env
+                .iter()
+                .filter_map(|name| Some(format!("{name}={}", std::env::var(name).ok()?)))
+                .collect(),
+            privileged: config.privileged,
+            device_root: config.device_root.clone(),
+            vendor: devices::detect_vendor(&config.device_root),
+            home: home.display().to_string(),
+            nested,
+        })
     }
 
     /// `DockerRootDir` of `docker info`.
@@ -185,6 +249,18 @@ impl DockerDriver {
         Ok(binds)
     }
 
+    /// The binds as the engine must see them (translated when nested).
+    fn engine_binds(&self, binds: Vec<Bind>) -> Result<Vec<Bind>, (&'static str, String)> {
+        let Some(nested) = &self.nested else { return Ok(binds) };
+        binds
+            .into_iter()
+            .map(|b| {
+                let source = nested.to_engine(&b.source).map_err(|e| (reason::EXECUTOR_ERROR, e))?;
+                Ok(Bind { source, ..b })
+            })
+            .collect()
+    }
+
     async fn create(&self, name: &str, spec: &ContainerSpec) -> Result<String, String> {
         let options = CreateContainerOptions { name: Some(name.to_owned()), ..Default::default() };
         let created = self
@@ -286,7 +362,12 @@ impl DockerDriver {
         for summary in list {
             let Some(id) = summary.id else { continue };
             match self.docker.inspect_container(&id, None::<InspectContainerOptions>).await {
-                Ok(inspect) => out.extend(container::recover(&inspect, &self.home)),
+                Ok(inspect) => out.extend(container::recover(&inspect, &self.home).map(|mut r| {
+                    if let Some(nested) = &self.nested {
+                        r.runner_dir = r.runner_dir.and_then(|d| nested.from_engine(&d));
+                    }
+                    r
+                })),
                 Err(e) => tracing::warn!(%e, container = %id, "cannot inspect a task container"),
             }
         }
@@ -388,7 +469,7 @@ impl Driver for DockerDriver {
             Ok(ids) => ids,
             Err(e) => return fail((reason::EXECUTOR_ERROR, e)),
         };
-        let binds = match self.binds(&task, &config) {
+        let binds = match self.binds(&task, &config).and_then(|b| self.engine_binds(b)) {
             Ok(binds) => binds,
             Err(e) => return fail(e),
         };
@@ -401,7 +482,10 @@ impl Driver for DockerDriver {
         if !shim.store.advance(&id, TaskStatus::Creating) {
             return;
         }
-        let network = match Network::parse(&config.network_mode, free_ports) {
+        // Nested, every task shares the shim container's network: ports are picked, not
+        // published (the engine would publish them on its own host).
+        let mode = if self.nested.is_some() { "host" } else { config.network_mode.as_str() };
+        let network = match Network::parse(mode, free_ports) {
             Ok(n) => n,
             Err(e) => return fail((reason::CREATING_CONTAINER_ERROR, format!("createContainer error: {e}"))),
         };
@@ -423,6 +507,7 @@ impl Driver for DockerDriver {
             privileged: config.privileged || self.privileged,
             gpus: Gpus::for_host(self.vendor, gpu_ids, &config.gpu_devices),
             device_root: self.device_root.clone(),
+            join_network: self.nested.as_ref().map(|n| n.container.clone()),
         };
         let container = match self.create_and_start(&shim, &id, &task.container_name, &mut spec).await {
             Ok(c) => c,
@@ -463,5 +548,46 @@ impl Driver for DockerDriver {
     async fn restore(&self, shim: Arc<Shim>, task: Task) {
         let Handle::Docker { container_id } = &task.handle else { return };
         self.wait(&shim, &task.id, container_id).await;
+    }
+}
+
+#[cfg(test)]
+mod nested_tests {
+    use std::path::{Path, PathBuf};
+
+    use super::Nested;
+
+    fn nested() -> Nested {
+        Nested::new(
+            "host-1".to_owned(),
+            vec![
+                (PathBuf::from("/root"), PathBuf::from("/var/lib/docker/volumes/a/_data")),
+                (PathBuf::from("/root/.dstack"), PathBuf::from("/var/lib/docker/volumes/b/_data")),
+                (PathBuf::from("/usr/local/bin"), PathBuf::from("/srv/bin")),
+            ],
+        )
+    }
+
+    #[test]
+    fn paths_go_through_the_deepest_mount_and_back() {
+        let n = nested();
+        let engine = n.to_engine(Path::new("/root/.dstack/runners/t-1")).unwrap();
+        assert_eq!(engine, PathBuf::from("/var/lib/docker/volumes/b/_data/runners/t-1"));
+        assert_eq!(n.from_engine(&engine), Some(PathBuf::from("/root/.dstack/runners/t-1")));
+        assert_eq!(
+            n.to_engine(Path::new("/usr/local/bin/dstack-runner")).unwrap(),
+            PathBuf::from("/srv/bin/dstack-runner")
+        );
+        assert_eq!(
+            n.to_engine(Path::new("/root/x")).unwrap(),
+            PathBuf::from("/var/lib/docker/volumes/a/_data/x")
+        );
+    }
+
+    #[test]
+    fn a_path_on_no_mount_is_an_error_that_says_so() {
+        let err = nested().to_engine(Path::new("/opt/data")).unwrap_err();
+        assert!(err.contains("/opt/data is on no volume of the shim's container host-1"), "{err}");
+        assert_eq!(nested().from_engine(Path::new("/elsewhere")), None);
     }
 }

@@ -117,6 +117,9 @@ pub struct Config {
     /// On shutdown, stop and remove every task (containers and runner dirs), not only stop
     /// serving.
     pub remove_tasks_on_shutdown: bool,
+    /// The container this shim runs in, when that container belongs to the engine it drives
+    /// (see [`docker::Nested`]).
+    pub docker_self: Option<String>,
 }
 
 /// dstack's `--pass-env` default: the proxy variables.
@@ -137,6 +140,7 @@ impl Config {
             privileged: false,
             device_root: PathBuf::from("/"),
             remove_tasks_on_shutdown: false,
+            docker_self: None,
         }
     }
 }

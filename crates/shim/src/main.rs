@@ -55,6 +55,11 @@ struct Cli {
     /// On shutdown, stop and remove every task (containers, runner dirs).
     #[arg(long, env = "DSTACK_SHIM_REMOVE_TASKS_ON_SHUTDOWN")]
     remove_tasks_on_shutdown: bool,
+    /// This shim runs in the container NAME of the Docker engine it drives (a host that is
+    /// itself a container): task containers join its network, and the paths they mount are
+    /// translated to where the engine sees them (through this container's volumes).
+    #[arg(long, env = "DSTACK_SHIM_DOCKER_SELF", value_name = "NAME")]
+    docker_self: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -90,6 +95,7 @@ fn main() -> anyhow::Result<()> {
         privileged: cli.privileged,
         device_root: cli.device_root,
         remove_tasks_on_shutdown: cli.remove_tasks_on_shutdown,
+        docker_self: cli.docker_self.filter(|s| !s.is_empty()),
         ..dstack_shim::Config::new(home, runner_binary)
     };
     let port_file = cli.port_file;
