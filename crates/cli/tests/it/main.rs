@@ -6,4 +6,5 @@ mod offline;
 mod repos;
 mod runs;
 mod server;
+mod ssh_fleet;
 mod validate;
