@@ -22,6 +22,9 @@ pub enum FleetCommand {
         /// Print the fleets as JSON.
         #[arg(long)]
         json: bool,
+        /// Show resources, drivers and errors.
+        #[arg(short = 'v', long)]
+        verbose: bool,
     },
     /// Show one fleet as JSON.
     Get {
@@ -48,14 +51,14 @@ pub fn run(args: &FleetArgs) -> u8 {
         Err(code) => return code,
     };
     let (client, project) = (&session.client, session.project.as_str());
-    match args.command.as_ref().unwrap_or(&FleetCommand::List { json: false }) {
-        FleetCommand::List { json } => match client.list_fleets(project) {
+    match args.command.as_ref().unwrap_or(&FleetCommand::List { json: false, verbose: false }) {
+        FleetCommand::List { json, verbose } => match client.list_fleets(project) {
             Ok(fleets) if *json => {
                 out!("{}", serde_json::to_string(&fleets).unwrap_or_default());
                 EXIT_OK
             }
             Ok(fleets) => {
-                out!("{}", fleets_table(&fleets, project, Timestamp::now(), stdout_color()));
+                out!("{}", fleets_table(&fleets, project, Timestamp::now(), stdout_color(), *verbose));
                 EXIT_OK
             }
             Err(e) => fail(e),

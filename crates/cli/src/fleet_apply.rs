@@ -251,7 +251,8 @@ fn wait_for_instances(session: &Session, mut fleet: Fleet) -> u8 {
             std::slice::from_ref(&fleet),
             &session.project,
             Timestamp::now(),
-            stdout_color()
+            stdout_color(),
+            fleet.instances.iter().any(|i| i.status == InstanceStatus::Terminated),
         )
     );
     if fleet.instances.iter().any(|i| i.status == InstanceStatus::Terminated) {

@@ -628,9 +628,15 @@ pub fn offers_table(
 // ---------------------------------------------------------------------------------------------
 
 /// What `dstack fleet list` shows: a row per fleet (newest first), a row per instance.
-pub fn fleets_table(fleets: &[Fleet], project: &str, now: Timestamp, color: bool) -> String {
-    let headers = ["NAME", "NODES", "GPU", "SPOT", "BACKEND", "PRICE", "STATUS", "CREATED"];
-    let mut table = new_table(&headers, color);
+/// `verbose` (`-v`) shows RESOURCES and DRIVER instead of GPU, and an ERROR column: dstack's
+/// termination reason of a terminated instance and (ours) why an SSH host is not added yet.
+pub fn fleets_table(fleets: &[Fleet], project: &str, now: Timestamp, color: bool, verbose: bool) -> String {
+    let headers: &[&str] = if verbose {
+        &["NAME", "NODES", "RESOURCES", "DRIVER", "SPOT", "BACKEND", "PRICE", "STATUS", "CREATED", "ERROR"]
+    } else {
+        &["NAME", "NODES", "GPU", "SPOT", "BACKEND", "PRICE", "STATUS", "CREATED"]
+    };
+    let mut table = new_table(headers, color);
     let mut fleets: Vec<&Fleet> = fleets.iter().collect();
     fleets.sort_by_key(|f| std::cmp::Reverse(f.created_at));
     let grey = |s: String| Look::SECONDARY.cell(s);
@@ -673,18 +679,29 @@ pub fn fleets_table(fleets: &[Fleet], project: &str, now: Timestamp, color: bool
             FleetStatus::Failed => Look { color: Some(INDIAN_RED1), bold: true },
             _ => Look::SECONDARY,
         };
-        table.add_row([
-            grey(name),
-            grey(nodes),
-            grey(gpu),
+        let resources = match (&conf.ssh_config, &conf.resources) {
+            (None, Some(r)) => spec_resources(r),
+            _ => String::new(),
+        };
+        let mut row = vec![grey(name), grey(nodes)];
+        if verbose {
+            row.extend([grey(resources), Cell::new("")]);
+        } else {
+            row.push(grey(gpu));
+        }
+        row.extend([
             grey(spot),
             grey(backend),
             grey(price),
             status_look.cell(fleet.status.as_str()),
             grey(pretty_date(now, fleet.created_at)),
         ]);
+        if verbose {
+            row.push(Cell::new(""));
+        }
+        table.add_row(row);
         for instance in &fleet.instances {
-            table.add_row(instance_row(instance, now));
+            table.add_row(instance_row(instance, now, verbose));
         }
     }
     finish(&table)
@@ -702,7 +719,7 @@ fn fleet_gpu(resources: Option<&ResourcesSpec>) -> String {
     parts.join(":")
 }
 
-fn instance_row(instance: &Instance, now: Timestamp) -> Vec<Cell> {
+fn instance_row(instance: &Instance, now: Timestamp, verbose: bool) -> Vec<Cell> {
     let is_ssh = instance.backend == Some(BackendType::Remote);
     let (spot, price) = if is_ssh {
         (String::new(), String::new())
@@ -715,7 +732,7 @@ fn instance_row(instance: &Instance, now: Timestamp) -> Vec<Cell> {
     };
     let pending = matches!(instance.status, InstanceStatus::Pending | InstanceStatus::Provisioning);
     let gpu = match &instance.instance_type {
-        Some(t) if !(is_ssh && pending) => offer_resources(&t.resources, false, true),
+        Some(t) if !(is_ssh && pending) => offer_resources(&t.resources, false, !verbose),
         _ => String::new(),
     };
     let look = match instance.status {
@@ -735,16 +752,29 @@ fn instance_row(instance: &Instance, now: Timestamp) -> Vec<Cell> {
             status.push_str(&format!(" ({})", instance.health_status.as_str()));
         }
     }
-    vec![
-        Cell::new(format!("   instance={}", instance.instance_num)),
-        Cell::new(""),
-        Cell::new(gpu),
+    let mut row =
+        vec![Cell::new(format!("   instance={}", instance.instance_num)), Cell::new(""), Cell::new(gpu)];
+    if verbose {
+        let driver = instance.gpu_driver.as_ref().map_or(String::new(), |d| d.version.clone());
+        row.push(Cell::new(driver));
+    }
+    row.extend([
         Look::SECONDARY.cell(spot),
         Cell::new(format_backend(instance.backend, instance.region.as_deref())),
         Cell::new(price),
         look.cell(status),
         Look::SECONDARY.cell(pretty_date(now, instance.created)),
-    ]
+    ]);
+    if verbose {
+        let error = match instance.status {
+            InstanceStatus::Terminated => instance.termination_reason.clone().unwrap_or_default(),
+            // Ours: why an SSH host is not added yet (dstack only logs it).
+            InstanceStatus::Pending => instance.termination_reason_message.clone().unwrap_or_default(),
+            _ => String::new(),
+        };
+        row.push(Cell::new(error));
+    }
+    row
 }
 
 #[cfg(test)]

@@ -193,7 +193,7 @@ fn fleets_table_shows_fleets_and_instances() {
     "status":"idle","created":"2026-11-24T12:19:30Z","region":"remote","price":0.0,"total_blocks":1}]}))
     .unwrap();
     check(
-        fleets_table(&[fleet], "main", now(), false),
+        fleets_table(&[fleet], "main", now(), false, false),
         "
  NAME           NODES  GPU  SPOT  BACKEND       PRICE  STATUS  CREATED
  sshf           2                 ssh                  active  10 mins ago

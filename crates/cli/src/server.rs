@@ -45,6 +45,15 @@ pub fn config_from(args: &ServerArgs) -> ServerConfig {
         client_config: (!skip_client_config).then(|| home.join(".dstack").join("config.yml")),
         local_fleet: !args.no_local_fleet,
         shim_binary: None,
+        runner_binary: None,
+        instance_check_interval: std::env::var("DSTACK_SERVER_INSTANCE_CHECK_INTERVAL")
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map_or(
+                dstack_server::config::DEFAULT_INSTANCE_CHECK_INTERVAL,
+                std::time::Duration::from_secs_f64,
+            ),
         background: true,
     }
 }

@@ -7,7 +7,9 @@
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
-use crate::{Db, DbError, conflict_on_unique, get_timestamp, get_uuid, micros, opt_timestamp, uuid_text};
+use crate::{
+    Db, DbError, conflict_on_unique, get_bool, get_timestamp, get_uuid, micros, opt_timestamp, uuid_text,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetRow {
@@ -53,6 +55,65 @@ pub struct InstanceRow {
     pub last_job_processed_at: Option<jiff::Timestamp>,
     pub termination_reason: Option<String>,
     pub termination_reason_message: Option<String>,
+    /// The last health check did not reach the host's shim (dstack's `unreachable`).
+    pub unreachable: bool,
+    /// When the host was first seen ready (dstack's `started_at`).
+    pub started_at: Option<jiff::Timestamp>,
+    /// When the instances loop last worked on the row (a deploy attempt, a health check).
+    pub last_processed_at: Option<jiff::Timestamp>,
+    /// When the instances loop first tried to give the host back.
+    pub first_termination_retry_at: Option<jiff::Timestamp>,
+}
+
+/// What the instances loop writes for one instance it leased ([`Db::save_instance_step`]):
+/// the fields it owns. `busy_blocks` and `last_job_processed_at` belong to the jobs loop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceStep {
+    pub status: String,
+    pub offer: Option<String>,
+    pub job_provisioning_data: Option<String>,
+    pub agent_url: Option<String>,
+    pub total_blocks: Option<i64>,
+    pub termination_reason: Option<String>,
+    pub termination_reason_message: Option<String>,
+    pub unreachable: bool,
+    pub started_at: Option<jiff::Timestamp>,
+    pub finished_at: Option<jiff::Timestamp>,
+    pub last_processed_at: Option<jiff::Timestamp>,
+    pub first_termination_retry_at: Option<jiff::Timestamp>,
+    /// Soft-delete the row.
+    pub delete: bool,
+}
+
+impl InstanceStep {
+    /// The instance as it is, to be changed field by field.
+    pub fn of(i: &InstanceRow) -> InstanceStep {
+        InstanceStep {
+            status: i.status.clone(),
+            offer: i.offer.clone(),
+            job_provisioning_data: i.job_provisioning_data.clone(),
+            agent_url: i.agent_url.clone(),
+            total_blocks: i.total_blocks,
+            termination_reason: i.termination_reason.clone(),
+            termination_reason_message: i.termination_reason_message.clone(),
+            unreachable: i.unreachable,
+            started_at: i.started_at,
+            finished_at: i.finished_at,
+            last_processed_at: i.last_processed_at,
+            first_termination_retry_at: i.first_termination_retry_at,
+            delete: false,
+        }
+    }
+}
+
+/// Which SSH instances a pass of the instances loop is due to visit: pending ones not tried
+/// since `deploy_before`, available ones not checked since `check_before`, terminating ones
+/// not tried since `release_before` (a first try is always due).
+#[derive(Debug, Clone, Copy)]
+pub struct InstancesDue {
+    pub deploy_before: jiff::Timestamp,
+    pub check_before: jiff::Timestamp,
+    pub release_before: jiff::Timestamp,
 }
 
 /// An in-place update of a live fleet ([`Db::update_fleet`]).
@@ -109,6 +170,16 @@ macro_rules! instance_columns {
     };
 }
 
+macro_rules! instance_select {
+    () => {
+        concat!(
+            instance_columns!(),
+            ", CAST(unreachable AS INTEGER) AS unreachable, started_at, last_processed_at, \
+             first_termination_retry_at"
+        )
+    };
+}
+
 fn fleet_from_row(row: &AnyRow) -> Result<FleetRow, sqlx::Error> {
     use sqlx::Row as _;
     Ok(FleetRow {
@@ -146,6 +217,10 @@ fn instance_from_row(row: &AnyRow) -> Result<InstanceRow, sqlx::Error> {
         last_job_processed_at: opt_timestamp(row, "last_job_processed_at")?,
         termination_reason: row.try_get("termination_reason")?,
         termination_reason_message: row.try_get("termination_reason_message")?,
+        unreachable: get_bool(row, "unreachable")?,
+        started_at: opt_timestamp(row, "started_at")?,
+        last_processed_at: opt_timestamp(row, "last_processed_at")?,
+        first_termination_retry_at: opt_timestamp(row, "first_termination_retry_at")?,
     })
 }
 
@@ -156,7 +231,8 @@ async fn insert_instance(
     sqlx::query(concat!(
         "INSERT INTO instances (",
         instance_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+        ", unreachable, started_at, last_processed_at, first_termination_retry_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
     ))
     .bind(uuid_text(i.id))
     .bind(uuid_text(i.project_id))
@@ -175,6 +251,10 @@ async fn insert_instance(
     .bind(i.last_job_processed_at.map(micros))
     .bind(&i.termination_reason)
     .bind(&i.termination_reason_message)
+    .bind(i.unreachable)
+    .bind(i.started_at.map(micros))
+    .bind(i.last_processed_at.map(micros))
+    .bind(i.first_termination_retry_at.map(micros))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -314,7 +394,7 @@ impl Db {
     pub async fn list_instances(&self, project_id: Uuid) -> Result<Vec<InstanceRow>, DbError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
-            instance_columns!(),
+            instance_select!(),
             " FROM instances WHERE project_id = $1 AND deleted = FALSE ORDER BY fleet_id, instance_num"
         ))
         .bind(uuid_text(project_id))
@@ -327,7 +407,7 @@ impl Db {
     pub async fn fleet_instances(&self, fleet_id: Uuid) -> Result<Vec<InstanceRow>, DbError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
-            instance_columns!(),
+            instance_select!(),
             " FROM instances WHERE fleet_id = $1 AND deleted = FALSE ORDER BY instance_num"
         ))
         .bind(uuid_text(fleet_id))
@@ -340,7 +420,7 @@ impl Db {
     pub async fn list_remote_instances(&self) -> Result<Vec<InstanceRow>, DbError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
-            instance_columns!(),
+            instance_select!(),
             " FROM instances WHERE deleted = FALSE AND remote_connection_info IS NOT NULL \
              ORDER BY created_at"
         ))
@@ -389,7 +469,7 @@ impl Db {
         use sqlx::Row as _;
         let rows = sqlx::query(concat!(
             "SELECT ",
-            instance_columns!(),
+            instance_select!(),
             ", (SELECT f.name FROM fleets f WHERE f.id = instances.fleet_id AND f.deleted = FALSE) AS fleet_name \
              FROM instances WHERE project_id = $1 AND deleted = FALSE ORDER BY fleet_id, instance_num"
         ))
@@ -407,7 +487,7 @@ impl Db {
     }
 
     pub async fn instance_by_id(&self, id: Uuid) -> Result<Option<InstanceRow>, DbError> {
-        let row = sqlx::query(concat!("SELECT ", instance_columns!(), " FROM instances WHERE id = $1"))
+        let row = sqlx::query(concat!("SELECT ", instance_select!(), " FROM instances WHERE id = $1"))
             .bind(uuid_text(id))
             .fetch_optional(&self.pool)
             .await?;
@@ -558,5 +638,125 @@ impl Db {
             .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Takes a lease of `lease` on up to `limit` live SSH instances (those with connection
+    /// data) that are due (see [`InstancesDue`]) and whose lease is free, least recently
+    /// processed first. Each instance gets a token of its own, so its work can end (and its
+    /// lease be released) independently of the others'.
+    pub async fn lease_ssh_instances(
+        &self,
+        due: InstancesDue,
+        limit: i64,
+        now: jiff::Timestamp,
+        lease: jiff::SignedDuration,
+    ) -> Result<Vec<(InstanceRow, Uuid)>, DbError> {
+        use sqlx::Row as _;
+        let ids: Vec<String> = sqlx::query(
+            "SELECT id FROM instances WHERE deleted = FALSE AND remote_connection_info IS NOT NULL \
+             AND (lock_expires_at IS NULL OR lock_expires_at < $1) AND ( \
+             (status = 'pending' AND (last_processed_at IS NULL OR last_processed_at < $2)) \
+             OR (status IN ('provisioning', 'idle', 'busy') \
+                 AND (last_processed_at IS NULL OR last_processed_at < $3)) \
+             OR (status = 'terminating' AND (first_termination_retry_at IS NULL \
+                 OR last_processed_at IS NULL OR last_processed_at < $4))) \
+             ORDER BY last_processed_at, created_at LIMIT $5",
+        )
+        .bind(micros(now))
+        .bind(micros(due.deploy_before))
+        .bind(micros(due.check_before))
+        .bind(micros(due.release_before))
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>("id"))
+        .collect::<Result<_, _>>()?;
+        let mut out = Vec::new();
+        for id in ids {
+            let token = Uuid::new_v4();
+            let row = sqlx::query(concat!(
+                "UPDATE instances SET lock_token = $2, lock_expires_at = $3 WHERE id = $1 AND deleted = FALSE \
+                 AND (lock_expires_at IS NULL OR lock_expires_at < $4) RETURNING ",
+                instance_select!()
+            ))
+            .bind(&id)
+            .bind(uuid_text(token))
+            .bind(micros(now.checked_add(lease).unwrap_or(now)))
+            .bind(micros(now))
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = row {
+                out.push((instance_from_row(&row)?, token));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Extends the lease `token` holds on an instance to `until`; `false` if it lost it.
+    pub async fn renew_instance_lease(
+        &self,
+        id: Uuid,
+        token: Uuid,
+        until: jiff::Timestamp,
+    ) -> Result<bool, DbError> {
+        let n = sqlx::query("UPDATE instances SET lock_expires_at = $3 WHERE id = $1 AND lock_token = $2")
+            .bind(uuid_text(id))
+            .bind(uuid_text(token))
+            .bind(micros(until))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// Writes what the instances loop did to an instance it leased and ends the lease, in one
+    /// transaction. The step is applied only if the lease is still `token`'s and the instance
+    /// is still in status `from` (a user's delete meanwhile wins); returns whether it was.
+    pub async fn save_instance_step(
+        &self,
+        id: Uuid,
+        token: Uuid,
+        from: &str,
+        step: &InstanceStep,
+        now: jiff::Timestamp,
+    ) -> Result<bool, DbError> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE instances SET status = $4, offer = $5, job_provisioning_data = $6, agent_url = $7, \
+             total_blocks = $8, termination_reason = $9, termination_reason_message = $10, \
+             unreachable = $11, started_at = $12, finished_at = $13, last_processed_at = $14, \
+             first_termination_retry_at = $15, \
+             deleted = CASE WHEN $16 THEN TRUE ELSE deleted END, \
+             deleted_at = CASE WHEN $16 THEN $17 ELSE deleted_at END \
+             WHERE id = $1 AND lock_token = $2 AND status = $3 AND deleted = FALSE",
+        )
+        .bind(uuid_text(id))
+        .bind(uuid_text(token))
+        .bind(from)
+        .bind(&step.status)
+        .bind(&step.offer)
+        .bind(&step.job_provisioning_data)
+        .bind(&step.agent_url)
+        .bind(step.total_blocks)
+        .bind(&step.termination_reason)
+        .bind(&step.termination_reason_message)
+        .bind(step.unreachable)
+        .bind(step.started_at.map(micros))
+        .bind(step.finished_at.map(micros))
+        .bind(step.last_processed_at.map(micros))
+        .bind(step.first_termination_retry_at.map(micros))
+        .bind(step.delete)
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("UPDATE instances SET lock_token = NULL, lock_expires_at = NULL WHERE id = $1 AND lock_token = $2")
+            .bind(uuid_text(id))
+            .bind(uuid_text(token))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n > 0)
     }
 }

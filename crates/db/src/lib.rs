@@ -22,7 +22,9 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 
-pub use crate::fleets::{FleetPassWrite, FleetRow, FleetUpdate, InstanceRow, InstanceTransition};
+pub use crate::fleets::{
+    FleetPassWrite, FleetRow, FleetUpdate, InstanceRow, InstanceStep, InstanceTransition, InstancesDue,
+};
 pub use crate::metrics::{MetricsPointRow, MetricsQuery};
 pub use crate::projects::ProjectRow;
 pub use crate::repos::RepoRow;

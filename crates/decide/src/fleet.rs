@@ -8,8 +8,9 @@
 //!
 //! ```text
 //! instance (cloud):  PENDING --(no backends: no_offers)--> TERMINATED --(consolidation)--> deleted
-//! instance (SSH):    PENDING (until deployed over SSH, not done here)
+//! instance (SSH):    PENDING/IDLE/BUSY/TERMINATING: the instances loop's (`crate::instance`)
 //! any live instance: --(delete, nodes.max)--> TERMINATING --(no job left)--> TERMINATED + deleted
+//!                    (SSH hosts: after the instances loop gave the host back)
 //! fleet:             ACTIVE --(delete)--> TERMINATING --(no live instance, not in use)--> TERMINATED + deleted
 //! ```
 
@@ -268,8 +269,6 @@ pub struct Transition {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FleetPassPlan {
     pub transitions: Vec<Transition>,
-    /// SSH hosts to release (before their instance is written `terminated`).
-    pub release: Vec<Uuid>,
     /// Numbers of new `pending` instances (consolidation up to `nodes.min`).
     pub new_instance_nums: Vec<i64>,
     /// The new consolidation attempt count, when consolidation ran.
@@ -292,10 +291,8 @@ pub fn decide(snap: &FleetSnapshot, now: Timestamp) -> FleetPassPlan {
     // The instances' own steps.
     for i in &snap.instances {
         match i.status {
-            InstanceStatus::Terminating if !i.has_jobs => {
-                if i.ssh {
-                    plan.release.push(i.id);
-                }
+            // An SSH host is given back by the instances loop, which ends its instance.
+            InstanceStatus::Terminating if !i.has_jobs && !i.ssh => {
                 plan.transitions.push(Transition {
                     id: i.id,
                     from: i.status,

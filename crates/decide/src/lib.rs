@@ -5,8 +5,10 @@
 //! snapshots, calls these functions and carries out what they return.
 //!
 //! - [`fleet`]: update-in-place vs re-create of fleet specs, and the fleet/instance life cycle.
+//! - [`instance`]: what the instances loop does to an SSH host (deploy, check, release).
 //! - [`jobspec`]: the job specs of a run (what dstack's "job configurators" compute).
 pub mod fleet;
+pub mod instance;
 pub mod job;
 pub mod jobspec;
 pub mod offers;

@@ -72,6 +72,11 @@ pub fn keypair() -> (PrivateKey, String) {
     (key, public.trim().to_owned())
 }
 
+/// A private key as OpenSSH text (for the fleet files of tests).
+pub fn openssh_text(key: &PrivateKey) -> String {
+    key.to_openssh(russh::keys::ssh_key::LineEnding::LF).expect("the key encodes").to_string()
+}
+
 fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().expect("the docker CLI runs");
     assert!(

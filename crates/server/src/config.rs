@@ -29,9 +29,18 @@ pub struct ServerConfig {
     /// The `dstack-shim` binary the local fleet runs; default `dstack-shim` next to the server
     /// executable (or `DSTACK_SHIM_BINARY`).
     pub shim_binary: Option<PathBuf>,
+    /// The `dstack-runner` binary SSH-fleet hosts get; default `DSTACK_RUNNER_BINARY`, else
+    /// `dstack-runner` next to the shim binary.
+    pub runner_binary: Option<PathBuf>,
+    /// How often idle and busy SSH-fleet hosts get a health check through their tunnel;
+    /// `DSTACK_SERVER_INSTANCE_CHECK_INTERVAL` (seconds, ours), default 5 s.
+    pub instance_check_interval: std::time::Duration,
     /// Run the background loops (off only in tests that drive the API alone).
     pub background: bool,
 }
+
+/// The default of [`ServerConfig::instance_check_interval`].
+pub const DEFAULT_INSTANCE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl ServerConfig {
     /// Defaults for a server rooted at `server_dir`, on a free loopback port, writing no
@@ -47,6 +56,8 @@ impl ServerConfig {
             client_config: None,
             local_fleet: false,
             shim_binary: None,
+            runner_binary: None,
+            instance_check_interval: DEFAULT_INSTANCE_CHECK_INTERVAL,
             background: true,
         }
     }

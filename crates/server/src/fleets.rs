@@ -1,6 +1,6 @@
 //! Fleets as dstack 0.22.5 keeps them: the server-side checks of a submitted spec, the rows a
-//! new fleet or host gets, what clients are shown (never a private key), and the hook that
-//! gives an SSH host back when its instance is terminated.
+//! new fleet or host gets and what clients are shown (never a private key). SSH hosts are
+//! deployed, checked and given back by the instances loop (`pipelines/instances.rs`).
 
 use dstack_api::ApiError;
 use dstack_api::fleets::{
@@ -232,6 +232,10 @@ pub fn ssh_instance_row(
         last_job_processed_at: None,
         termination_reason: None,
         termination_reason_message: None,
+        unreachable: false,
+        started_at: None,
+        last_processed_at: None,
+        first_termination_retry_at: None,
     })
 }
 
@@ -256,6 +260,10 @@ pub fn cloud_instance_row(slot: &InstanceSlot<'_>, blocks: Blocks) -> InstanceRo
         last_job_processed_at: None,
         termination_reason: None,
         termination_reason_message: None,
+        unreachable: false,
+        started_at: None,
+        last_processed_at: None,
+        first_termination_retry_at: None,
     }
 }
 
@@ -285,15 +293,6 @@ pub async fn instance_snapshots(
             has_jobs: busy.contains(&i.id),
         })
         .collect())
-}
-
-/// Gives an SSH host back when its instance is terminated.
-///
-/// dstack 0.22.5 does nothing on the host here (its termination step only drops the
-/// instance's cached SSH connection; the shim stays installed), and this server keeps no SSH
-/// connections yet, so this does nothing. The SSH deployment code plugs in here.
-pub async fn release_host(instance: &InstanceRow) {
-    tracing::debug!(instance = %instance.name, "released SSH host");
 }
 
 /// A fleet in dstack's shape (spec without keys).
@@ -348,7 +347,8 @@ pub fn instance_to_wire(
         job_name: None,
         hostname: jpd.as_ref().and_then(|j| j.hostname.clone()),
         status,
-        unreachable: i.agent_url.is_none() && matches!(status, InstanceStatus::Idle | InstanceStatus::Busy),
+        unreachable: (i.unreachable || i.agent_url.is_none())
+            && matches!(status, InstanceStatus::Idle | InstanceStatus::Busy),
         health_status: HealthStatus::Healthy,
         termination_reason: i.termination_reason.clone(),
         termination_reason_message: i.termination_reason_message.clone(),

@@ -64,6 +64,10 @@ pub async fn create(state: &AppState, project: &ProjectRow) -> Result<(), Server
         last_job_processed_at: None,
         termination_reason: None,
         termination_reason_message: None,
+        unreachable: false,
+        started_at: None,
+        last_processed_at: None,
+        first_termination_retry_at: None,
     };
     state.db.insert_fleet(&fleet, &[instance]).await?;
     Ok(())
@@ -259,7 +263,8 @@ fn parse_nvidia_smi(text: &str) -> Vec<Gpu> {
         .collect()
 }
 
-fn gpu_name(full: &str) -> String {
+/// A full NVIDIA name (`NVIDIA H100 80GB HBM3`) as dstack names the GPU (`H100`).
+pub(crate) fn gpu_name(full: &str) -> String {
     let mut words: Vec<&str> = full
         .split([' ', '-'])
         .filter(|w| !w.is_empty() && !["NVIDIA", "Tesla", "GeForce", "Quadro"].contains(w))

@@ -11,6 +11,7 @@ use crate::ServerError;
 use crate::config::ServerConfig;
 use crate::crypto::Cipher;
 use crate::pipelines::Hints;
+use crate::ssh_hosts::SshHosts;
 
 /// Cheap to clone: the database pool, the secrets cipher and the loops' wake-up hints.
 #[derive(Clone)]
@@ -22,6 +23,8 @@ pub struct AppState {
     pub agent_http: reqwest::Client,
     /// Held while a user's missing SSH keys are made.
     pub key_lock: Arc<tokio::sync::Mutex<()>>,
+    /// SSH-fleet hosts: one connection per instance, the agents to deploy.
+    pub ssh: Arc<SshHosts>,
 }
 
 impl AppState {
@@ -33,12 +36,18 @@ impl AppState {
             .timeout(std::time::Duration::from_secs(5))
             .build()
             .map_err(|e| ServerError::Config(format!("HTTP client: {e}")))?;
+        let shim_binary = config.shim_binary.clone().unwrap_or_else(crate::local_fleet::default_shim_binary);
+        let runner_binary = config
+            .runner_binary
+            .clone()
+            .unwrap_or_else(|| crate::ssh_hosts::default_runner_binary(&shim_binary));
         Ok(AppState {
             db,
             cipher: Arc::new(cipher),
             hints: Arc::new(Hints::default()),
             agent_http,
             key_lock: Arc::default(),
+            ssh: Arc::new(SshHosts::new(shim_binary, runner_binary, config.instance_check_interval)),
         })
     }
 
@@ -63,7 +72,7 @@ impl AppState {
                 id: i.id,
                 fleet_id: i.fleet_id,
                 fleet_name,
-                usable: i.agent_url.is_some(),
+                usable: i.agent_url.is_some() && !i.unreachable,
                 offer,
                 total_blocks,
                 busy_blocks: i.busy_blocks,

@@ -7,4 +7,5 @@ mod offline;
 mod repos;
 mod runs;
 mod server;
+mod ssh_fleet;
 mod validate;

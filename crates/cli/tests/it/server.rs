@@ -43,6 +43,11 @@ pub(crate) fn start(home: &Path, extra: &[&str]) -> Server {
     spawn(home, extra, false, &[])
 }
 
+/// A server without the local fleet, with extra environment variables.
+pub(crate) fn start_env(home: &Path, env: &[(&str, &str)]) -> Server {
+    spawn(home, &[], false, env)
+}
+
 /// A server with its `local` fleet (the agents must be built).
 pub(crate) fn start_with_local_fleet(home: &Path) -> Server {
     spawn(home, &[], true, &[])
@@ -66,7 +71,14 @@ fn spawn(home: &Path, extra: &[&str], local_fleet: bool, env: &[(&str, &str)]) -
         .env_remove("DSTACK_DATABASE_URL")
         .env_remove("DSTACK_SERVER_URL")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // The server's log, for a failing test to show.
+        .stderr(
+            std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(home.join("server.log"))
+                .expect("a log file"),
+        )
         .spawn()
         .expect("dstack server starts");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();

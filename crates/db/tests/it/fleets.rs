@@ -48,6 +48,10 @@ fn instance(f: &FleetRow, num: i64, ssh: bool) -> InstanceRow {
         last_job_processed_at: None,
         termination_reason: None,
         termination_reason_message: None,
+        unreachable: false,
+        started_at: None,
+        last_processed_at: None,
+        first_termination_retry_at: None,
     }
 }
 

@@ -148,14 +148,24 @@ fn statuses(plan: &FleetPassPlan) -> Vec<(i64, InstanceStatus, bool)> {
 }
 
 #[test]
-fn a_deleted_ssh_fleet_goes_away_in_one_pass() {
+fn a_deleted_ssh_fleet_waits_for_its_hosts_to_be_released_then_goes_away() {
     use InstanceStatus::*;
     let snap =
         fleet(FleetStatus::Terminating, None, vec![inst(0, Terminating, true), inst(1, Terminating, true)]);
     let plan = decide(&snap, t(1));
-    assert_eq!(statuses(&plan), [(0, Terminated, true), (1, Terminated, true)]);
-    assert_eq!(plan.release.len(), 2);
+    assert_eq!(statuses(&plan), [], "the instances loop releases SSH hosts");
+    assert!(!plan.delete_fleet);
+    // Once the instances loop has ended them, the fleet goes.
+    let plan = decide(&fleet(FleetStatus::Terminating, None, vec![]), t(2));
     assert!(plan.delete_fleet);
+}
+
+#[test]
+fn a_deleted_cloud_fleet_goes_away_in_one_pass() {
+    use InstanceStatus::*;
+    let snap = fleet(FleetStatus::Terminating, None, vec![inst(0, Terminating, false), inst(1, Idle, false)]);
+    let plan = decide(&snap, t(1));
+    assert_eq!(statuses(&plan), [(0, Terminated, true)]);
     assert!(plan.transitions.iter().all(|t| t.finish));
 }
 

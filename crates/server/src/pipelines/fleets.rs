@@ -3,7 +3,8 @@
 //! find no offers (there are no backends), consolidation keeps `nodes.min`, and a deleted
 //! fleet with nothing left goes away.
 //!
-//! Pending SSH instances are left alone: deploying hosts is the SSH loop's work.
+//! SSH instances are the instances loop's (`instances.rs`): it deploys pending hosts and gives
+//! terminating ones back; this loop deletes their fleet once they are gone.
 
 use dstack_api::fleets::{FleetSpec, FleetStatus};
 use dstack_db::{DbError, FleetPassWrite, FleetRow, InstanceTransition};
@@ -47,12 +48,6 @@ async fn one(
         instances: crate::fleets::instance_snapshots(state, &instances).await?,
     };
     let plan = decide(&snap, now);
-    // Effects, with no transaction open.
-    for id in &plan.release {
-        if let Some(i) = instances.iter().find(|i| i.id == *id) {
-            crate::fleets::release_host(i).await;
-        }
-    }
     let blocks = spec.as_ref().map(|s| s.configuration.blocks).unwrap_or_default();
     let write = FleetPassWrite {
         transitions: plan

@@ -77,7 +77,7 @@ async fn sample(state: &AppState, job_id: Uuid) -> Option<MetricsPointRow> {
             return None;
         }
     };
-    let runner = super::running::runner_client(state, &job)?;
+    let runner = super::running::runner_client(state, &job).await?;
     let m = match runner.metrics().await {
         Ok(Some(m)) => m,
         Ok(None) => {

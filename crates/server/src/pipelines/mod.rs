@@ -13,9 +13,11 @@
 //! | `jobs_running` | `provisioning`/`pulling`/`running` jobs | shim task, runner job, logs, exit |
 //! | `jobs_terminating` | `terminating` jobs | graceful stop, task removal, instance release |
 //! | `metrics` | `running` jobs | runner metrics samples every 10 s, TTL purge |
+//! | `instances` | SSH-fleet instances | deploy (pending → idle), health checks through the tunnel, release of terminating hosts |
 //! | `fleets` | live fleets | instance termination, no-offers for cloud instances, `nodes` consolidation, fleet deletion |
 
 mod fleets;
+mod instances;
 mod jobs;
 pub mod metrics;
 mod running;
@@ -40,6 +42,7 @@ pub struct Hints {
     runs: Notify,
     jobs: Notify,
     fleets: Notify,
+    instances: Notify,
 }
 
 impl Hints {
@@ -48,6 +51,7 @@ impl Hints {
         self.runs.notify_one();
         self.jobs.notify_one();
         self.fleets.notify_one();
+        self.instances.notify_one();
     }
 }
 
@@ -75,6 +79,10 @@ pub async fn step(state: &AppState) -> Result<(), dstack_db::DbError> {
     runs::pass(state).await?;
     jobs::pass(state).await?;
     runs::pass(state).await?;
+    // SSH hosts first, so that a fleet whose hosts were released goes in the same step.
+    let mut tasks = JoinSet::new();
+    instances::pass(state, &mut tasks).await?;
+    tasks.join_all().await;
     fleets::pass(state).await?;
     Ok(())
 }
@@ -99,6 +107,26 @@ pub fn spawn(state: AppState) -> JoinSet<()> {
                 tracing::error!(error = %e, "fleets loop");
             }
             let _ = wait(&s.hints.fleets, Duration::from_secs(5)).await;
+        }
+    });
+    let s = state.clone();
+    set.spawn(async move {
+        // The hosts' tasks; dropped (aborted) with the loop.
+        let mut tasks = JoinSet::new();
+        loop {
+            if let Err(e) = instances::pass(&s, &mut tasks).await {
+                tracing::error!(error = %e, "instances loop");
+            }
+            let mut changed = false;
+            while let Some(done) = tasks.try_join_next() {
+                changed |= done.unwrap_or(false);
+            }
+            if changed {
+                s.hints.runs.notify_one();
+                s.hints.jobs.notify_one();
+                s.hints.fleets.notify_one();
+            }
+            let _ = wait(&s.hints.instances, Duration::from_secs(1).min(s.ssh.check_interval)).await;
         }
     });
     let s = state;

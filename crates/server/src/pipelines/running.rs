@@ -150,7 +150,7 @@ async fn step(state: &AppState, job: &mut JobRow, now: jiff::Timestamp) -> Resul
                 ports.insert(i64::from(dstack_agent_proto::RUNNER_SSH_PORT), i64::from(ssh));
             }
             jrd.ports = Some(ports);
-            let runner = runner_for(state, job, port)?;
+            let runner = runner_for(state, job, port).await?;
             start_job(state, job, &runner).await?;
             match runner.run().await {
                 Ok(Some(resp)) => {
@@ -169,7 +169,7 @@ async fn step(state: &AppState, job: &mut JobRow, now: jiff::Timestamp) -> Resul
         }
         JobStatus::Running => {
             let port = runner_port(job)?;
-            let runner = runner_for(state, job, port)?;
+            let runner = runner_for(state, job, port).await?;
             let pulled = match runner.pull(job.runner_timestamp.unwrap_or(0)).await {
                 Ok(p) => p,
                 Err(e) => {
@@ -428,14 +428,23 @@ fn shim_task(
     }
 }
 
+/// The instance's shim: the stored URL of the local fleet's shim, or, for an SSH host, a
+/// tunnel of the host's one SSH connection (never the host's port directly).
 async fn shim_for(state: &AppState, instance_id: Uuid) -> Result<ShimClient, StepError> {
     let instance = state
         .db
         .instance_by_id(instance_id)
         .await?
         .ok_or_else(|| StepError::Other("instance is gone".into()))?;
-    let url =
-        instance.agent_url.ok_or_else(|| StepError::Other("the instance's shim is not up yet".into()))?;
+    let url = instance
+        .agent_url
+        .as_deref()
+        .ok_or_else(|| StepError::Other("the instance's shim is not up yet".into()))?;
+    let url = if crate::ssh_hosts::is_ssh(&instance) {
+        crate::ssh_hosts::shim_url(state, &instance).await.map_err(StepError::Other)?
+    } else {
+        url.to_owned()
+    };
     Ok(ShimClient::with_client(&url, state.agent_http.clone()))
 }
 
@@ -447,12 +456,22 @@ fn runner_port(job: &JobRow) -> Result<u16, StepError> {
         .ok_or_else(|| StepError::Other("the runner's port is not known".into()))
 }
 
-/// The job's runner, if its address is known.
-pub(super) fn runner_client(state: &AppState, job: &JobRow) -> Option<RunnerClient> {
-    runner_port(job).ok().and_then(|port| runner_for(state, job, port).ok())
+/// The job's runner, if its address is known (and, on an SSH host, its tunnel opens).
+pub(super) async fn runner_client(state: &AppState, job: &JobRow) -> Option<RunnerClient> {
+    let port = runner_port(job).ok()?;
+    runner_for(state, job, port).await.ok()
 }
 
-fn runner_for(state: &AppState, job: &JobRow, port: u16) -> Result<RunnerClient, StepError> {
+/// The runner at host port `port`: through the host's SSH connection for an SSH instance,
+/// else at the job's hostname.
+async fn runner_for(state: &AppState, job: &JobRow, port: u16) -> Result<RunnerClient, StepError> {
+    if let Some(instance_id) = job.instance_id
+        && let Some(instance) = state.db.instance_by_id(instance_id).await?
+        && crate::ssh_hosts::is_ssh(&instance)
+    {
+        let url = crate::ssh_hosts::agent_base_url(state, &instance, port).await.map_err(StepError::Other)?;
+        return Ok(RunnerClient::with_client(&url, state.agent_http.clone()));
+    }
     let jpd: JobProvisioningData =
         serde_json::from_str(job.job_provisioning_data.as_deref().unwrap_or("null"))?;
     let host = jpd.hostname.unwrap_or_else(|| "127.0.0.1".to_owned());
@@ -477,7 +496,7 @@ pub(super) async fn stop_on_host(
     instance_id: Uuid,
     now: jiff::Timestamp,
 ) -> (Stopping, Logs) {
-    let runner = runner_client(state, job);
+    let runner = runner_client(state, job).await;
     if job.graceful_termination_attempts == Some(0) {
         if let Some(runner) = &runner
             && let Err(e) = runner.stop().await

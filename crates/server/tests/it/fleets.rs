@@ -121,7 +121,7 @@ async fn an_ssh_fleet_is_planned_created_updated_and_deleted() {
     assert_eq!((info.host.as_str(), info.port, info.ssh_user.as_str()), ("127.0.0.11", 22, "ubuntu"));
     assert_eq!(info.ssh_keys[0].private.as_deref(), Some(PRIVATE));
 
-    // Pending SSH hosts stay pending (deployment is not done here).
+    // Pending SSH hosts that cannot be deployed (nothing listens there) stay pending.
     step(&s, 2).await;
     let got = s.admin(&format!("/api/project/{p}/fleets/get"), Some(json!({"name": name}))).await;
     assert_eq!(statuses(&got), statuses(&fleet));

@@ -1,0 +1,224 @@
+//! SSH fleets on real hosts (`DSTACK_TEST_DOCKER=1`): OpenSSH containers of the hostssh test
+//! kit, a `dstack server` process, and our CLI's `dstack apply -f fleet.yml -y -d`. Hosts are
+//! deployed (idle, with their CPUs, memory and disk), reached only through the server's one
+//! SSH connection per host (sshd counts one login per host for many health checks), found
+//! again after a `kill -9` of the server without a second deploy, and left clean by
+//! `dstack fleet delete`. Hosts that cannot be added say why, naming the host.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use dstack_hostssh::testkit::{HostKind, TestHosts, keypair, openssh_text};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::local_fleet::agents_built;
+use crate::server::{Server, cli, start_env, stop};
+
+fn docker_tests() -> bool {
+    std::env::var("DSTACK_TEST_DOCKER").as_deref() == Ok("1")
+}
+
+/// Writes a key pair as `<name>` and `<name>.pub` under `home`; returns the private key's path.
+fn write_key(home: &Path, name: &str, private: &str, public: &str) -> String {
+    let path = home.join(name);
+    std::fs::write(&path, format!("{}\n", private.trim_end())).unwrap();
+    std::fs::write(home.join(format!("{name}.pub")), format!("{public}\n")).unwrap();
+    path.display().to_string()
+}
+
+fn fleet(home: &Path) -> Value {
+    let (code, out, err) = cli(home, &["fleet", "get", "hosts"]);
+    assert_eq!(code, 0, "{out}{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Polls the fleet until `done` holds for its instances, or fails after `within`.
+fn wait_for(home: &Path, within: Duration, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let f = fleet(home);
+        let instances = f["instances"].as_array().cloned().unwrap_or_default();
+        if done(&instances) {
+            return instances;
+        }
+        let log = std::fs::read_to_string(home.join("server.log")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "{what}: {f:#}\nserver log:\n{log}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn status(i: &Value) -> &str {
+    i["status"].as_str().unwrap_or_default()
+}
+
+fn by_host<'a>(instances: &'a [Value], host: &str) -> &'a Value {
+    instances.iter().find(|i| i["hostname"] == host).unwrap_or_else(|| panic!("no instance for {host}"))
+}
+
+/// What a host looks like from the outside: our processes, files and its authorized keys.
+fn host_state(hosts: &TestHosts, idx: usize) -> (String, String, String) {
+    let procs = hosts.sh(idx, "ps -eo args | grep '[d]stack-shim' || true");
+    let files = hosts.sh(
+        idx,
+        "ls -d /usr/local/bin/dstack-shim /usr/local/bin/dstack-runner /root/.dstack 2>/dev/null || true",
+    );
+    let keys = hosts.sh(idx, "cat /root/.ssh/authorized_keys");
+    (procs, files, keys)
+}
+
+fn shim_pid(hosts: &TestHosts, idx: usize) -> String {
+    hosts.sh(idx, "cat /root/.dstack/shim.pid").trim().to_owned()
+}
+
+#[test]
+fn ssh_hosts_come_up_survive_a_server_kill_and_are_left_clean() {
+    if !docker_tests() {
+        return;
+    }
+    agents_built();
+    let hosts = TestHosts::start(&[HostKind::WithDocker, HostKind::WithDocker]);
+    let before: Vec<_> = (0..2).map(|i| host_state(&hosts, i)).collect();
+    let home = TempDir::new().unwrap();
+    let key = write_key(home.path(), "fleet_key", &openssh_text(&hosts.key), &hosts.public_key);
+    let file = home.path().join("fleet.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "type: fleet\nname: hosts\nssh_config:\n  user: root\n  identity_file: {key}\n  hosts:\n    - {}\n    - {}\n",
+            hosts.hosts[0].ip, hosts.hosts[1].ip
+        ),
+    )
+    .unwrap();
+    // Health checks every 0.1 s, so that a few seconds make a hundred polls.
+    let env = [("DSTACK_SERVER_INSTANCE_CHECK_INTERVAL", "0.1")];
+    let server = start_env(home.path(), &env);
+
+    let started = Instant::now();
+    let (code, out, err) = cli(home.path(), &["apply", "-f", &file.display().to_string(), "-y", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let instances = wait_for(home.path(), Duration::from_secs(180), "both hosts idle", |is| {
+        is.len() == 2 && is.iter().all(|i| status(i) == "idle")
+    });
+    let deploy_secs = started.elapsed().as_secs_f64();
+    eprintln!("two hosts deployed (concurrently) in {deploy_secs:.1} s");
+    for (idx, host) in hosts.hosts.iter().enumerate() {
+        let i = by_host(&instances, &host.ip);
+        let r = &i["instance_type"]["resources"];
+        assert!(r["cpus"].as_i64().unwrap() >= 1, "{i:#}");
+        assert!(r["memory_mib"].as_i64().unwrap() > 100, "{i:#}");
+        assert!(r["disk"]["size_mib"].as_i64().unwrap() > 0, "{i:#}");
+        assert_eq!(i["backend"], "remote");
+        assert_eq!(i["price"], 0.0);
+        assert_eq!(i["unreachable"], false);
+        assert!(i["total_blocks"].as_i64().unwrap() >= 1, "{i:#}");
+        assert_eq!(i["termination_reason_message"], Value::Null, "{i:#}");
+        assert!(!shim_pid(&hosts, idx).is_empty(), "the shim runs on {}", host.ip);
+    }
+    // No private key in any answer, nor in the database file (stored encrypted).
+    let (_, out, _) = cli(home.path(), &["fleet", "list", "--json"]);
+    assert!(!out.contains("PRIVATE KEY"), "{out}");
+    let db = std::fs::read(home.path().join("server/data/sqlite.db")).unwrap();
+    assert!(!String::from_utf8_lossy(&db).contains("PRIVATE KEY"), "the database holds a clear-text key");
+    let (code, table, err) = cli(home.path(), &["fleet", "list", "-v"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(table.contains("instance=0") && table.contains("idle") && table.contains("cpu="), "{table}");
+
+    // Many health checks later: still one SSH login per host (the deploy's).
+    std::thread::sleep(Duration::from_secs(12));
+    for idx in 0..2 {
+        assert_eq!(hosts.n_logins(idx), 1, "host {idx}: {}", hosts.sshd_log(idx));
+    }
+
+    // kill -9: after a restart the hosts are still idle, reached again through a new tunnel
+    // (one more login each), and not deployed again (the same shim process).
+    let pids: Vec<String> = (0..2).map(|i| shim_pid(&hosts, i)).collect();
+    drop(server);
+    let server: Server = start_env(home.path(), &env);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (0..2).any(|i| hosts.n_logins(i) < 2) {
+        assert!(Instant::now() < deadline, "the restarted server did not reach the hosts again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let instances = fleet(home.path())["instances"].as_array().cloned().unwrap();
+    for i in &instances {
+        assert_eq!((status(i), &i["unreachable"]), ("idle", &Value::Bool(false)), "{i:#}");
+    }
+    for (idx, pid) in pids.iter().enumerate() {
+        assert_eq!(hosts.n_logins(idx), 2, "host {idx}: one new session after the restart");
+        assert_eq!(&shim_pid(&hosts, idx), pid, "host {idx} was deployed again");
+    }
+
+    // Delete: the hosts are as they were, the fleet is gone.
+    let (code, out, err) = cli(home.path(), &["fleet", "delete", "hosts", "-y"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, out, _) = cli(home.path(), &["fleet", "get", "hosts"]);
+        if code != 0 {
+            assert!(out.contains("Fleet hosts not found"), "{out}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fleet is still there: {out}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for (idx, b) in before.iter().enumerate() {
+        assert_eq!(&host_state(&hosts, idx), b, "host {idx} is not as it was");
+    }
+    assert_eq!(stop(server), 0);
+}
+
+#[test]
+fn hosts_that_cannot_be_added_say_why() {
+    if !docker_tests() {
+        return;
+    }
+    agents_built();
+    let hosts = TestHosts::start(&[HostKind::WithDocker, HostKind::WithDocker, HostKind::Plain]);
+    let home = TempDir::new().unwrap();
+    let key = write_key(home.path(), "fleet_key", &openssh_text(&hosts.key), &hosts.public_key);
+    let (wrong, wrong_pub) = keypair();
+    let wrong = write_key(home.path(), "wrong_key", &openssh_text(&wrong), &wrong_pub);
+    let [good, refused, no_docker] = [0, 1, 2].map(|i| hosts.hosts[i].ip.clone());
+    let file = home.path().join("fleet.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "type: fleet\nname: hosts\nssh_config:\n  user: root\n  identity_file: {key}\n  hosts:\n    - {good}\n    - hostname: {refused}\n      identity_file: {wrong}\n    - {no_docker}\n"
+        ),
+    )
+    .unwrap();
+    let server = start_env(home.path(), &[]);
+    let (code, out, err) = cli(home.path(), &["apply", "-f", &file.display().to_string(), "-y", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let message = |i: &Value| i["termination_reason_message"].as_str().unwrap_or_default().to_owned();
+    let instances = wait_for(home.path(), Duration::from_secs(180), "one idle host, two errors", |is| {
+        is.len() == 3
+            && status(by_host(is, &good)) == "idle"
+            && !message(by_host(is, &refused)).is_empty()
+            && !message(by_host(is, &no_docker)).is_empty()
+    });
+    let refused_msg = message(by_host(&instances, &refused));
+    assert!(refused_msg.contains(&refused) && refused_msg.contains("refused the key"), "{refused_msg}");
+    assert_eq!(status(by_host(&instances, &refused)), "pending");
+    let no_docker_msg = message(by_host(&instances, &no_docker));
+    assert!(
+        no_docker_msg.contains(&no_docker) && no_docker_msg.contains("Docker is not installed"),
+        "{no_docker_msg}"
+    );
+    assert!(!refused_msg.contains("PRIVATE KEY") && !no_docker_msg.contains("PRIVATE KEY"));
+    let (code, table, err) = cli(home.path(), &["fleet", "list", "-v"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(table.contains("refused the key") && table.contains("Docker is not installed"), "{table}");
+
+    let (code, out, err) = cli(home.path(), &["fleet", "delete", "hosts", "-y"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cli(home.path(), &["fleet", "get", "hosts"]).0 == 0 {
+        assert!(Instant::now() < deadline, "the fleet is still there");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(hosts.sh(0, "ls /usr/local/bin/dstack-shim 2>/dev/null || true").is_empty(), "host 0 is clean");
+    assert_eq!(stop(server), 0);
+}

@@ -1,0 +1,224 @@
+//! SSH-fleet instances along their life cycle: what a pass of the instances loop does to one
+//! host (dstack 0.22.5's `InstancePipeline` for SSH instances: `add_ssh_instance`,
+//! `check_instance`, `terminate_instance`).
+//!
+//! ```text
+//! PENDING --(deployed, shim healthy)--> IDLE <--(a job)--> BUSY
+//!    |  (a failed deploy stays PENDING with the cause in termination_reason_message,
+//!    |   and is tried again every DEPLOY_RETRY)
+//!    +--(created_at + 600 s passed)--> TERMINATED (provisioning_timeout)
+//! IDLE/BUSY: health check through the tunnel each CHECK_INTERVAL: unreachable <-> reachable
+//! any live --(delete)--> TERMINATING --(no job left; host released or given up)--> TERMINATED + deleted
+//! ```
+//!
+//! Differences from dstack, on purpose:
+//! - a failed deploy keeps its cause on the instance (`termination_reason_message`, which the
+//!   API shows), where dstack only logs it; the provisioning timeout's message keeps it too;
+//! - a terminating host is given back (the shim uninstalled, our `authorized_keys` lines
+//!   removed), retried every [`RELEASE_RETRY`] for [`RELEASE_GIVE_UP`]; dstack leaves the shim
+//!   installed. A host that was never deployed is tried once.
+
+use dstack_api::fleets::InstanceStatus;
+use jiff::{SignedDuration, Timestamp};
+
+/// dstack's `PROVISIONING_TIMEOUT_SECONDS`: an SSH host not added by then is given up.
+pub const PROVISIONING_TIMEOUT: SignedDuration = SignedDuration::from_secs(600);
+
+/// dstack's `InstanceTerminationReason` values this module sets.
+pub const PROVISIONING_TIMEOUT_REASON: &str = "provisioning_timeout";
+pub const ERROR_REASON: &str = "error";
+
+/// The wait after a failed deploy before the next attempt.
+pub const DEPLOY_RETRY: SignedDuration = SignedDuration::from_secs(10);
+
+/// The wait between two attempts to give a host back.
+pub const RELEASE_RETRY: SignedDuration = SignedDuration::from_secs(15);
+
+/// How long a host that was deployed is tried before it is given up (its instance still
+/// ends `terminated`).
+pub const RELEASE_GIVE_UP: SignedDuration = SignedDuration::from_secs(120);
+
+/// What the instances loop knows about one SSH instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SshInstance {
+    pub status: InstanceStatus,
+    pub created_at: Timestamp,
+    /// A job is assigned to it.
+    pub has_jobs: bool,
+    /// The shim was deployed and answered once (the instance has an agent URL).
+    pub deployed: bool,
+    pub first_termination_retry_at: Option<Timestamp>,
+    /// The cause of the last failed deploy, if any.
+    pub last_error: Option<String>,
+}
+
+/// The next thing to do with an instance.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SshAction {
+    /// Install the shim (again) and read the host.
+    Deploy,
+    /// Ask the shim whether it is healthy, through the tunnel.
+    Check,
+    /// Uninstall the shim and remove our keys, then end the instance.
+    Release,
+    /// End the instance as `terminated` with this reason and message, without touching the host.
+    Fail { reason: &'static str, message: String },
+    /// Nothing now (a terminating instance whose job has not released it yet).
+    Wait,
+}
+
+/// What to do with `i` at `now`.
+pub fn next_action(i: &SshInstance, now: Timestamp) -> SshAction {
+    match i.status {
+        InstanceStatus::Pending => {
+            if now.duration_since(i.created_at) > PROVISIONING_TIMEOUT {
+                SshAction::Fail {
+                    reason: PROVISIONING_TIMEOUT_REASON,
+                    message: timeout_message(i.last_error.as_deref()),
+                }
+            } else {
+                SshAction::Deploy
+            }
+        }
+        InstanceStatus::Provisioning | InstanceStatus::Idle | InstanceStatus::Busy => SshAction::Check,
+        InstanceStatus::Terminating if i.has_jobs => SshAction::Wait,
+        InstanceStatus::Terminating => SshAction::Release,
+        InstanceStatus::Terminated => SshAction::Wait,
+    }
+}
+
+/// dstack's message (`Failed to add SSH instance in 600s`), with the last deploy error.
+pub fn timeout_message(last_error: Option<&str>) -> String {
+    let base = format!("Failed to add SSH instance in {}s", PROVISIONING_TIMEOUT.as_secs());
+    match last_error {
+        Some(e) if !e.is_empty() => format!("{base}: {e}"),
+        _ => base,
+    }
+}
+
+/// After a failed release at `now`: try again later, or give the host up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailedRelease {
+    Retry,
+    GiveUp,
+}
+
+pub fn after_failed_release(i: &SshInstance, now: Timestamp) -> AfterFailedRelease {
+    if !i.deployed {
+        return AfterFailedRelease::GiveUp;
+    }
+    let first = i.first_termination_retry_at.unwrap_or(now);
+    if now.duration_since(first) >= RELEASE_GIVE_UP {
+        AfterFailedRelease::GiveUp
+    } else {
+        AfterFailedRelease::Retry
+    }
+}
+
+/// dstack's `is_divisible_into_blocks`: the number of blocks a host with `cpus` CPUs and
+/// `gpus` GPUs splits into (`None` = `blocks: auto`: one per GPU, or per CPU without GPUs),
+/// or `None` when it does not split evenly.
+pub fn total_blocks(cpus: i64, gpus: i64, blocks: Option<i64>) -> Option<i64> {
+    let blocks = blocks.unwrap_or(if gpus == 0 { cpus } else { cpus.min(gpus) });
+    (blocks >= 1 && cpus % blocks == 0 && gpus % blocks == 0).then_some(blocks)
+}
+
+/// dstack's message when [`total_blocks`] says no.
+pub const CANNOT_SPLIT: &str = "Cannot split into blocks";
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_764_000_000 + s).unwrap()
+    }
+
+    fn inst(status: InstanceStatus) -> SshInstance {
+        SshInstance {
+            status,
+            created_at: t(0),
+            has_jobs: false,
+            deployed: true,
+            first_termination_retry_at: None,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn actions() {
+        use InstanceStatus::*;
+        let mut failing = inst(Pending);
+        failing.last_error = Some("10.0.0.1 refused the key".to_owned());
+        let mut busy_terminating = inst(Terminating);
+        busy_terminating.has_jobs = true;
+        let cases: Vec<(SshInstance, i64, SshAction)> = vec![
+            (inst(Pending), 0, SshAction::Deploy),
+            (inst(Pending), 600, SshAction::Deploy),
+            (
+                inst(Pending),
+                601,
+                SshAction::Fail {
+                    reason: "provisioning_timeout",
+                    message: "Failed to add SSH instance in 600s".to_owned(),
+                },
+            ),
+            (
+                failing,
+                601,
+                SshAction::Fail {
+                    reason: "provisioning_timeout",
+                    message: "Failed to add SSH instance in 600s: 10.0.0.1 refused the key".to_owned(),
+                },
+            ),
+            (inst(Idle), 5000, SshAction::Check),
+            (inst(Busy), 5000, SshAction::Check),
+            (inst(Provisioning), 5000, SshAction::Check),
+            (inst(Terminating), 5000, SshAction::Release),
+            (busy_terminating, 5000, SshAction::Wait),
+            (inst(Terminated), 5000, SshAction::Wait),
+        ];
+        for (i, at, want) in cases {
+            assert_eq!(next_action(&i, t(at)), want, "{i:?} at {at}");
+        }
+    }
+
+    #[test]
+    fn failed_releases() {
+        let mut i = inst(InstanceStatus::Terminating);
+        assert_eq!(after_failed_release(&i, t(10)), AfterFailedRelease::Retry, "the first failure");
+        i.first_termination_retry_at = Some(t(10));
+        assert_eq!(after_failed_release(&i, t(129)), AfterFailedRelease::Retry);
+        assert_eq!(after_failed_release(&i, t(130)), AfterFailedRelease::GiveUp);
+        i.deployed = false;
+        assert_eq!(after_failed_release(&i, t(11)), AfterFailedRelease::GiveUp, "never deployed: once");
+    }
+
+    #[test]
+    fn blocks() {
+        let cases = [
+            ((8, 0, None), Some(8)),
+            ((8, 2, None), Some(2)),
+            ((2, 8, None), Some(2)),
+            ((3, 2, None), None),
+            ((8, 4, Some(2)), Some(2)),
+            ((8, 0, Some(3)), None),
+            ((8, 0, Some(0)), None),
+            ((0, 0, None), None),
+        ];
+        for ((cpus, gpus, blocks), want) in cases {
+            assert_eq!(total_blocks(cpus, gpus, blocks), want, "{cpus} CPUs, {gpus} GPUs, {blocks:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn blocks_always_divide_the_host(cpus in 0i64..256, gpus in 0i64..16, blocks in proptest::option::of(-2i64..64)) {
+            if let Some(n) = total_blocks(cpus, gpus, blocks) {
+                prop_assert!(n >= 1 && cpus % n == 0 && gpus % n == 0);
+            }
+        }
+    }
+}
