@@ -19,7 +19,9 @@ const LABEL: &str = "dstack-rs-test-sshhost.pid";
 pub enum HostKind {
     /// sshd, sudo, bash, coreutils: no Docker.
     Plain,
-    /// Also the machine's Docker socket and CLI (static binaries only) mounted in.
+    /// Also the machine's Docker socket and CLI (static binaries only) mounted in, and volumes
+    /// at `/root/.dstack` and `/usr/local/bin`, so that a shim started with
+    /// `DSTACK_SHIM_DOCKER_SELF=<container>` can run task containers on the shared engine.
     WithDocker,
 }
 
@@ -100,7 +102,11 @@ fn remove_leftovers() {
             let Some((id, pid)) = line.split_once(' ') else { continue };
             if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
                 let _ = Command::new("docker")
-                    .args(if kind == "container" { vec!["rm", "-f", id] } else { vec!["network", "rm", id] })
+                    .args(if kind == "container" {
+                        vec!["rm", "-f", "-v", id]
+                    } else {
+                        vec!["network", "rm", id]
+                    })
                     .output();
             }
         }
@@ -134,6 +140,9 @@ impl TestHosts {
             let cli_mount = format!("{docker_cli}:/usr/local/bin/docker:ro");
             if *kind == HostKind::WithDocker {
                 args.extend(["-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", &cli_mount]);
+                // Volumes where the shim keeps what its task containers mount: the engine finds
+                // them on its own host (the shim runs with `--docker-self`, see dstack-shim).
+                args.extend(["-v", "/root/.dstack", "-v", "/usr/local/bin"]);
             }
             args.push(image);
             docker(&args);
@@ -220,7 +229,7 @@ fn wait_for_sshd(ip: &str) {
 impl Drop for TestHosts {
     fn drop(&mut self) {
         for host in &self.hosts {
-            let _ = Command::new("docker").args(["rm", "-f", &host.container]).output();
+            let _ = Command::new("docker").args(["rm", "-f", "-v", &host.container]).output();
         }
         let _ = Command::new("docker").args(["network", "rm", &self.network]).output();
     }

@@ -219,7 +219,8 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         user: Some(spec.user.clone()).filter(|u| !u.is_empty()),
         env: Some(spec.env.clone()),
         labels: Some(labels),
-        exposed_ports: Some(exposed_ports),
+        // The engine refuses exposed ports on another container's network.
+        exposed_ports: spec.join_network.is_none().then_some(exposed_ports),
         host_config: Some(host),
         ..Default::default()
     }
@@ -439,6 +440,7 @@ mod tests {
         nested.join_network = Some("testhost-1".to_owned());
         let body = create_body(&nested);
         assert_eq!(host(&body).network_mode.as_deref(), Some("container:testhost-1"));
+        assert_eq!(body.exposed_ports, None);
     }
 
     #[test]

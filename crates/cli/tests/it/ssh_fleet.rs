@@ -222,3 +222,74 @@ fn hosts_that_cannot_be_added_say_why() {
     assert!(hosts.sh(0, "ls /usr/local/bin/dstack-shim 2>/dev/null || true").is_empty(), "host 0 is clean");
     assert_eq!(stop(server), 0);
 }
+
+/// A task with an image runs on an SSH-fleet host: the host's shim (in its test container,
+/// sharing this machine's Docker engine with `DSTACK_SHIM_DOCKER_SELF`) starts the job's
+/// container on the host's network, the server reaches the runner only through its SSH tunnel,
+/// and `dstack apply` streams the output back and exits 0.
+#[test]
+fn a_task_runs_in_a_container_on_an_ssh_host() {
+    if !docker_tests() {
+        return;
+    }
+    agents_built();
+    let runner = Path::new(env!("CARGO_BIN_EXE_dstack")).with_file_name("dstack-runner");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/build-runner-test-image");
+    let built = std::process::Command::new(script)
+        .arg(&runner)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("the script runs");
+    assert!(built.success(), "building the test image");
+    let hosts = TestHosts::start(&[HostKind::WithDocker]);
+    let home = TempDir::new().unwrap();
+    let key = write_key(home.path(), "fleet_key", &openssh_text(&hosts.key), &hosts.public_key);
+    let file = home.path().join("fleet.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "type: fleet\nname: hosts\nenv:\n  DSTACK_SHIM_DOCKER_SELF: {}\nssh_config:\n  user: root\n  \
+             identity_file: {key}\n  hosts:\n    - {}\n",
+            hosts.hosts[0].container, hosts.hosts[0].ip
+        ),
+    )
+    .unwrap();
+    let server = start_env(home.path(), &[]);
+    let (code, out, err) = cli(home.path(), &["apply", "-f", &file.display().to_string(), "-y", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for(home.path(), Duration::from_secs(180), "the host idle", |is| {
+        is.len() == 1 && status(&is[0]) == "idle"
+    });
+
+    let task = home.path().join("task.yml");
+    std::fs::write(
+        &task,
+        "type: task\nname: remote\nimage: dstack-rs-runner-test:1\nfleets: [hosts]\n\
+         resources: {cpu: 1.., memory: 0.5GB.., disk: 1GB..}\ncommands:\n  \
+         - 'echo \"on the host: $DSTACK_NODES_NUM node(s), master $DSTACK_MASTER_NODE_IP\"'\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (code, out, err) = cli(home.path(), &["apply", "-f", &task.display().to_string(), "-y"]);
+    let log = std::fs::read_to_string(home.path().join("server.log")).unwrap_or_default();
+    assert_eq!(code, 0, "{out}{err}\nserver log:\n{log}");
+    eprintln!("apply to the end of the task on an SSH host: {:.2} s", started.elapsed().as_secs_f64());
+    let expected = format!("on the host: 1 node(s), master {}", hosts.hosts[0].ip);
+    assert!(out.contains(&expected), "{out}");
+
+    let (code, out, err) = cli(home.path(), &["ps", "-a", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let runs: Value = serde_json::from_str(&out).unwrap();
+    let jpd = &runs["runs"][0]["jobs"][0]["job_submissions"][0]["job_provisioning_data"];
+    assert_eq!(jpd["hostname"], hosts.hosts[0].ip.as_str(), "{jpd:#}");
+    assert_eq!(jpd["backend"], "remote");
+    // The job's container is gone from the shared engine once the run is over.
+    let left = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", "label=ai.dstack.shim.is-task=true", "--filter", "name=remote-0-0"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&left.stdout).trim().is_empty(), "a task container is left");
+    let (code, _, _) = cli(home.path(), &["fleet", "delete", "hosts", "-y"]);
+    assert_eq!(code, 0);
+    assert_eq!(stop(server), 0);
+}

@@ -257,12 +257,7 @@ async fn start_job(state: &AppState, job: &JobRow, runner: &RunnerClient) -> Res
         run: SubmitRun { id: run.id, run_spec: run_spec.clone() },
         job_spec: spec,
         job_submission: SubmitJobSubmission { id: job.id },
-        cluster_info: ClusterInfo {
-            job_ips: vec!["127.0.0.1".to_owned()],
-            master_job_ip: "127.0.0.1".to_owned(),
-            gpus_per_job: 0,
-            gpus_per_node: Vec::new(),
-        },
+        cluster_info: cluster_info_of(state, job).await?,
         secrets: BTreeMap::new(),
         repo_credentials,
         log_quota_hour: Some(50 * 1024 * 1024),
@@ -326,6 +321,53 @@ async fn repo_credentials(
         private_key: creds.private_key,
         oauth_token: creds.oauth_token,
     }))
+}
+
+/// The replica's nodes as dstack's `_get_cluster_info` sees them: each job's (latest
+/// submission's) internal IP, else its host name, by job number; the master is job 0.
+async fn cluster_info_of(state: &AppState, job: &JobRow) -> Result<ClusterInfo, StepError> {
+    let mut latest: BTreeMap<i64, &JobRow> = BTreeMap::new();
+    let jobs = state.db.jobs_of_runs(&[job.run_id]).await?;
+    for j in jobs.iter().filter(|j| j.replica_num == job.replica_num) {
+        // Ordered by submission: the last one wins.
+        latest.insert(j.job_num, j);
+    }
+    let mut nodes = Vec::new();
+    for j in latest.values() {
+        let jpd: Option<JobProvisioningData> =
+            j.job_provisioning_data.as_deref().map(serde_json::from_str).transpose()?;
+        let jrd: Option<JobRuntimeData> =
+            j.job_runtime_data.as_deref().map(serde_json::from_str).transpose()?;
+        nodes.push((j.job_num, jpd, jrd));
+    }
+    Ok(cluster_info(job.job_num, &nodes))
+}
+
+/// [`cluster_info_of`] on loaded data: (job number, provisioning data, runtime data).
+fn cluster_info(
+    job_num: i64,
+    nodes: &[(i64, Option<JobProvisioningData>, Option<JobRuntimeData>)],
+) -> ClusterInfo {
+    let ip = |jpd: &Option<JobProvisioningData>| {
+        jpd.as_ref()
+            .and_then(|p| p.internal_ip.clone().filter(|ip| !ip.is_empty()).or_else(|| p.hostname.clone()))
+            .unwrap_or_default()
+    };
+    // A job's GPUs: its share when it has one, else the whole instance's.
+    let gpus = |jpd: &Option<JobProvisioningData>, jrd: &Option<JobRuntimeData>| {
+        jrd.as_ref().and_then(|r| r.gpu).unwrap_or_else(|| {
+            jpd.as_ref().map_or(0, |p| i64::try_from(p.instance_type.resources.gpus.len()).unwrap_or(0))
+        })
+    };
+    let job_ips: Vec<String> = nodes.iter().map(|(_, jpd, _)| ip(jpd)).collect();
+    let gpus_per_node: Vec<i64> = nodes.iter().map(|(_, jpd, jrd)| gpus(jpd, jrd)).collect();
+    let gpus_per_job = nodes.iter().position(|(n, _, _)| *n == job_num).map_or(0, |i| gpus_per_node[i]);
+    ClusterInfo {
+        master_job_ip: job_ips.first().cloned().unwrap_or_default(),
+        job_ips,
+        gpus_per_job,
+        gpus_per_node,
+    }
 }
 
 fn run_spec_code_hash(body: &SubmitBody) -> Option<String> {
@@ -620,5 +662,43 @@ mod task_config_tests {
         // No runtime data: dstack's defaults.
         let config = shim_task("id".into(), "box-0-0".into(), &spec, &run_spec, None, None);
         assert_eq!((config.gpu, config.network_mode.as_str()), (-1, "host"));
+    }
+}
+
+#[cfg(test)]
+mod cluster_info_tests {
+    use super::*;
+
+    fn jpd(host: &str, internal_ip: Option<&str>, gpus: usize) -> Option<JobProvisioningData> {
+        let gpu = serde_json::json!({"name": "A100", "memory_mib": 81920, "vendor": "nvidia"});
+        Some(
+            serde_json::from_value(serde_json::json!({
+                "backend": "remote", "instance_id": "i", "hostname": host, "internal_ip": internal_ip,
+                "region": "remote", "price": 0.0, "username": "root", "dockerized": true,
+                "instance_type": {"name": "instance", "resources": {
+                    "cpus": 8, "memory_mib": 65536, "gpus": vec![gpu; gpus], "spot": false,
+                    "disk": {"size_mib": 102400}}},
+            }))
+            .expect("a JPD"),
+        )
+    }
+
+    #[test]
+    fn nodes_are_listed_by_job_number_with_their_ips_and_gpus() {
+        let share: JobRuntimeData =
+            serde_json::from_value(serde_json::json!({"network_mode": "bridge", "gpu": 2})).expect("jrd");
+        let nodes = vec![
+            (0, jpd("10.0.0.5", None, 8), None),
+            (1, jpd("gpu-2.example", Some("10.0.0.6"), 8), Some(share)),
+        ];
+        let info = cluster_info(1, &nodes);
+        assert_eq!(info.job_ips, ["10.0.0.5", "10.0.0.6"]);
+        assert_eq!(info.master_job_ip, "10.0.0.5");
+        assert_eq!(info.gpus_per_node, [8, 2]);
+        assert_eq!(info.gpus_per_job, 2);
+        // A node not placed yet has no IP (the runner is not started before all are placed).
+        let info = cluster_info(0, &[(0, jpd("10.0.0.5", None, 0), None), (1, None, None)]);
+        assert_eq!(info.job_ips, ["10.0.0.5", ""]);
+        assert_eq!(info.gpus_per_job, 0);
     }
 }
