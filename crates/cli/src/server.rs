@@ -23,6 +23,11 @@ pub struct ServerArgs {
     /// Do not create the `local` fleet (this machine) on the first start.
     #[arg(long, env = "DSTACK_SERVER_NO_LOCAL_FLEET", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_local_fleet: bool,
+    /// Split the local fleet's host into this many blocks, one job per block (`auto`: one per
+    /// CPU, or per GPU on a GPU host); default 1.
+    #[arg(long, env = "DSTACK_SERVER_LOCAL_FLEET_BLOCKS", default_value = "1",
+          value_parser = dstack_server::config::parse_blocks)]
+    pub local_fleet_blocks: dstack_model::fleet::Blocks,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, env = "DSTACK_SERVER_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -44,6 +49,7 @@ pub fn config_from(args: &ServerArgs) -> ServerConfig {
         public_url: std::env::var("DSTACK_SERVER_URL").ok().filter(|u| !u.is_empty()),
         client_config: (!skip_client_config).then(|| home.join(".dstack").join("config.yml")),
         local_fleet: !args.no_local_fleet,
+        local_fleet_blocks: args.local_fleet_blocks,
         shim_binary: None,
         runner_binary: None,
         instance_check_interval: std::env::var("DSTACK_SERVER_INSTANCE_CHECK_INTERVAL")

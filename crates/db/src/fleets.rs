@@ -514,6 +514,19 @@ impl Db {
         Ok(())
     }
 
+    /// Sets an instance's `total_blocks` (the host was measured or its fleet's `blocks`
+    /// changed) while no job holds any of its blocks; `false` if jobs do (then it keeps the
+    /// old split) or there is no such instance.
+    pub async fn set_instance_total_blocks(&self, id: Uuid, total_blocks: i64) -> Result<bool, DbError> {
+        let n = sqlx::query("UPDATE instances SET total_blocks = $2 WHERE id = $1 AND busy_blocks = 0")
+            .bind(uuid_text(id))
+            .bind(total_blocks)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
     /// Takes a lease of `lease` on up to `limit` live fleets whose lease is free, least
     /// recently consolidated first. The batch shares one token, returned with the fleets.
     pub async fn lease_fleets(

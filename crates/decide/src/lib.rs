@@ -4,9 +4,11 @@
 //! what is known (and `now` where time matters) and returns data. The server loads the
 //! snapshots, calls these functions and carries out what they return.
 //!
+//! - [`blocks`]: hosts split among concurrent jobs (shares, divisibility, runtime limits).
 //! - [`fleet`]: update-in-place vs re-create of fleet specs, and the fleet/instance life cycle.
 //! - [`instance`]: what the instances loop does to an SSH host (deploy, check, release).
 //! - [`jobspec`]: the job specs of a run (what dstack's "job configurators" compute).
+pub mod blocks;
 pub mod fleet;
 pub mod instance;
 pub mod job;

@@ -1,10 +1,16 @@
 //! Offers: whether an instance fits a job's requirements, and which instance a submitted job
-//! gets (scheduling.md §4.3–4.5, for fleets whose instances already exist).
+//! gets (scheduling.md §4.3–4.6, for fleets whose instances already exist).
+//!
+//! An instance with `total_blocks` 1 offers itself whole, `idle` while no job is on it. An
+//! instance with more blocks is offered only as a share ([`crate::blocks`]): the fewest
+//! blocks whose share fits the job, `idle` while that many are free.
 
 use dstack_api::runs::{InstanceAvailability, InstanceOfferWithAvailability, Requirements, Resources};
 use dstack_model::common::{Memory, Range};
 use dstack_model::resources::{CpuArch, GpuVendor};
 use uuid::Uuid;
+
+pub use crate::blocks::{CANNOT_SPLIT, total_blocks};
 
 /// dstack's message when no fleet can take a job; its CLI shows such jobs as `no fleets`.
 pub const NO_FLEETS_MESSAGE: &str =
@@ -97,7 +103,8 @@ pub struct InstanceCandidate {
 /// Where a submitted job goes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Assignment {
-    /// Take `blocks` of this instance.
+    /// Take `offer.blocks` of this instance (`offer` is what the job gets: the instance's
+    /// offer, or its share of a shared instance).
     Instance { id: Uuid, fleet_id: Uuid, offer: Box<InstanceOfferWithAvailability> },
     /// No instance can take it now: fail with no capacity and this message.
     NoCapacity { message: String },
@@ -112,31 +119,53 @@ pub struct FleetFilter {
 }
 
 /// The instances (with their offers) that fit `req`, cheapest first, free ones before busy.
+/// A shared instance's offer is the smallest share that fits (its `blocks` of
+/// `total_blocks`); a multi-node job gets only whole unused shared hosts.
 pub fn instance_offers<'a>(
     req: &Requirements,
     instances: &'a [InstanceCandidate],
     filter: &FleetFilter,
 ) -> Vec<(&'a InstanceCandidate, InstanceOfferWithAvailability)> {
+    let multinode = req.multinode == Some(true);
     let mut offers: Vec<(&InstanceCandidate, InstanceOfferWithAvailability)> = instances
         .iter()
         .filter(|i| filter.run_fleet.is_none_or(|f| f == i.fleet_id))
         .filter(|i| filter.names.as_ref().is_none_or(|names| names.contains(&i.fleet_name)))
-        .filter(|i| matches(req, &i.offer.instance.resources))
         .filter(|i| req.max_price.is_none_or(|max| i.offer.price <= max))
-        .map(|i| {
-            let free = i.usable && i.busy_blocks < i.total_blocks;
-            let mut offer = i.offer.clone();
-            offer.availability = if free { InstanceAvailability::Idle } else { InstanceAvailability::Busy };
-            offer.total_blocks = i.total_blocks;
-            offer.blocks = 1;
-            (i, offer)
-        })
+        .filter_map(|i| instance_offer(req, i, multinode).map(|offer| (i, offer)))
         .collect();
     offers.sort_by(|a, b| {
         let free = |o: &InstanceOfferWithAvailability| !o.availability.is_available();
         free(&a.1).cmp(&free(&b.1)).then(a.1.price.total_cmp(&b.1.price))
     });
     offers
+}
+
+/// What one instance offers a job, if it fits.
+fn instance_offer(
+    req: &Requirements,
+    i: &InstanceCandidate,
+    multinode: bool,
+) -> Option<InstanceOfferWithAvailability> {
+    if i.total_blocks > 1 {
+        return crate::blocks::smallest_fitting_share(
+            &i.offer,
+            i.total_blocks,
+            i.busy_blocks,
+            i.usable,
+            multinode,
+            |share| matches(req, share),
+        );
+    }
+    if !matches(req, &i.offer.instance.resources) {
+        return None;
+    }
+    let free = i.usable && i.busy_blocks < 1;
+    let mut offer = i.offer.clone();
+    offer.availability = if free { InstanceAvailability::Idle } else { InstanceAvailability::Busy };
+    offer.total_blocks = 1;
+    offer.blocks = 1;
+    Some(offer)
 }
 
 /// Picks the instance for a submitted job: the cheapest fitting free one. With fitting
@@ -278,5 +307,102 @@ mod tests {
         let offers = instance_offers(&r, &all, &FleetFilter::default());
         let order: Vec<u128> = offers.iter().map(|(i, _)| i.id.as_u128()).collect();
         assert_eq!(order, vec![3, 2, 1]);
+    }
+
+    fn gpu_host(n: u128, total_blocks: i64, busy_blocks: i64) -> InstanceCandidate {
+        let mut c = candidate(n, true, 1.0);
+        c.offer.instance.resources = resources(8, 64, &[("A100", 80); 4]);
+        c.total_blocks = total_blocks;
+        c.busy_blocks = busy_blocks;
+        c
+    }
+
+    fn gpus(count: Range<i64>) -> Requirements {
+        req(spec(Range::at_least(1), 1.0, Some(GpuSpec { count, ..GpuSpec::default() })))
+    }
+
+    #[test]
+    fn a_shared_instance_offers_the_fewest_blocks_that_fit() {
+        let host = [gpu_host(1, 4, 0)];
+        let any = FleetFilter::default();
+        let Assignment::Instance { offer, .. } = assign(&gpus(Range::exact(1)), &host, &any) else {
+            panic!()
+        };
+        let r = &offer.instance.resources;
+        assert_eq!(
+            (offer.blocks, offer.total_blocks, r.cpus, r.memory_mib, r.gpus.len()),
+            (1, 4, 2, 16384, 1)
+        );
+        let Assignment::Instance { offer, .. } = assign(&gpus(Range::exact(2)), &host, &any) else {
+            panic!()
+        };
+        assert_eq!(offer.blocks, 2);
+        // A range takes its least: `gpu: 1..` is one block, not the whole host.
+        let Assignment::Instance { offer, .. } = assign(&gpus(Range::at_least(1)), &host, &any) else {
+            panic!()
+        };
+        assert_eq!(offer.blocks, 1);
+        // Resources a block cannot give take more blocks: 40 GB of memory is 3 blocks of 16.
+        let big = req(spec(Range::at_least(1), 40.0, None));
+        let Assignment::Instance { offer, .. } = assign(&big, &host, &any) else { panic!() };
+        assert_eq!(offer.blocks, 3);
+        // An exact count that no share has: `gpu: 0` on a GPU host fits no share.
+        assert!(matches!(assign(&gpus(Range::exact(0)), &host, &any), Assignment::NoCapacity { .. }));
+    }
+
+    #[test]
+    fn shared_availability_counts_free_blocks() {
+        let one = gpus(Range::exact(1));
+        let two = gpus(Range::exact(2));
+        let any = FleetFilter::default();
+        let three_busy = [gpu_host(1, 4, 3)];
+        assert!(matches!(assign(&one, &three_busy, &any), Assignment::Instance { .. }));
+        let Assignment::NoCapacity { message } = assign(&two, &three_busy, &any) else { panic!() };
+        assert!(message.starts_with("All instances that fit the run are busy"), "{message}");
+        let offers = instance_offers(&two, &three_busy, &any);
+        assert_eq!(offers.len(), 1, "a busy share is still offered (the plan shows it)");
+        assert_eq!((offers[0].1.blocks, offers[0].1.availability), (2, InstanceAvailability::Busy));
+        let full = [gpu_host(1, 4, 4)];
+        assert!(matches!(assign(&one, &full, &any), Assignment::NoCapacity { .. }));
+        let mut unreachable = gpu_host(1, 4, 0);
+        unreachable.usable = false;
+        assert_eq!(instance_offers(&one, &[unreachable], &any)[0].1.availability, InstanceAvailability::Busy);
+    }
+
+    #[test]
+    fn multinode_jobs_take_whole_unused_shared_hosts() {
+        let mut multi = gpus(Range::at_least(1));
+        multi.multinode = Some(true);
+        let any = FleetFilter::default();
+        let Assignment::Instance { offer, .. } = assign(&multi, &[gpu_host(1, 4, 0)], &any) else { panic!() };
+        assert_eq!((offer.blocks, offer.total_blocks), (4, 4));
+        assert!(instance_offers(&multi, &[gpu_host(1, 4, 1)], &any).is_empty(), "in use: not offered");
+    }
+
+    #[test]
+    fn whole_and_shared_instances_side_by_side() {
+        // A 1-block instance is offered whole, with its stored offer's blocks reset to 1/1; a
+        // shared one is never offered whole.
+        let mut whole = gpu_host(1, 1, 0);
+        whole.offer.blocks = 4;
+        whole.offer.total_blocks = 4;
+        whole.offer.price = 2.0;
+        let shared = gpu_host(2, 2, 0);
+        let one = gpus(Range::exact(1));
+        let four = gpus(Range::exact(4));
+        let any = FleetFilter::default();
+        assert!(instance_offers(&one, std::slice::from_ref(&whole), &any).is_empty(), "4 GPUs is not 1");
+        let both = [whole, shared];
+        let offers = instance_offers(&four, &both, &any);
+        let got: Vec<(u128, i64, i64)> =
+            offers.iter().map(|(i, o)| (i.id.as_u128(), o.blocks, o.total_blocks)).collect();
+        assert_eq!(got, vec![(2, 2, 2), (1, 1, 1)], "cheapest first; the shared host as 2 of 2");
+        let some = gpus(Range::at_least(1));
+        let Assignment::Instance { id, offer, .. } = assign(&some, &both, &any) else { panic!() };
+        assert_eq!((id.as_u128(), offer.blocks, offer.instance.resources.gpus.len()), (2, 1, 2));
+        // The price limit is the host's (a share costs the full price).
+        let mut cheap = gpus(Range::exact(1));
+        cheap.max_price = Some(0.5);
+        assert!(instance_offers(&cheap, &[gpu_host(1, 4, 0)], &any).is_empty());
     }
 }

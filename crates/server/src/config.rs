@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use dstack_model::fleet::Blocks;
+
 /// Everything the server needs to start.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -26,6 +28,10 @@ pub struct ServerConfig {
     /// Create the `local` fleet (this machine) in `main` on the first start; default true
     /// (`--no-local-fleet`, `DSTACK_SERVER_NO_LOCAL_FLEET` turn it off).
     pub local_fleet: bool,
+    /// `DSTACK_SERVER_LOCAL_FLEET_BLOCKS`, `--local-fleet-blocks`: how many blocks the local
+    /// fleet's host is split into (`auto`: one per CPU, or per GPU on a GPU host); default 1,
+    /// the whole machine per job. Applied at every start while no job is on the host.
+    pub local_fleet_blocks: Blocks,
     /// The `dstack-shim` binary the local fleet runs; default `dstack-shim` next to the server
     /// executable (or `DSTACK_SHIM_BINARY`).
     pub shim_binary: Option<PathBuf>,
@@ -55,6 +61,7 @@ impl ServerConfig {
             public_url: None,
             client_config: None,
             local_fleet: false,
+            local_fleet_blocks: Blocks::default(),
             shim_binary: None,
             runner_binary: None,
             instance_check_interval: DEFAULT_INSTANCE_CHECK_INTERVAL,
@@ -79,6 +86,33 @@ impl ServerConfig {
                     if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
                 format!("http://{host}:{}", bound.port())
             }
+        }
+    }
+}
+
+/// A `blocks` setting as the fleet configuration writes it: `auto` or a whole number of at
+/// least 1.
+pub fn parse_blocks(value: &str) -> Result<Blocks, String> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("auto") {
+        return Ok(Blocks::Auto);
+    }
+    match value.parse::<i64>() {
+        Ok(n) if n >= 1 => Ok(Blocks::Count(n)),
+        _ => Err(format!("blocks must be `auto` or a whole number of at least 1, not {value:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_settings() {
+        assert_eq!(parse_blocks("auto"), Ok(Blocks::Auto));
+        assert_eq!(parse_blocks(" 4 "), Ok(Blocks::Count(4)));
+        for bad in ["0", "-1", "1.5", "", "many"] {
+            assert!(parse_blocks(bad).unwrap_err().starts_with("blocks must be `auto`"), "{bad}");
         }
     }
 }

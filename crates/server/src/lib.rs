@@ -72,7 +72,7 @@ pub async fn run(
     let url = config.public_url(local);
     let admin_token = bootstrap::first_start(&state, &config, &url).await?;
     let shim_binary = config.shim_binary.clone().unwrap_or_else(local_fleet::default_shim_binary);
-    if let Err(e) = local_fleet::attach_shim(&state, &config.server_dir, &shim_binary).await {
+    if let Err(e) = local_fleet::attach_shim(&state, &config, &shim_binary).await {
         // The server still serves; the local instance takes no jobs until its shim is up.
         tracing::error!(error = %e, "local fleet");
     }

@@ -15,11 +15,12 @@ use dstack_api::runs::{
 };
 use dstack_db::{FleetRow, InstanceRow, ProjectRow};
 use dstack_model::common::BackendType;
+use dstack_model::fleet::Blocks;
 use dstack_model::resources::CpuArch;
 use uuid::Uuid;
 
-use crate::ServerError;
 use crate::state::AppState;
+use crate::{ServerConfig, ServerError};
 
 /// The fleet's name in the default project.
 pub const FLEET_NAME: &str = "local";
@@ -84,8 +85,14 @@ fn fleet_spec() -> Result<FleetSpec, ServerError> {
 }
 
 /// Starts (or finds) the local shim and points every local instance at it, with the host's
-/// current resources.
-pub async fn attach_shim(state: &AppState, server_dir: &Path, shim_binary: &Path) -> Result<(), ServerError> {
+/// current resources and the configured blocks (`local_fleet_blocks`; a host that does not
+/// split so keeps one block, logged).
+pub async fn attach_shim(
+    state: &AppState,
+    config: &ServerConfig,
+    shim_binary: &Path,
+) -> Result<(), ServerError> {
+    let server_dir = &config.server_dir;
     let mut local = Vec::new();
     for project in state.db.list_projects().await? {
         for instance in state.db.list_instances(project.id).await? {
@@ -101,13 +108,42 @@ pub async fn attach_shim(state: &AppState, server_dir: &Path, shim_binary: &Path
     }
     let url = ensure_shim(server_dir, shim_binary, state.agent_http.clone()).await?;
     let (offer, jpd) = host_offer();
+    let resources = offer.instance.resources.clone();
     let offer = serde_json::to_string(&offer).map_err(|e| ServerError::Config(e.to_string()))?;
     let jpd = serde_json::to_string(&jpd).map_err(|e| ServerError::Config(e.to_string()))?;
+    let total_blocks = blocks_of(config.local_fleet_blocks, &resources);
     for instance in local {
         state.db.update_instance_agent(instance.id, &url, &offer, &jpd).await?;
+        if instance.total_blocks != Some(total_blocks)
+            && !state.db.set_instance_total_blocks(instance.id, total_blocks).await?
+        {
+            tracing::warn!(
+                instance = %instance.name,
+                total_blocks,
+                "local fleet: jobs are running; the host keeps its old blocks until they end and the server restarts"
+            );
+        }
     }
-    tracing::info!(%url, "local fleet: shim ready");
+    tracing::info!(%url, total_blocks, "local fleet: shim ready");
     Ok(())
+}
+
+/// The local host's `total_blocks` for the `blocks` setting; 1 (logged) if it does not split so.
+fn blocks_of(blocks: Blocks, resources: &Resources) -> i64 {
+    let n_gpus = i64::try_from(resources.gpus.len()).unwrap_or(i64::MAX);
+    match dstack_decide::offers::total_blocks(blocks, resources.cpus, n_gpus) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(
+                cpus = resources.cpus,
+                gpus = n_gpus,
+                ?blocks,
+                "local fleet: {e}: set DSTACK_SERVER_LOCAL_FLEET_BLOCKS to `auto` or a number that divides \
+                 both counts; using 1 block"
+            );
+            1
+        }
+    }
 }
 
 /// The shim binary: `DSTACK_SHIM_BINARY`, else `dstack-shim` next to this executable.

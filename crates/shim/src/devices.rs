@@ -63,6 +63,36 @@ fn render_node(root: &Path, bdf: &str) -> Option<String> {
     nodes.first().map(|n| format!("/dev/dri/{n}"))
 }
 
+/// The environment that limits a host process (process mode) to the GPUs its task holds,
+/// out of `all` the host's lockable IDs; nothing on a host without a GPU vendor.
+///
+/// - NVIDIA: `CUDA_VISIBLE_DEVICES=<uuid>,…` (CUDA takes UUIDs; empty hides every GPU).
+/// - AMD: `ROCR_VISIBLE_DEVICES=<index>,…`, the index of each render node among the host's
+///   render nodes in minor-number order, which is the order ROCm enumerates GPUs in. Only
+///   ROCR's variable is set: HIP's (`HIP_VISIBLE_DEVICES`) would apply again on top of it,
+///   relative to the GPUs ROCR left visible.
+///
+/// Containers get their GPUs as devices instead (§1.7.1); this is what process mode has.
+pub fn visible_devices_env(vendor: Option<Vendor>, held: &[String], all: &[String]) -> Vec<(String, String)> {
+    match vendor {
+        None => Vec::new(),
+        Some(Vendor::Nvidia) => vec![("CUDA_VISIBLE_DEVICES".to_owned(), held.join(","))],
+        Some(Vendor::Amd) => {
+            let minor = |node: &String| -> u64 {
+                node.rsplit_once("renderD").and_then(|(_, n)| n.parse().ok()).unwrap_or(u64::MAX)
+            };
+            let mut order: Vec<&String> = all.iter().collect();
+            order.sort_by_key(|node| (minor(node), (*node).clone()));
+            let indices: Vec<String> = held
+                .iter()
+                .filter_map(|id| order.iter().position(|node| *node == id))
+                .map(|i| i.to_string())
+                .collect();
+            vec![("ROCR_VISIBLE_DEVICES".to_owned(), indices.join(","))]
+        }
+    }
+}
+
 /// Who holds which GPU (`GpuLock` in dstack). Acquisition is all-or-nothing; the free GPUs are
 /// taken in detection order (dstack's choice is random, neither is topology-aware).
 #[derive(Debug, Default)]
@@ -199,5 +229,27 @@ mod tests {
         );
         assert!(lockable_ids(root.path(), Some(Vendor::Nvidia), &gpus).is_empty());
         assert!(lockable_ids(root.path(), None, &gpus).is_empty());
+    }
+
+    #[test]
+    fn host_processes_see_only_their_gpus() {
+        let uuids: Vec<String> = (0..4).map(|i| format!("GPU-{i}")).collect();
+        assert_eq!(
+            visible_devices_env(Some(Vendor::Nvidia), &uuids[2..], &uuids),
+            [("CUDA_VISIBLE_DEVICES".to_owned(), "GPU-2,GPU-3".to_owned())]
+        );
+        assert_eq!(
+            visible_devices_env(Some(Vendor::Nvidia), &[], &uuids),
+            [("CUDA_VISIBLE_DEVICES".to_owned(), String::new())],
+            "none held: none visible"
+        );
+        // Detection order is not ROCm's: indices follow the render nodes' minor numbers.
+        let nodes: Vec<String> =
+            ["renderD136", "renderD128", "renderD144"].iter().map(|n| format!("/dev/dri/{n}")).collect();
+        assert_eq!(
+            visible_devices_env(Some(Vendor::Amd), &nodes[..2], &nodes),
+            [("ROCR_VISIBLE_DEVICES".to_owned(), "1,0".to_owned())]
+        );
+        assert!(visible_devices_env(None, &[], &[]).is_empty());
     }
 }

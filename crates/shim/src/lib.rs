@@ -5,6 +5,8 @@
 //!   process group, with the temp dir `<home>/runners/<name>-<hash8>` and a free port, reported
 //!   as `ports: [{"host": <runner port>, "container": 10999}]`. Used when `image_name` is empty,
 //!   Docker is unreachable, or `--no-docker` is given; the local fleet runs this way.
+//!   It takes its GPUs as a container does and the runner gets `CUDA_VISIBLE_DEVICES` /
+//!   `ROCR_VISIBLE_DEVICES` naming only them (no CPU or memory limits on host processes).
 //!   `pulling` and `creating` pass at once; the runner exiting 0 is `done_by_runner`, anything
 //!   else `container_exited_with_error` with the last 5 lines of its output.
 //! - **docker mode** ([`docker`], [`container`]): a container of `image_name` (pulled unless
@@ -224,7 +226,8 @@ pub async fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Resul
     let docker = if config.docker { docker::DockerDriver::connect(&config).await } else { None };
     let gpus = host::detect_gpus(&config.device_root).await;
     let vendor = devices::detect_vendor(&config.device_root);
-    let gpu_lock = devices::GpuLock::new(devices::lockable_ids(&config.device_root, vendor, &gpus));
+    let gpu_ids = devices::lockable_ids(&config.device_root, vendor, &gpus);
+    let gpu_lock = devices::GpuLock::new(gpu_ids.clone());
     if config.service {
         let disk_path = match &docker {
             Some(d) => d.root_dir().await.filter(|p| p.exists()).unwrap_or_else(|| config.home.clone()),
@@ -237,7 +240,7 @@ pub async fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Resul
     }
     let shim = Arc::new(Shim {
         store: Store::load(&config.home, gpu_lock),
-        process: process::ProcessDriver { runner_binary: config.runner_binary.clone() },
+        process: process::ProcessDriver { runner_binary: config.runner_binary.clone(), vendor, gpu_ids },
         docker,
         gpus,
         shutdown: tokio::sync::Notify::new(),
@@ -351,6 +354,9 @@ async fn restore(shim: &Arc<Shim>) {
                 shim.store.terminate(&task.id, dstack_agent_proto::shim::reason::EXECUTOR_ERROR, &message);
             }
             _ => {
+                // A live runner keeps the GPUs it had.
+                let locked = shim.store.relock_gpus(&task.id, &task.gpu_ids);
+                shim.store.update(&task.id, |t| t.gpu_ids = locked);
                 let shim2 = shim.clone();
                 tokio::spawn(async move { shim2.process.restore(shim2.clone(), task).await });
             }

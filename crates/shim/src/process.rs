@@ -1,5 +1,8 @@
 //! Process mode: a task is a `dstack-runner start` child process on the host, in its own
-//! process group, with its own temp dir and a free port.
+//! process group, with its own temp dir and a free port. It takes its GPUs from the lock as a
+//! container does, and the runner (so the job) gets `CUDA_VISIBLE_DEVICES` or
+//! `ROCR_VISIBLE_DEVICES` naming only those. CPU and memory limits are not applied to host
+//! processes (containers get them).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -12,14 +15,19 @@ use dstack_agent_proto::shim::{PortMapping, TaskConfig, TaskStatus, reason};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
+use crate::gpu::Vendor;
 use crate::tasks::{Handle, Task};
-use crate::{Driver, Shim};
+use crate::{Driver, Shim, devices};
 
 const PORT_FILE: &str = "runner.port";
 const OUTPUT_FILE: &str = "runner-output.log";
 
 pub(crate) struct ProcessDriver {
     pub(crate) runner_binary: PathBuf,
+    /// The host's GPU vendor and every GPU ID the lock hands out, for the runner's
+    /// `CUDA_VISIBLE_DEVICES` / `ROCR_VISIBLE_DEVICES`.
+    pub(crate) vendor: Option<Vendor>,
+    pub(crate) gpu_ids: Vec<String>,
 }
 
 impl Driver for ProcessDriver {
@@ -27,12 +35,24 @@ impl Driver for ProcessDriver {
         let id = config.id.clone();
         let Some(task) = shim.store.get(&id) else { return };
         let dir = task.runner_dir.clone();
-        for status in [TaskStatus::Preparing, TaskStatus::Pulling, TaskStatus::Creating] {
+        if !shim.store.advance(&id, TaskStatus::Preparing) {
+            return;
+        }
+        // The task's GPUs, as a container's (§1.6 step 2): the runner and its job see only them.
+        let held = match shim.store.acquire_gpus(&id, config.gpu) {
+            Ok(ids) => ids,
+            Err(e) => {
+                shim.store.terminate(&id, reason::EXECUTOR_ERROR, &e);
+                return;
+            }
+        };
+        for status in [TaskStatus::Pulling, TaskStatus::Creating] {
             if !shim.store.advance(&id, status) {
                 return;
             }
         }
-        let child = match self.spawn(&dir) {
+        let env = devices::visible_devices_env(self.vendor, &held, &self.gpu_ids);
+        let child = match self.spawn(&dir, &env) {
             Ok(child) => child,
             Err(message) => {
                 shim.store.terminate(&id, reason::CREATING_CONTAINER_ERROR, &message);
@@ -115,7 +135,7 @@ impl Driver for ProcessDriver {
 }
 
 impl ProcessDriver {
-    fn spawn(&self, dir: &Path) -> Result<tokio::process::Child, String> {
+    fn spawn(&self, dir: &Path, env: &[(String, String)]) -> Result<tokio::process::Child, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let _ = std::fs::remove_file(dir.join(PORT_FILE));
         let output = std::fs::OpenOptions::new()
@@ -131,6 +151,7 @@ impl ProcessDriver {
             // No sshd for host processes: it would be the host's, as the shim's user.
             .args(["--ssh-port", "0", "--http-address", "127.0.0.1", "--http-port", "0", "--port-file"])
             .arg(dir.join(PORT_FILE))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(output)
             .stderr(stderr)

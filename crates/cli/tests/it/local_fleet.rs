@@ -1,7 +1,8 @@
 //! The `local` fleet end to end: `dstack server` with its shim, a task through the HTTP API
 //! as the dstack 0.22.5 CLI submits it, its output in `logs/poll`, a stop, and a `kill -9` of
 //! the server while the task runs (the run is still tracked, its logs complete, nothing twice),
-//! and a busy task's metrics through `metrics/job/{run}`.
+//! and a busy task's metrics through `metrics/job/{run}`; the host split into blocks
+//! (`DSTACK_SERVER_LOCAL_FLEET_BLOCKS`) running tasks side by side.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -33,8 +34,13 @@ struct Server {
 }
 
 fn start(home: &Path) -> Server {
+    start_env(home, &[])
+}
+
+fn start_env(home: &Path, env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dstack"))
         .args(["server", "--host", "127.0.0.1", "--port", "0", "--token", "local-token"])
+        .envs(env.iter().copied())
         .env("HOME", home)
         .env("DSTACK_SERVER_DIR", home.join("server"))
         .env_remove("DSTACK_SERVER_NO_LOCAL_FLEET")
@@ -380,4 +386,69 @@ fn a_busy_task_has_metrics() {
     });
     let _ = server.child.kill();
     let _ = server.child.wait();
+}
+
+/// `DSTACK_SERVER_LOCAL_FLEET_BLOCKS=2`: two tasks run on the local host at once, each on one
+/// block (half the CPUs and memory, bridge networking in its runtime data, which the shim's
+/// task is made from);
+/// a third finds no free block; the blocks come back when the tasks end.
+#[test]
+fn the_local_host_split_into_blocks_runs_tasks_side_by_side() {
+    agents_built();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if !cpus.is_multiple_of(2) {
+        eprintln!("skipped: {cpus} CPUs do not split into 2 blocks");
+        return;
+    }
+    let home = tempfile::TempDir::new().unwrap();
+    let _cleanup = Cleanup(home.path());
+    let server = start_env(home.path(), &[("DSTACK_SERVER_LOCAL_FLEET_BLOCKS", "2")]);
+    let fleets = post(&server.client, "/api/project/main/fleets/list", json!({}));
+    assert_eq!(fleets[0]["instances"][0]["total_blocks"], 2, "{fleets}");
+    let script = "echo started; sleep 300";
+    for name in ["blk-a", "blk-b"] {
+        post(&server.client, "/api/project/main/runs/apply", apply_body(name, &[script], json!({})));
+    }
+    let mut runs = Vec::new();
+    wait_for("both tasks running at once", Duration::from_secs(30), || {
+        runs = ["blk-a", "blk-b"].iter().map(|n| get_run(&server.client, n)).collect();
+        runs.iter().all(|r| r["status"] == "running")
+    });
+    let fleets = post(&server.client, "/api/project/main/fleets/list", json!({}));
+    assert_eq!(fleets[0]["instances"][0]["busy_blocks"], 2, "{fleets}");
+    let host_cpus = i64::try_from(cpus).unwrap();
+    for run in &runs {
+        let jrd = &run["jobs"][0]["job_submissions"][0]["job_runtime_data"];
+        assert_eq!(jrd["network_mode"], "bridge", "{jrd}");
+        assert_eq!(
+            (jrd["offer"]["blocks"].as_i64(), jrd["offer"]["total_blocks"].as_i64()),
+            (Some(1), Some(2))
+        );
+        assert_eq!(jrd["cpu"].as_f64(), Some((host_cpus / 2) as f64), "{jrd}");
+        assert_eq!(jrd["offer"]["instance"]["resources"]["cpus"].as_i64(), Some(host_cpus / 2));
+    }
+    post(&server.client, "/api/project/main/runs/apply", apply_body("blk-c", &[script], json!({})));
+    let mut third = Value::Null;
+    wait_for("the third task to fail", Duration::from_secs(30), || {
+        third = get_run(&server.client, "blk-c");
+        third["status"] == "failed"
+    });
+    let sub = &third["jobs"][0]["job_submissions"][0];
+    assert_eq!(sub["termination_reason"], "failed_to_start_due_to_no_capacity", "{third}");
+
+    post(
+        &server.client,
+        "/api/project/main/runs/stop",
+        json!({"runs_names": ["blk-a", "blk-b"], "abort": false}),
+    );
+    wait_for("both tasks to end", Duration::from_secs(30), || {
+        ["blk-a", "blk-b"].iter().all(|n| {
+            let s = get_run(&server.client, n)["status"].clone();
+            s == "terminated" || s == "done" || s == "failed"
+        })
+    });
+    wait_for("the blocks to come back", Duration::from_secs(20), || {
+        let fleets = post(&server.client, "/api/project/main/fleets/list", json!({}));
+        fleets[0]["instances"][0]["busy_blocks"] == 0
+    });
 }

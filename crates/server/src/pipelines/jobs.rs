@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 
 use dstack_api::runs::{
-    JobProvisioningData, JobRuntimeData, JobSpec, JobStatus, JobTerminationReason, NetworkMode, RunSpec,
+    JobProvisioningData, JobRuntimeData, JobSpec, JobStatus, JobTerminationReason, RunSpec,
 };
 use dstack_db::{DbError, InstanceRow, JobRow, SaveJob};
+use dstack_decide::blocks::JobNetworkMode;
 use dstack_decide::offers::{Assignment, FleetFilter, InstanceCandidate};
 use uuid::Uuid;
 
@@ -46,8 +47,10 @@ async fn submitted(state: &AppState) -> Result<bool, DbError> {
         let outcome = match assignment {
             Assignment::Instance { id, offer, .. } => {
                 let Some(instance) = state.db.instance_by_id(id).await? else { continue };
+                let blocks = offer.blocks;
                 match provisioning(&mut next, &instance, *offer) {
-                    Ok(()) => state.db.save_job(&next, token, &[], Some((id, 1))).await?,
+                    // The blocks are claimed in the job's transaction, or not at all.
+                    Ok(()) => state.db.save_job(&next, token, &[], Some((id, blocks))).await?,
                     Err(e) => {
                         tracing::error!(instance = %instance.name, error = %e, "stored instance data does not parse");
                         no_capacity(&mut next, "The instance's stored data is damaged".to_owned());
@@ -64,16 +67,16 @@ async fn submitted(state: &AppState) -> Result<bool, DbError> {
             SaveJob::Saved => {
                 tracing::info!(job = %job.job_name, status = %next.status, "job assigned");
                 changed = true;
-                // Later jobs of this pass see the block as taken.
+                // Later jobs of this pass see the blocks as taken.
                 if let (Some(id), Some(cached)) = (next.instance_id, candidates.get_mut(&job.project_id))
                     && let Some(instance) = cached.iter_mut().find(|i| i.id == id)
                 {
-                    instance.busy_blocks += 1;
+                    instance.busy_blocks += occupied_blocks(&next);
                 }
             }
             SaveJob::Stale => {}
             SaveJob::NoCapacity => {
-                // Another server took the block first: decide again on fresh data. A job that
+                // Another server took the blocks first: decide again on fresh data. A job that
                 // now finds another free instance waits for the next pass.
                 let fresh = state.instance_candidates(job.project_id).await?;
                 let again = match assignment_for(state, &job, &fresh).await {
@@ -116,6 +119,9 @@ fn no_capacity(job: &mut JobRow, message: String) {
     job.termination_reason_message = Some(message);
 }
 
+/// The job goes onto `instance` with `offer` (the whole instance, or its share of a shared
+/// one): `provisioning`, the instance's provisioning data, and runtime data with the share's
+/// limits and network (scheduling.md §4.6).
 fn provisioning(
     job: &mut JobRow,
     instance: &InstanceRow,
@@ -123,22 +129,25 @@ fn provisioning(
 ) -> Result<(), serde_json::Error> {
     let jpd: JobProvisioningData =
         serde_json::from_str(instance.job_provisioning_data.as_deref().unwrap_or(""))?;
-    let jrd = JobRuntimeData {
-        network_mode: NetworkMode::Host,
-        gpu: None,
-        cpu: None,
-        memory: None,
-        ports: None,
-        volume_names: Some(Vec::new()),
-        offer: Some(offer),
-        working_dir: None,
-        username: None,
-    };
+    let spec: JobSpec = serde_json::from_str(&job.job_spec)?;
+    let multinode = spec.requirements.multinode == Some(true);
+    let mut jrd = dstack_decide::blocks::runtime_data(&offer, multinode, JobNetworkMode::default());
+    jrd.volume_names = Some(Vec::new());
     job.status = JobStatus::Provisioning.as_str().to_owned();
     job.instance_id = Some(instance.id);
     job.job_provisioning_data = Some(serde_json::to_string(&jpd)?);
     job.job_runtime_data = Some(serde_json::to_string(&jrd)?);
     Ok(())
+}
+
+/// The blocks a job holds on its instance: its offer's `blocks` (1 without runtime data, as
+/// dstack's `_get_job_occupied_blocks`).
+fn occupied_blocks(job: &JobRow) -> i64 {
+    job.job_runtime_data
+        .as_deref()
+        .and_then(|j| serde_json::from_str::<JobRuntimeData>(j).ok())
+        .and_then(|jrd| jrd.offer)
+        .map_or(1, |offer| offer.blocks)
 }
 
 /// Returns (whether any job finished, whether any job is terminating).
@@ -161,7 +170,7 @@ async fn terminating(state: &AppState) -> Result<(bool, bool), DbError> {
                         let _ = state.db.save_job(&next, token, &logs, None).await?;
                         continue;
                     }
-                    super::running::Stopping::Done => Some((instance_id, -1)),
+                    super::running::Stopping::Done => Some((instance_id, -occupied_blocks(&job))),
                 }
             }
             None => None,

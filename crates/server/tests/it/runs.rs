@@ -448,3 +448,97 @@ async fn a_second_run_finds_the_one_local_instance_busy() {
     assert_eq!(sub["job_provisioning_data"]["hostname"], "127.0.0.1");
     assert_eq!(first["fleet"]["name"], "local");
 }
+
+/// A host split into 4 blocks (8 CPUs, 64 GB, 4 GPUs) takes jobs side by side, each on the
+/// fewest blocks that fit it, until its blocks are gone; a stopped job gives its blocks back.
+#[tokio::test]
+async fn jobs_share_a_host_split_into_blocks() {
+    let (s, _dir) = isolated_server().await;
+    let p = project(&s).await;
+    let row = s.state.db.project_by_name(&p).await.unwrap().unwrap();
+    dstack_server::local_fleet::create(&s.state, &row).await.expect("the local fleet");
+    let instance = s.state.db.list_instances(row.id).await.unwrap().remove(0);
+    let mut offer: Value = serde_json::from_str(instance.offer.as_deref().unwrap()).unwrap();
+    let gpu = json!({"name": "A100", "memory_mib": 81920, "vendor": "nvidia"});
+    offer["instance"]["resources"] = json!({"cpus": 8, "memory_mib": 65536, "gpus": [gpu, gpu, gpu, gpu],
+        "spot": false, "disk": {"size_mib": 204800}, "cpu_arch": "x86", "description": ""});
+    let jpd = instance.job_provisioning_data.as_deref().unwrap();
+    // A shim address that refuses connections: placed jobs wait in `provisioning`.
+    s.state
+        .db
+        .update_instance_agent(instance.id, "http://127.0.0.1:9", &offer.to_string(), jpd)
+        .await
+        .unwrap();
+    assert!(s.state.db.set_instance_total_blocks(instance.id, 4).await.unwrap());
+    let with_gpus = |name: &str, n: i64| {
+        let mut body = apply_body(name, &["true"]);
+        body["plan"]["run_spec"]["configuration"]["resources"] = json!({
+            "cpu": {"min": 1}, "memory": {"min": 0.5}, "disk": {"size": {"min": 1.0}},
+            "gpu": {"count": {"min": n, "max": n}}
+        });
+        body
+    };
+    let busy_blocks = || async { s.state.db.instance_by_id(instance.id).await.unwrap().unwrap().busy_blocks };
+
+    // The plan offers the share: 2 of 4 blocks for 2 GPUs.
+    let plan_body = json!({"run_spec": with_gpus("plan", 2)["plan"]["run_spec"].clone()});
+    let plan = s.admin(&format!("/api/project/{p}/runs/get_plan"), Some(plan_body)).await;
+    let offer0 = &plan["job_plans"][0]["offers"][0];
+    assert_eq!((offer0["blocks"].as_i64(), offer0["total_blocks"].as_i64()), (Some(2), Some(4)), "{plan}");
+    assert_eq!(offer0["instance"]["resources"]["cpus"], 4);
+    assert_eq!(offer0["availability"], "idle");
+
+    let provisioning = |r: &Value| r["jobs"][0]["job_submissions"][0]["status"] == "provisioning";
+    s.admin(&format!("/api/project/{p}/runs/apply"), Some(with_gpus("two", 2))).await;
+    let two = step_until(&s, &p, "two", provisioning).await;
+    let jrd = &two["jobs"][0]["job_submissions"][0]["job_runtime_data"];
+    assert_eq!(jrd["network_mode"], "bridge", "{jrd}");
+    assert_eq!(
+        (jrd["cpu"].as_f64(), jrd["gpu"].as_i64(), jrd["memory"].as_f64()),
+        (Some(4.0), Some(2), Some(32.0))
+    );
+    assert_eq!((jrd["offer"]["blocks"].as_i64(), jrd["offer"]["total_blocks"].as_i64()), (Some(2), Some(4)));
+    assert_eq!(jrd["offer"]["instance"]["resources"]["gpus"].as_array().unwrap().len(), 2);
+    assert_eq!(busy_blocks().await, 2);
+    for name in ["one-a", "one-b"] {
+        s.admin(&format!("/api/project/{p}/runs/apply"), Some(with_gpus(name, 1))).await;
+        let got = step_until(&s, &p, name, provisioning).await;
+        let jrd = &got["jobs"][0]["job_submissions"][0]["job_runtime_data"];
+        assert_eq!((jrd["gpu"].as_i64(), jrd["cpu"].as_f64()), (Some(1), Some(2.0)), "{jrd}");
+    }
+    assert_eq!(busy_blocks().await, 4, "three jobs, four blocks");
+    let row = s.state.db.instance_by_id(instance.id).await.unwrap().unwrap();
+    assert_eq!(row.status, "busy");
+    let fleets = s.admin(&format!("/api/project/{p}/fleets/list"), Some(json!({}))).await;
+    assert_eq!(fleets[0]["instances"][0]["busy_blocks"], 4, "{fleets}");
+
+    // No block is left: the next job fails with no capacity (and would wait with `retry`).
+    s.admin(&format!("/api/project/{p}/runs/apply"), Some(with_gpus("fifth", 1))).await;
+    let fifth = step_until(&s, &p, "fifth", |r| r["status"] == "failed").await;
+    let sub = &fifth["jobs"][0]["job_submissions"][0];
+    assert_eq!(sub["status_message"], "no capacity");
+    assert_eq!(sub["termination_reason"], "failed_to_start_due_to_no_capacity");
+    let message = sub["termination_reason_message"].as_str().unwrap();
+    assert!(message.starts_with("All instances that fit the run are busy (fleet 'local')"), "{message}");
+    assert_eq!(busy_blocks().await, 4);
+
+    // The 2-block job ends: its two blocks come back, and two 1-GPU jobs take them: four
+    // jobs on the host at once.
+    s.admin(&format!("/api/project/{p}/runs/stop"), Some(json!({"runs_names": ["two"], "abort": true})))
+        .await;
+    step_until(&s, &p, "two", |r| r["status"] == "terminated" || r["status"] == "failed").await;
+    assert_eq!(busy_blocks().await, 2);
+    for name in ["one-c", "one-d"] {
+        s.admin(&format!("/api/project/{p}/runs/apply"), Some(with_gpus(name, 1))).await;
+        step_until(&s, &p, name, provisioning).await;
+    }
+    assert_eq!(busy_blocks().await, 4);
+    for name in ["one-a", "one-b", "one-c", "one-d"] {
+        s.admin(&format!("/api/project/{p}/runs/stop"), Some(json!({"runs_names": [name], "abort": true})))
+            .await;
+        step_until(&s, &p, name, |r| r["status"] == "terminated" || r["status"] == "failed").await;
+    }
+    assert_eq!(busy_blocks().await, 0);
+    let row = s.state.db.instance_by_id(instance.id).await.unwrap().unwrap();
+    assert_eq!(row.status, "idle");
+}

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use dstack_testkit::registry::TestRegistry;
 
-use crate::{Shim, runner_binary};
+use crate::{FakeHost, Shim, runner_binary};
 
 fn docker_tests() -> bool {
     std::env::var("DSTACK_TEST_DOCKER").as_deref() == Ok("1")
@@ -369,46 +369,6 @@ async fn a_container_that_does_not_start_is_removed() {
     assert!(containers_of(&volume.id).is_empty());
 }
 
-/// A fake GPU host: `bin/` with a GPU tool printing `output`, `root/` as the device root.
-struct FakeHost {
-    dir: tempfile::TempDir,
-}
-
-impl FakeHost {
-    fn new(tool: &str, output: &str) -> FakeHost {
-        let dir = tempfile::tempdir().expect("fake host");
-        let bin = dir.path().join("bin");
-        std::fs::create_dir_all(&bin).expect("bin");
-        std::fs::write(dir.path().join("output"), output).expect("output");
-        let script = format!("#!/bin/sh\ncat '{}'\n", dir.path().join("output").display());
-        std::fs::write(bin.join(tool), script).expect("tool");
-        std::fs::set_permissions(bin.join(tool), std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
-        std::fs::create_dir_all(dir.path().join("root/dev/dri")).expect("dev");
-        FakeHost { dir }
-    }
-
-    fn root(&self) -> std::path::PathBuf {
-        self.dir.path().join("root")
-    }
-
-    /// A device file that is really `target` (Docker follows the link).
-    fn device(&self, path: &str, target: &str) {
-        std::os::unix::fs::symlink(target, self.root().join(path.trim_start_matches('/')))
-            .expect("device link");
-    }
-
-    fn start(&self, home: &std::path::Path) -> Shim {
-        let path = format!(
-            "{}:{}",
-            self.dir.path().join("bin").display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let root = self.root().display().to_string();
-        Shim::start_with_env(home, &["--device-root", &root], &[("PATH", path)])
-    }
-}
-
 #[tokio::test]
 async fn gpus_of_a_fake_nvidia_host_are_requested_by_uuid() {
     if !docker_tests() {
@@ -538,6 +498,71 @@ async fn gpus_of_a_fake_amd_host_are_locked_and_recovered_after_a_restart() {
     assert_eq!(info.gpus_ids.len(), 4, "released on exit: {info:?}");
     shim.client.terminate_task(&four.id, &TerminateBody::default()).await.expect("terminate");
     shim.client.remove_task(&four.id).await.expect("remove");
+}
+
+/// Two half-host blocks of a fake 4-GPU AMD host run side by side, as the server asks for
+/// blocks (`gpu: 2`, a CPU and memory share, bridge networking): disjoint render nodes, and
+/// each container limited to its share.
+#[tokio::test]
+async fn two_blocks_of_a_fake_amd_host_run_side_by_side() {
+    if !docker_tests() {
+        return;
+    }
+    build_test_image();
+    let bdfs = ["0000:0c:00.0", "0000:22:00.0", "0000:38:00.0", "0000:5c:00.0"];
+    let gpus: Vec<serde_json::Value> = bdfs
+        .iter()
+        .map(|bdf| {
+            json!({"asic": {"market_name": "AMD Instinct MI300X"}, "vram": {"size": {"value": 196592}},
+                          "bus": {"bdf": bdf}, "driver": {"version": "6.10.5"}})
+        })
+        .collect();
+    let fake = FakeHost::new("amd-smi", &serde_json::to_string(&gpus).expect("json"));
+    fake.device("/dev/kfd", "/dev/null");
+    for (i, bdf) in bdfs.iter().enumerate() {
+        let node = format!("renderD{}", 128 + i);
+        std::fs::create_dir_all(fake.root().join(format!("sys/bus/pci/devices/{bdf}/drm/{node}")))
+            .expect("sysfs");
+        fake.device(&format!("/dev/dri/{node}"), "/dev/null");
+    }
+    let home = tempfile::tempdir().expect("home");
+    let shim = fake.start(home.path());
+    let block = |name: &str| TaskConfig {
+        id: unique(name),
+        name: format!("{name}-0-0"),
+        image_name: "dstack-rs-runner-test:1".to_owned(),
+        gpu: 2,
+        cpu: 1.0,
+        memory: 512 << 20,
+        network_mode: "bridge".to_owned(),
+        ..TaskConfig::default()
+    };
+    let (a, b) = (block("blk-a"), block("blk-b"));
+    let _cleanup = RemoveContainers(vec![a.id.clone(), b.id.clone()]);
+    shim.client.submit_task(&a).await.expect("submit");
+    shim.client.submit_task(&b).await.expect("submit");
+    let ia = shim.wait_status(&a.id, TaskStatus::Running, Duration::from_secs(60)).await;
+    let ib = shim.wait_status(&b.id, TaskStatus::Running, Duration::from_secs(60)).await;
+    assert_eq!(ia.gpus_ids.len() + ib.gpus_ids.len(), 4, "{ia:?} {ib:?}");
+    assert!(ia.gpus_ids.iter().all(|id| !ib.gpus_ids.contains(id)), "disjoint: {ia:?} {ib:?}");
+    for info in [&ia, &ib] {
+        let host = inspect(&info.container_id)["HostConfig"].clone();
+        assert_eq!(host["NanoCpus"], 1_000_000_000i64);
+        assert_eq!(host["Memory"], 512i64 << 20);
+        assert_eq!(host["NetworkMode"], "bridge");
+        let devices: Vec<&str> = host["Devices"]
+            .as_array()
+            .expect("devices")
+            .iter()
+            .filter_map(|d| d["PathInContainer"].as_str())
+            .filter(|p| p.starts_with("/dev/dri/"))
+            .collect();
+        assert_eq!(devices, info.gpus_ids, "the container gets only its render nodes");
+    }
+    for id in [&a.id, &b.id] {
+        shim.client.terminate_task(id, &TerminateBody::default()).await.expect("terminate");
+        shim.client.remove_task(id).await.expect("remove");
+    }
 }
 
 #[tokio::test]

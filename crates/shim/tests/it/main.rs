@@ -82,3 +82,51 @@ impl Drop for Shim {
         let _ = self.child.wait();
     }
 }
+
+/// A fake GPU host: `bin/` with a GPU tool printing `output`, `root/` as the device root.
+pub(crate) struct FakeHost {
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl FakeHost {
+    pub(crate) fn new(tool: &str, output: &str) -> FakeHost {
+        let dir = tempfile::tempdir().expect("fake host");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).expect("bin");
+        std::fs::write(dir.path().join("output"), output).expect("output");
+        let script = format!("#!/bin/sh\ncat '{}'\n", dir.path().join("output").display());
+        std::fs::write(bin.join(tool), script).expect("tool");
+        std::fs::set_permissions(bin.join(tool), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        std::fs::create_dir_all(dir.path().join("root/dev/dri")).expect("dev");
+        FakeHost { dir }
+    }
+
+    pub(crate) fn root(&self) -> std::path::PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// A device file that is really `target` (Docker follows the link).
+    pub(crate) fn device(&self, path: &str, target: &str) {
+        std::os::unix::fs::symlink(target, self.root().join(path.trim_start_matches('/')))
+            .expect("device link");
+    }
+
+    /// A shim on this host (Docker allowed).
+    pub(crate) fn start(&self, home: &std::path::Path) -> Shim {
+        self.start_with(home, &[])
+    }
+
+    /// [`FakeHost::start`] with more shim flags.
+    pub(crate) fn start_with(&self, home: &std::path::Path, extra: &[&str]) -> Shim {
+        let path = format!(
+            "{}:{}",
+            self.dir.path().join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let root = self.root().display().to_string();
+        let mut args = vec!["--device-root", root.as_str()];
+        args.extend_from_slice(extra);
+        Shim::start_with_env(home, &args, &[("PATH", path)])
+    }
+}

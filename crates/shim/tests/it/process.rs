@@ -132,3 +132,62 @@ async fn bad_requests_are_refused() {
     shim.client.remove_task("dup").await.expect("remove");
     shim.client.healthcheck().await.expect("still serving");
 }
+
+/// Runs `script` and returns its output.
+async fn job_output(runner: &RunnerClient) -> String {
+    let mut cursor = 0;
+    let mut out = Vec::new();
+    for _ in 0..200 {
+        let pull = runner.pull(cursor).await.expect("pull");
+        cursor = pull.last_updated;
+        for log in &pull.job_logs {
+            out.extend_from_slice(&log.message);
+        }
+        if !pull.has_more {
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the job did not finish: {}", String::from_utf8_lossy(&out));
+}
+
+/// Two host-process tasks with `gpu: 2` on a fake 4-GPU NVIDIA host hold disjoint GPUs at
+/// the same time, and each job sees only its own through `CUDA_VISIBLE_DEVICES`; a third
+/// finds none free; a finished task's GPUs go back.
+#[tokio::test]
+async fn concurrent_process_tasks_see_only_their_gpus() {
+    let uuids: Vec<String> = (0..4).map(|i| format!("GPU-0000000{i}-aaaa-bbbb-cccc-dddddddddddd")).collect();
+    let csv: String =
+        uuids.iter().map(|u| format!("NVIDIA H100 80GB HBM3, 81559, {u}, 570.86.15\n")).collect();
+    let fake = crate::FakeHost::new("nvidia-smi", &csv);
+    fake.device("/dev/nvidiactl", "/dev/null");
+    let home = tempfile::tempdir().expect("home");
+    let shim = fake.start_with(home.path(), &["--no-docker"]);
+    let with_gpus = |id: &str, gpu: i64| TaskConfig { gpu, ..task(id) };
+    shim.client.submit_task(&with_gpus("a", 2)).await.expect("submit");
+    shim.client.submit_task(&with_gpus("b", 2)).await.expect("submit");
+    let script = "echo \"visible=$CUDA_VISIBLE_DEVICES\"; sleep 1";
+    let (ra, rb) = (run_job(&shim, "a", script).await, run_job(&shim, "b", script).await);
+    let a = shim.client.get_task("a").await.expect("a");
+    let b = shim.client.get_task("b").await.expect("b");
+    assert_eq!((a.gpus_ids.len(), b.gpus_ids.len()), (2, 2), "{a:?} {b:?}");
+    assert!(a.gpus_ids.iter().all(|id| !b.gpus_ids.contains(id)), "disjoint: {a:?} {b:?}");
+    shim.client.submit_task(&with_gpus("c", 1)).await.expect("submit");
+    let c = shim.wait_status("c", TaskStatus::Terminated, Duration::from_secs(20)).await;
+    assert_eq!(
+        (c.termination_reason.as_str(), c.termination_message.as_str()),
+        (reason::EXECUTOR_ERROR, "no capacity: 1 GPUs requested, 0 available")
+    );
+    for (runner, info) in [(ra, a), (rb, b)] {
+        let out = job_output(&runner).await;
+        assert_eq!(out.trim(), format!("visible={}", info.gpus_ids.join(",")), "{info:?}");
+    }
+    shim.wait_status("a", TaskStatus::Terminated, Duration::from_secs(20)).await;
+    shim.client.submit_task(&with_gpus("d", 2)).await.expect("submit");
+    let d = shim.wait_status("d", TaskStatus::Running, Duration::from_secs(20)).await;
+    let a = shim.client.get_task("a").await.expect("a");
+    assert_eq!(d.gpus_ids, a.gpus_ids, "a's GPUs went back and d got them");
+    let kill =
+        TerminateBody { termination_reason: "terminated_by_user".to_owned(), ..TerminateBody::default() };
+    shim.client.terminate_task("d", &kill).await.expect("terminate");
+}
