@@ -115,20 +115,8 @@ pub fn after_failed_release(i: &SshInstance, now: Timestamp) -> AfterFailedRelea
     }
 }
 
-/// dstack's `is_divisible_into_blocks`: the number of blocks a host with `cpus` CPUs and
-/// `gpus` GPUs splits into (`None` = `blocks: auto`: one per GPU, or per CPU without GPUs),
-/// or `None` when it does not split evenly.
-pub fn total_blocks(cpus: i64, gpus: i64, blocks: Option<i64>) -> Option<i64> {
-    let blocks = blocks.unwrap_or(if gpus == 0 { cpus } else { cpus.min(gpus) });
-    (blocks >= 1 && cpus % blocks == 0 && gpus % blocks == 0).then_some(blocks)
-}
-
-/// dstack's message when [`total_blocks`] says no.
-pub const CANNOT_SPLIT: &str = "Cannot split into blocks";
-
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
 
     use super::*;
 
@@ -194,31 +182,5 @@ mod tests {
         assert_eq!(after_failed_release(&i, t(130)), AfterFailedRelease::GiveUp);
         i.deployed = false;
         assert_eq!(after_failed_release(&i, t(11)), AfterFailedRelease::GiveUp, "never deployed: once");
-    }
-
-    #[test]
-    fn blocks() {
-        let cases = [
-            ((8, 0, None), Some(8)),
-            ((8, 2, None), Some(2)),
-            ((2, 8, None), Some(2)),
-            ((3, 2, None), None),
-            ((8, 4, Some(2)), Some(2)),
-            ((8, 0, Some(3)), None),
-            ((8, 0, Some(0)), None),
-            ((0, 0, None), None),
-        ];
-        for ((cpus, gpus, blocks), want) in cases {
-            assert_eq!(total_blocks(cpus, gpus, blocks), want, "{cpus} CPUs, {gpus} GPUs, {blocks:?}");
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn blocks_always_divide_the_host(cpus in 0i64..256, gpus in 0i64..16, blocks in proptest::option::of(-2i64..64)) {
-            if let Some(n) = total_blocks(cpus, gpus, blocks) {
-                prop_assert!(n >= 1 && cpus % n == 0 && gpus % n == 0);
-            }
-        }
     }
 }

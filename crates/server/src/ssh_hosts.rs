@@ -175,8 +175,9 @@ pub async fn deploy(state: &AppState, i: &InstanceRow) -> Result<Deployment, Str
     let instance_type = instance_type(&deployed.host_info, deployed.arch);
     let resources = &instance_type.resources;
     let n_gpus = i64::try_from(resources.gpus.len()).unwrap_or(i64::MAX);
-    let total_blocks = dstack_decide::instance::total_blocks(resources.cpus, n_gpus, i.total_blocks)
-        .ok_or_else(|| dstack_decide::instance::CANNOT_SPLIT.to_owned())?;
+    // A NULL total_blocks is the fleet's `blocks: auto`.
+    let blocks = i.total_blocks.map_or(dstack_model::fleet::Blocks::Auto, dstack_model::fleet::Blocks::Count);
+    let total_blocks = dstack_decide::offers::total_blocks(blocks, resources.cpus, n_gpus)?;
     let jpd = JobProvisioningData {
         backend: BackendType::Remote,
         base_backend: None,
