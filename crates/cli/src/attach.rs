@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use dstack_api::runs::{Job, JobStatus, NetworkMode, Run, RunStatus};
 use sha1::Digest as _;
 
-use crate::common::{Session, connect, interrupted, poll_interval, sleep_unless_interrupted};
+use crate::common::{Session, connect_to_run, interrupted, poll_interval, sleep_unless_interrupted};
 use crate::logs::{Since, parse_since, pick_job};
 use crate::{EXIT_OK, fail};
 
@@ -84,14 +84,9 @@ fn parse_mapping(text: &str) -> Result<(u16, u16), String> {
 }
 
 pub fn run(args: &AttachArgs) -> u8 {
-    let session = match connect(args.project.as_deref()) {
-        Ok(s) => s,
+    let (session, run) = match connect_to_run(args.project.as_deref(), &args.run_name) {
+        Ok(found) => found,
         Err(code) => return code,
-    };
-    let run = match session.client.get_run(&session.project, &args.run_name) {
-        Ok(run) => run,
-        Err(e) if e.is_not_found() => return fail(format!("Run {} not found", args.run_name)),
-        Err(e) => return fail(e),
     };
     let options = Options {
         identity: args.ssh_identity_file.clone(),

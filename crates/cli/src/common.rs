@@ -33,6 +33,16 @@ pub fn connect(project: Option<&str>) -> Result<Session, u8> {
     Ok(Session { client, project: project.name, token: project.token })
 }
 
+/// [`connect`], then the run `run_name` of the project ("Run X not found" if there is none).
+pub fn connect_to_run(project: Option<&str>, run_name: &str) -> Result<(Session, dstack_api::runs::Run), u8> {
+    let session = connect(project)?;
+    match session.client.get_run(&session.project, run_name) {
+        Ok(run) => Ok((session, run)),
+        Err(e) if e.is_not_found() => Err(fail(format!("Run {run_name} not found"))),
+        Err(e) => Err(fail(e)),
+    }
+}
+
 /// Whether standard output gets colours (a terminal, and `NO_COLOR`/`CLICOLOR` allow it).
 pub fn stdout_color() -> bool {
     console::colors_enabled()

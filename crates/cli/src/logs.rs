@@ -16,7 +16,7 @@ use dstack_client::ClientError;
 use jiff::Timestamp;
 use uuid::Uuid;
 
-use crate::common::{Session, connect, interrupted, sleep_unless_interrupted};
+use crate::common::{Session, connect_to_run, interrupted, sleep_unless_interrupted};
 use crate::{EXIT_INVALID, EXIT_OK, fail};
 
 #[derive(Debug, clap::Args)]
@@ -96,14 +96,9 @@ fn parse_duration(text: &str) -> Option<i64> {
 }
 
 pub fn run(args: &LogsArgs) -> u8 {
-    let session = match connect(args.project.as_deref()) {
-        Ok(s) => s,
+    let (session, run) = match connect_to_run(args.project.as_deref(), &args.run_name) {
+        Ok(found) => found,
         Err(code) => return code,
-    };
-    let run = match session.client.get_run(&session.project, &args.run_name) {
-        Ok(run) => run,
-        Err(e) if e.is_not_found() => return fail(format!("Run {} not found", args.run_name)),
-        Err(e) => return fail(e),
     };
     // Only following catches Ctrl-C; a one-off listing stops at once as usual.
     let flag = if args.follow { interrupted() } else { Arc::new(AtomicBool::new(false)) };

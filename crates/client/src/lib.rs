@@ -91,22 +91,7 @@ impl Client {
         archive: Vec<u8>,
     ) -> Result<dstack_api::repos::FileArchive, ClientError> {
         let url = format!("{}/api/files/upload_archive", self.base_url);
-        let part = reqwest::blocking::multipart::Part::bytes(archive).file_name(hash.to_owned());
-        let form = reqwest::blocking::multipart::Form::new().part("file", part);
-        let resp = self
-            .http
-            .post(&url)
-            .bearer_auth(&self.token)
-            .header("X-API-VERSION", DSTACK_VERSION)
-            .multipart(form)
-            .send()
-            .map_err(|e| ClientError::Transport { url: url.clone(), reason: e.to_string() })?;
-        let status = resp.status().as_u16();
-        let bytes =
-            resp.bytes().map_err(|e| ClientError::Transport { url: url.clone(), reason: e.to_string() })?;
-        if status != 200 {
-            return Err(api_error(&url, status, &bytes));
-        }
+        let bytes = self.post_file(&url, hash, archive)?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url, reason: e.to_string() })
     }
 
@@ -174,23 +159,30 @@ impl Client {
         let url = reqwest::Url::parse_with_params(&base, &[("repo_id", repo_id)])
             .map_err(|e| ClientError::Transport { url: base.clone(), reason: e.to_string() })?
             .to_string();
-        let part = reqwest::blocking::multipart::Part::bytes(code).file_name(hash.to_owned());
+        self.post_file(&url, hash, code).map(|_| ())
+    }
+
+    /// A multipart POST of one part `file` named `file_name` (dstack's upload shape); the
+    /// answer's body on 200.
+    fn post_file(&self, url: &str, file_name: &str, data: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        let part = reqwest::blocking::multipart::Part::bytes(data).file_name(file_name.to_owned());
         let form = reqwest::blocking::multipart::Form::new().part("file", part);
+        let transport =
+            |e: reqwest::Error| ClientError::Transport { url: url.to_owned(), reason: e.to_string() };
         let resp = self
             .http
-            .post(&url)
+            .post(url)
             .bearer_auth(&self.token)
             .header("X-API-VERSION", DSTACK_VERSION)
             .multipart(form)
             .send()
-            .map_err(|e| ClientError::Transport { url: url.clone(), reason: e.to_string() })?;
+            .map_err(transport)?;
         let status = resp.status().as_u16();
-        let bytes =
-            resp.bytes().map_err(|e| ClientError::Transport { url: url.clone(), reason: e.to_string() })?;
+        let bytes = resp.bytes().map_err(transport)?.to_vec();
         if status != 200 {
-            return Err(api_error(&url, status, &bytes));
+            return Err(api_error(url, status, &bytes));
         }
-        Ok(())
+        Ok(bytes)
     }
 
     /// `repos/init`; answered with `null`.

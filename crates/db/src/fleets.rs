@@ -65,6 +65,43 @@ pub struct InstanceRow {
     pub first_termination_retry_at: Option<jiff::Timestamp>,
 }
 
+impl InstanceRow {
+    /// A new instance `<fleet_name>-<num>` of a fleet, in `status`, with nothing known about
+    /// its host yet: callers set what they know with struct update syntax.
+    pub fn new(
+        project_id: Uuid,
+        fleet_id: Uuid,
+        fleet_name: &str,
+        instance_num: i64,
+        status: &str,
+        now: jiff::Timestamp,
+    ) -> InstanceRow {
+        InstanceRow {
+            id: Uuid::new_v4(),
+            project_id,
+            fleet_id,
+            name: format!("{fleet_name}-{instance_num}"),
+            instance_num,
+            status: status.to_owned(),
+            created_at: now,
+            finished_at: None,
+            offer: None,
+            job_provisioning_data: None,
+            remote_connection_info: None,
+            agent_url: None,
+            total_blocks: Some(1),
+            busy_blocks: 0,
+            last_job_processed_at: None,
+            termination_reason: None,
+            termination_reason_message: None,
+            unreachable: false,
+            started_at: None,
+            last_processed_at: None,
+            first_termination_retry_at: None,
+        }
+    }
+}
+
 /// What the instances loop writes for one instance it leased ([`Db::save_instance_step`]):
 /// the fields it owns. `busy_blocks` and `last_job_processed_at` belong to the jobs loop.
 #[derive(Debug, Clone, PartialEq)]
@@ -549,20 +586,14 @@ impl Db {
         .map(|r| r.try_get::<String, _>("id"))
         .collect::<Result<_, _>>()?;
         let token = Uuid::new_v4();
+        let update = concat!(
+            "UPDATE fleets SET lock_token = $2, lock_expires_at = $3 WHERE id = $1 AND deleted = FALSE \
+             AND (lock_expires_at IS NULL OR lock_expires_at < $4) RETURNING ",
+            fleet_columns!()
+        );
         let mut out = Vec::new();
         for id in ids {
-            let row = sqlx::query(concat!(
-                "UPDATE fleets SET lock_token = $2, lock_expires_at = $3 WHERE id = $1 AND deleted = FALSE \
-                 AND (lock_expires_at IS NULL OR lock_expires_at < $4) RETURNING ",
-                fleet_columns!()
-            ))
-            .bind(&id)
-            .bind(uuid_text(token))
-            .bind(micros(now.checked_add(lease).unwrap_or(now)))
-            .bind(micros(now))
-            .fetch_optional(&self.pool)
-            .await?;
-            if let Some(row) = row {
+            if let Some(row) = self.lease_row(update, &id, token, now, lease).await? {
                 out.push(fleet_from_row(&row)?);
             }
         }
@@ -685,21 +716,15 @@ impl Db {
         .iter()
         .map(|r| r.try_get::<String, _>("id"))
         .collect::<Result<_, _>>()?;
+        let update = concat!(
+            "UPDATE instances SET lock_token = $2, lock_expires_at = $3 WHERE id = $1 AND deleted = FALSE \
+             AND (lock_expires_at IS NULL OR lock_expires_at < $4) RETURNING ",
+            instance_select!()
+        );
         let mut out = Vec::new();
         for id in ids {
             let token = Uuid::new_v4();
-            let row = sqlx::query(concat!(
-                "UPDATE instances SET lock_token = $2, lock_expires_at = $3 WHERE id = $1 AND deleted = FALSE \
-                 AND (lock_expires_at IS NULL OR lock_expires_at < $4) RETURNING ",
-                instance_select!()
-            ))
-            .bind(&id)
-            .bind(uuid_text(token))
-            .bind(micros(now.checked_add(lease).unwrap_or(now)))
-            .bind(micros(now))
-            .fetch_optional(&self.pool)
-            .await?;
-            if let Some(row) = row {
+            if let Some(row) = self.lease_row(update, &id, token, now, lease).await? {
                 out.push((instance_from_row(&row)?, token));
             }
         }

@@ -64,6 +64,25 @@ pub enum DbError {
 }
 
 impl Db {
+    /// Leases row `id` with `update` (binds: id, token, expiry, now; it checks the lease is free
+    /// and returns the row), or `None` if another holder got it first.
+    pub(crate) async fn lease_row(
+        &self,
+        update: &'static str,
+        id: &str,
+        token: Uuid,
+        now: jiff::Timestamp,
+        lease: jiff::SignedDuration,
+    ) -> Result<Option<AnyRow>, DbError> {
+        Ok(sqlx::query(update)
+            .bind(id)
+            .bind(uuid_text(token))
+            .bind(micros(now.checked_add(lease).unwrap_or(now)))
+            .bind(micros(now))
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     /// Connects to `url` and applies the embedded migrations.
     ///
     /// Accepted spellings:

@@ -192,18 +192,7 @@ pub fn ssh_instance_row(
         backend_data: Some(String::new()),
         gpu_driver: None,
     };
-    let offer = InstanceOfferWithAvailability {
-        backend: BackendType::Remote,
-        instance,
-        region: "remote".to_owned(),
-        price: 0.0,
-        backend_data: Default::default(),
-        availability: InstanceAvailability::Available,
-        availability_zones: None,
-        instance_runtime: InstanceRuntime::Shim,
-        blocks: 1,
-        total_blocks: 1,
-    };
+    let offer = crate::fleets::remote_offer(instance, "remote".to_owned());
     let rci = RemoteConnectionInfo {
         host: hostname,
         port,
@@ -214,56 +203,39 @@ pub fn ssh_instance_row(
         env: spec.configuration.env.clone(),
     };
     let json = |v: serde_json::Result<String>| v.map_err(|_| ApiError::Internal);
+    let pending = InstanceStatus::Pending.as_str();
     Ok(InstanceRow {
-        id: Uuid::new_v4(),
-        project_id,
-        fleet_id,
-        name,
-        instance_num: num,
-        status: InstanceStatus::Pending.as_str().to_owned(),
-        created_at: now,
-        finished_at: None,
         offer: Some(json(serde_json::to_string(&offer))?),
         job_provisioning_data: Some(json(serde_json::to_string(&jpd))?),
         remote_connection_info: Some(cipher.encrypt(&json(serde_json::to_string(&rci))?)),
-        agent_url: None,
         total_blocks: blocks_count(blocks),
-        busy_blocks: 0,
-        last_job_processed_at: None,
-        termination_reason: None,
-        termination_reason_message: None,
-        unreachable: false,
-        started_at: None,
-        last_processed_at: None,
-        first_termination_retry_at: None,
+        ..InstanceRow::new(project_id, fleet_id, fleet_name, num, pending, now)
     })
+}
+
+/// What a host of ours offers: all of it, at no price, through its shim (`blocks` 1 of 1
+/// until the jobs loop shares it out).
+pub(crate) fn remote_offer(instance: InstanceType, region: String) -> InstanceOfferWithAvailability {
+    InstanceOfferWithAvailability {
+        backend: BackendType::Remote,
+        instance,
+        region,
+        price: 0.0,
+        backend_data: Default::default(),
+        availability: InstanceAvailability::Available,
+        availability_zones: None,
+        instance_runtime: InstanceRuntime::Shim,
+        blocks: 1,
+        total_blocks: 1,
+    }
 }
 
 /// A new `pending` instance of a backend fleet (no offer until provisioned).
 pub fn cloud_instance_row(slot: &InstanceSlot<'_>, blocks: Blocks) -> InstanceRow {
     let InstanceSlot { project_id, fleet_id, fleet_name, num, now } = *slot;
     InstanceRow {
-        id: Uuid::new_v4(),
-        project_id,
-        fleet_id,
-        name: format!("{fleet_name}-{num}"),
-        instance_num: num,
-        status: InstanceStatus::Pending.as_str().to_owned(),
-        created_at: now,
-        finished_at: None,
-        offer: None,
-        job_provisioning_data: None,
-        remote_connection_info: None,
-        agent_url: None,
         total_blocks: blocks_count(blocks),
-        busy_blocks: 0,
-        last_job_processed_at: None,
-        termination_reason: None,
-        termination_reason_message: None,
-        unreachable: false,
-        started_at: None,
-        last_processed_at: None,
-        first_termination_retry_at: None,
+        ..InstanceRow::new(project_id, fleet_id, fleet_name, num, InstanceStatus::Pending.as_str(), now)
     }
 }
 

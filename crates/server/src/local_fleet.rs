@@ -10,8 +10,7 @@ use std::time::Duration;
 use dstack_agent_proto::client::ShimClient;
 use dstack_api::fleets::FleetSpec;
 use dstack_api::runs::{
-    Disk, Gpu, InstanceAvailability, InstanceOfferWithAvailability, InstanceRuntime, InstanceType,
-    JobProvisioningData, Resources,
+    Disk, Gpu, InstanceOfferWithAvailability, InstanceType, JobProvisioningData, Resources,
 };
 use dstack_db::{FleetRow, InstanceRow, ProjectRow};
 use dstack_model::common::BackendType;
@@ -45,30 +44,11 @@ pub async fn create(state: &AppState, project: &ProjectRow) -> Result<(), Server
         lock_expires_at: None,
     };
     let (offer, jpd) = host_offer();
+    let json = |v: serde_json::Result<String>| v.map_err(|e| ServerError::Config(e.to_string()));
     let instance = InstanceRow {
-        id: Uuid::new_v4(),
-        project_id: project.id,
-        fleet_id: fleet.id,
-        name: format!("{FLEET_NAME}-0"),
-        instance_num: 0,
-        status: "idle".to_owned(),
-        created_at: now,
-        finished_at: None,
-        offer: Some(serde_json::to_string(&offer).map_err(|e| ServerError::Config(e.to_string()))?),
-        job_provisioning_data: Some(
-            serde_json::to_string(&jpd).map_err(|e| ServerError::Config(e.to_string()))?,
-        ),
-        remote_connection_info: None,
-        agent_url: None,
-        total_blocks: Some(1),
-        busy_blocks: 0,
-        last_job_processed_at: None,
-        termination_reason: None,
-        termination_reason_message: None,
-        unreachable: false,
-        started_at: None,
-        last_processed_at: None,
-        first_termination_retry_at: None,
+        offer: Some(json(serde_json::to_string(&offer))?),
+        job_provisioning_data: Some(json(serde_json::to_string(&jpd))?),
+        ..InstanceRow::new(project.id, fleet.id, FLEET_NAME, 0, "idle", now)
     };
     state.db.insert_fleet(&fleet, &[instance]).await?;
     Ok(())
@@ -223,18 +203,7 @@ fn host_offer() -> (InstanceOfferWithAvailability, JobProvisioningData) {
         description: String::new(),
     };
     let instance = InstanceType { name: "local".to_owned(), resources };
-    let offer = InstanceOfferWithAvailability {
-        backend: BackendType::Remote,
-        instance: instance.clone(),
-        region: "local".to_owned(),
-        price: 0.0,
-        backend_data: Default::default(),
-        availability: InstanceAvailability::Available,
-        availability_zones: None,
-        instance_runtime: InstanceRuntime::Shim,
-        blocks: 1,
-        total_blocks: 1,
-    };
+    let offer = crate::fleets::remote_offer(instance.clone(), "local".to_owned());
     let jpd = JobProvisioningData {
         backend: BackendType::Remote,
         base_backend: None,

@@ -13,8 +13,7 @@ use dstack_agent_proto::SHIM_HTTP_PORT;
 use dstack_agent_proto::shim::HostInfo;
 use dstack_api::fleets::RemoteConnectionInfo;
 use dstack_api::runs::{
-    Disk, Gpu, InstanceAvailability, InstanceOfferWithAvailability, InstanceRuntime, InstanceType,
-    JobProvisioningData, Resources,
+    Disk, Gpu, InstanceOfferWithAvailability, InstanceType, JobProvisioningData, Resources,
 };
 use dstack_db::InstanceRow;
 use dstack_hostssh::{Arch, Connection, DeployParams, HostTarget, JumpHost, Pool, PrivateKey};
@@ -198,18 +197,7 @@ pub async fn deploy(state: &AppState, i: &InstanceRow) -> Result<Deployment, Str
         backend_data: None,
         gpu_driver: None,
     };
-    let offer = InstanceOfferWithAvailability {
-        backend: BackendType::Remote,
-        instance: instance_type,
-        region,
-        price: 0.0,
-        backend_data: Default::default(),
-        availability: InstanceAvailability::Available,
-        availability_zones: None,
-        instance_runtime: InstanceRuntime::Shim,
-        blocks: 1,
-        total_blocks: 1,
-    };
+    let offer = crate::fleets::remote_offer(instance_type, region);
     Ok(Deployment { offer, job_provisioning_data: jpd, total_blocks })
 }
 

@@ -31,27 +31,11 @@ fn fleet(project_id: Uuid, name: &str) -> FleetRow {
 
 fn instance(f: &FleetRow, num: i64, ssh: bool) -> InstanceRow {
     InstanceRow {
-        id: Uuid::new_v4(),
-        project_id: f.project_id,
-        fleet_id: f.id,
-        name: format!("{}-{num}", f.name),
-        instance_num: num,
-        status: "pending".to_owned(),
-        created_at: ts(1_764_000_300),
-        finished_at: None,
         offer: ssh.then(|| "{}".to_owned()),
         job_provisioning_data: ssh.then(|| "{}".to_owned()),
         remote_connection_info: ssh.then(|| format!("aes256gcm:host-{num}")),
-        agent_url: None,
         total_blocks: if num == 0 { None } else { Some(2) },
-        busy_blocks: 0,
-        last_job_processed_at: None,
-        termination_reason: None,
-        termination_reason_message: None,
-        unreachable: false,
-        started_at: None,
-        last_processed_at: None,
-        first_termination_retry_at: None,
+        ..InstanceRow::new(f.project_id, f.id, &f.name, num, "pending", ts(1_764_000_300))
     }
 }
 
