@@ -93,9 +93,64 @@ pub fn inactivity(
     }
 }
 
+/// dstack's `utilization_policy` check of a running job: the job ends when some GPU stayed
+/// below `min_gpu_utilization` percent in every sample of the last `time_window` seconds.
+/// `samples` are (unix µs, per-GPU utilization), latest first, those newer than the window's
+/// start; each GPU's series is made of the samples that have a value for it. When GPU 0's
+/// series does not reach back to within a minute of the window's start (a job younger than
+/// its window, a gap in sampling) nothing is decided yet; without GPU samples, nothing either.
+pub fn low_gpu_utilization(
+    min_gpu_utilization: i64,
+    time_window_secs: i64,
+    now: Timestamp,
+    samples: &[(i64, Vec<i64>)],
+) -> Option<Ended> {
+    let window_start = now.as_microsecond() - time_window_secs * 1_000_000;
+    let n_gpus = samples.iter().map(|(_, g)| g.len()).max().unwrap_or(0);
+    let series = |gpu: usize| samples.iter().filter_map(move |(at, utils)| Some((*at, *utils.get(gpu)?)));
+    let (earliest, _) = series(0).last()?;
+    if earliest > window_start + 60_000_000 {
+        return None;
+    }
+    let idle_gpu = (0..n_gpus).any(|gpu| series(gpu).all(|(_, util)| util < min_gpu_utilization));
+    idle_gpu.then(|| Ended {
+        reason: JobTerminationReason::TerminatedDueToUtilizationPolicy,
+        message: Some(format!(
+            "The job GPU utilization below {min_gpu_utilization}% for {time_window_secs} seconds"
+        )),
+        exit_status: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gpu_idle_for_the_whole_window_ends_the_job() {
+        let now = Timestamp::from_second(10_000).unwrap();
+        let at = |secs_ago: i64| now.as_microsecond() - secs_ago * 1_000_000;
+        // Samples every 10 s over the last 300 s; GPU 1 never reaches 10 %.
+        let samples: Vec<(i64, Vec<i64>)> = (0..30).map(|i| (at(i * 10), vec![90, 3])).collect();
+        let ended = low_gpu_utilization(10, 300, now, &samples).expect("ends");
+        assert_eq!(ended.reason, JobTerminationReason::TerminatedDueToUtilizationPolicy);
+        assert_eq!(ended.message.as_deref(), Some("The job GPU utilization below 10% for 300 seconds"));
+        // One busy moment of GPU 1 in the window: it goes on.
+        let mut busy = samples.clone();
+        busy[7].1[1] = 50;
+        assert_eq!(low_gpu_utilization(10, 300, now, &busy), None);
+        // Samples reaching back only 200 s: not enough to say.
+        assert_eq!(low_gpu_utilization(10, 300, now, &samples[..21]), None);
+        // No samples, or no GPUs: nothing to say.
+        assert_eq!(low_gpu_utilization(10, 300, now, &[]), None);
+        let cpu_only: Vec<(i64, Vec<i64>)> = (0..30).map(|i| (at(i * 10), vec![])).collect();
+        assert_eq!(low_gpu_utilization(10, 300, now, &cpu_only), None);
+        // Samples without GPU values in between (a host that lost its GPUs' readings) do not
+        // count for or against.
+        let mixed: Vec<(i64, Vec<i64>)> =
+            (0..30).map(|i| (at(i * 10), if i % 2 == 0 { vec![2] } else { vec![] })).collect();
+        assert!(low_gpu_utilization(10, 300, now, &mixed).is_some());
+    }
 
     #[test]
     fn inactivity_ends_a_dev_environment_as_dstack_does() {

@@ -452,3 +452,50 @@ fn the_local_host_split_into_blocks_runs_tasks_side_by_side() {
         fleets[0]["instances"][0]["busy_blocks"] == 0
     });
 }
+
+/// `utilization_policy`: a running job whose GPU samples of the whole window stay under
+/// `min_gpu_utilization` is stopped with dstack's reason and message. This machine has no GPU,
+/// so the samples of the last five minutes (the shortest window) are written into the server's
+/// database as the metrics loop would have stored them from `nvidia-smi`.
+#[test]
+fn a_job_whose_gpus_stay_idle_is_stopped_by_its_utilization_policy() {
+    agents_built();
+    let home = tempfile::TempDir::new().unwrap();
+    let _cleanup = Cleanup(home.path());
+    let mut server = start(home.path());
+    let mut body = apply_body("idle-gpus", &["sleep 600"], json!({}));
+    body["plan"]["run_spec"]["configuration"]["utilization_policy"] =
+        json!({"min_gpu_utilization": 10, "time_window": "5m"});
+    post(&server.client, "/api/project/main/runs/apply", body);
+    let mut run = Value::Null;
+    wait_for("the run to start", Duration::from_secs(30), || {
+        run = get_run(&server.client, "idle-gpus");
+        run["status"] == "running"
+    });
+    let job_id = run["jobs"][0]["job_submissions"][0]["id"].as_str().expect("a job id").to_owned();
+    let db = home.path().join("server/data/sqlite.db");
+    let script = r#"
+import sqlite3, sys, time, uuid
+db, job = sys.argv[1], sys.argv[2]
+now = int(time.time() * 1e6)
+con = sqlite3.connect(db, timeout=30)
+for i in range(1, 31):
+    con.execute(
+        "INSERT INTO job_metrics_points VALUES (?, ?, ?, 0, 0, 0, '[0]', ?)",
+        (str(uuid.uuid4()), job, now - i * 10_000_000, "[3]" if i % 3 else "[7]"),
+    )
+con.commit()
+"#;
+    let status =
+        Command::new("python3").args(["-c", script]).arg(&db).arg(&job_id).status().expect("python3 runs");
+    assert!(status.success(), "writing the samples");
+    wait_for("the policy to stop the job", Duration::from_secs(30), || {
+        run = get_run(&server.client, "idle-gpus");
+        matches!(run["status"].as_str(), Some("done" | "failed" | "terminated"))
+    });
+    let sub = &run["jobs"][0]["job_submissions"][0];
+    assert_eq!(sub["termination_reason"], "terminated_due_to_utilization_policy", "{run}");
+    assert_eq!(sub["termination_reason_message"], "The job GPU utilization below 10% for 300 seconds");
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}

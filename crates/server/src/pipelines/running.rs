@@ -221,12 +221,47 @@ async fn step(state: &AppState, job: &mut JobRow, now: jiff::Timestamp) -> Resul
                 if let Some(Ended { reason, message, .. }) = outcome {
                     tracing::info!(job = %job.job_name, ?secs, "dev environment inactive");
                     terminate(job, reason, message);
+                    ended = true;
                 }
+            }
+            if !ended && let Some(Ended { reason, message, .. }) = low_utilization(state, job, now).await? {
+                tracing::info!(job = %job.job_name, "GPUs under the utilization policy");
+                terminate(job, reason, message);
             }
             Ok(logs)
         }
         _ => Ok(Vec::new()),
     }
+}
+
+/// The job's `utilization_policy` against its stored metrics samples of the policy's window
+/// ([`dstack_decide::job::low_gpu_utilization`]); `None` without a policy.
+async fn low_utilization(
+    state: &AppState,
+    job: &JobRow,
+    now: jiff::Timestamp,
+) -> Result<Option<Ended>, StepError> {
+    #[derive(serde::Deserialize)]
+    struct PolicyOnly {
+        #[serde(default)]
+        utilization_policy: Option<dstack_model::profile::UtilizationPolicy>,
+    }
+    let PolicyOnly { utilization_policy } = serde_json::from_str(&job.job_spec)?;
+    let Some(policy) = utilization_policy else { return Ok(None) };
+    let window = policy.time_window.0;
+    let query = dstack_db::MetricsQuery {
+        after: Some(now.as_microsecond() - window * 1_000_000),
+        before: None,
+        limit: 10_000,
+    };
+    let samples: Vec<(i64, Vec<i64>)> = state
+        .db
+        .job_metrics_points(job.id, &query)
+        .await?
+        .into_iter()
+        .map(|p| (p.timestamp_micro, serde_json::from_str(&p.gpus_util_percent).unwrap_or_default()))
+        .collect();
+    Ok(dstack_decide::job::low_gpu_utilization(policy.min_gpu_utilization, window, now, &samples))
 }
 
 fn terminate(job: &mut JobRow, reason: JobTerminationReason, message: Option<String>) {
