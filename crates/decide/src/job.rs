@@ -108,7 +108,7 @@ pub fn low_gpu_utilization(
     let window_start = now.as_microsecond() - time_window_secs * 1_000_000;
     let n_gpus = samples.iter().map(|(_, g)| g.len()).max().unwrap_or(0);
     let series = |gpu: usize| samples.iter().filter_map(move |(at, utils)| Some((*at, *utils.get(gpu)?)));
-    let (earliest, _) = series(0).last()?;
+    let (earliest, _) = series(0).next_back()?;
     if earliest > window_start + 60_000_000 {
         return None;
     }
