@@ -57,7 +57,8 @@ struct Cli {
     remove_tasks_on_shutdown: bool,
     /// This shim runs in the container NAME of the Docker engine it drives (a host that is
     /// itself a container): task containers join its network, and the paths they mount are
-    /// translated to where the engine sees them (through this container's volumes).
+    /// translated to where the engine sees them (through this container's volumes). `auto`:
+    /// the container named by this host's hostname (Docker's default: the container's ID).
     #[arg(long, env = "DSTACK_SHIM_DOCKER_SELF", value_name = "NAME")]
     docker_self: Option<String>,
 }
@@ -95,7 +96,12 @@ fn main() -> anyhow::Result<()> {
         privileged: cli.privileged,
         device_root: cli.device_root,
         remove_tasks_on_shutdown: cli.remove_tasks_on_shutdown,
-        docker_self: cli.docker_self.filter(|s| !s.is_empty()),
+        docker_self: cli.docker_self.filter(|s| !s.is_empty()).map(|name| match name.as_str() {
+            // Docker names a container's host after its ID: one setting serves every host of
+            // a fleet of containers.
+            "auto" => std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or(name),
+            _ => name,
+        }),
         ..dstack_shim::Config::new(home, runner_binary)
     };
     let port_file = cli.port_file;

@@ -224,7 +224,7 @@ fn hosts_that_cannot_be_added_say_why() {
 }
 
 /// A task with an image runs on an SSH-fleet host: the host's shim (in its test container,
-/// sharing this machine's Docker engine with `DSTACK_SHIM_DOCKER_SELF`) starts the job's
+/// sharing this machine's Docker engine with `DSTACK_SHIM_DOCKER_SELF: auto`) starts the job's
 /// container on the host's network, the server reaches the runner only through its SSH tunnel,
 /// and `dstack apply` streams the output back and exits 0.
 #[test]
@@ -248,9 +248,9 @@ fn a_task_runs_in_a_container_on_an_ssh_host() {
     std::fs::write(
         &file,
         format!(
-            "type: fleet\nname: hosts\nenv:\n  DSTACK_SHIM_DOCKER_SELF: {}\nssh_config:\n  user: root\n  \
+            "type: fleet\nname: hosts\nenv:\n  DSTACK_SHIM_DOCKER_SELF: auto\nssh_config:\n  user: root\n  \
              identity_file: {key}\n  hosts:\n    - {}\n",
-            hosts.hosts[0].container, hosts.hosts[0].ip
+            hosts.hosts[0].ip
         ),
     )
     .unwrap();
