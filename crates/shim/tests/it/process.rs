@@ -167,7 +167,9 @@ async fn concurrent_process_tasks_see_only_their_gpus() {
     shim.client.submit_task(&with_gpus("a", 2)).await.expect("submit");
     shim.client.submit_task(&with_gpus("b", 2)).await.expect("submit");
     let script = "echo \"visible=$CUDA_VISIBLE_DEVICES\"; sleep 1";
-    let (ra, rb) = (run_job(&shim, "a", script).await, run_job(&shim, "b", script).await);
+    // b holds its GPUs well after a has given its back.
+    let long = "echo \"visible=$CUDA_VISIBLE_DEVICES\"; sleep 8";
+    let (ra, rb) = (run_job(&shim, "a", script).await, run_job(&shim, "b", long).await);
     let a = shim.client.get_task("a").await.expect("a");
     let b = shim.client.get_task("b").await.expect("b");
     assert_eq!((a.gpus_ids.len(), b.gpus_ids.len()), (2, 2), "{a:?} {b:?}");
@@ -178,15 +180,15 @@ async fn concurrent_process_tasks_see_only_their_gpus() {
         (c.termination_reason.as_str(), c.termination_message.as_str()),
         (reason::EXECUTOR_ERROR, "no capacity: 1 GPUs requested, 0 available")
     );
-    for (runner, info) in [(ra, a), (rb, b)] {
-        let out = job_output(&runner).await;
-        assert_eq!(out.trim(), format!("visible={}", info.gpus_ids.join(",")), "{info:?}");
-    }
+    let out = job_output(&ra).await;
+    assert_eq!(out.trim(), format!("visible={}", a.gpus_ids.join(",")), "{a:?}");
     shim.wait_status("a", TaskStatus::Terminated, Duration::from_secs(20)).await;
     shim.client.submit_task(&with_gpus("d", 2)).await.expect("submit");
     let d = shim.wait_status("d", TaskStatus::Running, Duration::from_secs(20)).await;
-    let a = shim.client.get_task("a").await.expect("a");
-    assert_eq!(d.gpus_ids, a.gpus_ids, "a's GPUs went back and d got them");
+    let a_after = shim.client.get_task("a").await.expect("a");
+    assert_eq!(d.gpus_ids, a_after.gpus_ids, "a's GPUs went back and d got them (b still holds its own)");
+    let out = job_output(&rb).await;
+    assert_eq!(out.trim(), format!("visible={}", b.gpus_ids.join(",")), "{b:?}");
     let kill =
         TerminateBody { termination_reason: "terminated_by_user".to_owned(), ..TerminateBody::default() };
     shim.client.terminate_task("d", &kill).await.expect("terminate");
