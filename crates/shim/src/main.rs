@@ -57,7 +57,8 @@ struct Cli {
     remove_tasks_on_shutdown: bool,
     /// This shim runs in the container NAME of the Docker engine it drives (a host that is
     /// itself a container): task containers join its network, and the paths they mount are
-    /// translated to where the engine sees them (through this container's volumes).
+    /// translated to where the engine sees them (through this container's volumes). `auto`:
+    /// the container this shim runs in, found by its host name (Docker's default, its ID).
     #[arg(long, env = "DSTACK_SHIM_DOCKER_SELF", value_name = "NAME")]
     docker_self: Option<String>,
 }
