@@ -218,7 +218,8 @@ pub fn assign_replica(
             short.push((members[0].fleet_name.clone(), idle.len()));
             continue;
         }
-        idle.sort_by(|a, b| a.offer.price.total_cmp(&b.offer.price).then(a.id.cmp(&b.id)));
+        // Stable: equal prices keep the fleet's order (instance number), so job 0 gets the first host.
+        idle.sort_by(|a, b| a.offer.price.total_cmp(&b.offer.price));
         idle.truncate(nodes);
         let cost: f64 = idle.iter().map(|i| i.offer.price).sum();
         let name = idle[0].fleet_name.as_str();
@@ -410,7 +411,8 @@ mod tests {
         split.total_blocks = 4;
         let mut too_small = node(1, 2, true, 1.0);
         too_small.offer.instance.resources = resources(1, 16, &[]);
-        let cases: Vec<(&str, Vec<InstanceCandidate>, usize, Result<Vec<u128>, String>)> = vec![
+        type Case<'a> = (&'a str, Vec<InstanceCandidate>, usize, Result<Vec<u128>, String>);
+        let cases: Vec<Case> = vec![
             ("two idle hosts", vec![node(1, 1, true, 1.0), node(1, 2, true, 1.0)], 2, Ok(vec![11, 12])),
             (
                 "cheapest first",

@@ -665,7 +665,8 @@ mod tests {
     fn multi_node_failures_and_stop_criteria() {
         let failed = Some(R::ContainerExitedWithError);
         // (status, stop on master done, nodes) → (status, reason)
-        let cases: Vec<(RunStatus, bool, Vec<JobView>, RunStatus, Option<RunTerminationReason>)> = vec![
+        type Case = (RunStatus, bool, Vec<JobView>, RunStatus, Option<RunTerminationReason>);
+        let cases: Vec<Case> = vec![
             (
                 RunStatus::Running,
                 false,
