@@ -111,6 +111,15 @@ pub struct LogQuery {
     pub limit: i64,
 }
 
+/// The start of [`Db::place_jobs`]'s job update; the guard on the lease follows.
+macro_rules! place_job_update {
+    () => {
+        "UPDATE jobs SET status = $3, job_provisioning_data = $4, job_runtime_data = $5, \
+         instance_id = $6, last_processed_at = $7, termination_reason = $8, \
+         lock_token = NULL, lock_expires_at = NULL WHERE id = $1 AND "
+    };
+}
+
 macro_rules! run_columns {
     () => {
         "id, project_id, user_id, repo_id, run_name, submitted_at, last_processed_at, status, \
@@ -662,6 +671,64 @@ impl Db {
             .await?
             .rows_affected();
             if n == 0 && delta > 0 {
+                return Ok(SaveJob::NoCapacity);
+            }
+        }
+        tx.commit().await?;
+        Ok(SaveJob::Saved)
+    }
+
+    /// Places the jobs of a multi-node replica in one transaction: each job gets its
+    /// provisioning state (status, provisioning and runtime data, instance) and claims its
+    /// instance's blocks, all or nothing. The first job must be leased under `token` (a lease
+    /// still running at `now`); the
+    /// others must still be `submitted` and either leased under `token` or not leased at all
+    /// (their lease, if any, ends). A lost lease, a sibling that moved on, or an instance
+    /// without the free blocks writes nothing (`Stale` or `NoCapacity`).
+    pub async fn place_jobs(
+        &self,
+        placements: &[(&JobRow, Uuid, i64)],
+        token: Uuid,
+        now: jiff::Timestamp,
+    ) -> Result<SaveJob, DbError> {
+        let mut tx = self.begin_write().await?;
+        for (i, (job, instance_id, blocks)) in placements.iter().enumerate() {
+            let sql = if i == 0 {
+                concat!(place_job_update!(), "lock_token = $2 AND lock_expires_at >= $9")
+            } else {
+                concat!(
+                    place_job_update!(),
+                    "status = 'submitted' AND (lock_token = $2 OR lock_token IS NULL OR lock_expires_at < $9)"
+                )
+            };
+            let n = sqlx::query(sql)
+                .bind(uuid_text(job.id))
+                .bind(uuid_text(token))
+                .bind(&job.status)
+                .bind(&job.job_provisioning_data)
+                .bind(&job.job_runtime_data)
+                .bind(uuid_text(*instance_id))
+                .bind(micros(job.last_processed_at))
+                .bind(&job.termination_reason)
+                .bind(micros(now))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n == 0 {
+                return Ok(SaveJob::Stale);
+            }
+            let n = sqlx::query(
+                "UPDATE instances SET busy_blocks = busy_blocks + $2, last_job_processed_at = $3, \
+                 status = 'busy' WHERE id = $1 AND deleted = FALSE AND status IN ('idle', 'busy') \
+                 AND busy_blocks + $2 <= total_blocks",
+            )
+            .bind(uuid_text(*instance_id))
+            .bind(*blocks)
+            .bind(micros(job.last_processed_at))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
                 return Ok(SaveJob::NoCapacity);
             }
         }

@@ -122,6 +122,46 @@ pub fn low_gpu_utilization(
     })
 }
 
+/// A job of a multi-node replica as start ordering sees it (its latest submission).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Node {
+    pub job_num: i64,
+    pub status: dstack_api::runs::JobStatus,
+    /// It has a host (provisioning data with a hostname).
+    pub placed: bool,
+}
+
+/// Why a provisioning job of a multi-node replica must not start yet (dstack's
+/// `_should_wait_for_other_nodes`), or `None` when it may: every job of the replica must
+/// have its host first (so each runner gets every node's IP); with `master-first` the
+/// workers wait for the master to run, with `workers-first` the master waits for every
+/// worker. A node that ends meanwhile fails the run, which stops the waiting ones.
+pub fn wait_for_other_nodes(
+    job_num: i64,
+    order: Option<dstack_model::profile::StartupOrder>,
+    replica: &[Node],
+) -> Option<&'static str> {
+    use dstack_api::runs::JobStatus;
+    use dstack_model::profile::StartupOrder;
+    if replica.iter().any(|n| !n.placed && !n.status.is_finished()) {
+        return Some("waiting for the other nodes to have their hosts");
+    }
+    let running = |n: &Node| n.status == JobStatus::Running;
+    match order {
+        Some(StartupOrder::MasterFirst)
+            if job_num != 0 && !replica.iter().any(|n| n.job_num == 0 && running(n)) =>
+        {
+            Some("waiting for the master node to run")
+        }
+        Some(StartupOrder::WorkersFirst)
+            if job_num == 0 && replica.iter().any(|n| n.job_num != 0 && !running(n)) =>
+        {
+            Some("waiting for the worker nodes to run")
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +245,33 @@ mod tests {
         let t0 = Timestamp::from_second(1_800_000_000).unwrap();
         assert!(!unreachable_for_too_long(t0, t0 + SignedDuration::from_secs(120)));
         assert!(unreachable_for_too_long(t0, t0 + SignedDuration::from_secs(121)));
+    }
+
+    #[test]
+    fn start_ordering_of_multi_node_jobs() {
+        use dstack_api::runs::JobStatus as J;
+        use dstack_model::profile::StartupOrder as O;
+        let n = |job_num, status, placed| Node { job_num, status, placed };
+        let all_placed = [n(0, J::Provisioning, true), n(1, J::Provisioning, true)];
+        let master_runs = [n(0, J::Running, true), n(1, J::Provisioning, true)];
+        let worker_runs = [n(0, J::Provisioning, true), n(1, J::Running, true)];
+        let one_unplaced = [n(0, J::Provisioning, true), n(1, J::Submitted, false)];
+        let cases: &[(i64, Option<O>, &[Node], bool)] = &[
+            (0, None, &all_placed, false),
+            (1, Some(O::Any), &all_placed, false),
+            (0, None, &one_unplaced, true),
+            (1, Some(O::Any), &one_unplaced, true),
+            (1, Some(O::MasterFirst), &all_placed, true),
+            (0, Some(O::MasterFirst), &all_placed, false),
+            (1, Some(O::MasterFirst), &master_runs, false),
+            (0, Some(O::WorkersFirst), &all_placed, true),
+            (1, Some(O::WorkersFirst), &all_placed, false),
+            (0, Some(O::WorkersFirst), &worker_runs, false),
+            // A single node never waits.
+            (0, Some(O::WorkersFirst), &[n(0, J::Provisioning, true)], false),
+        ];
+        for (i, (job_num, order, replica, waits)) in cases.iter().enumerate() {
+            assert_eq!(wait_for_other_nodes(*job_num, *order, replica).is_some(), *waits, "case {i}");
+        }
     }
 }

@@ -4,6 +4,13 @@
 //! An instance with `total_blocks` 1 offers itself whole, `idle` while no job is on it. An
 //! instance with more blocks is offered only as a share ([`crate::blocks`]): the fewest
 //! blocks whose share fits the job, `idle` while that many are free.
+//!
+//! A multi-node replica (`nodes: N`, `jobs_per_replica > 1`) is placed as a whole by
+//! [`assign_replica`]: N distinct idle instances of one `placement: cluster` fleet, each taken
+//! whole (all its blocks, as dstack's shared offers do for multinode), or none at all.
+//! dstack places the master first and lets the other jobs wait for it (`waiting_master_job`),
+//! holding the master's host meanwhile; here the master's pass places every job of the
+//! replica in one transaction, so a replica never holds some hosts while it waits for others.
 
 use dstack_api::runs::{InstanceAvailability, InstanceOfferWithAvailability, Requirements, Resources};
 use dstack_model::common::{Memory, Range};
@@ -98,6 +105,8 @@ pub struct InstanceCandidate {
     pub offer: InstanceOfferWithAvailability,
     pub total_blocks: i64,
     pub busy_blocks: i64,
+    /// The instance's fleet has `placement: cluster` (only those take multi-node runs).
+    pub cluster: bool,
 }
 
 /// Where a submitted job goes.
@@ -187,6 +196,89 @@ pub fn assign(req: &Requirements, instances: &[InstanceCandidate], filter: &Flee
         ),
     };
     Assignment::NoCapacity { message }
+}
+
+/// Where the jobs of a multi-node replica go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplicaAssignment {
+    /// Job `k` of the replica (job_num `k`) takes `instances[k]` whole; all are in one fleet.
+    Instances { fleet_id: Uuid, instances: Vec<(Uuid, InstanceOfferWithAvailability)> },
+    /// Not all of them can be placed now: none is, and the master fails with this message.
+    NoCapacity { message: String },
+}
+
+/// Places the `nodes` jobs of a multi-node replica: `nodes` distinct instances of one
+/// `placement: cluster` fleet that fit `req`, are usable and hold no job (a node takes its
+/// host whole), cheapest first; of several fleets that can take them all, the one where they
+/// cost least. A fleet that is not a cluster, or has fewer than `nodes` fitting instances, is
+/// not a candidate (dstack's "No matching fleet found" message); a candidate whose instances
+/// are busy gives a message that says how many are idle.
+pub fn assign_replica(
+    req: &Requirements,
+    nodes: usize,
+    instances: &[InstanceCandidate],
+    filter: &FleetFilter,
+) -> ReplicaAssignment {
+    let fitting: Vec<&InstanceCandidate> = instances
+        .iter()
+        .filter(|i| i.cluster)
+        .filter(|i| filter.run_fleet.is_none_or(|f| f == i.fleet_id))
+        .filter(|i| filter.names.as_ref().is_none_or(|names| names.contains(&i.fleet_name)))
+        .filter(|i| matches(req, &i.offer.instance.resources))
+        .filter(|i| req.max_price.is_none_or(|max| i.offer.price <= max))
+        .collect();
+    let mut fleets: Vec<Uuid> = fitting.iter().map(|i| i.fleet_id).collect();
+    fleets.sort_unstable();
+    fleets.dedup();
+    let mut best: Option<(f64, &str, Uuid, Vec<&InstanceCandidate>)> = None;
+    let mut short: Vec<(String, usize)> = Vec::new();
+    for fleet_id in fleets {
+        let members: Vec<&InstanceCandidate> =
+            fitting.iter().copied().filter(|i| i.fleet_id == fleet_id).collect();
+        if members.len() < nodes {
+            continue;
+        }
+        let mut idle: Vec<&InstanceCandidate> = members
+            .iter()
+            .copied()
+            .filter(|i| i.usable && i.busy_blocks == 0 && i.total_blocks > 0)
+            .collect();
+        if idle.len() < nodes {
+            short.push((members[0].fleet_name.clone(), idle.len()));
+            continue;
+        }
+        // Stable: equal prices keep the fleet's order (instance number), so job 0 gets the first host.
+        idle.sort_by(|a, b| a.offer.price.total_cmp(&b.offer.price));
+        idle.truncate(nodes);
+        let cost: f64 = idle.iter().map(|i| i.offer.price).sum();
+        let name = idle[0].fleet_name.as_str();
+        let better = best.as_ref().is_none_or(|(c, n, _, _)| cost.total_cmp(c).then(name.cmp(n)).is_lt());
+        if better {
+            best = Some((cost, name, fleet_id, idle));
+        }
+    }
+    if let Some((_, _, fleet_id, picked)) = best {
+        let instances = picked
+            .into_iter()
+            .map(|i| {
+                let mut offer = i.offer.clone();
+                offer.availability = InstanceAvailability::Idle;
+                offer.total_blocks = i.total_blocks;
+                offer.blocks = i.total_blocks;
+                (i.id, offer)
+            })
+            .collect();
+        return ReplicaAssignment::Instances { fleet_id, instances };
+    }
+    let message = match short.as_slice() {
+        [] => NO_FLEETS_MESSAGE.to_owned(),
+        fleets => format!(
+            "The run needs {nodes} idle instances of one cluster fleet, and too few are idle ({}). \
+             Wait for their runs to finish, stop one, or set `retry` to wait for capacity",
+            fleets.iter().map(|(n, k)| format!("fleet '{n}': {k}")).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    ReplicaAssignment::NoCapacity { message }
 }
 
 #[cfg(test)]
@@ -285,6 +377,7 @@ mod tests {
             },
             total_blocks: 1,
             busy_blocks: if free { 0 } else { 1 },
+            cluster: false,
         }
     }
 
@@ -404,5 +497,126 @@ mod tests {
         let mut cheap = gpus(Range::exact(1));
         cheap.max_price = Some(0.5);
         assert!(instance_offers(&cheap, &[gpu_host(1, 4, 0)], &any).is_empty());
+    }
+
+    /// A cluster fleet's instance: (fleet number, instance number, idle, price).
+    fn node(fleet: u128, n: u128, idle: bool, price: f64) -> InstanceCandidate {
+        let mut c = candidate(fleet * 10 + n, idle, price);
+        c.fleet_id = Uuid::from_u128(100 + fleet);
+        c.fleet_name = format!("f{fleet}");
+        c.cluster = true;
+        c
+    }
+
+    fn placed(a: &ReplicaAssignment) -> Result<Vec<u128>, String> {
+        match a {
+            ReplicaAssignment::Instances { instances, .. } => {
+                Ok(instances.iter().map(|(id, _)| id.as_u128()).collect())
+            }
+            ReplicaAssignment::NoCapacity { message } => Err(message.clone()),
+        }
+    }
+
+    #[test]
+    fn a_replica_is_placed_on_distinct_idle_hosts_of_one_cluster_fleet_or_not_at_all() {
+        let r = req(spec(Range::at_least(2), 8.0, None));
+        let any = FleetFilter::default();
+        let busy_msg = |s: &str| {
+            Err(format!(
+                "The run needs 2 idle instances of one cluster fleet, and too few are idle ({s}). \
+             Wait for their runs to finish, stop one, or set `retry` to wait for capacity"
+            ))
+        };
+        let mut not_cluster = vec![node(1, 1, true, 1.0), node(1, 2, true, 1.0)];
+        not_cluster.iter_mut().for_each(|c| c.cluster = false);
+        let mut unusable = node(1, 2, true, 1.0);
+        unusable.usable = false;
+        let mut half_busy = node(1, 2, true, 1.0);
+        (half_busy.total_blocks, half_busy.busy_blocks) = (2, 1);
+        let mut split = node(1, 2, true, 1.0);
+        split.total_blocks = 4;
+        let mut too_small = node(1, 2, true, 1.0);
+        too_small.offer.instance.resources = resources(1, 16, &[]);
+        type Case<'a> = (&'a str, Vec<InstanceCandidate>, usize, Result<Vec<u128>, String>);
+        let cases: Vec<Case> = vec![
+            ("two idle hosts", vec![node(1, 1, true, 1.0), node(1, 2, true, 1.0)], 2, Ok(vec![11, 12])),
+            (
+                "cheapest first",
+                vec![node(1, 1, true, 3.0), node(1, 2, true, 1.0), node(1, 3, true, 2.0)],
+                2,
+                Ok(vec![12, 13]),
+            ),
+            ("a fleet that is not a cluster", not_cluster, 2, Err(NO_FLEETS_MESSAGE.into())),
+            (
+                "too few hosts",
+                vec![node(1, 1, true, 1.0), node(1, 2, true, 1.0)],
+                3,
+                Err(NO_FLEETS_MESSAGE.into()),
+            ),
+            ("a host too small", vec![node(1, 1, true, 1.0), too_small], 2, Err(NO_FLEETS_MESSAGE.into())),
+            (
+                "no hosts across fleets",
+                vec![node(1, 1, true, 1.0), node(2, 1, true, 1.0)],
+                2,
+                Err(NO_FLEETS_MESSAGE.into()),
+            ),
+            (
+                "one host busy",
+                vec![node(1, 1, true, 1.0), node(1, 2, false, 1.0)],
+                2,
+                busy_msg("fleet 'f1': 1"),
+            ),
+            ("one host unreachable", vec![node(1, 1, true, 1.0), unusable], 2, busy_msg("fleet 'f1': 1")),
+            ("a block taken", vec![node(1, 1, true, 1.0), half_busy], 2, busy_msg("fleet 'f1': 1")),
+            ("a split host is taken whole", vec![node(1, 1, true, 1.0), split], 2, Ok(vec![11, 12])),
+            (
+                "the fleet that can take them all",
+                vec![
+                    node(1, 1, true, 0.5),
+                    node(1, 2, false, 0.5),
+                    node(2, 1, true, 1.0),
+                    node(2, 2, true, 1.0),
+                ],
+                2,
+                Ok(vec![21, 22]),
+            ),
+            (
+                "the cheaper fleet",
+                vec![
+                    node(1, 1, true, 2.0),
+                    node(1, 2, true, 2.0),
+                    node(2, 1, true, 1.0),
+                    node(2, 2, true, 1.0),
+                ],
+                2,
+                Ok(vec![21, 22]),
+            ),
+        ];
+        for (name, instances, nodes, expected) in cases {
+            assert_eq!(placed(&assign_replica(&r, nodes, &instances, &any)), expected, "{name}");
+        }
+        let two =
+            [node(1, 1, true, 1.0), node(1, 2, true, 1.0), node(2, 1, true, 0.1), node(2, 2, true, 0.1)];
+        let named = FleetFilter { names: Some(vec!["f1".into()]), run_fleet: None };
+        assert_eq!(placed(&assign_replica(&r, 2, &two, &named)), Ok(vec![11, 12]), "the named fleet");
+        let landed = FleetFilter { names: None, run_fleet: Some(Uuid::from_u128(101)) };
+        assert_eq!(placed(&assign_replica(&r, 2, &two, &landed)), Ok(vec![11, 12]), "the run's fleet");
+        let ReplicaAssignment::Instances { fleet_id, instances } =
+            assign_replica(&r, 2, &[node(1, 1, true, 1.0), split_host()], &any)
+        else {
+            panic!("placed")
+        };
+        assert_eq!(fleet_id, Uuid::from_u128(101));
+        assert_eq!(
+            instances.iter().map(|(_, o)| (o.blocks, o.total_blocks)).collect::<Vec<_>>(),
+            [(1, 1), (4, 4)],
+            "each node takes all of its host's blocks"
+        );
+    }
+
+    fn split_host() -> InstanceCandidate {
+        let mut c = node(1, 2, true, 1.0);
+        c.total_blocks = 4;
+        c
     }
 }

@@ -3,6 +3,12 @@
 //!
 //! Tasks and dev environments (one replica) and services' replicas are handled alike: each
 //! replica's latest submissions decide for the replica, the replicas together for the run.
+//!
+//! A multi-node task is one replica of `nodes` jobs: when any of them fails (its process, its
+//! host lost, no capacity), the replica fails, the run goes `terminating` with `job_failed`
+//! (or is retried as a whole replica) and every other job of it is stopped with
+//! `terminated_by_server`, whatever state it is in (submitted, waiting for its siblings,
+//! running), so a run never waits on a node that is gone (dstack issue #4146).
 
 use dstack_api::runs::{JobRetry, JobStatus, JobTerminationReason, RunStatus, RunTerminationReason};
 use dstack_model::profile::RetryEvent;
@@ -36,6 +42,8 @@ pub struct RunSnapshot {
     pub schedule: Option<Vec<String>>,
     /// A scheduled run's next (or, while it runs, current) trigger time.
     pub next_triggered_at: Option<Timestamp>,
+    /// `stop_criteria: master-done`: the run is done once a master (job 0) is done.
+    pub stop_on_master_done: bool,
     pub jobs: Vec<JobView>,
 }
 
@@ -196,6 +204,12 @@ fn active(run: &RunSnapshot, now: Timestamp, plan: &mut RunPlan) {
         plan.termination_reason = Some(reason);
         return;
     }
+    // dstack's `_should_stop_on_master_done`: any submission of job 0 done ends the run.
+    if run.stop_on_master_done && run.jobs.iter().any(|j| j.job_num == 0 && j.status == JobStatus::Done) {
+        plan.status = RunStatus::Terminating;
+        plan.termination_reason = Some(RunTerminationReason::AllJobsDone);
+        return;
+    }
     let retrying: Vec<i64> =
         states.iter().filter(|(_, s)| *s == ReplicaState::Retry).map(|(r, _)| *r).collect();
     let any_active = states.iter().any(|(_, s)| {
@@ -345,6 +359,7 @@ mod tests {
             retry: None,
             schedule: None,
             next_triggered_at: None,
+            stop_on_master_done: false,
             jobs,
         }
     }
@@ -634,5 +649,129 @@ mod tests {
                 proptest::prop_assert!(r.jobs.iter().all(|j| j.status.is_finished()));
             }
         }
+    }
+
+    fn node(job_num: i64, status: JobStatus, reason: Option<JobTerminationReason>) -> JobView {
+        let mut j = job(0, 0, status, reason);
+        j.job_num = job_num;
+        j.id = Uuid::from_u128(job_num as u128 + 1);
+        j.provisioned = status != J::Submitted;
+        j
+    }
+
+    /// A multi-node replica: one failed node fails the run, and every other node is stopped
+    /// on the next pass, whatever it is doing; master-done ends the run when job 0 is done.
+    #[test]
+    fn multi_node_failures_and_stop_criteria() {
+        let failed = Some(R::ContainerExitedWithError);
+        // (status, stop on master done, nodes) → (status, reason)
+        type Case = (RunStatus, bool, Vec<JobView>, RunStatus, Option<RunTerminationReason>);
+        let cases: Vec<Case> = vec![
+            (
+                RunStatus::Running,
+                false,
+                vec![node(0, J::Running, None), node(1, J::Failed, failed)],
+                RunStatus::Terminating,
+                Some(RunTerminationReason::JobFailed),
+            ),
+            (
+                RunStatus::Running,
+                false,
+                vec![node(0, J::Running, None), node(1, J::Terminating, failed)],
+                RunStatus::Terminating,
+                Some(RunTerminationReason::JobFailed),
+            ),
+            (
+                RunStatus::Running,
+                false,
+                vec![node(0, J::Running, None), node(1, J::Terminating, Some(R::InstanceUnreachable))],
+                RunStatus::Terminating,
+                Some(RunTerminationReason::JobFailed),
+            ),
+            (
+                RunStatus::Submitted,
+                false,
+                vec![
+                    node(0, J::Terminating, Some(R::FailedToStartDueToNoCapacity)),
+                    node(1, J::Submitted, None),
+                ],
+                RunStatus::Terminating,
+                Some(RunTerminationReason::JobFailed),
+            ),
+            (
+                RunStatus::Provisioning,
+                false,
+                vec![node(0, J::Failed, failed), node(1, J::Provisioning, None)],
+                RunStatus::Terminating,
+                Some(RunTerminationReason::JobFailed),
+            ),
+            // all-done: a finished master waits for its workers.
+            (
+                RunStatus::Running,
+                false,
+                vec![node(0, J::Done, None), node(1, J::Running, None)],
+                RunStatus::Running,
+                None,
+            ),
+            (
+                RunStatus::Running,
+                true,
+                vec![node(0, J::Done, None), node(1, J::Running, None)],
+                RunStatus::Terminating,
+                Some(RunTerminationReason::AllJobsDone),
+            ),
+            (
+                RunStatus::Running,
+                true,
+                vec![node(0, J::Running, None), node(1, J::Done, None)],
+                RunStatus::Running,
+                None,
+            ),
+            (
+                RunStatus::Running,
+                false,
+                vec![node(0, J::Done, None), node(1, J::Done, None)],
+                RunStatus::Terminating,
+                Some(RunTerminationReason::AllJobsDone),
+            ),
+        ];
+        for (i, (status, master_done, jobs, want, reason)) in cases.into_iter().enumerate() {
+            let r = RunSnapshot { stop_on_master_done: master_done, ..run(status, jobs) };
+            let plan = decide(&r, t(10));
+            assert_eq!((plan.status, plan.termination_reason), (want, reason), "case {i}");
+            assert!(plan.terminate_jobs.is_empty(), "case {i}: the terminating pass stops the others");
+        }
+        // The terminating pass stops every unfinished node: a running one gracefully.
+        let mut r = run(
+            RunStatus::Terminating,
+            vec![
+                node(0, J::Running, None),
+                node(1, J::Failed, failed),
+                node(2, J::Provisioning, None),
+                node(3, J::Submitted, None),
+            ],
+        );
+        r.termination_reason = Some(RunTerminationReason::JobFailed);
+        let plan = decide(&r, t(10));
+        assert_eq!(plan.status, RunStatus::Terminating);
+        let stops: Vec<(u128, R, bool)> =
+            plan.terminate_jobs.iter().map(|s| (s.id.as_u128(), s.reason, s.graceful)).collect();
+        assert_eq!(
+            stops,
+            [
+                (1, R::TerminatedByServer, true),
+                (3, R::TerminatedByServer, false),
+                (4, R::TerminatedByServer, false)
+            ]
+        );
+        // Once they have all stopped, the run has failed.
+        r.jobs = vec![node(0, J::Terminated, Some(R::TerminatedByServer)), node(1, J::Failed, failed)];
+        assert_eq!(decide(&r, t(11)).status, RunStatus::Failed);
+        // With retry, the whole replica starts over: the other nodes are stopped first.
+        let mut r = run(RunStatus::Running, vec![node(0, J::Running, None), node(1, J::Failed, failed)]);
+        r.retry = retry(&[RetryEvent::Error], 3600);
+        let plan = decide(&r, t(10));
+        assert_eq!(plan.terminate_jobs.iter().map(|s| s.id.as_u128()).collect::<Vec<_>>(), [1]);
+        assert_eq!(plan.status, RunStatus::Pending);
     }
 }

@@ -29,6 +29,8 @@ pub(crate) struct Prepared {
     pub(crate) working_dir: PathBuf,
     pub(crate) repo_dir: PathBuf,
     pub(crate) username: String,
+    /// Where the MPI hostfile was written (`DSTACK_MPI_HOSTFILE`).
+    pub(crate) mpi_hostfile: PathBuf,
 }
 
 impl Prepared {
@@ -85,7 +87,14 @@ pub(crate) fn prepare(shared: &Shared, body: &SubmitBody) -> Result<Prepared, Pr
         message: format!("Failed to set job working dir ({}: {e})", working_dir.display()),
     })?;
     let repo_dir = resolve(&spec.repo_dir, &working_dir, &workflow_dir);
-    Ok(Prepared { working_dir, repo_dir, username: username() })
+    let root = nix::unistd::geteuid().is_root();
+    let mpi_hostfile =
+        crate::cluster::set_up(body, &shared.config.temp_dir, root, root && crate::ssh::in_container())
+            .map_err(|e| PrepareError {
+                reason: reason::EXECUTOR_ERROR,
+                message: format!("Failed to set up the cluster files ({e})"),
+            })?;
+    Ok(Prepared { working_dir, repo_dir, username: username(), mpi_hostfile })
 }
 
 /// Sets up the repo (extracts the uploaded code, or clones a remote repo) and the file
@@ -210,7 +219,8 @@ pub(crate) fn environment(body: &SubmitBody, prepared: &Prepared) -> BTreeMap<St
     } else {
         cluster.gpus_per_node.iter().sum()
     };
-    let gpus_per_node = cluster.gpus_per_node.first().copied().unwrap_or(cluster.gpus_per_job);
+    // This job's GPUs (its share when the host is split), as dstack's `GPUSPerJob`.
+    let gpus_per_node = cluster.gpus_per_job;
     let dstack = [
         ("DSTACK_RUN_ID", body.run.id.to_string()),
         ("DSTACK_JOB_ID", body.job_submission.id.to_string()),
@@ -224,7 +234,7 @@ pub(crate) fn environment(body: &SubmitBody, prepared: &Prepared) -> BTreeMap<St
         ("DSTACK_NODES_NUM", nodes.to_string()),
         ("DSTACK_GPUS_PER_NODE", gpus_per_node.to_string()),
         ("DSTACK_GPUS_NUM", gpus_num.to_string()),
-        ("DSTACK_MPI_HOSTFILE", "/dstack/mpi/hostfile".to_owned()),
+        ("DSTACK_MPI_HOSTFILE", prepared.mpi_hostfile.display().to_string()),
     ];
     env.extend(dstack.into_iter().map(|(k, v)| (k.to_owned(), v)));
     env.extend(body.secrets.clone());

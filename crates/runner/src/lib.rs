@@ -27,8 +27,9 @@
 //! # Differences from dstack's Go runner
 //!
 //! - **No root needed.** The runner runs as whoever starts it (the local fleet runs it as the
-//!   server's user): there is no `/dstack` dir, no `/dstack/profile`, no `/etc/profile` edit, no
-//!   MPI hostfile, and `job_spec.user` is ignored (the job runs as the runner's user; `/api/run`
+//!   server's user): there is no `/dstack` dir, no `/dstack/profile`, no `/etc/profile` edit,
+//!   the MPI hostfile is `<temp>/mpi/hostfile` when not root (see `cluster.rs`), and
+//!   `job_spec.user` is ignored (the job runs as the runner's user; `/api/run`
 //!   reports that user's name).
 //! - **sshd is not installed.** dstack's container command installs openssh-server with the
 //!   image's package manager when the image has no sshd; we do not (hosts may have no
@@ -37,8 +38,8 @@
 //!   `A dev environment needs an SSH server: the image has no OpenSSH server …`.
 //! - **sshd extras**: `--ssh-address` (a `ListenAddress`; dstack listens on all interfaces),
 //!   and, outside a container or when not root, `<temp>/ssh` with `StrictModes no` instead of
-//!   `/dstack/ssh`. Multi-node `~/.ssh/config` entries and `~/.ssh/dstack_job` are not
-//!   written (only the cluster public key is authorized). The tracker's thresholds can be
+//!   `/dstack/ssh`. Multi-node `~/.ssh/config` entries and `~/.ssh/dstack_job` are written
+//!   only when root in a container, else under `<temp>/ssh` (see `cluster.rs`). The tracker's thresholds can be
 //!   shortened with hidden flags for tests.
 //! - **`no_connections_secs`** counts from the job's start (`/api/run`); it is 0 before.
 //! - **Paths.** A missing `working_dir` is `<temp>/workflow`, not the process cwd, and dstack's
@@ -67,6 +68,7 @@
 
 mod api;
 mod clock;
+mod cluster;
 mod job;
 mod metrics;
 mod repo;

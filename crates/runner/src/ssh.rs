@@ -102,7 +102,7 @@ fn find_sshd() -> Option<PathBuf> {
     std::env::split_paths(&path).map(|dir| dir.join("sshd")).find(|p| p.is_file())
 }
 
-fn in_container() -> bool {
+pub(crate) fn in_container() -> bool {
     Path::new("/.dockerenv").exists() || Path::new("/run/.containerenv").exists()
 }
 

@@ -54,6 +54,34 @@ pub(crate) fn initial_job_specs(spec: &RunSpec) -> Result<Vec<JobSpec>, JobSpecE
     dstack_decide::jobspec::plan_job_specs(spec, &images)
 }
 
+/// A stored job spec as the API shows it: the inter-node private key is never sent (dstack
+/// answers `"ssh_key": null`).
+fn without_ssh_key(job_spec: &str) -> Result<String, serde_json::Error> {
+    if !job_spec.contains("\"ssh_key\":{") {
+        return Ok(job_spec.to_owned());
+    }
+    let mut value: serde_json::Value = serde_json::from_str(job_spec)?;
+    if let Some(key) = value.get_mut("ssh_key") {
+        *key = serde_json::Value::Null;
+    }
+    serde_json::to_string(&value)
+}
+
+/// Gives the jobs of a multi-node replica their inter-node SSH key (dstack's `_ssh_key`:
+/// one RSA pair, comment `dstack_job`, when `jobs_per_replica >= 2`; every job of the run
+/// made in one call shares it). The runners write it to `~/.ssh/dstack_job` and authorize it.
+pub(crate) fn with_job_ssh_key(specs: &mut [JobSpec]) -> Result<(), crate::ServerError> {
+    if !specs.iter().any(|s| s.jobs_per_replica >= 2) {
+        return Ok(());
+    }
+    let (public, private) = crate::crypto::generate_ssh_keypair("dstack_job")?;
+    let key = dstack_api::runs::JobSshKey { private, public: public.trim_end().to_owned() };
+    for spec in specs.iter_mut().filter(|s| s.jobs_per_replica >= 2) {
+        spec.ssh_key = Some(key.clone());
+    }
+    Ok(())
+}
+
 /// The spec as the server stores it: what the client sent with the server's defaults.
 pub(crate) fn effective_run_spec(
     spec: &RunSpec,
@@ -224,7 +252,7 @@ pub(crate) fn run_to_wire(
         }
         let Some(latest) = group.last() else { continue };
         if include_jobs {
-            let job_spec = RawValue::from_string(latest.job_spec.clone())?;
+            let job_spec = RawValue::from_string(without_ssh_key(&latest.job_spec)?)?;
             wire_jobs.push(JobOut { job_spec, job_submissions: submissions, job_connection_info: None });
         }
     }

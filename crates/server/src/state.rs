@@ -56,6 +56,18 @@ impl AppState {
     /// not parse is left out (and logged).
     pub async fn instance_candidates(&self, project_id: Uuid) -> Result<Vec<InstanceCandidate>, DbError> {
         let mut out = Vec::new();
+        let clusters: std::collections::HashSet<Uuid> = self
+            .db
+            .list_fleets(project_id)
+            .await?
+            .into_iter()
+            .filter(|f| {
+                serde_json::from_str::<dstack_api::fleets::FleetSpec>(&f.spec).is_ok_and(|spec| {
+                    spec.configuration.placement == Some(dstack_model::fleet::InstanceGroupPlacement::Cluster)
+                })
+            })
+            .map(|f| f.id)
+            .collect();
         for (i, fleet_name) in self.db.list_instances_with_fleet(project_id).await? {
             if i.status != "idle" && i.status != "busy" {
                 continue;
@@ -76,6 +88,7 @@ impl AppState {
                 offer,
                 total_blocks,
                 busy_blocks: i.busy_blocks,
+                cluster: clusters.contains(&i.fleet_id),
             });
         }
         Ok(out)

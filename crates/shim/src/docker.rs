@@ -90,6 +90,16 @@ pub struct DockerDriver {
     nested: Option<Nested>,
 }
 
+/// The container named by `--docker-self`: `auto` is the one this shim runs in, by its host
+/// name (Docker sets it to the container's short ID unless `--hostname` is given), so one fleet
+/// `env:` serves every host of a fleet of containers.
+fn self_container(name: &str) -> String {
+    if name != "auto" {
+        return name.to_owned();
+    }
+    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
+}
+
 impl DockerDriver {
     /// A driver if a Docker engine answers, else `None` (process mode only).
     pub(crate) async fn connect(config: &Config) -> Option<DockerDriver> {
@@ -98,17 +108,22 @@ impl DockerDriver {
             tracing::info!(%e, "no Docker engine; tasks run as processes");
             return None;
         }
-        let nested = match &config.docker_self {
+        let nested = match config.docker_self.as_deref().map(self_container) {
             None => None,
-            Some(name) => match docker.inspect_container(name, None::<InspectContainerOptions>).await {
+            Some(name) => match docker.inspect_container(&name, None::<InspectContainerOptions>).await {
                 Ok(inspect) => {
+                    // `auto` found the container by its ID; its name is what tasks refer to.
+                    let name = inspect
+                        .name
+                        .as_deref()
+                        .map_or(name.clone(), |n| n.trim_start_matches('/').to_owned());
                     let mounts = inspect
                         .mounts
                         .into_iter()
                         .flatten()
                         .filter_map(|m| Some((PathBuf::from(m.destination?), PathBuf::from(m.source?))))
                         .collect();
-                    Some(Nested::new(name.clone(), mounts))
+                    Some(Nested::new(name, mounts))
                 }
                 Err(e) => {
                     tracing::error!(%e, container = %name, "--docker-self: no such container; tasks run as processes");

@@ -3,6 +3,7 @@
 mod devenv;
 mod fleets;
 mod local_fleet;
+mod multinode;
 mod offline;
 mod repos;
 mod runs;

@@ -1,14 +1,14 @@
 //! The jobs loop: submitted jobs get an instance (or fail with no capacity), active jobs are
 //! driven through their host's agents, terminating jobs are stopped and released.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use dstack_api::runs::{
     JobProvisioningData, JobRuntimeData, JobSpec, JobStatus, JobTerminationReason, RunSpec,
 };
 use dstack_db::{DbError, InstanceRow, JobRow, SaveJob};
 use dstack_decide::blocks::JobNetworkMode;
-use dstack_decide::offers::{Assignment, FleetFilter, InstanceCandidate};
+use dstack_decide::offers::{Assignment, FleetFilter, InstanceCandidate, ReplicaAssignment};
 use uuid::Uuid;
 
 use super::{BATCH, LEASE};
@@ -36,6 +36,17 @@ async fn submitted(state: &AppState) -> Result<bool, DbError> {
     for job in leased {
         if let std::collections::hash_map::Entry::Vacant(e) = candidates.entry(job.project_id) {
             e.insert(state.instance_candidates(job.project_id).await?);
+        }
+        let nodes = serde_json::from_str::<JobSpec>(&job.job_spec).map_or(1, |s| s.jobs_per_replica);
+        if nodes > 1 {
+            // A multi-node replica is placed as a whole by its master's pass; the other jobs
+            // wait for it (dstack's `waiting_master_job`).
+            if job.job_num == 0
+                && let Some(cached) = candidates.get_mut(&job.project_id)
+            {
+                changed |= submitted_replica(state, &job, token, now, cached).await?;
+            }
+            continue;
         }
         let instances = &candidates[&job.project_id];
         let assignment = match assignment_for(state, &job, instances).await {
@@ -102,6 +113,12 @@ async fn assignment_for(
     job: &JobRow,
     instances: &[InstanceCandidate],
 ) -> Result<Assignment, String> {
+    let (spec, filter) = spec_and_filter(state, job).await?;
+    Ok(dstack_decide::offers::assign(&spec.requirements, instances, &filter))
+}
+
+/// The job's spec and the fleets its run may use.
+async fn spec_and_filter(state: &AppState, job: &JobRow) -> Result<(JobSpec, FleetFilter), String> {
     let spec: JobSpec = serde_json::from_str(&job.job_spec).map_err(|e| format!("job spec: {e}"))?;
     let run = state.db.run_by_id(job.run_id).await.map_err(|e| e.to_string())?.ok_or("run is gone")?;
     let run_spec: RunSpec = serde_json::from_str(&run.run_spec).map_err(|e| format!("run spec: {e}"))?;
@@ -109,8 +126,92 @@ async fn assignment_for(
         .fleets
         .as_ref()
         .map(|refs| refs.iter().map(|r| r.name.clone()).collect());
-    let filter = FleetFilter { names, run_fleet: run.fleet_id };
-    Ok(dstack_decide::offers::assign(&spec.requirements, instances, &filter))
+    Ok((spec, FleetFilter { names, run_fleet: run.fleet_id }))
+}
+
+/// The master's pass over a multi-node replica: every job of the replica gets a host of one
+/// cluster fleet in one transaction, or the master fails with no capacity (the runs loop
+/// then stops the others, or retries the replica). Returns whether anything changed. A
+/// replica whose other jobs are no longer all `submitted` (the run is stopping them) is left
+/// to the runs loop; a placement that lost a race is decided again on the next pass.
+async fn submitted_replica(
+    state: &AppState,
+    master: &JobRow,
+    token: Uuid,
+    now: jiff::Timestamp,
+    candidates: &mut Vec<InstanceCandidate>,
+) -> Result<bool, DbError> {
+    let mut latest: BTreeMap<i64, JobRow> = BTreeMap::new();
+    // Ordered by submission: the last one wins.
+    for j in state.db.jobs_of_runs(&[master.run_id]).await? {
+        if j.replica_num == master.replica_num {
+            latest.insert(j.job_num, j);
+        }
+    }
+    let (spec, filter) = match spec_and_filter(state, master).await {
+        Ok(x) => x,
+        Err(message) => return fail_no_capacity(state, master, token, now, message).await,
+    };
+    let nodes = usize::try_from(spec.jobs_per_replica).unwrap_or(usize::MAX);
+    let whole = latest.len() == nodes
+        && latest.get(&0).is_some_and(|j| j.id == master.id)
+        && latest.values().all(|j| j.status == JobStatus::Submitted.as_str());
+    if !whole {
+        return Ok(false);
+    }
+    let placed = match dstack_decide::offers::assign_replica(&spec.requirements, nodes, candidates, &filter) {
+        ReplicaAssignment::Instances { instances, .. } => instances,
+        ReplicaAssignment::NoCapacity { message } => {
+            return fail_no_capacity(state, master, token, now, message).await;
+        }
+    };
+    let mut rows = Vec::with_capacity(nodes);
+    for (job, (instance_id, offer)) in latest.values().zip(placed) {
+        let Some(instance) = state.db.instance_by_id(instance_id).await? else { return Ok(false) };
+        let blocks = offer.blocks;
+        let mut next = job.clone();
+        next.last_processed_at = now;
+        if let Err(e) = provisioning(&mut next, &instance, offer) {
+            tracing::error!(instance = %instance.name, error = %e, "stored instance data does not parse");
+            let message = "The instance's stored data is damaged".to_owned();
+            return fail_no_capacity(state, master, token, now, message).await;
+        }
+        rows.push((next, instance_id, blocks));
+    }
+    let refs: Vec<(&JobRow, Uuid, i64)> = rows.iter().map(|(j, i, b)| (j, *i, *b)).collect();
+    match state.db.place_jobs(&refs, token, now).await? {
+        SaveJob::Saved => {
+            for (job, instance_id, blocks) in &rows {
+                tracing::info!(job = %job.job_name, instance = %instance_id, "multi-node job placed");
+                if let Some(i) = candidates.iter_mut().find(|i| i.id == *instance_id) {
+                    i.busy_blocks += blocks;
+                }
+            }
+            Ok(true)
+        }
+        SaveJob::Stale | SaveJob::NoCapacity => {
+            // Another pass or server got there first: decide again on fresh data next time.
+            *candidates = state.instance_candidates(master.project_id).await?;
+            Ok(false)
+        }
+    }
+}
+
+async fn fail_no_capacity(
+    state: &AppState,
+    job: &JobRow,
+    token: Uuid,
+    now: jiff::Timestamp,
+    message: String,
+) -> Result<bool, DbError> {
+    let mut failed = job.clone();
+    failed.last_processed_at = now;
+    no_capacity(&mut failed, message);
+    let saved = state.db.save_job(&failed, token, &[], None).await? == SaveJob::Saved;
+    if saved {
+        tracing::info!(job = %job.job_name, "multi-node replica cannot be placed");
+    }
+    Ok(saved)
 }
 
 fn no_capacity(job: &mut JobRow, message: String) {

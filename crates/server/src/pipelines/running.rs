@@ -108,7 +108,14 @@ async fn step(state: &AppState, job: &mut JobRow, now: jiff::Timestamp) -> Resul
     match status {
         JobStatus::Provisioning => {
             let spec = interpolated_spec(state, job).await?;
-            let config = task_config(job, &spec, &run_spec_of(state, job).await?)?;
+            let run_spec = run_spec_of(state, job).await?;
+            if spec.jobs_per_replica > 1
+                && let Some(why) = wait_for_other_nodes(state, job, &run_spec).await?
+            {
+                tracing::debug!(job = %job.job_name, why, "multi-node job waits");
+                return Ok(Vec::new());
+            }
+            let config = task_config(job, &spec, &run_spec)?;
             match shim.submit_task(&config).await {
                 Ok(()) => {}
                 // Submitted by an earlier pass that did not get to record it.
@@ -356,6 +363,32 @@ async fn repo_credentials(
         private_key: creds.private_key,
         oauth_token: creds.oauth_token,
     }))
+}
+
+/// Whether a multi-node job must wait before its task starts (see
+/// [`dstack_decide::job::wait_for_other_nodes`]), from the latest submissions of its replica.
+async fn wait_for_other_nodes(
+    state: &AppState,
+    job: &JobRow,
+    run_spec: &RunSpec,
+) -> Result<Option<&'static str>, StepError> {
+    let mut latest: BTreeMap<i64, &JobRow> = BTreeMap::new();
+    let jobs = state.db.jobs_of_runs(&[job.run_id]).await?;
+    for j in jobs.iter().filter(|j| j.replica_num == job.replica_num) {
+        latest.insert(j.job_num, j);
+    }
+    let mut nodes = Vec::new();
+    for j in latest.values() {
+        let jpd: Option<JobProvisioningData> =
+            j.job_provisioning_data.as_deref().map(serde_json::from_str).transpose()?;
+        nodes.push(dstack_decide::job::Node {
+            job_num: j.job_num,
+            status: JobStatus::from_wire(&j.status).unwrap_or(JobStatus::Failed),
+            placed: jpd.is_some_and(|p| p.hostname.is_some()),
+        });
+    }
+    let order = dstack_decide::jobspec::merged_profile(run_spec).startup_order;
+    Ok(dstack_decide::job::wait_for_other_nodes(job.job_num, order, &nodes))
 }
 
 /// The replica's nodes as dstack's `_get_cluster_info` sees them: each job's (latest

@@ -98,14 +98,14 @@ fn is_noop(run: &RunRow, plan: &RunPlan) -> bool {
 }
 
 fn snapshot(run: &RunRow, jobs: &[JobRow]) -> Result<RunSnapshot, serde_json::Error> {
-    // Only scheduled runs have a trigger time; others skip parsing their spec.
+    let spec: RunSpec = serde_json::from_str(&run.run_spec)?;
+    let profile = dstack_decide::jobspec::merged_profile(&spec);
+    // Only scheduled runs have a trigger time.
     let schedule = match run.next_triggered_at {
-        Some(_) => {
-            let spec: RunSpec = serde_json::from_str(&run.run_spec)?;
-            dstack_decide::jobspec::merged_profile(&spec).schedule.map(|s| s.cron)
-        }
+        Some(_) => profile.schedule.map(|s| s.cron),
         None => None,
     };
+    let stop_on_master_done = profile.stop_criteria == Some(dstack_model::profile::StopCriteria::MasterDone);
     let retry = match jobs.last() {
         Some(j) => crate::runs::job_retry(&j.job_spec)?,
         None => None,
@@ -131,6 +131,7 @@ fn snapshot(run: &RunRow, jobs: &[JobRow]) -> Result<RunSnapshot, serde_json::Er
         retry,
         schedule,
         next_triggered_at: run.next_triggered_at,
+        stop_on_master_done,
         jobs: views,
     })
 }
@@ -189,7 +190,9 @@ fn triggered_jobs(
 ) -> Result<Vec<JobRow>, Box<dyn std::error::Error>> {
     let spec: RunSpec = serde_json::from_str(&run.run_spec)?;
     let mut rows = Vec::new();
-    for spec in crate::runs::initial_job_specs(&spec)? {
+    let mut specs = crate::runs::initial_job_specs(&spec)?;
+    crate::runs::with_job_ssh_key(&mut specs)?;
+    for spec in specs {
         let submission_num = jobs
             .iter()
             .filter(|j| j.replica_num == spec.replica_num && j.job_num == spec.job_num)

@@ -89,7 +89,8 @@ pub(super) async fn apply(
         next_triggered_at,
         deleted: false,
     };
-    let specs = runs::initial_job_specs(&effective).map_err(spec_error)?;
+    let mut specs = runs::initial_job_specs(&effective).map_err(spec_error)?;
+    runs::with_job_ssh_key(&mut specs).map_err(internal)?;
     let jobs = if schedule.is_some() {
         Vec::new()
     } else {
