@@ -52,16 +52,26 @@ pub fn config_from(args: &ServerArgs) -> ServerConfig {
         local_fleet_blocks: args.local_fleet_blocks,
         shim_binary: None,
         runner_binary: None,
-        instance_check_interval: std::env::var("DSTACK_SERVER_INSTANCE_CHECK_INTERVAL")
-            .ok()
-            .and_then(|s| s.parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map_or(
-                dstack_server::config::DEFAULT_INSTANCE_CHECK_INTERVAL,
-                std::time::Duration::from_secs_f64,
-            ),
+        instance_check_interval: seconds_var(
+            "DSTACK_SERVER_INSTANCE_CHECK_INTERVAL",
+            dstack_server::config::DEFAULT_INSTANCE_CHECK_INTERVAL,
+        ),
+        job_disconnected_timeout: seconds_var(
+            "DSTACK_SERVER_JOB_DISCONNECTED_TIMEOUT",
+            dstack_server::config::DEFAULT_JOB_DISCONNECTED_TIMEOUT,
+        ),
         background: true,
     }
+}
+
+/// A positive number of seconds from `var`, else `default` (unset, unreadable, zero or
+/// negative values are ignored).
+fn seconds_var(var: &str, default: std::time::Duration) -> std::time::Duration {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+        .map_or(default, std::time::Duration::from_secs_f64)
 }
 
 pub fn run(args: &ServerArgs) -> u8 {

@@ -481,6 +481,15 @@ impl Db {
         Ok(out)
     }
 
+    /// The ids of the jobs assigned to an instance (a job lets go of its instance when it ends).
+    pub async fn jobs_on_instance(&self, instance_id: Uuid) -> Result<Vec<Uuid>, DbError> {
+        let rows = sqlx::query("SELECT id FROM jobs WHERE instance_id = $1")
+            .bind(uuid_text(instance_id))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|row| get_uuid(row, "id")).collect::<Result<_, _>>()?)
+    }
+
     /// How many runs of the fleet are not in one of `finished` statuses.
     pub async fn count_fleet_runs_not_in(&self, fleet_id: Uuid, finished: &[&str]) -> Result<i64, DbError> {
         use sqlx::Row as _;

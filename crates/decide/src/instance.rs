@@ -115,6 +115,27 @@ pub fn after_failed_release(i: &SshInstance, now: Timestamp) -> AfterFailedRelea
     }
 }
 
+/// A shim task no job of this instance stands for, and what to do with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DanglingTask {
+    pub id: String,
+    /// Still running (or starting): terminate it before removing it.
+    pub terminate: bool,
+}
+
+/// dstack's `remove_dangling_tasks_from_instance`: the shim's tasks (id, whether it is
+/// `terminated`) whose id is not one of `assigned`, the ids of the jobs assigned to the
+/// instance. Such a task was left by a job that ended while its host could not be reached
+/// (or by a server that crashed between the stop and the remove); the shim's list must be read
+/// before the assigned jobs, so that a task submitted meanwhile is never taken for one.
+pub fn dangling_tasks(tasks: &[(String, bool)], assigned: &[String]) -> Vec<DanglingTask> {
+    tasks
+        .iter()
+        .filter(|(id, _)| !assigned.iter().any(|a| a.eq_ignore_ascii_case(id)))
+        .map(|(id, terminated)| DanglingTask { id: id.clone(), terminate: !terminated })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -182,5 +203,29 @@ mod tests {
         assert_eq!(after_failed_release(&i, t(130)), AfterFailedRelease::GiveUp);
         i.deployed = false;
         assert_eq!(after_failed_release(&i, t(11)), AfterFailedRelease::GiveUp, "never deployed: once");
+    }
+
+    #[test]
+    fn tasks_of_no_assigned_job_are_dangling() {
+        let tasks = |list: &[(&str, bool)]| -> Vec<(String, bool)> {
+            list.iter().map(|(id, t)| ((*id).to_owned(), *t)).collect()
+        };
+        let ids = |list: &[&str]| -> Vec<String> { list.iter().map(|s| (*s).to_owned()).collect() };
+        let d = |id: &str, terminate: bool| DanglingTask { id: id.to_owned(), terminate };
+        // (tasks on the shim, jobs assigned to the instance) -> dangling
+        let table = [
+            (tasks(&[]), ids(&["a"]), vec![]),
+            (tasks(&[("a", false)]), ids(&["a"]), vec![]),
+            (
+                tasks(&[("a", false), ("b", false), ("c", true)]),
+                ids(&["a"]),
+                vec![d("b", true), d("c", false)],
+            ),
+            (tasks(&[("A", true)]), ids(&["a"]), vec![]),
+            (tasks(&[("a", true)]), ids(&[]), vec![d("a", false)]),
+        ];
+        for (on_shim, assigned, want) in table {
+            assert_eq!(dangling_tasks(&on_shim, &assigned), want, "{on_shim:?} {assigned:?}");
+        }
     }
 }

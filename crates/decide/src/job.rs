@@ -1,6 +1,6 @@
 //! What an active job becomes from what its agents report (agents.md §3.2–3.3).
 
-use dstack_api::runs::JobTerminationReason;
+use dstack_api::runs::{JobStatus, JobTerminationReason};
 use jiff::{SignedDuration, Timestamp};
 
 /// How long a job may stay unreachable before it is given up (`JOB_DISCONNECTED_RETRY_TIMEOUT`).
@@ -49,9 +49,39 @@ pub fn runner_outcome(last: &RunnerState<'_>) -> Option<Ended> {
     }
 }
 
-/// Whether a job unreachable since `since` is given up at `now`.
-pub fn unreachable_for_too_long(since: Timestamp, now: Timestamp) -> bool {
-    now.duration_since(since) > DISCONNECTED_TIMEOUT
+/// Whether a job unreachable since `since` is given up at `now` (`timeout` is
+/// [`DISCONNECTED_TIMEOUT`] but for tests).
+pub fn unreachable_for_too_long(since: Timestamp, now: Timestamp, timeout: SignedDuration) -> bool {
+    now.duration_since(since) > timeout
+}
+
+/// An active job whose host did not answer (a tunnel, connection or agent error): how it ends
+/// at `now`, or `None` while it may still come back (dstack's `_handle_instance_unreachable`).
+///
+/// `reached_at` is when the job's host last answered; a job that is only waiting for a
+/// host to be set up (`provisioning`) has no runner to lose and is not given up here. A
+/// spot instance that stops answering was most likely reclaimed, so its job ends as an
+/// interruption (retried on `interruption`); any other host's as `instance_unreachable`
+/// (an `error`).
+pub fn after_unreachable(
+    status: JobStatus,
+    spot: bool,
+    reached_at: Timestamp,
+    now: Timestamp,
+    timeout: SignedDuration,
+) -> Option<Ended> {
+    if !matches!(status, JobStatus::Pulling | JobStatus::Running) {
+        return None;
+    }
+    if !unreachable_for_too_long(reached_at, now, timeout) {
+        return None;
+    }
+    let reason = if spot {
+        JobTerminationReason::InterruptedByNoCapacity
+    } else {
+        JobTerminationReason::InstanceUnreachable
+    };
+    Some(Ended { reason, message: Some("Instance is unreachable".to_owned()), exit_status: None })
 }
 
 /// dstack's `inactivity_duration` check of a running dev environment after a pull: what to
@@ -243,8 +273,45 @@ mod tests {
     #[test]
     fn unreachable_jobs_get_two_minutes() {
         let t0 = Timestamp::from_second(1_800_000_000).unwrap();
-        assert!(!unreachable_for_too_long(t0, t0 + SignedDuration::from_secs(120)));
-        assert!(unreachable_for_too_long(t0, t0 + SignedDuration::from_secs(121)));
+        let timeout = DISCONNECTED_TIMEOUT;
+        assert!(!unreachable_for_too_long(t0, t0 + SignedDuration::from_secs(120), timeout));
+        assert!(unreachable_for_too_long(t0, t0 + SignedDuration::from_secs(121), timeout));
+    }
+
+    #[test]
+    fn an_unreachable_host_ends_its_job_as_dstack_does() {
+        use JobStatus::*;
+        use JobTerminationReason::*;
+        use dstack_model::profile::RetryEvent;
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        let secs = SignedDuration::from_secs;
+        // (status, spot, seconds since the host last answered, timeout) -> reason
+        let table = [
+            (Running, false, 5, 120, None),
+            (Running, false, 120, 120, None),
+            (Running, false, 121, 120, Some(InstanceUnreachable)),
+            (Running, true, 121, 120, Some(InterruptedByNoCapacity)),
+            (Pulling, false, 121, 120, Some(InstanceUnreachable)),
+            (Pulling, false, 11, 10, Some(InstanceUnreachable)),
+            (Running, false, 9, 10, None),
+            // Waiting for the host to take the task: the provisioning timeout applies instead.
+            (Provisioning, false, 1000, 120, None),
+            (Submitted, false, 1000, 120, None),
+            (Terminating, false, 1000, 120, None),
+        ];
+        for (status, spot, after, timeout, want) in table {
+            let got = after_unreachable(status, spot, t0, t0 + secs(after), secs(timeout));
+            assert_eq!(got.as_ref().map(|e| e.reason), want, "{status:?} spot={spot} after {after}s");
+            if let Some(e) = got {
+                assert_eq!(e.message.as_deref(), Some("Instance is unreachable"));
+                assert_eq!(e.exit_status, None);
+                // dstack's retry events: a lost on-demand host is an `error`, a lost spot one
+                // an `interruption`.
+                assert_eq!(e.reason.to_status(), Failed);
+                let event = if spot { RetryEvent::Interruption } else { RetryEvent::Error };
+                assert_eq!(e.reason.to_retry_event(), Some(event));
+            }
+        }
     }
 
     #[test]

@@ -41,12 +41,19 @@ pub struct ServerConfig {
     /// How often idle and busy SSH-fleet hosts get a health check through their tunnel;
     /// `DSTACK_SERVER_INSTANCE_CHECK_INTERVAL` (seconds, ours), default 5 s.
     pub instance_check_interval: std::time::Duration,
+    /// How long a running job's host may stay unreachable before the job ends with
+    /// `instance_unreachable`; `DSTACK_SERVER_JOB_DISCONNECTED_TIMEOUT` (seconds, ours, for
+    /// tests), default dstack's 2 minutes (`JOB_DISCONNECTED_RETRY_TIMEOUT`).
+    pub job_disconnected_timeout: std::time::Duration,
     /// Run the background loops (off only in tests that drive the API alone).
     pub background: bool,
 }
 
 /// The default of [`ServerConfig::instance_check_interval`].
 pub const DEFAULT_INSTANCE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The default of [`ServerConfig::job_disconnected_timeout`]: dstack's 2 minutes.
+pub const DEFAULT_JOB_DISCONNECTED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl ServerConfig {
     /// Defaults for a server rooted at `server_dir`, on a free loopback port, writing no
@@ -65,6 +72,7 @@ impl ServerConfig {
             shim_binary: None,
             runner_binary: None,
             instance_check_interval: DEFAULT_INSTANCE_CHECK_INTERVAL,
+            job_disconnected_timeout: DEFAULT_JOB_DISCONNECTED_TIMEOUT,
             background: true,
         }
     }

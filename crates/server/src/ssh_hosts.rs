@@ -254,6 +254,57 @@ pub async fn check(state: &AppState, i: &InstanceRow) -> Result<(), String> {
     }
 }
 
+/// Removes the shim tasks of an instance that no job stands for any more
+/// ([`dstack_decide::instance::dangling_tasks`]): those of jobs that ended while the host
+/// could not be reached. Failures are left for the next check.
+pub async fn remove_dangling_tasks(state: &AppState, i: &InstanceRow) -> Result<usize, String> {
+    use dstack_agent_proto::shim::{TaskStatus, TerminateBody};
+    let url = shim_url(state, i).await?;
+    let shim = dstack_agent_proto::client::ShimClient::with_client(&url, state.agent_http.clone());
+    // The shim's list first, then the jobs: a task submitted meanwhile has its job assigned.
+    let tasks: Vec<(String, bool)> = shim
+        .list_tasks()
+        .await
+        .map_err(|e| e.to_string())?
+        .tasks
+        .into_iter()
+        .map(|t| (t.id, t.status == TaskStatus::Terminated))
+        .collect();
+    if tasks.is_empty() {
+        return Ok(0);
+    }
+    let assigned: Vec<String> = state
+        .db
+        .jobs_on_instance(i.id)
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(Uuid::to_string)
+        .collect();
+    let dangling = dstack_decide::instance::dangling_tasks(&tasks, &assigned);
+    for task in &dangling {
+        tracing::info!(instance = %i.name, task = %task.id, "removing a task no job stands for");
+        if task.terminate {
+            let body = TerminateBody {
+                termination_reason: "terminated_by_server".to_owned(),
+                termination_message: "the job of this task is over".to_owned(),
+                timeout: 0,
+            };
+            match shim.terminate_task(&task.id, &body).await {
+                Ok(_) => {}
+                Err(e) if e.status() == Some(404) => continue,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        match shim.remove_task(&task.id).await {
+            Ok(()) => {}
+            Err(e) if e.status() == Some(404) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(dangling.len())
+}
+
 /// Gives a host back: stops the shim and removes its files and the `authorized_keys` lines
 /// the deploy added ([`dstack_hostssh::uninstall`]), then drops the instance's connection.
 pub async fn release(state: &AppState, i: &InstanceRow) -> Result<(), String> {

@@ -25,6 +25,8 @@ pub struct AppState {
     pub key_lock: Arc<tokio::sync::Mutex<()>>,
     /// SSH-fleet hosts: one connection per instance, the agents to deploy.
     pub ssh: Arc<SshHosts>,
+    /// How long a running job's host may stay unreachable (dstack's 2 minutes but in tests).
+    pub job_disconnected_timeout: jiff::SignedDuration,
 }
 
 impl AppState {
@@ -48,6 +50,8 @@ impl AppState {
             agent_http,
             key_lock: Arc::default(),
             ssh: Arc::new(SshHosts::new(shim_binary, runner_binary, config.instance_check_interval)),
+            job_disconnected_timeout: jiff::SignedDuration::try_from(config.job_disconnected_timeout)
+                .unwrap_or(dstack_decide::job::DISCONNECTED_TIMEOUT),
         })
     }
 

@@ -136,6 +136,11 @@ async fn one(state: &AppState, i: &InstanceRow, token: Uuid) -> Result<bool, DbE
             if reachable.is_ok() && status == InstanceStatus::Provisioning {
                 step.status = InstanceStatus::Idle.as_str().to_owned();
             }
+            if reachable.is_ok()
+                && let Err(e) = ssh_hosts::remove_dangling_tasks(state, i).await
+            {
+                tracing::warn!(instance = %i.name, %host, error = %e, "leftover tasks not removed yet");
+            }
         }
         SshAction::Release => match ssh_hosts::release(state, i).await {
             Ok(()) => {

@@ -29,7 +29,7 @@ pub(super) async fn pass(state: &AppState) -> Result<(bool, bool), DbError> {
     let mut changed = false;
     for job in leased {
         let mut next = job.clone();
-        let logs = match step(state, &mut next, now).await {
+        let logs = match step(state, &mut next).await {
             Ok(logs) => {
                 // Reached the host: the unreachable clock starts over.
                 next.last_processed_at = now;
@@ -38,6 +38,28 @@ pub(super) async fn pass(state: &AppState) -> Result<(bool, bool), DbError> {
             Err(StepError::Terminate(reason, message)) => {
                 terminate(&mut next, reason, Some(message));
                 next.last_processed_at = now;
+                Vec::new()
+            }
+            Err(e) if e.is_unreachable() => {
+                let status = JobStatus::from_wire(&job.status).unwrap_or(JobStatus::Failed);
+                let timeout = state.job_disconnected_timeout;
+                match dstack_decide::job::after_unreachable(
+                    status,
+                    is_spot(&job),
+                    job.last_processed_at,
+                    now,
+                    timeout,
+                ) {
+                    Some(ended) => {
+                        tracing::warn!(job = %job.job_name, error = %e, reason = ended.reason.as_str(), "job's host unreachable for too long");
+                        terminate(&mut next, ended.reason, ended.message);
+                        next.last_processed_at = now;
+                    }
+                    None => {
+                        let secs = now.duration_since(job.last_processed_at).as_secs();
+                        tracing::warn!(job = %job.job_name, error = %e, secs, "job's host unreachable; waiting for it to come back");
+                    }
+                }
                 Vec::new()
             }
             Err(e) => {
@@ -71,6 +93,25 @@ enum StepError {
     /// The job cannot go on (a bad secret reference, say): it ends with this reason and message.
     #[error("{1}")]
     Terminate(JobTerminationReason, String),
+    /// The host's SSH connection or tunnel cannot be opened.
+    #[error("{0}")]
+    Tunnel(String),
+}
+
+impl StepError {
+    /// Whether the job's host did not answer (dstack's `PeerConnectionError` and
+    /// `RunnerResponseError`): counted against the disconnected timeout.
+    fn is_unreachable(&self) -> bool {
+        matches!(self, StepError::Agent(_) | StepError::Tunnel(_))
+    }
+}
+
+/// Whether the job's instance is a spot one (its loss is then an interruption).
+fn is_spot(job: &JobRow) -> bool {
+    job.job_provisioning_data
+        .as_deref()
+        .and_then(|text| serde_json::from_str::<JobProvisioningData>(text).ok())
+        .is_some_and(|jpd| jpd.instance_type.resources.spot)
 }
 
 /// The job's spec with `${{ secrets.* }}` filled in (env and registry_auth, as dstack does);
@@ -99,7 +140,7 @@ async fn interpolated_spec(state: &AppState, job: &JobRow) -> Result<JobSpec, St
 
 pub(super) type Logs = Vec<(&'static str, LogRow)>;
 
-async fn step(state: &AppState, job: &mut JobRow, now: jiff::Timestamp) -> Result<Logs, StepError> {
+async fn step(state: &AppState, job: &mut JobRow) -> Result<Logs, StepError> {
     let Some(instance_id) = job.instance_id else {
         return Err(StepError::Other("active job without an instance".into()));
     };
@@ -191,10 +232,7 @@ async fn step(state: &AppState, job: &mut JobRow, now: jiff::Timestamp) -> Resul
                         terminate(job, reason, Some(task.termination_message).filter(|m| !m.is_empty()));
                         return Ok(Vec::new());
                     }
-                    if dstack_decide::job::unreachable_for_too_long(job.last_processed_at, now) {
-                        terminate(job, JobTerminationReason::InstanceUnreachable, None);
-                        return Ok(Vec::new());
-                    }
+                    // Unreachable: the pass decides whether it has been so for too long.
                     return Err(e.into());
                 }
             };
@@ -231,7 +269,10 @@ async fn step(state: &AppState, job: &mut JobRow, now: jiff::Timestamp) -> Resul
                     ended = true;
                 }
             }
-            if !ended && let Some(Ended { reason, message, .. }) = low_utilization(state, job, now).await? {
+            if !ended
+                && let Some(Ended { reason, message, .. }) =
+                    low_utilization(state, job, jiff::Timestamp::now()).await?
+            {
                 tracing::info!(job = %job.job_name, "GPUs under the utilization policy");
                 terminate(job, reason, message);
             }
@@ -551,7 +592,7 @@ async fn shim_for(state: &AppState, instance_id: Uuid) -> Result<ShimClient, Ste
         .as_deref()
         .ok_or_else(|| StepError::Other("the instance's shim is not up yet".into()))?;
     let url = if crate::ssh_hosts::is_ssh(&instance) {
-        crate::ssh_hosts::shim_url(state, &instance).await.map_err(StepError::Other)?
+        crate::ssh_hosts::shim_url(state, &instance).await.map_err(StepError::Tunnel)?
     } else {
         url.to_owned()
     };
@@ -579,7 +620,8 @@ async fn runner_for(state: &AppState, job: &JobRow, port: u16) -> Result<RunnerC
         && let Some(instance) = state.db.instance_by_id(instance_id).await?
         && crate::ssh_hosts::is_ssh(&instance)
     {
-        let url = crate::ssh_hosts::agent_base_url(state, &instance, port).await.map_err(StepError::Other)?;
+        let url =
+            crate::ssh_hosts::agent_base_url(state, &instance, port).await.map_err(StepError::Tunnel)?;
         return Ok(RunnerClient::with_client(&url, state.agent_http.clone()));
     }
     let jpd: JobProvisioningData =
