@@ -413,13 +413,8 @@ async fn wait_for_other_nodes(
     job: &JobRow,
     run_spec: &RunSpec,
 ) -> Result<Option<&'static str>, StepError> {
-    let mut latest: BTreeMap<i64, &JobRow> = BTreeMap::new();
-    let jobs = state.db.jobs_of_runs(&[job.run_id]).await?;
-    for j in jobs.iter().filter(|j| j.replica_num == job.replica_num) {
-        latest.insert(j.job_num, j);
-    }
     let mut nodes = Vec::new();
-    for j in latest.values() {
+    for j in &replica_nodes(state, job).await? {
         let jpd: Option<JobProvisioningData> =
             j.job_provisioning_data.as_deref().map(serde_json::from_str).transpose()?;
         nodes.push(dstack_decide::job::Node {
@@ -432,17 +427,23 @@ async fn wait_for_other_nodes(
     Ok(dstack_decide::job::wait_for_other_nodes(job.job_num, order, &nodes))
 }
 
+/// The latest submission of every job of `job`'s replica, by job number.
+async fn replica_nodes(state: &AppState, job: &JobRow) -> Result<Vec<JobRow>, StepError> {
+    let mut latest: BTreeMap<i64, JobRow> = BTreeMap::new();
+    for j in state.db.jobs_of_runs(&[job.run_id]).await? {
+        if j.replica_num == job.replica_num {
+            // Ordered by submission: the last one wins.
+            latest.insert(j.job_num, j);
+        }
+    }
+    Ok(latest.into_values().collect())
+}
+
 /// The replica's nodes as dstack's `_get_cluster_info` sees them: each job's (latest
 /// submission's) internal IP, else its host name, by job number; the master is job 0.
 async fn cluster_info_of(state: &AppState, job: &JobRow) -> Result<ClusterInfo, StepError> {
-    let mut latest: BTreeMap<i64, &JobRow> = BTreeMap::new();
-    let jobs = state.db.jobs_of_runs(&[job.run_id]).await?;
-    for j in jobs.iter().filter(|j| j.replica_num == job.replica_num) {
-        // Ordered by submission: the last one wins.
-        latest.insert(j.job_num, j);
-    }
     let mut nodes = Vec::new();
-    for j in latest.values() {
+    for j in &replica_nodes(state, job).await? {
         let jpd: Option<JobProvisioningData> =
             j.job_provisioning_data.as_deref().map(serde_json::from_str).transpose()?;
         let jrd: Option<JobRuntimeData> =
