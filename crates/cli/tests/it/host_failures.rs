@@ -22,7 +22,7 @@ use dstack_hostssh::testkit::{HostKind, TestHosts, openssh_text};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::local_fleet::agents_built;
+use crate::local_fleet::runner_image;
 use crate::server::{cli, start_env, stop};
 
 fn docker_tests() -> bool {
@@ -33,18 +33,6 @@ fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().expect("the docker CLI runs");
     assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// The job image (`scripts/build-runner-test-image`: the runner, bash, coreutils).
-fn runner_image() {
-    let runner = Path::new(env!("CARGO_BIN_EXE_dstack")).with_file_name("dstack-runner");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/build-runner-test-image");
-    let built = Command::new(script)
-        .arg(&runner)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("the script runs");
-    assert!(built.success(), "building the test image");
 }
 
 /// Applies a fleet `name` of host `idx`, whose shim runs its job containers on the shared
@@ -182,7 +170,6 @@ fn a_killed_host_ends_its_job_and_comes_back_clean() {
     if !docker_tests() {
         return;
     }
-    agents_built();
     runner_image();
     let hosts = TestHosts::start(&[HostKind::WithDocker, HostKind::WithDocker]);
     let home = TempDir::new().unwrap();
@@ -298,7 +285,6 @@ fn a_job_outlives_a_network_partition_and_a_shim_restart() {
     if !docker_tests() {
         return;
     }
-    agents_built();
     runner_image();
     let hosts = TestHosts::start(&[HostKind::WithDocker]);
     let home = TempDir::new().unwrap();

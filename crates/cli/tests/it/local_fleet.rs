@@ -27,6 +27,21 @@ pub(crate) fn agents_built() {
     });
 }
 
+/// `dstack-rs-runner-test:1`, the job image of the Docker tests (scripts/build-runner-test-image:
+/// bash, a few coreutils and the libraries the runner needs), built once per test process with
+/// the agents.
+pub(crate) fn runner_image() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    agents_built();
+    BUILT.get_or_init(|| {
+        let runner = Path::new(env!("CARGO_BIN_EXE_dstack")).with_file_name("dstack-runner");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/build-runner-test-image");
+        let status =
+            Command::new(script).arg(&runner).stdout(Stdio::null()).status().expect("the script runs");
+        assert!(status.success(), "building the test image");
+    });
+}
+
 /// A server process over `home`; killing it (any way) leaves the shim and the jobs running.
 struct Server {
     child: Child,
@@ -206,11 +221,7 @@ fn a_task_with_an_image_runs_in_a_container() {
     if std::env::var("DSTACK_TEST_DOCKER").as_deref() != Ok("1") {
         return;
     }
-    agents_built();
-    let runner = Path::new(env!("CARGO_BIN_EXE_dstack")).with_file_name("dstack-runner");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/build-runner-test-image");
-    let status = Command::new(script).arg(&runner).stdout(Stdio::null()).status().expect("the script runs");
-    assert!(status.success(), "building the test image");
+    runner_image();
     let home = tempfile::TempDir::new().unwrap();
     let _cleanup = Cleanup(home.path());
     let mut server = start(home.path());
@@ -249,11 +260,7 @@ fn an_image_is_pulled_with_registry_auth_from_a_secret_and_shows_progress() {
     if std::env::var("DSTACK_TEST_DOCKER").as_deref() != Ok("1") {
         return;
     }
-    agents_built();
-    let runner = Path::new(env!("CARGO_BIN_EXE_dstack")).with_file_name("dstack-runner");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/build-runner-test-image");
-    let status = Command::new(script).arg(&runner).stdout(Stdio::null()).status().expect("the script runs");
-    assert!(status.success(), "building the test image");
+    runner_image();
     let registry =
         dstack_testkit::registry::TestRegistry::serve("dstack-rs-runner-test:1", Some(("puller", "s3cret")));
     let image = format!("127.0.0.1:{}/team/pulled:cli-{}", registry.addr.port(), std::process::id());

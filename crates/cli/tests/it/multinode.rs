@@ -13,7 +13,6 @@ use dstack_hostssh::testkit::{HostKind, TestHosts, openssh_text};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::local_fleet::agents_built;
 use crate::server::{cli, start_env, stop};
 
 fn docker_tests() -> bool {
@@ -117,15 +116,7 @@ fn multi_node_tasks_on_a_cluster_fleet() {
     if !docker_tests() {
         return;
     }
-    agents_built();
-    let runner = Path::new(env!("CARGO_BIN_EXE_dstack")).with_file_name("dstack-runner");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/build-runner-test-image");
-    let built = std::process::Command::new(script)
-        .arg(&runner)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("the script runs");
-    assert!(built.success(), "building the test image");
+    crate::local_fleet::runner_image();
     let hosts = TestHosts::start(&[HostKind::WithDocker, HostKind::WithDocker]);
     let (ip0, ip1) = (hosts.hosts[0].ip.clone(), hosts.hosts[1].ip.clone());
     let home = TempDir::new().unwrap();

@@ -232,15 +232,7 @@ fn a_task_runs_in_a_container_on_an_ssh_host() {
     if !docker_tests() {
         return;
     }
-    agents_built();
-    let runner = Path::new(env!("CARGO_BIN_EXE_dstack")).with_file_name("dstack-runner");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/build-runner-test-image");
-    let built = std::process::Command::new(script)
-        .arg(&runner)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("the script runs");
-    assert!(built.success(), "building the test image");
+    crate::local_fleet::runner_image();
     let hosts = TestHosts::start(&[HostKind::WithDocker]);
     let home = TempDir::new().unwrap();
     let key = write_key(home.path(), "fleet_key", &openssh_text(&hosts.key), &hosts.public_key);
