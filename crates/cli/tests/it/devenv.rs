@@ -19,13 +19,6 @@ fn docker_tests() -> bool {
     std::env::var("DSTACK_TEST_DOCKER").as_deref() == Ok("1")
 }
 
-fn ssh_image() -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/build-ssh-test-image");
-    let out = Command::new(script).stderr(Stdio::inherit()).output().expect("the script runs");
-    assert!(out.status.success(), "building the SSH test image");
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
@@ -168,7 +161,7 @@ fn a_dev_environment_is_attached_over_ssh_with_its_ports_and_stopped() {
         return;
     }
     agents_built();
-    let image = ssh_image();
+    let image = dstack_hostssh::testkit::image();
     let home = tempfile::tempdir().expect("home");
     let home = home.path();
     let server = start_with_local_fleet(home);
@@ -241,7 +234,7 @@ fn inactivity_duration_ends_a_dev_environment_nobody_attached_to() {
         return;
     }
     agents_built();
-    let image = ssh_image();
+    let image = dstack_hostssh::testkit::image();
     let home = tempfile::tempdir().expect("home");
     let home = home.path();
     let server = start_with_local_fleet(home);

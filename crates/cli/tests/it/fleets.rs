@@ -79,17 +79,22 @@ fn an_ssh_fleet_is_applied_listed_and_deleted() {
         std::thread::sleep(Duration::from_millis(300));
     }
 
-    let (code, out, err) = cli(home.path(), &["fleet", "delete", "hosts", "-y"]);
+    crate::fleets::delete_fleet_and_wait(home.path(), "hosts", Duration::from_secs(30));
+    assert_eq!(stop(server), 0);
+}
+
+/// `dstack fleet delete NAME -y`, then `fleet get` until the fleet is gone (within `within`).
+pub(crate) fn delete_fleet_and_wait(home: &std::path::Path, name: &str, within: Duration) {
+    let (code, out, err) = cli(home, &["fleet", "delete", name, "-y"]);
     assert_eq!(code, 0, "{out}{err}");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + within;
     loop {
-        let (code, out, _) = cli(home.path(), &["fleet", "get", "hosts"]);
+        let (code, out, _) = cli(home, &["fleet", "get", name]);
         if code != 0 {
-            assert!(out.contains("Fleet hosts not found"), "{out}");
-            break;
+            assert!(out.contains(&format!("Fleet {name} not found")), "{out}");
+            return;
         }
         assert!(Instant::now() < deadline, "the fleet is still there: {out}");
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(300));
     }
-    assert_eq!(stop(server), 0);
 }

@@ -151,18 +151,7 @@ fn ssh_hosts_come_up_survive_a_server_kill_and_are_left_clean() {
     }
 
     // Delete: the hosts are as they were, the fleet is gone.
-    let (code, out, err) = cli(home.path(), &["fleet", "delete", "hosts", "-y"]);
-    assert_eq!(code, 0, "{out}{err}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (code, out, _) = cli(home.path(), &["fleet", "get", "hosts"]);
-        if code != 0 {
-            assert!(out.contains("Fleet hosts not found"), "{out}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the fleet is still there: {out}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    crate::fleets::delete_fleet_and_wait(home.path(), "hosts", Duration::from_secs(60));
     for (idx, b) in before.iter().enumerate() {
         assert_eq!(&host_state(&hosts, idx), b, "host {idx} is not as it was");
     }

@@ -15,13 +15,6 @@ fn docker_tests() -> bool {
     std::env::var("DSTACK_TEST_DOCKER").as_deref() == Ok("1")
 }
 
-fn ssh_image() -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/build-ssh-test-image");
-    let out = Command::new(script).stderr(Stdio::inherit()).output().expect("the script runs");
-    assert!(out.status.success(), "building the SSH test image");
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
@@ -53,7 +46,7 @@ async fn sshd_accepts_the_key_tracks_connections_and_logs_ws_streams() {
     if !docker_tests() {
         return;
     }
-    let image = ssh_image();
+    let image = dstack_hostssh::testkit::image();
     let dir = tempfile::tempdir().expect("temp dir");
     let key = dir.path().join("id_ed25519");
     let status = Command::new("ssh-keygen")
@@ -70,7 +63,7 @@ async fn sshd_accepts_the_key_tracks_connections_and_logs_ws_streams() {
         .args(["run", "-d", "--name", &name, "--network", "host"])
         .arg("-v")
         .arg(format!("{runner_bin}:/usr/local/bin/dstack-runner:ro"))
-        .args(["--entrypoint", "/usr/local/bin/dstack-runner", &image, "start", "--temp-dir", "/tmp/runner"])
+        .args(["--entrypoint", "/usr/local/bin/dstack-runner", image, "start", "--temp-dir", "/tmp/runner"])
         .args(["--http-address", "127.0.0.1", "--http-port", &http_port.to_string()])
         .args(["--ssh-port", &ssh_port.to_string(), "--ssh-address", "127.0.0.1"])
         .args(["--ssh-authorized-key", public.trim()])

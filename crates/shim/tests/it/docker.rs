@@ -12,7 +12,7 @@ use serde_json::json;
 
 use dstack_testkit::registry::TestRegistry;
 
-use crate::{FakeHost, Shim, runner_binary};
+use crate::{FakeHost, Shim, job_output, runner_binary};
 
 fn docker_tests() -> bool {
     std::env::var("DSTACK_TEST_DOCKER").as_deref() == Ok("1")
@@ -194,24 +194,6 @@ async fn runner_at(info: &TaskInfoResponse) -> RunnerClient {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the runner at {port} does not answer: {info:?}");
-}
-
-/// Pulls until the job is over; returns its output.
-async fn job_output(runner: &RunnerClient) -> String {
-    let mut cursor = 0;
-    let mut out = Vec::new();
-    for _ in 0..300 {
-        let pull = runner.pull(cursor).await.expect("pull");
-        cursor = pull.last_updated;
-        for log in &pull.job_logs {
-            out.extend_from_slice(&log.message);
-        }
-        if !pull.has_more {
-            return String::from_utf8_lossy(&out).into_owned();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the job did not finish: {}", String::from_utf8_lossy(&out));
 }
 
 #[tokio::test]
@@ -412,12 +394,9 @@ async fn gpus_of_a_fake_nvidia_host_are_requested_by_uuid() {
     assert_eq!(info.gpus_ids, uuids, "all four were free again: {info:?}");
 }
 
-#[tokio::test]
-async fn gpus_of_a_fake_amd_host_are_locked_and_recovered_after_a_restart() {
-    if !docker_tests() {
-        return;
-    }
-    build_test_image();
+/// A fake host with four MI300X (amd-smi output, `/dev/kfd`, render nodes `renderD128..131`
+/// found through sysfs), its devices links to `/dev/null` so that containers can run.
+fn fake_amd_host() -> FakeHost {
     let bdfs = ["0000:0c:00.0", "0000:22:00.0", "0000:38:00.0", "0000:5c:00.0"];
     let gpus: Vec<serde_json::Value> = bdfs
         .iter()
@@ -434,6 +413,16 @@ async fn gpus_of_a_fake_amd_host_are_locked_and_recovered_after_a_restart() {
             .expect("sysfs");
         fake.device(&format!("/dev/dri/{node}"), "/dev/null");
     }
+    fake
+}
+
+#[tokio::test]
+async fn gpus_of_a_fake_amd_host_are_locked_and_recovered_after_a_restart() {
+    if !docker_tests() {
+        return;
+    }
+    build_test_image();
+    let fake = fake_amd_host();
     let home = tempfile::tempdir().expect("home");
     let mut shim = fake.start(home.path());
     assert_eq!(shim.client.instance_info().await.expect("info").gpu_vendor.as_deref(), Some("amd"));
@@ -509,22 +498,7 @@ async fn two_blocks_of_a_fake_amd_host_run_side_by_side() {
         return;
     }
     build_test_image();
-    let bdfs = ["0000:0c:00.0", "0000:22:00.0", "0000:38:00.0", "0000:5c:00.0"];
-    let gpus: Vec<serde_json::Value> = bdfs
-        .iter()
-        .map(|bdf| {
-            json!({"asic": {"market_name": "AMD Instinct MI300X"}, "vram": {"size": {"value": 196592}},
-                          "bus": {"bdf": bdf}, "driver": {"version": "6.10.5"}})
-        })
-        .collect();
-    let fake = FakeHost::new("amd-smi", &serde_json::to_string(&gpus).expect("json"));
-    fake.device("/dev/kfd", "/dev/null");
-    for (i, bdf) in bdfs.iter().enumerate() {
-        let node = format!("renderD{}", 128 + i);
-        std::fs::create_dir_all(fake.root().join(format!("sys/bus/pci/devices/{bdf}/drm/{node}")))
-            .expect("sysfs");
-        fake.device(&format!("/dev/dri/{node}"), "/dev/null");
-    }
+    let fake = fake_amd_host();
     let home = tempfile::tempdir().expect("home");
     let shim = fake.start(home.path());
     let block = |name: &str| TaskConfig {

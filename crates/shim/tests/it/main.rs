@@ -130,3 +130,21 @@ impl FakeHost {
         Shim::start_with_env(home, &args, &[("PATH", path)])
     }
 }
+
+/// Pulls the job's runner until the job is over (30 s at most); returns its output.
+pub(crate) async fn job_output(runner: &dstack_agent_proto::RunnerClient) -> String {
+    let mut cursor = 0;
+    let mut out = Vec::new();
+    for _ in 0..300 {
+        let pull = runner.pull(cursor).await.expect("pull");
+        cursor = pull.last_updated;
+        for log in &pull.job_logs {
+            out.extend_from_slice(&log.message);
+        }
+        if !pull.has_more {
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the job did not finish: {}", String::from_utf8_lossy(&out));
+}

@@ -5,7 +5,7 @@ use dstack_agent_proto::shim::{TaskConfig, TaskStatus, TerminateBody, reason};
 use dstack_agent_proto::{RUNNER_HTTP_PORT, RunnerClient};
 use serde_json::json;
 
-use crate::Shim;
+use crate::{Shim, job_output};
 
 fn task(id: &str) -> TaskConfig {
     TaskConfig { id: id.to_owned(), name: "my-run-0-0".to_owned(), ..TaskConfig::default() }
@@ -131,24 +131,6 @@ async fn bad_requests_are_refused() {
     shim.client.terminate_task("dup", &body).await.expect("terminate");
     shim.client.remove_task("dup").await.expect("remove");
     shim.client.healthcheck().await.expect("still serving");
-}
-
-/// Runs `script` and returns its output.
-async fn job_output(runner: &RunnerClient) -> String {
-    let mut cursor = 0;
-    let mut out = Vec::new();
-    for _ in 0..200 {
-        let pull = runner.pull(cursor).await.expect("pull");
-        cursor = pull.last_updated;
-        for log in &pull.job_logs {
-            out.extend_from_slice(&log.message);
-        }
-        if !pull.has_more {
-            return String::from_utf8_lossy(&out).into_owned();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the job did not finish: {}", String::from_utf8_lossy(&out));
 }
 
 /// Two host-process tasks with `gpu: 2` on a fake 4-GPU NVIDIA host hold disjoint GPUs at
