@@ -268,17 +268,25 @@ async fn run_process(shared: &Arc<Shared>, body: &SubmitBody, prepared: &Prepare
     let Some((program, args)) = commands.split_first() else {
         return (JobState::Failed, reason::EXECUTOR_ERROR, "no commands to run".to_owned(), None);
     };
-    let mut child = match tokio::process::Command::new(program)
+    // stdout and stderr share one pipe, as they share a terminal: the output keeps the order
+    // the job wrote it in, and a line written in pieces to one stream is never cut by the other.
+    let (output, output_w) = match output_pipe() {
+        Ok(pipe) => pipe,
+        Err(e) => {
+            return (JobState::Failed, reason::EXECUTOR_ERROR, format!("creating the output pipe: {e}"), None);
+        }
+    };
+    let spawned = tokio::process::Command::new(program)
         .args(args)
         .env_clear()
         .envs(environment(body, prepared))
         .current_dir(&prepared.working_dir)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(output_w.0)
+        .stderr(output_w.1)
         .process_group(0)
-        .spawn()
-    {
+        .spawn();
+    let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
             let message = format!("cannot start {program}: {e}");
@@ -293,10 +301,7 @@ async fn run_process(shared: &Arc<Shared>, body: &SubmitBody, prepared: &Prepare
         );
     }
     shared.job_state(JobState::Running, "", "", None);
-    let readers = [
-        child.stdout.take().map(|out| tokio::spawn(pump(shared.clone(), out))),
-        child.stderr.take().map(|err| tokio::spawn(pump(shared.clone(), err))),
-    ];
+    let reader = tokio::spawn(pump(shared.clone(), output));
     let max_duration = body.job_spec.max_duration.filter(|d| *d > 0).map(|d| Duration::from_secs(d as u64));
     let mut stop_rx = shared.stop_tx.subscribe();
     let status = tokio::select! {
@@ -328,9 +333,7 @@ async fn run_process(shared: &Arc<Shared>, body: &SubmitBody, prepared: &Prepare
     if let Some(pgid) = pgid {
         let _ = killpg(pgid, Signal::SIGKILL);
     }
-    for reader in readers.into_iter().flatten() {
-        let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
     let _ = std::fs::remove_file(shared.config.temp_dir.join(dstack_agent_proto::runner_files::JOB_PID));
     let code = match status {
         Ok(status) => status.code().unwrap_or(-1),
@@ -352,6 +355,15 @@ async fn run_process(shared: &Arc<Shared>, body: &SubmitBody, prepared: &Prepare
         None if code == 0 => (JobState::Done, "", String::new(), Some(0)),
         None => (JobState::Failed, "", String::new(), Some(code)),
     }
+}
+
+/// One pipe for a job's output: the read end for [`pump`], and its write end twice, for the
+/// child's stdout and stderr (the spawned command closes them in this process).
+fn output_pipe() -> std::io::Result<(tokio::net::unix::pipe::Receiver, (Stdio, Stdio))> {
+    let (read, write) = std::io::pipe()?;
+    let write2 = write.try_clone()?;
+    let read = tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(read))?;
+    Ok((read, (Stdio::from(write), Stdio::from(write2))))
 }
 
 async fn sleep_opt(duration: Option<Duration>) {

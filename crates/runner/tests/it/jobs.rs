@@ -35,6 +35,23 @@ async fn a_job_runs_with_its_code_env_and_logs_in_order() {
     assert!(runner.wait_exit(Duration::from_secs(10)).success());
 }
 
+/// stdout and stderr reach the log in the order the job wrote them, as on a terminal, also when
+/// a line is written in pieces (as bash writes its own warnings) with the other stream between.
+#[tokio::test]
+async fn stdout_and_stderr_interleave_as_written() {
+    let runner = Runner::start();
+    let script = "for i in $(seq 1 50); do printf 'w-'; printf \"$i \" >&2; printf 'x\\n'; done; printf 'bash: ' >&2; \
+                  echo 'line 1'; echo 'cannot set terminal process group' >&2";
+    runner.client.submit(&submit_body(script, json!({}))).await.expect("submit");
+    runner.client.run().await.expect("run");
+    let pull = runner.pull_to_end(Duration::from_secs(20)).await;
+    let expected: String = (1..=50)
+        .map(|i| format!("w-{i} x\n"))
+        .chain(["bash: line 1\ncannot set terminal process group\n".into()])
+        .collect();
+    assert_eq!(job_output(&pull), expected);
+}
+
 #[tokio::test]
 async fn a_failing_job_reports_its_exit_status() {
     let runner = Runner::start();
