@@ -127,6 +127,7 @@ async fn submit_task(State(shim): State<Arc<Shim>>, body: Bytes) -> Response {
         container_name,
         handle: Handle::None,
         gpu_ids: Vec::new(),
+        host_keys: None,
     };
     let info = task.info();
     if !shim.store.insert(task) {

@@ -88,6 +88,9 @@ pub struct DockerDriver {
     /// that shims in different containers of one engine never share a label).
     home: String,
     nested: Option<Nested>,
+    /// Try dstack's fixed runner ports first on the host network (a shim installed on a host
+    /// as its service, see [`host_ports`]).
+    fixed_ports: bool,
 }
 
 /// The container named by `--docker-self`: `auto` is the one this shim runs in, by its host
@@ -149,6 +152,7 @@ impl DockerDriver {
             vendor: devices::detect_vendor(&config.device_root),
             home: home.display().to_string(),
             nested,
+            fixed_ports: config.service,
         })
     }
 
@@ -462,7 +466,18 @@ fn prepare_instance_path(path: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-fn free_ports() -> Result<(u16, u16), String> {
+/// The runner's HTTP and SSH ports on the host network. With `fixed_first`, dstack's own
+/// 10999 and 10022 when no other task of this shim holds them (`taken`) and nothing else
+/// listens there, since clients that come through the host's sshd (the dstack CLI's attach)
+/// expect them; otherwise, or when they are busy, two free ports.
+fn host_ports(fixed_first: bool, taken: &HashSet<u16>) -> Result<(u16, u16), String> {
+    let fixed = [dstack_agent_proto::RUNNER_HTTP_PORT, dstack_agent_proto::RUNNER_SSH_PORT];
+    if fixed_first && fixed.iter().all(|p| !taken.contains(p)) {
+        let free = fixed.map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if free.iter().all(|f| *f) {
+            return Ok((fixed[0], fixed[1]));
+        }
+    }
     // Both listeners are open at once, so the two ports differ.
     let a = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let b = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
@@ -484,6 +499,15 @@ impl Driver for DockerDriver {
             Ok(ids) => ids,
             Err(e) => return fail((reason::EXECUTOR_ERROR, e)),
         };
+        if !config.host_ssh_user.is_empty() && !config.host_ssh_keys.is_empty() {
+            let user = &config.host_ssh_user;
+            let added = crate::host_keys::authorized_keys_path(user)
+                .and_then(|path| shim.store.add_host_keys(&id, path, &config.host_ssh_keys));
+            if let Err(e) = added {
+                let message = format!("cannot add the run's SSH keys to the authorized keys of {user}: {e}");
+                return fail((reason::EXECUTOR_ERROR, message));
+            }
+        }
         let binds = match self.binds(&task, &config).and_then(|b| self.engine_binds(b)) {
             Ok(binds) => binds,
             Err(e) => return fail(e),
@@ -500,7 +524,8 @@ impl Driver for DockerDriver {
         // Nested, every task shares the shim container's network: ports are picked, not
         // published (the engine would publish them on its own host).
         let mode = if self.nested.is_some() { "host" } else { config.network_mode.as_str() };
-        let network = match Network::parse(mode, free_ports) {
+        let pick = || shim.store.claim_runner_ports(&id, |taken| host_ports(self.fixed_ports, taken));
+        let network = match Network::parse(mode, pick) {
             Ok(n) => n,
             Err(e) => return fail((reason::CREATING_CONTAINER_ERROR, format!("createContainer error: {e}"))),
         };

@@ -42,9 +42,13 @@
 //!
 //! # Differences from dstack's Go shim
 //!
-//! - Process mode is new. No host SSH keys (`host_ssh_keys` is ignored), no DCGM, no component
-//!   install (`/api/components/install` answers 400), no Intel Gaudi or Tenstorrent devices,
-//!   no `--pjrt-device`.
+//! - Process mode is new (it ignores `host_ssh_keys`: a host process has no sshd to jump
+//!   to). No DCGM, no component install (`/api/components/install` answers 400), no Intel
+//!   Gaudi or Tenstorrent devices, no `--pjrt-device`.
+//! - `host_ssh_keys` (docker mode): added to `~<host_ssh_user>/.ssh/authorized_keys` while
+//!   the task is not terminated, as in dstack, but each line carries a marker naming the task
+//!   and only those lines are removed (`host_keys.rs`); dstack removes every line with the
+//!   key's fingerprint, the user's own copy included.
 //! - The container's entrypoint is the runner itself, not dstack's `sh -c` that installs
 //!   `openssh-server` first: images need no shell or package manager. The runner gets
 //!   dstack's flags (`--ssh-port`, one `--ssh-authorized-key` per `container_ssh_keys` entry)
@@ -52,7 +56,10 @@
 //! - Host network mode: the runner listens on 127.0.0.1 on HTTP and SSH ports the shim picks
 //!   (dstack's are fixed 10999/10022, so one container per host), reported as
 //!   `ports: [{"host":P,"container":10999},{"host":S,"container":10022}]` (dstack reports
-//!   `[]`) and kept in container labels for recovery. Bridge mode publishes 10999 and 10022 on
+//!   `[]`) and kept in container labels for recovery. A shim in service mode (installed on an
+//!   SSH-fleet host) takes 10999 and 10022 when no other task holds them and they are free,
+//!   since the dstack CLI's attach forwards `localhost:10999` through the job's sshd; others
+//!   get free ports (two tasks never get the same: ports are claimed in the task table). Bridge mode publishes 10999 and 10022 on
 //!   ephemeral 127.0.0.1 ports, as dstack.
 //! - Volumes: dstack attaches, formats and mounts cloud disks; this shim only binds a volume
 //!   already mounted at `/mnt/disks/dstack-volumes/<name>` and otherwise ends the task with
@@ -80,6 +87,7 @@ pub mod devices;
 pub mod docker;
 pub mod gpu;
 mod host;
+mod host_keys;
 pub mod process;
 mod pull;
 mod tasks;
@@ -315,6 +323,7 @@ async fn restore(shim: &Arc<Shim>) {
             }
             tracing::info!(id = %r.task_id, container = %r.container_name, running = r.running, "recovering a task from its container");
             let runner_dir = r.runner_dir.clone().unwrap_or_else(|| shim.runner_dir(&r.container_name));
+            let host_keys = stored.as_ref().and_then(|t| t.host_keys.clone());
             let task = Task {
                 id: r.task_id.clone(),
                 status: TaskStatus::Running,
@@ -326,6 +335,7 @@ async fn restore(shim: &Arc<Shim>) {
                 runner_dir,
                 handle: Handle::Docker { container_id: r.container_id.clone() },
                 gpu_ids: r.gpu_ids.clone(),
+                host_keys,
             };
             shim.store.put(task.clone());
             if r.running {

@@ -1,7 +1,7 @@
 //! The task table: every task the shim knows, persisted to `<home>/tasks.json` on each change
 //! so a restarted shim still knows its runners (§1.9).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -40,6 +40,10 @@ pub(crate) struct Task {
     /// The GPUs the task holds (or held): NVIDIA UUIDs or AMD render nodes.
     #[serde(default)]
     pub(crate) gpu_ids: Vec<String>,
+    /// The authorized_keys file holding this task's `host_ssh_keys` lines while it is not
+    /// terminated ([`crate::host_keys`]).
+    #[serde(default)]
+    pub(crate) host_keys: Option<PathBuf>,
 }
 
 impl Task {
@@ -63,7 +67,8 @@ impl Task {
 
 /// The tasks, behind one lock; every mutation is written through to disk. The GPU lock lives
 /// here too, so that a task gives its GPUs back whenever it becomes `terminated`, whichever
-/// path (exit, failure, `/terminate`, recovery) gets it there.
+/// path (exit, failure, `/terminate`, recovery) gets it there; its host SSH keys are taken
+/// out of authorized_keys on the same paths.
 pub(crate) struct Store {
     path: PathBuf,
     tasks: Mutex<BTreeMap<String, Task>>,
@@ -107,6 +112,44 @@ impl Store {
         task.gpu_ids.clone_from(&ids);
         self.persist(&tasks);
         Ok(ids)
+    }
+
+    /// Adds a task's `host_ssh_keys` to the authorized_keys file at `path` unless the task
+    /// was terminated, and records the file so that they go when it becomes terminated.
+    pub(crate) fn add_host_keys(&self, id: &str, path: PathBuf, keys: &[String]) -> Result<(), String> {
+        let mut tasks = self.lock();
+        let task = tasks.get_mut(id).ok_or_else(|| format!("task {id} is gone"))?;
+        if task.status == TaskStatus::Terminated {
+            return Err(format!("task {id} was terminated"));
+        }
+        crate::host_keys::add(&path, keys, id)?;
+        task.host_keys = Some(path);
+        self.persist(&tasks);
+        Ok(())
+    }
+
+    /// Picks the host ports of a task's runner with `pick`, given the host ports the other
+    /// unfinished tasks hold, and records them on the task at once, so that two tasks starting
+    /// together never get the same ones.
+    pub(crate) fn claim_runner_ports(
+        &self,
+        id: &str,
+        pick: impl FnOnce(&HashSet<u16>) -> Result<(u16, u16), String>,
+    ) -> Result<(u16, u16), String> {
+        let mut tasks = self.lock();
+        let taken: HashSet<u16> = tasks
+            .values()
+            .filter(|t| t.id != id && t.status != TaskStatus::Terminated)
+            .flat_map(|t| t.ports.iter().flatten().map(|p| p.host))
+            .collect();
+        let (http, ssh) = pick(&taken)?;
+        let task = tasks.get_mut(id).ok_or_else(|| format!("task {id} is gone"))?;
+        task.ports = Some(vec![
+            PortMapping { host: http, container: dstack_agent_proto::RUNNER_HTTP_PORT },
+            PortMapping { host: ssh, container: dstack_agent_proto::RUNNER_SSH_PORT },
+        ]);
+        self.persist(&tasks);
+        Ok((http, ssh))
     }
 
     /// Re-locks a recovered running task's GPUs; returns those it got.
@@ -187,14 +230,89 @@ impl Store {
             }
             t.status = TaskStatus::Terminated;
             self.gpu_lock().release(id);
+            remove_host_keys(t);
             t.clone()
         })
     }
 
     pub(crate) fn remove(&self, id: &str) {
         let mut tasks = self.lock();
-        tasks.remove(id);
+        if let Some(mut task) = tasks.remove(id) {
+            remove_host_keys(&mut task);
+        }
         self.gpu_lock().release(id);
         self.persist(&tasks);
+    }
+}
+
+/// Takes a task's host SSH keys out of the file they were added to (once).
+fn remove_host_keys(task: &mut Task) {
+    if let Some(path) = task.host_keys.take()
+        && let Err(e) = crate::host_keys::remove(&path, &task.id)
+    {
+        tracing::error!(id = %task.id, %e, "cannot remove the task's host SSH keys");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str) -> Task {
+        Task {
+            id: id.to_owned(),
+            status: TaskStatus::Pending,
+            termination_reason: String::new(),
+            termination_message: String::new(),
+            ports: None,
+            image_pull_progress: None,
+            container_name: format!("{id}-c"),
+            runner_dir: PathBuf::from("/nonexistent"),
+            handle: Handle::None,
+            gpu_ids: Vec::new(),
+            host_keys: None,
+        }
+    }
+
+    #[test]
+    fn runner_ports_are_claimed_until_the_task_is_terminated() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::load(home.path(), GpuLock::new(Vec::new()));
+        assert!(store.insert(task("a")) && store.insert(task("b")));
+        assert_eq!(store.claim_runner_ports("a", |_| Ok((10999, 10022))), Ok((10999, 10022)));
+        let mut seen = HashSet::new();
+        store
+            .claim_runner_ports("b", |taken| {
+                seen.clone_from(taken);
+                Ok((40000, 40001))
+            })
+            .unwrap();
+        assert_eq!(seen, HashSet::from([10999, 10022]));
+        store.terminate("a", "done_by_runner", "");
+        store.claim_runner_ports("a2", |_| Ok((1, 2))).expect_err("no such task");
+        assert!(store.insert(task("c")));
+        store
+            .claim_runner_ports("c", |taken| {
+                seen.clone_from(taken);
+                Ok((10999, 10022))
+            })
+            .unwrap();
+        assert_eq!(seen, HashSet::from([40000, 40001]), "a terminated task holds no ports");
+    }
+
+    #[test]
+    fn host_keys_go_when_the_task_is_terminated() {
+        let home = tempfile::tempdir().unwrap();
+        let keys = home.path().join("authorized_keys");
+        std::fs::write(&keys, "ssh-ed25519 AAAAproject project\n").unwrap();
+        let store = Store::load(home.path(), GpuLock::new(Vec::new()));
+        assert!(store.insert(task("a")));
+        store.add_host_keys("a", keys.clone(), &["ssh-ed25519 AAAAuser u".to_owned()]).unwrap();
+        assert!(std::fs::read_to_string(&keys).unwrap().contains("AAAAuser u dstack-task=a"));
+        store.terminate("a", "done_by_runner", "");
+        assert_eq!(std::fs::read_to_string(&keys).unwrap(), "ssh-ed25519 AAAAproject project\n");
+        let err = store.add_host_keys("a", keys.clone(), &["ssh-ed25519 AAAAuser u".to_owned()]);
+        assert!(err.is_err(), "a terminated task gets no keys");
+        assert_eq!(std::fs::read_to_string(&keys).unwrap(), "ssh-ed25519 AAAAproject project\n");
     }
 }
