@@ -514,14 +514,18 @@ fn task_config(job: &JobRow, spec: &JobSpec, run_spec: &RunSpec) -> Result<TaskC
         job.job_runtime_data.as_deref().map(serde_json::from_str).transpose()?;
     let jpd: Option<JobProvisioningData> =
         job.job_provisioning_data.as_deref().map(serde_json::from_str).transpose()?;
-    let host_user = jpd.map(|p| p.username);
+    // Only a host with an sshd of its own is a jump host for `ssh <run>`: the local fleet
+    // (the server's machine, no SSH port) gets no host keys.
+    let host_user = jpd.filter(|p| p.ssh_port.is_some()).map(|p| p.username);
     Ok(shim_task(job.id.to_string(), job.job_name.clone(), spec, run_spec, jrd.as_ref(), host_user))
 }
 
 /// [`task_config`] on parsed data. A job without runtime data gets the whole instance on the
-/// host network, as in dstack. The user's key opens the container and the host (dstack's
-/// default, the SSH proxy not being enforced); dstack also adds the project's key to the
-/// container, which projects here do not have yet.
+/// host network, as in dstack. The user's key opens the container and, with a `host_user`
+/// (the SSH user of a host with its own sshd), the host as `host_user` while the task lives
+/// (dstack's default, the SSH proxy not being enforced): the dstack CLI's `ssh <run>` jumps
+/// through the host. dstack also adds the project's key to the container, which projects
+/// here do not have yet.
 fn shim_task(
     id: String,
     name: String,
@@ -574,8 +578,8 @@ fn shim_task(
         volume_mounts,
         instance_mounts,
         gpu_devices: Vec::new(),
+        host_ssh_keys: user_key.filter(|_| host_user.is_some()).map(str::to_owned).into_iter().collect(),
         host_ssh_user: host_user.unwrap_or_default(),
-        host_ssh_keys: user_key.map(str::to_owned).into_iter().collect(),
         container_ssh_keys: user_key.map(str::to_owned).into_iter().collect(),
     }
 }
@@ -770,6 +774,9 @@ mod task_config_tests {
         assert_eq!((config.gpu, config.cpu, config.memory), (2, 16.0, 64 << 30));
         assert_eq!(config.network_mode, "bridge");
         assert_eq!((config.shm_size, config.privileged), (0, false));
+        // No host user (the local fleet): the key opens the container only.
+        assert_eq!((config.host_ssh_user.as_str(), config.host_ssh_keys.len()), ("", 0));
+        assert_eq!(config.container_ssh_keys, ["ssh-ed25519 AAAA user"]);
         // No runtime data: dstack's defaults.
         let config = shim_task("id".into(), "box-0-0".into(), &spec, &run_spec, None, None);
         assert_eq!((config.gpu, config.network_mode.as_str()), (-1, "host"));
