@@ -24,14 +24,14 @@ fn free_port() -> u16 {
 }
 
 /// `ps -a --json`'s run named `name`.
-fn run_json(home: &Path, name: &str) -> Option<Value> {
+pub(crate) fn run_json(home: &Path, name: &str) -> Option<Value> {
     let (code, out, err) = cli(home, &["ps", "-a", "--json"]);
     assert_eq!(code, 0, "{err}");
     let json: Value = serde_json::from_str(&out).expect("json");
     json["runs"].as_array()?.iter().find(|r| r["run_spec"]["run_name"] == name).cloned()
 }
 
-fn wait_status(home: &Path, name: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> Value {
+pub(crate) fn wait_status(home: &Path, name: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> Value {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(run) = run_json(home, name).filter(|r| pred(r["status"].as_str().unwrap_or_default())) {
@@ -60,7 +60,7 @@ impl Drop for AbortRun<'_> {
     }
 }
 
-fn finished(status: &str) -> bool {
+pub(crate) fn finished(status: &str) -> bool {
     matches!(status, "done" | "failed" | "terminated")
 }
 
@@ -81,26 +81,30 @@ fn http_get(port: u16) -> Option<String> {
     Some(text)
 }
 
-/// `dstack attach` in the background, its stdout collected.
-struct Attach {
+/// A CLI command in the background (ours or dstack's), its stdout collected.
+pub(crate) struct Attach {
     child: std::process::Child,
     output: Arc<Mutex<Vec<u8>>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Attach {
+    /// Our `dstack attach NAME`.
     fn start(home: &Path, name: &str) -> Attach {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dstack"))
-            .args(["attach", name])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dstack"));
+        cmd.args(["attach", name])
             .env("HOME", home)
             .env("NO_COLOR", "1")
             .env_remove("DSTACK_PROJECT")
             .env_remove("DSTACK_SERVER_URL")
-            .env_remove("DSTACK_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("dstack attach runs");
+            .env_remove("DSTACK_TOKEN");
+        Attach::spawn(cmd)
+    }
+
+    /// Starts `cmd` with its stdout collected (stderr goes to the test's).
+    pub(crate) fn spawn(mut cmd: Command) -> Attach {
+        let mut child =
+            cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("the command starts");
         let mut stdout = child.stdout.take().expect("stdout");
         let output = Arc::new(Mutex::new(Vec::new()));
         let sink = output.clone();
@@ -116,11 +120,13 @@ impl Attach {
         Attach { child, output, reader: Some(reader) }
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.output.lock().expect("lock")).into_owned()
     }
 
-    fn wait_for(&mut self, marker: &str, limit: Duration) -> String {
+    /// The output once it contains `marker`; fails if the command exits first or after
+    /// `limit`.
+    pub(crate) fn wait_for(&mut self, marker: &str, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
         loop {
             let text = self.text();
@@ -128,11 +134,27 @@ impl Attach {
                 return text;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("dstack attach exited ({status}) before {marker:?}: {text}");
+                panic!("the command exited ({status}) before {marker:?}: {text}");
             }
             assert!(Instant::now() < deadline, "never saw {marker:?}: {text}");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The exit code and the whole output once the command exits; fails after `limit`.
+    pub(crate) fn wait_exit(mut self, limit: Duration) -> (i32, String) {
+        let deadline = Instant::now() + limit;
+        let code = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "the command is still running: {}", self.text());
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        (code, self.text())
     }
 
     /// Ctrl-C; the exit code and the whole output.

@@ -6,6 +6,7 @@ mod host_failures;
 mod local_fleet;
 mod multinode;
 mod offline;
+mod pip_attach;
 mod repos;
 mod runs;
 mod server;

@@ -15,12 +15,12 @@ use tempfile::TempDir;
 use crate::local_fleet::agents_built;
 use crate::server::{Server, cli, start_env, stop};
 
-fn docker_tests() -> bool {
+pub(crate) fn docker_tests() -> bool {
     std::env::var("DSTACK_TEST_DOCKER").as_deref() == Ok("1")
 }
 
 /// Writes a key pair as `<name>` and `<name>.pub` under `home`; returns the private key's path.
-fn write_key(home: &Path, name: &str, private: &str, public: &str) -> String {
+pub(crate) fn write_key(home: &Path, name: &str, private: &str, public: &str) -> String {
     let path = home.join(name);
     std::fs::write(&path, format!("{}\n", private.trim_end())).unwrap();
     std::fs::write(home.join(format!("{name}.pub")), format!("{public}\n")).unwrap();
@@ -34,7 +34,12 @@ fn fleet(home: &Path) -> Value {
 }
 
 /// Polls the fleet until `done` holds for its instances, or fails after `within`.
-fn wait_for(home: &Path, within: Duration, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+pub(crate) fn wait_for(
+    home: &Path,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let deadline = Instant::now() + within;
     loop {
         let f = fleet(home);
@@ -48,7 +53,7 @@ fn wait_for(home: &Path, within: Duration, what: &str, done: impl Fn(&[Value]) -
     }
 }
 
-fn status(i: &Value) -> &str {
+pub(crate) fn status(i: &Value) -> &str {
     i["status"].as_str().unwrap_or_default()
 }
 
