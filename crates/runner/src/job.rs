@@ -273,7 +273,12 @@ async fn run_process(shared: &Arc<Shared>, body: &SubmitBody, prepared: &Prepare
     let (output, output_w) = match output_pipe() {
         Ok(pipe) => pipe,
         Err(e) => {
-            return (JobState::Failed, reason::EXECUTOR_ERROR, format!("creating the output pipe: {e}"), None);
+            return (
+                JobState::Failed,
+                reason::EXECUTOR_ERROR,
+                format!("creating the output pipe: {e}"),
+                None,
+            );
         }
     };
     let spawned = tokio::process::Command::new(program)

@@ -9,5 +9,6 @@ mod offline;
 mod repos;
 mod runs;
 mod server;
+mod services;
 mod ssh_fleet;
 mod validate;
