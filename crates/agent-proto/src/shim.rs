@@ -117,6 +117,11 @@ pub struct TaskConfig {
     pub host_ssh_user: String,
     pub host_ssh_keys: Vec<String>,
     pub container_ssh_keys: Vec<String>,
+    /// dstack-rs: the job's own ports (a service's `port`) that bridge mode publishes on
+    /// ephemeral 127.0.0.1 ports too, so that replicas on one host never collide. dstack's
+    /// server never sends it; left out of the JSON when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub app_ports: Vec<u16>,
 }
 
 impl Default for TaskConfig {
@@ -141,6 +146,7 @@ impl Default for TaskConfig {
             host_ssh_user: String::new(),
             host_ssh_keys: Vec::new(),
             container_ssh_keys: Vec::new(),
+            app_ports: Vec::new(),
         }
     }
 }

@@ -60,6 +60,10 @@ pub fn config_from(args: &ServerArgs) -> ServerConfig {
             "DSTACK_SERVER_JOB_DISCONNECTED_TIMEOUT",
             dstack_server::config::DEFAULT_JOB_DISCONNECTED_TIMEOUT,
         ),
+        service_client_timeout: seconds_var(
+            "DSTACK_SERVICE_CLIENT_TIMEOUT",
+            dstack_server::config::DEFAULT_SERVICE_CLIENT_TIMEOUT,
+        ),
         background: true,
     }
 }

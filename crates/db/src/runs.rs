@@ -32,6 +32,8 @@ pub struct RunRow {
     pub fleet_id: Option<Uuid>,
     pub next_triggered_at: Option<jiff::Timestamp>,
     pub deleted: bool,
+    /// A service's `Run.service`, JSON.
+    pub service_spec: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,7 +126,7 @@ macro_rules! run_columns {
     () => {
         "id, project_id, user_id, repo_id, run_name, submitted_at, last_processed_at, status, \
          termination_reason, resubmission_attempt, run_spec, priority, deployment_num, fleet_id, \
-         next_triggered_at, CAST(deleted AS INTEGER) AS deleted"
+         next_triggered_at, CAST(deleted AS INTEGER) AS deleted, service_spec"
     };
 }
 
@@ -173,6 +175,7 @@ fn run_from_row(row: &AnyRow) -> Result<RunRow, sqlx::Error> {
         fleet_id: opt_uuid(row, "fleet_id")?,
         next_triggered_at: opt_timestamp(row, "next_triggered_at")?,
         deleted: get_bool(row, "deleted")?,
+        service_spec: row.try_get("service_spec")?,
     })
 }
 
@@ -262,7 +265,8 @@ impl Db {
         sqlx::query(
             "INSERT INTO runs (id, project_id, user_id, repo_id, run_name, submitted_at, last_processed_at, \
              status, termination_reason, resubmission_attempt, run_spec, priority, deployment_num, fleet_id, \
-             next_triggered_at, deleted) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+             next_triggered_at, deleted, service_spec) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(uuid_text(run.id))
         .bind(uuid_text(run.project_id))
@@ -280,6 +284,7 @@ impl Db {
         .bind(run.fleet_id.map(uuid_text))
         .bind(run.next_triggered_at.map(micros))
         .bind(run.deleted)
+        .bind(&run.service_spec)
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict_on_unique(e, |_| format!("run {}", run.run_name)))?;

@@ -275,6 +275,26 @@ pub fn plan_job_specs(run_spec: &RunSpec, images: &ImageConfigs) -> Result<Vec<J
     Ok(out)
 }
 
+/// The jobs a run is submitted with (dstack's `submit_run`): a service starts `replicas.min`
+/// replicas of each replica group, numbered by one counter across the groups (a scheduled
+/// service starts none); the other types start replica 0.
+pub fn submission_job_specs(run_spec: &RunSpec, images: &ImageConfigs) -> Result<Vec<JobSpec>, JobSpecError> {
+    let RunConfiguration::Service(c) = &run_spec.configuration else {
+        return job_specs(run_spec, 0, None, images);
+    };
+    let scheduled = merged_profile(run_spec).schedule.is_some();
+    let mut out = Vec::new();
+    let mut replica_num = 0;
+    for group in replica_groups(c) {
+        let initial = if scheduled { 0 } else { group.replicas.min.unwrap_or(0).max(0) };
+        for _ in 0..initial {
+            out.extend(job_specs(run_spec, replica_num, Some(&group.name), images)?);
+            replica_num += 1;
+        }
+    }
+    Ok(out)
+}
+
 /// The images whose registry configuration [`job_specs`] needs for this spec (custom images
 /// other than `scratch`), to be put into [`ImageConfigs`] by the caller.
 pub fn images_to_inspect(run_spec: &RunSpec) -> Vec<String> {

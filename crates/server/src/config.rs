@@ -45,12 +45,18 @@ pub struct ServerConfig {
     /// `instance_unreachable`; `DSTACK_SERVER_JOB_DISCONNECTED_TIMEOUT` (seconds, ours, for
     /// tests), default dstack's 2 minutes (`JOB_DISCONNECTED_RETRY_TIMEOUT`).
     pub job_disconnected_timeout: std::time::Duration,
+    /// How long the service proxy waits for a replica's response headers;
+    /// `DSTACK_SERVICE_CLIENT_TIMEOUT` (seconds), default dstack's 300.
+    pub service_client_timeout: std::time::Duration,
     /// Run the background loops (off only in tests that drive the API alone).
     pub background: bool,
 }
 
 /// The default of [`ServerConfig::instance_check_interval`].
 pub const DEFAULT_INSTANCE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The default of [`ServerConfig::service_client_timeout`].
+pub const DEFAULT_SERVICE_CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The default of [`ServerConfig::job_disconnected_timeout`]: dstack's 2 minutes.
 pub const DEFAULT_JOB_DISCONNECTED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
@@ -73,6 +79,7 @@ impl ServerConfig {
             runner_binary: None,
             instance_check_interval: DEFAULT_INSTANCE_CHECK_INTERVAL,
             job_disconnected_timeout: DEFAULT_JOB_DISCONNECTED_TIMEOUT,
+            service_client_timeout: DEFAULT_SERVICE_CLIENT_TIMEOUT,
             background: true,
         }
     }

@@ -14,6 +14,7 @@ pub mod local_fleet;
 pub mod pipelines;
 pub mod routes;
 mod runs;
+mod services;
 pub mod ssh_hosts;
 pub mod state;
 

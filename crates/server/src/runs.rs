@@ -54,6 +54,16 @@ pub(crate) fn initial_job_specs(spec: &RunSpec) -> Result<Vec<JobSpec>, JobSpecE
     dstack_decide::jobspec::plan_job_specs(spec, &images)
 }
 
+/// The jobs a run is submitted with: a service's `replicas.min` replicas of each group, else
+/// replica 0 (images as in [`initial_job_specs`]).
+pub(crate) fn submission_job_specs(spec: &RunSpec) -> Result<Vec<JobSpec>, JobSpecError> {
+    let images: ImageConfigs = dstack_decide::jobspec::images_to_inspect(spec)
+        .into_iter()
+        .map(|image| (image, ImageConfig::default()))
+        .collect();
+    dstack_decide::jobspec::submission_job_specs(spec, &images)
+}
+
 /// A stored job spec as the API shows it: the inter-node private key is never sent (dstack
 /// answers `"ssh_key": null`).
 fn without_ssh_key(job_spec: &str) -> Result<String, serde_json::Error> {
@@ -280,7 +290,7 @@ pub(crate) fn run_to_wire(
         jobs: wire_jobs,
         latest_job_submission,
         cost: (cost * 10_000.0).round() / 10_000.0,
-        service: None,
+        service: run.service_spec.as_deref().map(serde_json::from_str).transpose()?,
         deployment_num: run.deployment_num,
         error: termination_reason.and_then(|r| r.to_error()).map(str::to_owned),
         deleted: Some(run.deleted),

@@ -27,6 +27,8 @@ pub struct AppState {
     pub ssh: Arc<SshHosts>,
     /// How long a running job's host may stay unreachable (dstack's 2 minutes but in tests).
     pub job_disconnected_timeout: jiff::SignedDuration,
+    /// The in-server service proxy: pooled connections to replicas and their request stats.
+    pub proxy: Arc<dstack_proxy::Proxy>,
 }
 
 impl AppState {
@@ -52,6 +54,10 @@ impl AppState {
             ssh: Arc::new(SshHosts::new(shim_binary, runner_binary, config.instance_check_interval)),
             job_disconnected_timeout: jiff::SignedDuration::try_from(config.job_disconnected_timeout)
                 .unwrap_or(dstack_decide::job::DISCONNECTED_TIMEOUT),
+            proxy: dstack_proxy::Proxy::new(dstack_proxy::Options {
+                response_timeout: config.service_client_timeout,
+                ..dstack_proxy::Options::default()
+            }),
         })
     }
 

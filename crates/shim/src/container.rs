@@ -159,6 +159,8 @@ pub struct ContainerSpec {
     /// On the host network, join this container's network instead of the engine host's (a
     /// shim that itself runs in a container of the engine).
     pub join_network: Option<String>,
+    /// The job's own ports, published like the runner's in bridge mode (`TaskConfig.app_ports`).
+    pub app_ports: Vec<u16>,
 }
 
 /// The `docker create` body of `spec`.
@@ -168,13 +170,21 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         (LABEL_TASK_ID.to_owned(), spec.task_id.clone()),
         (LABEL_SHIM_HOME.to_owned(), spec.shim_home.clone()),
     ]);
-    let exposed = match spec.runner.network {
+    let exposed: Vec<u16> = match spec.runner.network {
         Network::Host { http_port, ssh_port } => {
             labels.insert(LABEL_RUNNER_HTTP_PORT.to_owned(), http_port.to_string());
             labels.insert(LABEL_RUNNER_SSH_PORT.to_owned(), ssh_port.to_string());
-            [http_port, ssh_port]
+            vec![http_port, ssh_port]
         }
-        Network::Bridge => [RUNNER_HTTP_PORT, RUNNER_SSH_PORT],
+        Network::Bridge => {
+            let mut ports = vec![RUNNER_HTTP_PORT, RUNNER_SSH_PORT];
+            for port in &spec.app_ports {
+                if !ports.contains(port) {
+                    ports.push(*port);
+                }
+            }
+            ports
+        }
     };
     let exposed_ports = exposed.iter().map(|p| (format!("{p}/tcp"), HashMap::new())).collect();
     let mut host = HostConfig {
@@ -189,10 +199,7 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     };
     if spec.runner.network == Network::Bridge {
         let local = || Some(vec![PortBinding { host_ip: Some("127.0.0.1".to_owned()), host_port: None }]);
-        host.port_bindings = Some(HashMap::from([
-            (format!("{RUNNER_HTTP_PORT}/tcp"), local()),
-            (format!("{RUNNER_SSH_PORT}/tcp"), local()),
-        ]));
+        host.port_bindings = Some(exposed.iter().map(|p| (format!("{p}/tcp"), local())).collect());
     }
     if spec.shm_size > 0 {
         host.shm_size = Some(spec.shm_size);
@@ -346,19 +353,22 @@ pub fn recover(inspect: &ContainerInspectResponse, shim_home: &str) -> Option<Re
     })
 }
 
-/// The host ports Docker published for the runner's 10999 and 10022 (bridge mode).
+/// The host ports Docker published (bridge mode): the runner's 10999 and 10022 and the job's
+/// app ports, in container port order.
 pub fn published_ports(inspect: &ContainerInspectResponse) -> Vec<PortMapping> {
     let Some(ports) = inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref()) else {
         return Vec::new();
     };
-    [RUNNER_HTTP_PORT, RUNNER_SSH_PORT]
-        .into_iter()
-        .filter_map(|container| {
-            let bindings = ports.get(&format!("{container}/tcp"))?.as_ref()?;
-            let host = bindings.iter().find_map(|b| b.host_port.as_deref()?.parse::<u16>().ok())?;
+    let mut mapped: Vec<PortMapping> = ports
+        .iter()
+        .filter_map(|(key, bindings)| {
+            let container = key.strip_suffix("/tcp")?.parse::<u16>().ok()?;
+            let host = bindings.as_ref()?.iter().find_map(|b| b.host_port.as_deref()?.parse::<u16>().ok())?;
             Some(PortMapping { host, container })
         })
-        .collect()
+        .collect();
+    mapped.sort_by_key(|m| m.container);
+    mapped
 }
 
 #[cfg(test)]
@@ -389,6 +399,7 @@ mod tests {
             gpus,
             device_root: PathBuf::from("/nonexistent-device-root"),
             join_network: None,
+            app_ports: Vec::new(),
         }
     }
 
@@ -416,6 +427,25 @@ mod tests {
         let mut exposed: Vec<_> = body.exposed_ports.as_ref().expect("exposed").keys().cloned().collect();
         exposed.sort();
         assert_eq!(exposed, ["10022/tcp", "10999/tcp"]);
+    }
+
+    #[test]
+    fn bridge_mode_publishes_app_ports_too_and_host_mode_none() {
+        let mut s = spec(Network::Bridge, Gpus::None);
+        s.app_ports = vec![8000, 10999];
+        let body = create_body(&s);
+        let mut published: Vec<_> =
+            host(&body).port_bindings.as_ref().expect("bindings").keys().cloned().collect();
+        published.sort();
+        assert_eq!(published, ["10022/tcp", "10999/tcp", "8000/tcp"], "each port once");
+        let mut exposed: Vec<_> = body.exposed_ports.as_ref().expect("exposed").keys().cloned().collect();
+        exposed.sort();
+        assert_eq!(exposed, published);
+
+        let mut s = spec(Network::Host { http_port: 41000, ssh_port: 41001 }, Gpus::None);
+        s.app_ports = vec![8000];
+        let body = create_body(&s);
+        assert_eq!(host(&body).port_bindings, None, "the host network publishes nothing");
     }
 
     #[test]

@@ -548,6 +548,7 @@ impl Driver for DockerDriver {
             gpus: Gpus::for_host(self.vendor, gpu_ids, &config.gpu_devices),
             device_root: self.device_root.clone(),
             join_network: self.nested.as_ref().map(|n| n.container.clone()),
+            app_ports: config.app_ports.clone(),
         };
         let container = match self.create_and_start(&shim, &id, &task.container_name, &mut spec).await {
             Ok(c) => c,

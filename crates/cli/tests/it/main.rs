@@ -10,5 +10,6 @@ mod pip_attach;
 mod repos;
 mod runs;
 mod server;
+mod services;
 mod ssh_fleet;
 mod validate;

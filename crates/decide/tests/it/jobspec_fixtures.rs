@@ -71,3 +71,42 @@ fn get_plan_fixtures_are_rebuilt_exactly() {
     assert!(checked >= 6, "only {checked} get_plan fixtures found");
     assert!(failures.is_empty(), "{} of {checked} fixtures differ:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// A service starts `replicas.min` replicas of each group, numbered across groups; a scheduled
+/// one starts none; a task starts replica 0.
+#[test]
+fn services_are_submitted_with_their_minimum_replicas() {
+    let spec = |configuration: Value| -> RunSpec {
+        let raw: RunSpec =
+            serde_json::from_value(serde_json::json!({"run_name": "svc", "configuration": configuration}))
+                .unwrap();
+        effective_run_spec(&raw, Some("ssh-ed25519 AAAA k"), false).unwrap()
+    };
+    let images: ImageConfigs =
+        [("img".to_owned(), dstack_decide::jobspec::ImageConfig::default())].into_iter().collect();
+    let groups = spec(serde_json::json!({
+        "type": "service", "port": 8000, "image": "img",
+        "groups": [
+            {"name": "a", "replicas": 2, "commands": ["serve a"]},
+            {"name": "b", "replicas": {"min": 1, "max": 3}, "commands": ["serve b"],
+             "scaling": {"metric": "rps", "target": 10}},
+            {"name": "c", "replicas": {"min": 0, "max": 2}, "commands": ["serve c"],
+             "scaling": {"metric": "rps", "target": 10}}
+        ]
+    }));
+    let jobs = dstack_decide::jobspec::submission_job_specs(&groups, &images).unwrap();
+    let got: Vec<(i64, &str, &str)> =
+        jobs.iter().map(|j| (j.replica_num, j.replica_group.as_str(), j.job_name.as_str())).collect();
+    assert_eq!(got, [(0, "a", "svc-0-0"), (1, "a", "svc-0-1"), (2, "b", "svc-0-2")]);
+    assert!(jobs.iter().all(|j| j.service_port == Some(8000)));
+
+    let scheduled = spec(serde_json::json!({
+        "type": "service", "port": 8000, "image": "img", "commands": ["serve"], "replicas": 2,
+        "schedule": {"cron": "0 * * * *"}
+    }));
+    assert!(dstack_decide::jobspec::submission_job_specs(&scheduled, &images).unwrap().is_empty());
+
+    let task = spec(serde_json::json!({"type": "task", "commands": ["x"], "nodes": 1}));
+    let jobs = dstack_decide::jobspec::submission_job_specs(&task, &images).unwrap();
+    assert_eq!(jobs.iter().map(|j| j.replica_num).collect::<Vec<_>>(), [0]);
+}

@@ -232,7 +232,12 @@ fn provisioning(
         serde_json::from_str(instance.job_provisioning_data.as_deref().unwrap_or(""))?;
     let spec: JobSpec = serde_json::from_str(&job.job_spec)?;
     let multinode = spec.requirements.multinode == Some(true);
-    let mut jrd = dstack_decide::blocks::runtime_data(&offer, multinode, JobNetworkMode::default());
+    // A service's replicas get their own network, their app port published on the host, so
+    // that replicas on one host never collide on it (dstack-rs; dstack uses the host network
+    // and reaches the port through the container's sshd).
+    let mode =
+        if spec.service_port.is_some() { JobNetworkMode::ForcedBridge } else { JobNetworkMode::default() };
+    let mut jrd = dstack_decide::blocks::runtime_data(&offer, multinode, mode);
     jrd.volume_names = Some(Vec::new());
     job.status = JobStatus::Provisioning.as_str().to_owned();
     job.instance_id = Some(instance.id);

@@ -192,11 +192,10 @@ async fn step(state: &AppState, job: &mut JobRow) -> Result<Logs, StepError> {
                 Some(text) => serde_json::from_str(text)?,
                 None => return Err(StepError::Other("job without runtime data".into())),
             };
-            let mut ports =
-                BTreeMap::from([(i64::from(dstack_agent_proto::RUNNER_HTTP_PORT), i64::from(port))]);
-            if let Some(ssh) = task.host_port(dstack_agent_proto::RUNNER_SSH_PORT) {
-                ports.insert(i64::from(dstack_agent_proto::RUNNER_SSH_PORT), i64::from(ssh));
-            }
+            // Every published port: the runner's, its sshd's and a service's app port.
+            let mut ports: BTreeMap<i64, i64> =
+                task.ports.iter().flatten().map(|p| (i64::from(p.container), i64::from(p.host))).collect();
+            ports.insert(i64::from(dstack_agent_proto::RUNNER_HTTP_PORT), i64::from(port));
             jrd.ports = Some(ports);
             let runner = runner_for(state, job, port).await?;
             start_job(state, job, &runner).await?;
@@ -581,6 +580,7 @@ fn shim_task(
         host_ssh_keys: user_key.filter(|_| host_user.is_some()).map(str::to_owned).into_iter().collect(),
         host_ssh_user: host_user.unwrap_or_default(),
         container_ssh_keys: user_key.map(str::to_owned).into_iter().collect(),
+        app_ports: spec.service_port.and_then(|p| u16::try_from(p).ok()).into_iter().collect(),
     }
 }
 

@@ -22,7 +22,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use dstack_api::{ApiError, DSTACK_VERSION, ValidationDetail};
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -87,6 +87,9 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(server::root))
         .route("/healthcheck", get(server::healthcheck))
+        .route("/proxy/services/{project_name}/{run_name}", any(crate::services::redirect_to_root))
+        .route("/proxy/services/{project_name}/{run_name}/", any(crate::services::proxy_root))
+        .route("/proxy/services/{project_name}/{run_name}/{*path}", any(crate::services::proxy_path))
         .merge(api)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)

@@ -88,8 +88,15 @@ pub(super) async fn apply(
         fleet_id: None,
         next_triggered_at,
         deleted: false,
+        service_spec: None,
     };
-    let mut specs = runs::initial_job_specs(&effective).map_err(spec_error)?;
+    let mut run = run;
+    if let Some(service) = crate::services::service_spec(&access.project.name, &run_name, &effective)
+        .map_err(ApiError::error)?
+    {
+        run.service_spec = Some(serde_json::to_string(&service).map_err(internal)?);
+    }
+    let mut specs = runs::submission_job_specs(&effective).map_err(spec_error)?;
     runs::with_job_ssh_key(&mut specs).map_err(internal)?;
     let jobs = if schedule.is_some() {
         Vec::new()

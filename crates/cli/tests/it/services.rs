@@ -1,0 +1,229 @@
+//! Services end to end on the `local` fleet split into two blocks: `dstack apply` of a
+//! `replicas: 2` service whose replicas are real HTTP servers (`dstack-test-replica` in a test
+//! image), then requests through the in-server proxy at `/proxy/services/main/<run>/`: load
+//! spread over both replicas, auth, the root redirect, streaming, a replica that dies while
+//! the other serves, and the service gone after `dstack stop`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::local_fleet::{agents_built, runner_image};
+use crate::server::{Server, cli, start_with_local_fleet_env, stop};
+
+/// `dstack-rs-service-test:1`: the runner test image plus `dstack-test-replica`.
+fn service_image() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    runner_image();
+    BUILT.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "dstack-testkit", "--bin", "dstack-test-replica"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "the test replica builds");
+        let replica = Path::new(env!("CARGO_BIN_EXE_dstack")).with_file_name("dstack-test-replica");
+        let context = tempfile::TempDir::new().unwrap();
+        std::fs::copy(&replica, context.path().join("dstack-test-replica")).expect("the replica binary");
+        std::fs::write(
+            context.path().join("Dockerfile"),
+            "FROM dstack-rs-runner-test:1\nCOPY dstack-test-replica /usr/local/bin/dstack-test-replica\n",
+        )
+        .unwrap();
+        let status = Command::new("docker")
+            .args(["build", "-q", "-t", "dstack-rs-service-test:1"])
+            .arg(context.path())
+            .stdout(Stdio::null())
+            .status()
+            .expect("docker runs");
+        assert!(status.success(), "building the service test image");
+    });
+}
+
+/// One HTTP/1.1 request on its own connection; (status, headers, body). The body is read to
+/// the end (chunked bodies are decoded).
+fn http(url: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
+    let addr = url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).expect("the server accepts connections");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let status: u16 = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status");
+    let mut headers = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        headers.push_str(&line.to_ascii_lowercase());
+    }
+    let mut body = String::new();
+    if headers.contains("transfer-encoding: chunked") {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+            let mut chunk = vec![0; n + 2];
+            reader.read_exact(&mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            body.push_str(std::str::from_utf8(&chunk[..n]).unwrap());
+        }
+    } else {
+        reader.read_to_string(&mut body).unwrap();
+    }
+    (status, headers, body)
+}
+
+fn run_json(home: &Path, name: &str) -> Value {
+    let (code, out, err) = cli(home, &["ps", "-a", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let runs: Value = serde_json::from_str(&out).unwrap();
+    runs["runs"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["run_spec"]["run_name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no run {name}: {runs:#}"))
+}
+
+fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The ids of the running replicas' jobs.
+fn running_jobs(run: &Value) -> Vec<String> {
+    run["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| j["job_submissions"].as_array()?.last().cloned())
+        .filter(|s| s["status"] == "running")
+        .filter_map(|s| s["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+struct StopOnDrop<'a>(&'a Path, Option<Server>);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = cli(self.0, &["stop", "svc", "-x", "-y"]);
+        if let Some(server) = self.1.take() {
+            stop(server);
+        }
+    }
+}
+
+#[test]
+fn a_service_with_two_replicas_is_served_through_the_proxy() {
+    if std::env::var_os("DSTACK_TEST_DOCKER").is_none() {
+        eprintln!("skipped: set DSTACK_TEST_DOCKER=1 to run the Docker tests");
+        return;
+    }
+    agents_built();
+    service_image();
+    let home = tempfile::TempDir::new().unwrap();
+    let home = home.path();
+    let server = start_with_local_fleet_env(home, &[("DSTACK_SERVER_LOCAL_FLEET_BLOCKS", "2")]);
+    let (url, token) = (server.url.clone(), server.token.clone());
+    let _guard = StopOnDrop(home, Some(server));
+    let file = home.join("svc.yml");
+    std::fs::write(
+        &file,
+        "type: service\nname: svc\nimage: dstack-rs-service-test:1\nport: 8000\nreplicas: 2\n\
+         resources: {cpu: 1.., memory: 0.5GB.., disk: 1GB..}\n\
+         commands: [dstack-test-replica 8000]\n",
+    )
+    .unwrap();
+    let (code, out, err) = cli(home, &["apply", "-f", &file.display().to_string(), "-y", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let run = wait("both replicas running", Duration::from_secs(120), || {
+        let run = run_json(home, "svc");
+        (running_jobs(&run).len() == 2).then_some(run)
+    });
+    assert_eq!(run["service"]["url"], "/proxy/services/main/svc/", "{run:#}");
+    for job in run["jobs"].as_array().unwrap() {
+        let jrd = &job["job_submissions"][0]["job_runtime_data"];
+        assert_eq!(jrd["network_mode"], "bridge", "replicas get their own network: {jrd}");
+        assert!(jrd["ports"]["8000"].as_i64().is_some_and(|p| p != 8000), "8000 published: {jrd}");
+    }
+    let replicas = running_jobs(&run);
+    let base = "/proxy/services/main/svc";
+
+    // The replicas may still be starting their servers: wait for the first answer.
+    wait("the service to answer", Duration::from_secs(30), || {
+        (http(&url, "GET", &format!("{base}/whoami"), Some(&token)).0 == 200).then_some(())
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some(&token));
+        assert_eq!(status, 200, "{body}");
+        seen.insert(body);
+    }
+    let expected: std::collections::BTreeSet<String> = replicas.iter().cloned().collect();
+    assert_eq!(seen, expected, "requests reach both replicas");
+
+    // The prefix is stripped, the query kept; auth: members only; the root needs its slash.
+    let (status, _, body) = http(&url, "POST", &format!("{base}/a/b%20c?x=1"), Some(&token));
+    assert_eq!((status, body.as_str()), (200, "POST /a/b%20c?x=1"));
+    let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), None);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("Unauthenticated or unauthorized to access project main"), "{body}");
+    let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some("not-a-token"));
+    assert_eq!(status, 403, "{body}");
+    let (status, headers, _) = http(&url, "GET", base, Some(&token));
+    assert_eq!(status, 308);
+    assert!(headers.contains(&format!("location: {base}/")), "{headers}");
+    let (status, _, body) = http(&url, "GET", "/proxy/services/main/nope/", Some(&token));
+    assert_eq!((status, body.as_str()), (404, r#"{"detail":"Service main/nope not found"}"#));
+
+    // Server-sent events arrive whole, through the proxy.
+    let (status, headers, body) = http(&url, "GET", &format!("{base}/sse"), Some(&token));
+    assert_eq!(status, 200);
+    assert!(headers.contains("content-type: text/event-stream"), "{headers}");
+    assert_eq!(body, "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+
+    // One replica's container dies: until the server sees it, its port refuses connections
+    // and every request goes to the other replica.
+    let victim = &replicas[0];
+    let ids = String::from_utf8(
+        Command::new("docker")
+            .args(["ps", "-q", "--filter", &format!("label=ai.dstack.shim.task-id={victim}")])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let container = ids.lines().next().expect("the replica's container").to_owned();
+    let killed = Command::new("docker").args(["kill", &container]).output().unwrap();
+    assert!(killed.status.success());
+    for _ in 0..6 {
+        let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some(&token));
+        assert_eq!((status, body.as_str()), (200, replicas[1].as_str()), "the other replica answers");
+    }
+
+    // The dead replica may already have ended the run (a replica that fails ends it, as in
+    // dstack); stopping a finished run changes nothing.
+    let _ = cli(home, &["stop", "svc", "-y"]);
+    wait("the service to stop", Duration::from_secs(60), || {
+        let run = run_json(home, "svc");
+        (run["status"] == "terminated" || run["status"] == "failed").then_some(())
+    });
+    let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some(&token));
+    assert_eq!((status, body.as_str()), (404, r#"{"detail":"Service main/svc not found"}"#));
+}

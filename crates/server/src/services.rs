@@ -1,0 +1,351 @@
+//! Services: where a service run is published (`Run.service`) and the in-server proxy at
+//! `/proxy/services/{project}/{run}/…` that sends requests to its running replicas.
+//!
+//! Without gateways (#5 point 6) every service is published on the server itself, as dstack
+//! does for a project without a default gateway. A replica is reached at the host port its
+//! shim published for the service port (bridge mode, [`dstack_agent_proto::shim::TaskConfig`]'s
+//! `app_ports`), or at the service port itself (the host network, process mode); on an SSH
+//! host through the host's one SSH connection ([`crate::ssh_hosts::agent_base_url`]).
+
+use std::net::SocketAddr;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use dstack_api::runs::{
+    JobProvisioningData, JobRuntimeData, JobSpec, JobStatus, RunConfiguration, RunSpec, ServiceModelSpec,
+    ServiceSpec,
+};
+use dstack_db::{JobRow, ProjectRow};
+
+use dstack_model::service::{ServiceGateway, ServiceHttps, ServiceModel};
+use dstack_proxy::{ProxyError, Upstream};
+
+use crate::crypto::token_hash;
+use crate::state::AppState;
+
+/// `Run.service` of a service submitted to `project`: its URL on this server and, with a
+/// `model`, the OpenAI-compatible base URL (dstack's `_assign_service_to_in_server_proxy`).
+/// `Ok(None)` for the other run types; `Err` says why the service cannot be published.
+pub(crate) fn service_spec(
+    project: &str,
+    run_name: &str,
+    spec: &RunSpec,
+) -> Result<Option<ServiceSpec>, String> {
+    let RunConfiguration::Service(c) = &spec.configuration else { return Ok(None) };
+    match &c.gateway {
+        Some(ServiceGateway::Ref(reference)) => {
+            return Err(format!("Gateway {} does not exist in project {project}", reference_text(reference)));
+        }
+        Some(ServiceGateway::Bool(true)) => {
+            return Err(
+                "The service requires a gateway, but there is no default gateway in the project".to_owned()
+            );
+        }
+        Some(ServiceGateway::Bool(false)) | None => {}
+    }
+    if c.https == Some(ServiceHttps::Bool(false)) {
+        return Err("Setting `https: False` is not allowed without a gateway. Please configure a gateway \
+                    or remove the `https` property from the service configuration"
+            .to_owned());
+    }
+    let url = format!("/proxy/services/{project}/{run_name}/");
+    let (model, options) = match &c.model {
+        None => (None, serde_json::Map::new()),
+        Some(model) => {
+            let (name, base_url) = match model {
+                ServiceModel::OpenAi(m) => {
+                    (m.name.clone(), format!("{}{}", url.trim_end_matches('/'), m.prefix))
+                }
+                ServiceModel::Tgi(m) => (m.name.clone(), format!("/proxy/models/{project}/")),
+            };
+            let dump = serde_json::to_value(model).map_err(|e| e.to_string())?;
+            let options =
+                serde_json::Map::from_iter([("openai".to_owned(), serde_json::json!({ "model": dump }))]);
+            (Some(ServiceModelSpec { name, base_url, kind: "chat".to_owned() }), options)
+        }
+    };
+    Ok(Some(ServiceSpec { url, model, options }))
+}
+
+fn reference_text(reference: &dstack_model::common::EntityReference) -> String {
+    match &reference.project {
+        Some(project) => format!("{project}/{}", reference.name),
+        None => reference.name.clone(),
+    }
+}
+
+/// `/proxy/services/{project}/{run}`: the service root is the path with a slash.
+pub(crate) async fn redirect_to_root(req: Request) -> Response {
+    let uri = req.uri();
+    let target = match uri.query() {
+        Some(q) => format!("{}/?{q}", uri.path()),
+        None => format!("{}/", uri.path()),
+    };
+    Redirect::permanent(&target).into_response()
+}
+
+/// `/proxy/services/{project}/{run}/` (any method).
+pub(crate) async fn proxy_root(
+    State(state): State<AppState>,
+    Path((project, run)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    proxy(state, project, run, String::new(), req).await
+}
+
+/// `/proxy/services/{project}/{run}/{path}` (any method).
+pub(crate) async fn proxy_path(
+    State(state): State<AppState>,
+    Path((project, run, path)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    proxy(state, project, run, path, req).await
+}
+
+async fn proxy(state: AppState, project: String, run: String, path: String, req: Request) -> Response {
+    match target(&state, &project, &run, req.headers()).await {
+        Ok(target) => {
+            let path_and_query = if target.strip_prefix {
+                // The raw path after the prefix, as the client wrote it (still %-encoded).
+                let raw = req.uri().path();
+                let prefix = format!("/proxy/services/{project}/{run}/");
+                let rest = raw.strip_prefix(&prefix).unwrap_or(&path);
+                with_query(&format!("/{rest}"), req.uri().query())
+            } else {
+                with_query(req.uri().path(), req.uri().query())
+            };
+            let drop: &[HeaderName] = if target.auth { &[header::AUTHORIZATION] } else { &[] };
+            state.proxy.forward(req, &target.upstreams, &path_and_query, drop).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+fn with_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    }
+}
+
+/// Where a request to a service goes.
+struct Target {
+    upstreams: Vec<Upstream>,
+    auth: bool,
+    strip_prefix: bool,
+}
+
+fn not_found(project: &str, run: &str) -> ProxyError {
+    ProxyError::new(StatusCode::NOT_FOUND, format!("Service {project}/{run} not found"))
+}
+
+fn internal(e: impl std::fmt::Display) -> ProxyError {
+    tracing::error!(error = %e, "service proxy");
+    ProxyError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
+}
+
+async fn target(
+    state: &AppState,
+    project_name: &str,
+    run_name: &str,
+    headers: &HeaderMap,
+) -> Result<Target, ProxyError> {
+    let project = state.db.project_by_name(project_name).await.map_err(internal)?;
+    let Some(project) = project else { return Err(not_found(project_name, run_name)) };
+    let run = state.db.run_by_name(project.id, run_name).await.map_err(internal)?;
+    let Some(run) = run.filter(|r| r.service_spec.is_some()) else {
+        return Err(not_found(project_name, run_name));
+    };
+    let spec: RunSpec = serde_json::from_str(&run.run_spec).map_err(internal)?;
+    let RunConfiguration::Service(conf) = &spec.configuration else {
+        return Err(not_found(project_name, run_name));
+    };
+    let jobs = state.db.jobs_of_runs(&[run.id]).await.map_err(internal)?;
+    let running = running_replicas(&jobs);
+    if running.is_empty() {
+        return Err(not_found(project_name, run_name));
+    }
+    if conf.auth {
+        authorize(state, &project, headers).await?;
+    }
+    let mut upstreams = Vec::with_capacity(running.len());
+    for job in running {
+        match replica_addr(state, job, conf.port.container_port).await {
+            Ok(addr) => upstreams.push(Upstream { id: job.id.to_string(), addr }),
+            Err(e) => tracing::warn!(job = %job.job_name, error = %e, "replica address unknown"),
+        }
+    }
+    Ok(Target { upstreams, auth: conf.auth, strip_prefix: conf.strip_prefix })
+}
+
+/// The latest submission of every replica's first job, if it runs.
+fn running_replicas(jobs: &[JobRow]) -> Vec<&JobRow> {
+    let mut latest: std::collections::BTreeMap<i64, &JobRow> = std::collections::BTreeMap::new();
+    for job in jobs.iter().filter(|j| j.job_num == 0) {
+        let entry = latest.entry(job.replica_num).or_insert(job);
+        if job.submission_num > entry.submission_num {
+            *entry = job;
+        }
+    }
+    latest.into_values().filter(|j| j.status == JobStatus::Running.as_str()).collect()
+}
+
+/// A member of the project (or a global admin) with a valid token (dstack's proxy auth).
+async fn authorize(state: &AppState, project: &ProjectRow, headers: &HeaderMap) -> Result<(), ProxyError> {
+    let denied = || {
+        ProxyError::new(
+            StatusCode::FORBIDDEN,
+            format!("Unauthenticated or unauthorized to access project {}", project.name),
+        )
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+        .map(|(_, token)| token.trim().to_owned())
+        .ok_or_else(denied)?;
+    let user = state.db.user_by_token_hash(&token_hash(&token)).await.map_err(internal)?;
+    let Some(user) = user.filter(|u| u.active) else { return Err(denied()) };
+    if user.global_role == "admin" {
+        return Ok(());
+    }
+    match state.db.member_role(project.id, user.id).await.map_err(internal)? {
+        Some(_) => Ok(()),
+        None => Err(denied()),
+    }
+}
+
+/// Where the replica's service port is reachable from the server.
+async fn replica_addr(state: &AppState, job: &JobRow, service_port: i64) -> Result<SocketAddr, String> {
+    let spec: JobSpec = serde_json::from_str(&job.job_spec).map_err(|e| e.to_string())?;
+    let port = u16::try_from(spec.service_port.unwrap_or(service_port))
+        .map_err(|_| "the service port is out of range".to_owned())?;
+    let jrd: Option<JobRuntimeData> =
+        job.job_runtime_data.as_deref().map(serde_json::from_str).transpose().map_err(|e| e.to_string())?;
+    let host_port = jrd
+        .and_then(|r| r.ports)
+        .and_then(|p| p.get(&i64::from(port)).copied())
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(port);
+    if let Some(instance_id) = job.instance_id
+        && let Some(instance) = state.db.instance_by_id(instance_id).await.map_err(|e| e.to_string())?
+        && crate::ssh_hosts::is_ssh(&instance)
+    {
+        let url = crate::ssh_hosts::agent_base_url(state, &instance, host_port).await?;
+        return url.trim_start_matches("http://").parse().map_err(|e| format!("tunnel address {url}: {e}"));
+    }
+    let jpd: Option<JobProvisioningData> = job
+        .job_provisioning_data
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let host = jpd.and_then(|p| p.hostname).unwrap_or_else(|| "127.0.0.1".to_owned());
+    tokio::net::lookup_host((host.as_str(), host_port))
+        .await
+        .map_err(|e| format!("{host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host}: no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(configuration: serde_json::Value) -> RunSpec {
+        serde_json::from_value(serde_json::json!({"run_name": "svc", "configuration": configuration}))
+            .expect("a run spec")
+    }
+
+    #[test]
+    fn a_service_is_published_on_the_server_with_its_model() {
+        let plain = service_spec(
+            "main",
+            "svc",
+            &spec(serde_json::json!({"type": "service", "port": 8000, "commands": ["x"]})),
+        );
+        let plain = plain.expect("publishable").expect("a service");
+        assert_eq!(plain.url, "/proxy/services/main/svc/");
+        assert_eq!((plain.model, plain.options.len()), (None, 0));
+
+        let llm =
+            spec(serde_json::json!({"type": "service", "port": 8000, "commands": ["x"], "model": "llama"}));
+        let llm = service_spec("main", "svc", &llm).expect("publishable").expect("a service");
+        let model = llm.model.expect("a model");
+        assert_eq!(
+            (model.name.as_str(), model.base_url.as_str(), model.kind.as_str()),
+            ("llama", "/proxy/services/main/svc/v1", "chat")
+        );
+        assert_eq!(
+            serde_json::Value::Object(llm.options),
+            serde_json::json!({"openai": {"model": {"type": "chat", "name": "llama", "format": "openai", "prefix": "/v1"}}})
+        );
+
+        let task = spec(serde_json::json!({"type": "task", "commands": ["x"]}));
+        assert_eq!(service_spec("main", "t", &task), Ok(None));
+    }
+
+    #[test]
+    fn what_needs_a_gateway_is_refused_with_dstacks_messages() {
+        let with = |extra: serde_json::Value| {
+            let mut conf = serde_json::json!({"type": "service", "port": 8000, "commands": ["x"]});
+            conf.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            service_spec("main", "svc", &spec(conf)).expect_err("refused")
+        };
+        assert_eq!(with(serde_json::json!({"gateway": "gw"})), "Gateway gw does not exist in project main");
+        assert_eq!(
+            with(serde_json::json!({"gateway": true})),
+            "The service requires a gateway, but there is no default gateway in the project"
+        );
+        assert!(
+            with(serde_json::json!({"https": false})).starts_with("Setting `https: False` is not allowed")
+        );
+    }
+
+    #[test]
+    fn the_latest_running_submission_of_each_replica_serves() {
+        let row = |replica: i64, submission: i64, job_num: i64, status: &str| {
+            let now = jiff::Timestamp::UNIX_EPOCH;
+            JobRow {
+                id: uuid::Uuid::new_v4(),
+                project_id: uuid::Uuid::nil(),
+                run_id: uuid::Uuid::nil(),
+                run_name: "svc".to_owned(),
+                job_num,
+                replica_num: replica,
+                submission_num: submission,
+                deployment_num: 0,
+                job_name: format!("svc-{job_num}-{replica}"),
+                submitted_at: now,
+                last_processed_at: now,
+                finished_at: None,
+                status: status.to_owned(),
+                termination_reason: None,
+                termination_reason_message: None,
+                exit_status: None,
+                job_spec: "{}".to_owned(),
+                job_provisioning_data: None,
+                job_runtime_data: None,
+                instance_id: None,
+                runner_timestamp: None,
+                remove_at: None,
+                graceful_termination_attempts: None,
+                image_pull_progress: None,
+                inactivity_secs: None,
+            }
+        };
+        let jobs = [
+            row(0, 0, 0, "failed"),
+            row(0, 1, 0, "running"),
+            row(1, 0, 0, "running"),
+            row(1, 1, 0, "provisioning"),
+            row(2, 0, 0, "running"),
+            row(2, 0, 1, "running"),
+        ];
+        let serving: Vec<(i64, i64)> =
+            running_replicas(&jobs).iter().map(|j| (j.replica_num, j.submission_num)).collect();
+        assert_eq!(serving, [(0, 1), (2, 0)]);
+    }
+}

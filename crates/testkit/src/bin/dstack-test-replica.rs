@@ -1,0 +1,61 @@
+//! A service replica for the end-to-end tests: a real HTTP server that the test image runs as
+//! a service's command. `dstack-test-replica PORT` serves on all interfaces:
+//!
+//! - `GET /whoami`: the job id the runner gave it (`DSTACK_JOB_ID`), to tell replicas apart;
+//! - `GET /sse`: three server-sent events, 200 ms apart;
+//! - anything else: `<METHOD> <path and query>`, so tests see what the proxy forwarded.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use axum::routing::get;
+use std::time::Duration;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let port: u16 = match std::env::args().nth(1).and_then(|p| p.parse().ok()) {
+        Some(port) => port,
+        None => {
+            eprintln!("usage: dstack-test-replica PORT");
+            std::process::exit(2);
+        }
+    };
+    let job = std::env::var("DSTACK_JOB_ID").unwrap_or_default();
+    let app = Router::new()
+        .route("/whoami", get(move || async move { job }))
+        .route(
+            "/sse",
+            get(|| async {
+                let events = futures_util::stream::unfold(0, |i| async move {
+                    if i == 3 {
+                        return None;
+                    }
+                    if i > 0 {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Some((Ok::<_, std::io::Error>(format!("data: {i}\n\n")), i + 1))
+                });
+                Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(Body::from_stream(events))
+                    .expect("a response")
+            }),
+        )
+        .fallback(|req: Request| async move {
+            let target = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+            format!("{} {target}", req.method())
+        });
+    let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {port}: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("replica listening on {port}");
+    if let Err(e) = axum::serve(listener, app).await {
+        eprintln!("serving: {e}");
+        std::process::exit(1);
+    }
+}
