@@ -11,6 +11,7 @@ mod convert;
 pub mod crypto;
 pub mod fleets;
 pub mod local_fleet;
+mod models;
 pub mod pipelines;
 pub mod routes;
 mod runs;

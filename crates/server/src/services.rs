@@ -140,7 +140,7 @@ fn not_found(project: &str, run: &str) -> ProxyError {
     ProxyError::new(StatusCode::NOT_FOUND, format!("Service {project}/{run} not found"))
 }
 
-fn internal(e: impl std::fmt::Display) -> ProxyError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ProxyError {
     tracing::error!(error = %e, "service proxy");
     ProxyError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
 }
@@ -180,7 +180,7 @@ async fn target(
 }
 
 /// The latest submission of every replica's first job, if it runs.
-fn running_replicas(jobs: &[JobRow]) -> Vec<&JobRow> {
+pub(crate) fn running_replicas(jobs: &[JobRow]) -> Vec<&JobRow> {
     let mut latest: std::collections::BTreeMap<i64, &JobRow> = std::collections::BTreeMap::new();
     for job in jobs.iter().filter(|j| j.job_num == 0) {
         let entry = latest.entry(job.replica_num).or_insert(job);
@@ -192,7 +192,11 @@ fn running_replicas(jobs: &[JobRow]) -> Vec<&JobRow> {
 }
 
 /// A member of the project (or a global admin) with a valid token (dstack's proxy auth).
-async fn authorize(state: &AppState, project: &ProjectRow, headers: &HeaderMap) -> Result<(), ProxyError> {
+pub(crate) async fn authorize(
+    state: &AppState,
+    project: &ProjectRow,
+    headers: &HeaderMap,
+) -> Result<(), ProxyError> {
     let denied = || {
         ProxyError::new(
             StatusCode::FORBIDDEN,
@@ -218,7 +222,11 @@ async fn authorize(state: &AppState, project: &ProjectRow, headers: &HeaderMap) 
 }
 
 /// Where the replica's service port is reachable from the server.
-async fn replica_addr(state: &AppState, job: &JobRow, service_port: i64) -> Result<SocketAddr, String> {
+pub(crate) async fn replica_addr(
+    state: &AppState,
+    job: &JobRow,
+    service_port: i64,
+) -> Result<SocketAddr, String> {
     let spec: JobSpec = serde_json::from_str(&job.job_spec).map_err(|e| e.to_string())?;
     let port = u16::try_from(spec.service_port.unwrap_or(service_port))
         .map_err(|_| "the service port is out of range".to_owned())?;

@@ -47,11 +47,21 @@ fn service_image() {
 /// One HTTP/1.1 request on its own connection; (status, headers, body). The body is read to
 /// the end (chunked bodies are decoded).
 fn http(url: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
+    http_body(url, method, path, token, "")
+}
+
+/// [`http`] with a request body.
+fn http_body(url: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String, String) {
     let addr = url.trim_start_matches("http://");
     let mut stream = TcpStream::connect(addr).expect("the server accepts connections");
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let length = body.len();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {length}\r\nConnection: close\r\n\r\n{body}"
+    )
+    .unwrap();
     let mut reader = BufReader::new(stream);
     let mut status_line = String::new();
     reader.read_line(&mut status_line).unwrap();
@@ -145,7 +155,7 @@ fn a_service_with_two_replicas_is_served_through_the_proxy() {
     let file = home.join("svc.yml");
     std::fs::write(
         &file,
-        "type: service\nname: svc\nimage: dstack-rs-service-test:1\nport: 8000\nreplicas: 2\n\
+        "type: service\nname: svc\nimage: dstack-rs-service-test:1\nport: 8000\nreplicas: 2\nmodel: test-model\n\
          resources: {cpu: 1.., memory: 0.5GB.., disk: 1GB..}\n\
          commands: [dstack-test-replica 8000]\n",
     )
@@ -191,6 +201,32 @@ fn a_service_with_two_replicas_is_served_through_the_proxy() {
     assert!(headers.contains(&format!("location: {base}/")), "{headers}");
     let (status, _, body) = http(&url, "GET", "/proxy/services/main/nope/", Some(&token));
     assert_eq!((status, body.as_str()), (404, r#"{"detail":"Service main/nope not found"}"#));
+
+    // The service's model, OpenAI-style: listed for members, completions routed by `model`
+    // with the body passed through unchanged.
+    assert_eq!(run["service"]["model"]["base_url"], "/proxy/services/main/svc/v1", "{run:#}");
+    let (status, _, body) = http(&url, "GET", "/proxy/models/main/models", Some(&token));
+    assert_eq!(status, 200, "{body}");
+    let models: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(models["object"], "list");
+    assert_eq!(models["data"][0]["id"], "test-model", "{models}");
+    assert_eq!(models["data"][0]["owned_by"], "main", "{models}");
+    assert_eq!(http(&url, "GET", "/proxy/models/main/v1/models", None).0, 403);
+    let request = r#"{"model":"test-model","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    for endpoint in ["chat/completions", "v1/chat/completions", "v1/completions"] {
+        let path = format!("/proxy/models/main/{endpoint}");
+        let (status, _, body) = http_body(&url, "POST", &path, Some(&token), request);
+        let upstream = format!("/v1/{}", endpoint.trim_start_matches("v1/"));
+        assert_eq!((status, body), (200, format!("POST {upstream} {request}")));
+    }
+    let (status, _, body) = http_body(
+        &url,
+        "POST",
+        "/proxy/models/main/v1/chat/completions",
+        Some(&token),
+        r#"{"model":"nope"}"#,
+    );
+    assert_eq!((status, body.as_str()), (404, r#"{"detail":"Model nope not found in project main"}"#));
 
     // Server-sent events arrive whole, through the proxy.
     let (status, headers, body) = http(&url, "GET", &format!("{base}/sse"), Some(&token));

@@ -3,7 +3,8 @@
 //!
 //! - `GET /whoami`: the job id the runner gave it (`DSTACK_JOB_ID`), to tell replicas apart;
 //! - `GET /sse`: three server-sent events, 200 ms apart;
-//! - anything else: `<METHOD> <path and query>`, so tests see what the proxy forwarded.
+//! - anything else: `<METHOD> <path and query>`, then a space and the request body if it has
+//!   one, so tests see what the proxy forwarded.
 
 use axum::Router;
 use axum::body::Body;
@@ -44,7 +45,13 @@ async fn main() {
         )
         .fallback(|req: Request| async move {
             let target = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
-            format!("{} {target}", req.method())
+            let method = req.method().clone();
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+            if body.is_empty() {
+                format!("{method} {target}")
+            } else {
+                format!("{method} {target} {}", String::from_utf8_lossy(&body))
+            }
         });
     let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
         Ok(l) => l,
