@@ -53,7 +53,7 @@ async fn models(state: &AppState, project_id: uuid::Uuid) -> Result<Vec<Model>, 
         };
         out.push(Model { name: model.name, run, prefix });
     }
-    out.sort_by(|a, b| b.run.submitted_at.cmp(&a.run.submitted_at));
+    out.sort_by_key(|m| std::cmp::Reverse(m.run.submitted_at));
     Ok(out)
 }
 
