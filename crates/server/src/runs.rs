@@ -47,21 +47,21 @@ pub(crate) fn static_checks(config: &RunConfiguration) -> Vec<String> {
 /// Custom images cannot be inspected in a registry from here; their configuration is taken
 /// as unknown (no entrypoint, command or user from the image).
 pub(crate) fn initial_job_specs(spec: &RunSpec) -> Result<Vec<JobSpec>, JobSpecError> {
-    let images: ImageConfigs = dstack_decide::jobspec::images_to_inspect(spec)
+    dstack_decide::jobspec::plan_job_specs(spec, &unknown_images(spec))
+}
+
+/// The spec's custom images, each with an unknown (default) configuration.
+fn unknown_images(spec: &RunSpec) -> ImageConfigs {
+    dstack_decide::jobspec::images_to_inspect(spec)
         .into_iter()
         .map(|image| (image, ImageConfig::default()))
-        .collect();
-    dstack_decide::jobspec::plan_job_specs(spec, &images)
+        .collect()
 }
 
 /// The jobs a run is submitted with: a service's `replicas.min` replicas of each group, else
 /// replica 0 (images as in [`initial_job_specs`]).
 pub(crate) fn submission_job_specs(spec: &RunSpec) -> Result<Vec<JobSpec>, JobSpecError> {
-    let images: ImageConfigs = dstack_decide::jobspec::images_to_inspect(spec)
-        .into_iter()
-        .map(|image| (image, ImageConfig::default()))
-        .collect();
-    dstack_decide::jobspec::submission_job_specs(spec, &images)
+    dstack_decide::jobspec::submission_job_specs(spec, &unknown_images(spec))
 }
 
 /// A stored job spec as the API shows it: the inter-node private key is never sent (dstack

@@ -85,14 +85,7 @@ fn wait<T>(home: &Path, within: Duration, what: &str, mut probe: impl FnMut() ->
 
 /// The run as `dstack ps -a --json` shows it.
 fn run(home: &Path, name: &str) -> Value {
-    let (code, out, err) = cli(home, &["ps", "-a", "--json"]);
-    assert_eq!(code, 0, "{err}");
-    let runs: Value = serde_json::from_str(&out).unwrap();
-    runs["runs"]
-        .as_array()
-        .and_then(|rs| rs.iter().find(|r| r["run_spec"]["run_name"] == name))
-        .cloned()
-        .unwrap_or_else(|| panic!("no run {name}: {runs:#}"))
+    crate::server::ps_run(home, name)
 }
 
 fn submissions(run: &Value) -> Vec<Value> {

@@ -124,16 +124,7 @@ fn the_dstack_cli_attaches_over_ssh_through_the_host_and_streams_logs() {
     let home = tempfile::tempdir().expect("home");
     let home = home.path();
     let key = write_key(home, "fleet_key", &openssh_text(&hosts.key), &hosts.public_key);
-    let fleet = home.join("fleet.yml");
-    std::fs::write(
-        &fleet,
-        format!(
-            "type: fleet\nname: hosts\nenv:\n  DSTACK_SHIM_DOCKER_SELF: auto\nssh_config:\n  user: root\n  \
-             identity_file: {key}\n  hosts:\n    - {}\n",
-            hosts.hosts[0].ip
-        ),
-    )
-    .expect("write");
+    let fleet = crate::ssh_fleet::nested_fleet_file(home, &key, &hosts.hosts[0].ip);
     let server = start_env(home, &[]);
     let (code, out, err) = cli(home, &["apply", "-f", &fleet.display().to_string(), "-y", "-d"]);
     assert_eq!(code, 0, "{out}{err}");

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::local_fleet::{agents_built, runner_image};
-use crate::server::{Server, cli, start_with_local_fleet_env, stop};
+use crate::server::{Server, cli, ps_run, start_with_local_fleet_env, stop};
 
 /// `dstack-rs-service-test:1`: the runner test image plus `dstack-test-replica`.
 fn service_image() {
@@ -94,17 +94,6 @@ fn http_body(url: &str, method: &str, path: &str, token: Option<&str>, body: &st
     (status, headers, body)
 }
 
-fn run_json(home: &Path, name: &str) -> Value {
-    let (code, out, err) = cli(home, &["ps", "-a", "--json"]);
-    assert_eq!(code, 0, "{out}{err}");
-    let runs: Value = serde_json::from_str(&out).unwrap();
-    runs["runs"]
-        .as_array()
-        .and_then(|rs| rs.iter().find(|r| r["run_spec"]["run_name"] == name))
-        .cloned()
-        .unwrap_or_else(|| panic!("no run {name}: {runs:#}"))
-}
-
 fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
     loop {
@@ -163,7 +152,7 @@ fn a_service_with_two_replicas_is_served_through_the_proxy() {
     let (code, out, err) = cli(home, &["apply", "-f", &file.display().to_string(), "-y", "-d"]);
     assert_eq!(code, 0, "{out}{err}");
     let run = wait("both replicas running", Duration::from_secs(120), || {
-        let run = run_json(home, "svc");
+        let run = ps_run(home, "svc");
         (running_jobs(&run).len() == 2).then_some(run)
     });
     assert_eq!(run["service"]["url"], "/proxy/services/main/svc/", "{run:#}");
@@ -257,7 +246,7 @@ fn a_service_with_two_replicas_is_served_through_the_proxy() {
     // dstack); stopping a finished run changes nothing.
     let _ = cli(home, &["stop", "svc", "-y"]);
     wait("the service to stop", Duration::from_secs(60), || {
-        let run = run_json(home, "svc");
+        let run = ps_run(home, "svc");
         (run["status"] == "terminated" || run["status"] == "failed").then_some(())
     });
     let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some(&token));

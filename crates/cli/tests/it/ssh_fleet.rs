@@ -34,6 +34,21 @@ fn fleet(home: &Path) -> Value {
 }
 
 /// Polls the fleet until `done` holds for its instances, or fails after `within`.
+/// `fleet.yml` in `home`: fleet `hosts` of the one test host at `ip` (as root with `key`),
+/// whose shim runs task containers in the host's network namespace.
+pub(crate) fn nested_fleet_file(home: &Path, key: &str, ip: &str) -> std::path::PathBuf {
+    let file = home.join("fleet.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "type: fleet\nname: hosts\nenv:\n  DSTACK_SHIM_DOCKER_SELF: auto\nssh_config:\n  user: root\n  \
+             identity_file: {key}\n  hosts:\n    - {ip}\n"
+        ),
+    )
+    .unwrap();
+    file
+}
+
 pub(crate) fn wait_for(
     home: &Path,
     within: Duration,
@@ -230,16 +245,7 @@ fn a_task_runs_in_a_container_on_an_ssh_host() {
     let hosts = TestHosts::start(&[HostKind::WithDocker]);
     let home = TempDir::new().unwrap();
     let key = write_key(home.path(), "fleet_key", &openssh_text(&hosts.key), &hosts.public_key);
-    let file = home.path().join("fleet.yml");
-    std::fs::write(
-        &file,
-        format!(
-            "type: fleet\nname: hosts\nenv:\n  DSTACK_SHIM_DOCKER_SELF: auto\nssh_config:\n  user: root\n  \
-             identity_file: {key}\n  hosts:\n    - {}\n",
-            hosts.hosts[0].ip
-        ),
-    )
-    .unwrap();
+    let file = nested_fleet_file(home.path(), &key, &hosts.hosts[0].ip);
     let server = start_env(home.path(), &[]);
     let (code, out, err) = cli(home.path(), &["apply", "-f", &file.display().to_string(), "-y", "-d"]);
     assert_eq!(code, 0, "{out}{err}");
