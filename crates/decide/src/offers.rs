@@ -185,14 +185,21 @@ pub fn assign(req: &Requirements, instances: &[InstanceCandidate], filter: &Flee
     if let Some((i, offer)) = offers.iter().find(|(_, o)| o.availability.is_available()) {
         return Assignment::Instance { id: i.id, fleet_id: i.fleet_id, offer: Box::new(offer.clone()) };
     }
-    let mut busy: Vec<&str> = offers.iter().map(|(i, _)| i.fleet_name.as_str()).collect();
-    busy.dedup();
-    let message = match busy.as_slice() {
+    let mut fleets: Vec<&str> = offers.iter().map(|(i, _)| i.fleet_name.as_str()).collect();
+    fleets.dedup();
+    let names = fleets.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ");
+    // Not one of them can take jobs now (an unreachable host, or its agent not up yet):
+    // waiting for runs to finish would not help.
+    let all_unusable = offers.iter().all(|(i, _)| !i.usable);
+    let message = match fleets.as_slice() {
         [] => NO_FLEETS_MESSAGE.to_owned(),
-        names => format!(
-            "All instances that fit the run are busy (fleet {}). Wait for their runs to finish, \
-             stop one, or set `retry` to wait for capacity",
-            names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")
+        _ if all_unusable => format!(
+            "The instances that fit the run are unreachable or not ready yet (fleet {names}). \
+             Check the hosts with `dstack fleet`, or set `retry` to wait for capacity"
+        ),
+        _ => format!(
+            "All instances that fit the run are busy (fleet {names}). Wait for their runs to finish, \
+             stop one, or set `retry` to wait for capacity"
         ),
     };
     Assignment::NoCapacity { message }
@@ -390,6 +397,17 @@ mod tests {
         let busy = [candidate(1, false, 0.0)];
         let Assignment::NoCapacity { message } = assign(&r, &busy, &FleetFilter::default()) else { panic!() };
         assert!(message.starts_with("All instances that fit the run are busy (fleet 'local')"), "{message}");
+        // A host that cannot take jobs (unreachable) is not "busy".
+        let mut gone = candidate(4, true, 1.0);
+        gone.usable = false;
+        let Assignment::NoCapacity { message } = assign(&r, &[gone], &FleetFilter::default()) else {
+            panic!()
+        };
+        assert!(
+            message.starts_with(
+                "The instances that fit the run are unreachable or not ready yet (fleet 'local')"
+            )
+        );
         assert_eq!(
             assign(&r, &[], &FleetFilter::default()),
             Assignment::NoCapacity { message: NO_FLEETS_MESSAGE.into() }

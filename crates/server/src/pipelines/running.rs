@@ -653,6 +653,15 @@ pub(super) async fn stop_on_host(
     instance_id: Uuid,
     now: jiff::Timestamp,
 ) -> (Stopping, Logs) {
+    // A host marked unreachable cannot be asked anything: each call would only wait for its
+    // connect timeout. The job ends now; what it left there is removed by the first health
+    // check after the host is back (`dstack_decide::instance::dangling_tasks`).
+    if let Ok(Some(instance)) = state.db.instance_by_id(instance_id).await
+        && instance.unreachable
+    {
+        tracing::info!(job = %job.job_name, "the host is unreachable; the job is stopped without it");
+        return (Stopping::Done, Vec::new());
+    }
     let runner = runner_client(state, job).await;
     if job.graceful_termination_attempts == Some(0) {
         if let Some(runner) = &runner
