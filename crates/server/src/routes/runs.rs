@@ -91,8 +91,8 @@ pub(super) async fn apply(
         service_spec: None,
     };
     let mut run = run;
-    if let Some(service) = crate::services::service_spec(&access.project.name, &run_name, &effective)
-        .map_err(ApiError::error)?
+    if let Some(service) =
+        crate::services::service_spec(&access.project.name, &run_name, &effective).map_err(ApiError::error)?
     {
         run.service_spec = Some(serde_json::to_string(&service).map_err(internal)?);
     }
