@@ -1,5 +1,6 @@
 //! Services: where a service run is published (`Run.service`) and the in-server proxy at
-//! `/proxy/services/{project}/{run}/…` that sends requests to its running replicas.
+//! `/proxy/services/{project}/{run}/…` that sends requests to its ready replicas (running and
+//! registered by the probes loop, [`crate::pipelines::probes`]; with no probes, running).
 //!
 //! Without gateways (#5 point 6) every service is published on the server itself, as dstack
 //! does for a project without a default gateway. A replica is reached at the host port its
@@ -163,6 +164,9 @@ async fn target(
     };
     let jobs = state.db.jobs_of_runs(&[run.id]).await.map_err(internal)?;
     let running = running_replicas(&jobs);
+    let ids: Vec<uuid::Uuid> = running.iter().map(|j| j.id).collect();
+    let registered = state.db.registered_jobs(&ids).await.map_err(internal)?;
+    let running: Vec<&JobRow> = running.into_iter().filter(|j| is_ready(j, &registered)).collect();
     if running.is_empty() {
         return Err(not_found(project_name, run_name));
     }
@@ -171,7 +175,7 @@ async fn target(
     }
     let mut upstreams = Vec::with_capacity(running.len());
     for job in running {
-        match replica_addr(state, job, conf.port.container_port).await {
+        match replica_addr(state, job, Some(conf.port.container_port)).await {
             Ok(addr) => upstreams.push(Upstream { id: job.id.to_string(), addr }),
             Err(e) => tracing::warn!(job = %job.job_name, error = %e, "replica address unknown"),
         }
@@ -189,6 +193,18 @@ fn running_replicas(jobs: &[JobRow]) -> Vec<&JobRow> {
         }
     }
     latest.into_values().filter(|j| j.status == JobStatus::Running.as_str()).collect()
+}
+
+/// Whether a running replica receives traffic: once registered by the probes loop, or at
+/// once when its spec has no probes (dstack registers such a replica when it starts running).
+fn is_ready(job: &JobRow, registered: &[uuid::Uuid]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probes {
+        #[serde(default)]
+        probes: Vec<serde::de::IgnoredAny>,
+    }
+    registered.contains(&job.id)
+        || serde_json::from_str::<Probes>(&job.job_spec).is_ok_and(|spec| spec.probes.is_empty())
 }
 
 /// A member of the project (or a global admin) with a valid token (dstack's proxy auth).
@@ -217,11 +233,16 @@ async fn authorize(state: &AppState, project: &ProjectRow, headers: &HeaderMap) 
     }
 }
 
-/// Where the replica's service port is reachable from the server.
-async fn replica_addr(state: &AppState, job: &JobRow, service_port: i64) -> Result<SocketAddr, String> {
+/// Where the replica's service port (the job spec's, else `service_port`) is reachable from
+/// the server.
+pub(crate) async fn replica_addr(
+    state: &AppState,
+    job: &JobRow,
+    service_port: Option<i64>,
+) -> Result<SocketAddr, String> {
     let spec: JobSpec = serde_json::from_str(&job.job_spec).map_err(|e| e.to_string())?;
-    let port = u16::try_from(spec.service_port.unwrap_or(service_port))
-        .map_err(|_| "the service port is out of range".to_owned())?;
+    let port = spec.service_port.or(service_port).ok_or_else(|| "the job has no service port".to_owned())?;
+    let port = u16::try_from(port).map_err(|_| "the service port is out of range".to_owned())?;
     let jrd: Option<JobRuntimeData> =
         job.job_runtime_data.as_deref().map(serde_json::from_str).transpose().map_err(|e| e.to_string())?;
     let host_port = jrd
