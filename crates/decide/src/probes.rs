@@ -181,4 +181,33 @@ mod tests {
         assert!(job_ready(&specs, &[(1, 3), (0, 1)]));
         assert!(!job_ready(&specs, &[(0, 0), (1, 3)]));
     }
+
+    proptest::proptest! {
+        /// Whatever the outcomes, the streak is the number of trailing successes, the next
+        /// due time is the end of the execution plus the interval, and a probe of a running
+        /// job is only deactivated once `until_ready` is satisfied.
+        #[test]
+        fn the_streak_counts_trailing_successes(
+            outcomes in proptest::collection::vec(proptest::bool::ANY, 0..40),
+            ready_after in 1i64..5,
+            until_ready in proptest::bool::ANY,
+        ) {
+            let s = spec(ready_after, until_ready);
+            let mut probe = ProbeState::initial(at(0));
+            for (i, ok) in outcomes.iter().enumerate() {
+                let now = at(i64::try_from(i).unwrap() * 30);
+                match on_due(true, Some(&s), &probe, now) {
+                    OnDue::Deactivate => {
+                        proptest::prop_assert!(until_ready && probe.success_streak >= ready_after);
+                        break;
+                    }
+                    OnDue::Execute { lease_until } => proptest::prop_assert!(lease_until > now),
+                }
+                probe = after_execution(&s, &probe, *ok, now);
+                let trailing = outcomes[..=i].iter().rev().take_while(|ok| **ok).count();
+                proptest::prop_assert_eq!(probe.success_streak, i64::try_from(trailing).unwrap());
+                proptest::prop_assert_eq!(probe.due, at(i64::try_from(i).unwrap() * 30 + 15));
+            }
+        }
+    }
 }

@@ -36,7 +36,7 @@ fn probe_specs(job_spec: &str) -> Result<Vec<ProbeSpec>, serde_json::Error> {
 
 /// The HTTP client of probe requests: redirects are not followed (a 3xx is a failure, as in
 /// dstack); each request has its probe's timeout.
-pub(crate) fn http_client() -> reqwest::Client {
+pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
