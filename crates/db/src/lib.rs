@@ -12,6 +12,7 @@ mod blobs;
 mod connect;
 mod fleets;
 mod metrics;
+mod probes;
 mod projects;
 mod repos;
 mod runs;
@@ -26,6 +27,7 @@ pub use crate::fleets::{
     FleetPassWrite, FleetRow, FleetUpdate, InstanceRow, InstanceStep, InstanceTransition, InstancesDue,
 };
 pub use crate::metrics::{MetricsPointRow, MetricsQuery};
+pub use crate::probes::{ProbeRow, UnregisteredReplica};
 pub use crate::projects::ProjectRow;
 pub use crate::repos::RepoRow;
 pub use crate::runs::{JobRow, LogQuery, LogRow, RunFilter, RunRow, SaveJob};

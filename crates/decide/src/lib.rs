@@ -8,11 +8,13 @@
 //! - [`fleet`]: update-in-place vs re-create of fleet specs, and the fleet/instance life cycle.
 //! - [`instance`]: what the instances loop does to an SSH host (deploy, check, release).
 //! - [`jobspec`]: the job specs of a run (what dstack's "job configurators" compute).
+//! - [`probes`]: readiness probes of service replicas (streaks, due times, readiness).
 pub mod blocks;
 pub mod fleet;
 pub mod instance;
 pub mod job;
 pub mod jobspec;
 pub mod offers;
+pub mod probes;
 pub mod run;
 pub mod schedule;

@@ -15,10 +15,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dstack_api::runs::{RunConfiguration, RunSpec, RunStatus, ServiceSpec};
 use dstack_db::{RunFilter, RunRow};
-use dstack_proxy::{ProxyError, Upstream};
+use dstack_proxy::ProxyError;
 use serde_json::json;
 
-use crate::services::{authorize, internal, replica_addr, running_replicas};
+use crate::services::{authorize, internal, ready_upstreams};
 use crate::state::AppState;
 
 /// Request bodies larger than this are refused (dstack's default client body limit).
@@ -141,14 +141,7 @@ async fn forward(
     let RunConfiguration::Service(conf) = &spec.configuration else {
         return Err(internal(format!("run {} with a model is no service", model.run.run_name)));
     };
-    let jobs = state.db.jobs_of_runs(&[model.run.id]).await.map_err(internal)?;
-    let mut upstreams = Vec::new();
-    for job in running_replicas(&jobs) {
-        match replica_addr(state, job, conf.port.container_port).await {
-            Ok(addr) => upstreams.push(Upstream { id: job.id.to_string(), addr }),
-            Err(e) => tracing::warn!(job = %job.job_name, error = %e, "replica address unknown"),
-        }
-    }
+    let upstreams = ready_upstreams(state, model.run.id, conf.port.container_port).await?;
     let path = format!("{}/{endpoint}", model.prefix.trim_end_matches('/'));
     parts.headers.remove(header::CONTENT_LENGTH);
     let req = Request::from_parts(parts, Body::from(bytes));

@@ -226,10 +226,27 @@ pub(crate) fn job_retry(job_spec: &str) -> Result<Option<JobRetry>, serde_json::
     Ok(serde_json::from_str::<RetryOnly>(job_spec)?.retry)
 }
 
-/// A run row and its job rows in dstack's shape. `jobs` are all submissions of the run.
+/// The stored probes of job submissions, by job id, in probe order (dstack's
+/// `JobSubmission.probes`).
+pub(crate) type ProbesByJob = std::collections::HashMap<uuid::Uuid, Vec<dstack_api::runs::Probe>>;
+
+/// Groups probe rows by job for [`run_to_wire`].
+pub(crate) fn probes_by_job(rows: Vec<dstack_db::ProbeRow>) -> ProbesByJob {
+    let mut rows = rows;
+    rows.sort_by_key(|p| (p.job_id, p.probe_num));
+    let mut out = ProbesByJob::new();
+    for p in rows {
+        out.entry(p.job_id).or_default().push(dstack_api::runs::Probe { success_streak: p.success_streak });
+    }
+    out
+}
+
+/// A run row and its job rows in dstack's shape. `jobs` are all submissions of the run;
+/// `probes` the stored probes of (some of) them.
 pub(crate) fn run_to_wire(
     run: &RunRow,
     jobs: &[JobRow],
+    probes: &ProbesByJob,
     names: RunNames<'_>,
     include_jobs: bool,
     submissions_limit: Option<i64>,
@@ -251,7 +268,8 @@ pub(crate) fn run_to_wire(
     for group in &groups {
         let mut submissions = Vec::with_capacity(group.len());
         for row in group {
-            let sub = job_submission(row)?;
+            let mut sub = job_submission(row)?;
+            sub.probes = probes.get(&row.id).cloned().unwrap_or_default();
             cost += submission_cost(&sub, now);
             submissions.push(sub);
         }

@@ -1,5 +1,6 @@
 //! Services: where a service run is published (`Run.service`) and the in-server proxy at
-//! `/proxy/services/{project}/{run}/…` that sends requests to its running replicas.
+//! `/proxy/services/{project}/{run}/…` that sends requests to its ready replicas (running and
+//! registered by the probes loop, [`crate::pipelines::probes`]; with no probes, running).
 //!
 //! Without gateways (#5 point 6) every service is published on the server itself, as dstack
 //! does for a project without a default gateway. A replica is reached at the host port its
@@ -161,22 +162,35 @@ async fn target(
     let RunConfiguration::Service(conf) = &spec.configuration else {
         return Err(not_found(project_name, run_name));
     };
-    let jobs = state.db.jobs_of_runs(&[run.id]).await.map_err(internal)?;
-    let running = running_replicas(&jobs);
-    if running.is_empty() {
+    let upstreams = ready_upstreams(state, run.id, conf.port.container_port).await?;
+    if upstreams.is_empty() {
         return Err(not_found(project_name, run_name));
     }
     if conf.auth {
         authorize(state, &project, headers).await?;
     }
+    Ok(Target { upstreams, auth: conf.auth, strip_prefix: conf.strip_prefix })
+}
+
+/// Where the ready replicas of run `run_id` serve `service_port`. A replica whose address
+/// cannot be found is left out (and logged).
+pub(crate) async fn ready_upstreams(
+    state: &AppState,
+    run_id: uuid::Uuid,
+    service_port: i64,
+) -> Result<Vec<Upstream>, ProxyError> {
+    let jobs = state.db.jobs_of_runs(&[run_id]).await.map_err(internal)?;
+    let running = running_replicas(&jobs);
+    let ids: Vec<uuid::Uuid> = running.iter().map(|j| j.id).collect();
+    let registered = state.db.registered_jobs(&ids).await.map_err(internal)?;
     let mut upstreams = Vec::with_capacity(running.len());
-    for job in running {
-        match replica_addr(state, job, conf.port.container_port).await {
+    for job in running.into_iter().filter(|j| is_ready(j, &registered)) {
+        match replica_addr(state, job, Some(service_port)).await {
             Ok(addr) => upstreams.push(Upstream { id: job.id.to_string(), addr }),
             Err(e) => tracing::warn!(job = %job.job_name, error = %e, "replica address unknown"),
         }
     }
-    Ok(Target { upstreams, auth: conf.auth, strip_prefix: conf.strip_prefix })
+    Ok(upstreams)
 }
 
 /// The latest submission of every replica's first job, if it runs.
@@ -189,6 +203,18 @@ pub(crate) fn running_replicas(jobs: &[JobRow]) -> Vec<&JobRow> {
         }
     }
     latest.into_values().filter(|j| j.status == JobStatus::Running.as_str()).collect()
+}
+
+/// Whether a running replica receives traffic: once registered by the probes loop, or at
+/// once when its spec has no probes (dstack registers such a replica when it starts running).
+fn is_ready(job: &JobRow, registered: &[uuid::Uuid]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probes {
+        #[serde(default)]
+        probes: Vec<serde::de::IgnoredAny>,
+    }
+    registered.contains(&job.id)
+        || serde_json::from_str::<Probes>(&job.job_spec).is_ok_and(|spec| spec.probes.is_empty())
 }
 
 /// A member of the project (or a global admin) with a valid token (dstack's proxy auth).
@@ -221,15 +247,16 @@ pub(crate) async fn authorize(
     }
 }
 
-/// Where the replica's service port is reachable from the server.
+/// Where the replica's service port (the job spec's, else `service_port`) is reachable from
+/// the server.
 pub(crate) async fn replica_addr(
     state: &AppState,
     job: &JobRow,
-    service_port: i64,
+    service_port: Option<i64>,
 ) -> Result<SocketAddr, String> {
     let spec: JobSpec = serde_json::from_str(&job.job_spec).map_err(|e| e.to_string())?;
-    let port = u16::try_from(spec.service_port.unwrap_or(service_port))
-        .map_err(|_| "the service port is out of range".to_owned())?;
+    let port = spec.service_port.or(service_port).ok_or_else(|| "the job has no service port".to_owned())?;
+    let port = u16::try_from(port).map_err(|_| "the service port is out of range".to_owned())?;
     let jrd: Option<JobRuntimeData> =
         job.job_runtime_data.as_deref().map(serde_json::from_str).transpose().map_err(|e| e.to_string())?;
     let host_port = jrd

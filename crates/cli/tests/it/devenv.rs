@@ -24,11 +24,8 @@ fn free_port() -> u16 {
 }
 
 /// `ps -a --json`'s run named `name`.
-pub(crate) fn run_json(home: &Path, name: &str) -> Option<Value> {
-    let (code, out, err) = cli(home, &["ps", "-a", "--json"]);
-    assert_eq!(code, 0, "{err}");
-    let json: Value = serde_json::from_str(&out).expect("json");
-    json["runs"].as_array()?.iter().find(|r| r["run_spec"]["run_name"] == name).cloned()
+fn run_json(home: &Path, name: &str) -> Option<Value> {
+    crate::server::ps_find(home, name)
 }
 
 pub(crate) fn wait_status(home: &Path, name: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> Value {

@@ -135,16 +135,17 @@ fn first_start_restart_and_graceful_stop() {
     assert_eq!(stop(again), 0);
 }
 
-/// Run `name` as `dstack ps -a --json` shows it.
-pub(crate) fn ps_run(home: &Path, name: &str) -> serde_json::Value {
+/// Run `name` as `dstack ps -a --json` shows it, if there is one.
+pub(crate) fn ps_find(home: &Path, name: &str) -> Option<serde_json::Value> {
     let (code, out, err) = cli(home, &["ps", "-a", "--json"]);
     assert_eq!(code, 0, "{out}{err}");
     let runs: serde_json::Value = serde_json::from_str(&out).unwrap();
-    runs["runs"]
-        .as_array()
-        .and_then(|rs| rs.iter().find(|r| r["run_spec"]["run_name"] == name))
-        .cloned()
-        .unwrap_or_else(|| panic!("no run {name}: {runs:#}"))
+    runs["runs"].as_array()?.iter().find(|r| r["run_spec"]["run_name"] == name).cloned()
+}
+
+/// Run `name` as `dstack ps -a --json` shows it.
+pub(crate) fn ps_run(home: &Path, name: &str) -> serde_json::Value {
+    ps_find(home, name).unwrap_or_else(|| panic!("no run {name}"))
 }
 
 /// Runs our CLI with `home` as the home directory; returns (exit code, stdout, stderr).

@@ -2,7 +2,8 @@
 //! `replicas: 2` service whose replicas are real HTTP servers (`dstack-test-replica` in a test
 //! image), then requests through the in-server proxy at `/proxy/services/main/<run>/`: load
 //! spread over both replicas, auth, the root redirect, streaming, a replica that dies while
-//! the other serves, and the service gone after `dstack stop`.
+//! the other serves, and the service gone after `dstack stop`; a replica with a readiness
+//! probe gets traffic only once the probe passes `ready_after` times.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -117,11 +118,11 @@ fn running_jobs(run: &Value) -> Vec<String> {
         .collect()
 }
 
-struct StopOnDrop<'a>(&'a Path, Option<Server>);
+struct StopOnDrop<'a>(&'a Path, Option<Server>, &'a str);
 
 impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
-        let _ = cli(self.0, &["stop", "svc", "-x", "-y"]);
+        let _ = cli(self.0, &["stop", self.2, "-x", "-y"]);
         if let Some(server) = self.1.take() {
             stop(server);
         }
@@ -140,7 +141,7 @@ fn a_service_with_two_replicas_is_served_through_the_proxy() {
     let home = home.path();
     let server = start_with_local_fleet_env(home, &[("DSTACK_SERVER_LOCAL_FLEET_BLOCKS", "2")]);
     let (url, token) = (server.url.clone(), server.token.clone());
-    let _guard = StopOnDrop(home, Some(server));
+    let _guard = StopOnDrop(home, Some(server), "svc");
     let file = home.join("svc.yml");
     std::fs::write(
         &file,
@@ -251,4 +252,90 @@ fn a_service_with_two_replicas_is_served_through_the_proxy() {
     });
     let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some(&token));
     assert_eq!((status, body.as_str()), (404, r#"{"detail":"Service main/svc not found"}"#));
+}
+
+/// The latest submission's probes of every job of a run.
+fn probes(run: &Value) -> Vec<Value> {
+    run["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| j["job_submissions"].as_array()?.last().cloned())
+        .map(|s| s["probes"].clone())
+        .collect()
+}
+
+#[test]
+fn a_replica_gets_traffic_only_once_its_probe_is_ready() {
+    if std::env::var_os("DSTACK_TEST_DOCKER").is_none() {
+        eprintln!("skipped: set DSTACK_TEST_DOCKER=1 to run the Docker tests");
+        return;
+    }
+    agents_built();
+    service_image();
+    let home = tempfile::TempDir::new().unwrap();
+    let home = home.path();
+    let server = start_with_local_fleet_env(home, &[]);
+    let (url, token) = (server.url.clone(), server.token.clone());
+    let _guard = StopOnDrop(home, Some(server), "svc-probes");
+    let file = home.join("svc.yml");
+    std::fs::write(
+        &file,
+        "type: service\nname: svc-probes\nimage: dstack-rs-service-test:1\nport: 8000\n\
+         resources: {cpu: 1.., memory: 0.5GB.., disk: 1GB..}\n\
+         commands: [dstack-test-replica 8000]\n\
+         probes:\n  - {type: http, url: /ready, interval: 1s, timeout: 2s, ready_after: 2}\n",
+    )
+    .unwrap();
+    let (code, out, err) = cli(home, &["apply", "-f", &file.display().to_string(), "-y", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let base = "/proxy/services/main/svc-probes";
+
+    // Running, probed, and failing: `/ready` answers 503 until its file exists.
+    let run = wait("the replica running with its probe stored", Duration::from_secs(120), || {
+        let run = ps_run(home, "svc-probes");
+        (running_jobs(&run).len() == 1 && probes(&run) == [serde_json::json!([{"success_streak": 0}])])
+            .then_some(run)
+    });
+    let replica = running_jobs(&run).remove(0);
+    // Long enough for several probe passes (one every 3 s) and for the replica's server to start.
+    let not_found = r#"{"detail":"Service main/svc-probes not found"}"#;
+    for _ in 0..4 {
+        let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some(&token));
+        assert_eq!((status, body.as_str()), (404, not_found), "no traffic before the replica is ready");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let run = ps_run(home, "svc-probes");
+    assert_eq!(probes(&run), [serde_json::json!([{"success_streak": 0}])], "{run:#}");
+    let (code, out, err) = cli(home, &["ps", "-v"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("PROBES") && out.contains('×'), "a failing probe in ps -v: {out}");
+
+    // The replica itself answers (straight at its published port); it becomes ready, and
+    // after two passing probes it gets traffic.
+    let port = run["jobs"][0]["job_submissions"][0]["job_runtime_data"]["ports"]["8000"]
+        .as_i64()
+        .expect("8000 published");
+    let direct = format!("http://127.0.0.1:{port}");
+    assert_eq!(http(&direct, "GET", "/whoami", None).0, 200, "the replica serves");
+    assert_eq!(http(&direct, "GET", "/ready", None).0, 503);
+    assert_eq!(http(&direct, "POST", "/ready", None).0, 200);
+    wait("the replica to get traffic", Duration::from_secs(60), || {
+        let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some(&token));
+        (status == 200).then(|| assert_eq!(body, replica))
+    });
+    let run = ps_run(home, "svc-probes");
+    let streak = probes(&run)[0][0]["success_streak"].as_i64().expect("a streak");
+    assert!(streak >= 2, "ready after two successes: {run:#}");
+    let (code, out, err) = cli(home, &["ps", "-v"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains('✓'), "a ready probe in ps -v: {out}");
+
+    let _ = cli(home, &["stop", "svc-probes", "-y"]);
+    wait("the service to stop", Duration::from_secs(60), || {
+        let run = ps_run(home, "svc-probes");
+        (run["status"] == "terminated").then_some(())
+    });
+    let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some(&token));
+    assert_eq!((status, body.as_str()), (404, not_found));
 }

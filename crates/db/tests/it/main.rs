@@ -7,6 +7,7 @@
 mod connect;
 mod fleets;
 mod members;
+mod probes;
 mod projects;
 mod users;
 

@@ -13,6 +13,7 @@
 //! | `jobs_running` | `provisioning`/`pulling`/`running` jobs | shim task, runner job, logs, exit |
 //! | `jobs_terminating` | `terminating` jobs | graceful stop, task removal, instance release |
 //! | `metrics` | `running` jobs | runner metrics samples every 10 s, TTL purge |
+//! | `probes` | running service replicas, due probes | readiness probes every 3 s, replica registration |
 //! | `instances` | SSH-fleet instances | deploy (pending → idle), health checks through the tunnel, release of terminating hosts |
 //! | `fleets` | live fleets | instance termination, no-offers for cloud instances, `nodes` consolidation, fleet deletion |
 
@@ -20,6 +21,7 @@ mod fleets;
 mod instances;
 mod jobs;
 pub mod metrics;
+pub mod probes;
 mod running;
 mod runs;
 
@@ -100,6 +102,7 @@ pub fn spawn(state: AppState) -> JoinSet<()> {
         }
     });
     set.spawn(metrics::run(state.clone()));
+    set.spawn(probes::run(state.clone()));
     let s = state.clone();
     set.spawn(async move {
         loop {

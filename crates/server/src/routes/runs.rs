@@ -124,6 +124,7 @@ pub(super) async fn apply(
     let wire = runs::run_to_wire(
         &run,
         &jobs,
+        &runs::ProbesByJob::new(),
         RunNames { project: &access.project.name, user: &user.name, fleet: None },
         true,
         None,
@@ -311,6 +312,12 @@ async fn to_wire_many<'p>(
     for job in state.db.jobs_of_runs(&ids).await? {
         jobs_by_run.entry(job.run_id).or_default().push(job);
     }
+    let probes = if include_jobs {
+        let job_ids: Vec<Uuid> = jobs_by_run.values().flatten().map(|j| j.id).collect();
+        runs::probes_by_job(state.db.probes_of_jobs(&job_ids).await?)
+    } else {
+        runs::ProbesByJob::new()
+    };
     let mut user_names: HashMap<Uuid, String> = HashMap::new();
     let mut fleet_names: HashMap<Uuid, String> = HashMap::new();
     let now = jiff::Timestamp::now();
@@ -334,7 +341,8 @@ async fn to_wire_many<'p>(
         let names = RunNames { project: &project.name, user: &user_names[&row.user_id], fleet };
         let jobs = jobs_by_run.get(&row.id).map(Vec::as_slice).unwrap_or_default();
         out.push(
-            runs::run_to_wire(row, jobs, names, include_jobs, submissions_limit, now).map_err(internal)?,
+            runs::run_to_wire(row, jobs, &probes, names, include_jobs, submissions_limit, now)
+                .map_err(internal)?,
         );
     }
     Ok(out)

@@ -7,6 +7,7 @@
 mod auth;
 mod fleets;
 mod metrics;
+mod probes;
 mod projects;
 mod repos;
 mod runs;

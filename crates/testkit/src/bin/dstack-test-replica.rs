@@ -3,14 +3,19 @@
 //!
 //! - `GET /whoami`: the job id the runner gave it (`DSTACK_JOB_ID`), to tell replicas apart;
 //! - `GET /sse`: three server-sent events, 200 ms apart;
+//! - `GET /ready`: 503 until a `POST /ready` (which a test sends straight to the replica's
+//!   published port), then 200: a readiness probe's target;
 //! - anything else: `<METHOD> <path and query>`, then a space and the request body if it has
 //!   one, so tests see what the proxy forwarded.
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 #[tokio::main(flavor = "current_thread")]
@@ -23,8 +28,24 @@ async fn main() {
         }
     };
     let job = std::env::var("DSTACK_JOB_ID").unwrap_or_default();
+    let ready = Arc::new(AtomicBool::new(false));
+    let made_ready = ready.clone();
     let app = Router::new()
         .route("/whoami", get(move || async move { job }))
+        .route(
+            "/ready",
+            get(move || async move {
+                if ready.load(Ordering::SeqCst) {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                }
+            })
+            .post(move || async move {
+                made_ready.store(true, Ordering::SeqCst);
+                "ready"
+            }),
+        )
         .route(
             "/sse",
             get(|| async {

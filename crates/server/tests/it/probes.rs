@@ -1,0 +1,168 @@
+//! The probes loop against a real HTTP replica on loopback: a service replica whose job runs
+//! gets its probes, is probed as dstack probes (method, headers, body, `Host: dstack`), and
+//! receives proxy traffic only once every probe passed `ready_after` times; registration then
+//! stays, an `until_ready` probe stops, and a job that stops running stops its probes.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{TestServer, isolated_server, unique};
+
+/// What `/ready` was sent: method, `Host`, `X-Probe` and body.
+type Seen = Arc<Mutex<Vec<(String, String, String, String)>>>;
+
+/// A replica: `/ready` answers with the status in `ready` and records what it was sent.
+struct Replica {
+    port: u16,
+    ready: Arc<AtomicU16>,
+    seen: Seen,
+}
+
+async fn replica() -> Replica {
+    let ready = Arc::new(AtomicU16::new(503));
+    let seen: Seen = Arc::default();
+    let (r, s) = (ready.clone(), seen.clone());
+    let app = axum::Router::new()
+        .route(
+            "/ready",
+            axum::routing::any(move |method: Method, headers: HeaderMap, body: String| async move {
+                let header = |name: &str| {
+                    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+                };
+                s.lock().unwrap().push((method.to_string(), header("host"), header("x-probe"), body));
+                StatusCode::from_u16(r.load(Ordering::SeqCst)).unwrap()
+            }),
+        )
+        .route("/whoami", axum::routing::get(|| async { "replica" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Replica { port, ready, seen }
+}
+
+async fn pass(s: &TestServer) {
+    let mut executions = tokio::task::JoinSet::new();
+    let client = dstack_server::pipelines::probes::http_client();
+    dstack_server::pipelines::probes::pass(&s.state, &client, &mut executions).await.expect("a pass");
+    executions.join_all().await;
+}
+
+async fn streaks(s: &TestServer, p: &str, run: &str) -> Value {
+    let run = s.admin(&format!("/api/project/{p}/runs/get"), Some(json!({"run_name": run}))).await;
+    run["jobs"][0]["job_submissions"][0]["probes"].clone()
+}
+
+async fn whoami(s: &TestServer, p: &str, run: &str) -> (StatusCode, Value) {
+    let req = Request::get(format!("/proxy/services/{p}/{run}/whoami"))
+        .header("authorization", format!("Bearer {}", s.admin_token))
+        .body(Body::empty())
+        .unwrap();
+    let reply = s.send(req).await;
+    (reply.status, reply.json)
+}
+
+/// Lets the probes' 1 s interval pass.
+async fn next_due() {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+}
+
+#[tokio::test]
+async fn replicas_get_traffic_once_their_probes_are_ready() {
+    let (s, _dir) = isolated_server().await;
+    let r = replica().await;
+    let p = unique("probes");
+    s.admin("/api/projects/create", Some(json!({"project_name": p}))).await;
+    let text = include_str!("../../../api/tests/fixtures/task.runs_apply.request.json");
+    let mut body: Value = serde_json::from_str(text).expect("fixture");
+    body["plan"]["run_spec"]["run_name"] = json!("svc");
+    body["plan"]["run_spec"]["configuration"] = json!({
+        "type": "service", "name": "svc", "port": r.port, "commands": ["serve"],
+        "probes": [
+            {"type": "http", "url": "/ready", "method": "post", "headers": [{"name": "X-Probe", "value": "1"}],
+             "body": "ping", "interval": 1, "ready_after": 2},
+            {"type": "http", "url": "/ready", "interval": 1, "ready_after": 1, "until_ready": true},
+        ],
+    });
+    s.admin(&format!("/api/project/{p}/runs/apply"), Some(body)).await;
+
+    // The job runs on this machine; the replica serves on its service port.
+    let db = &s.state.db;
+    let lease = |status: &'static str| async move {
+        db.lease_jobs(&[status], 10, jiff::Timestamp::now(), jiff::SignedDuration::from_secs(20))
+            .await
+            .expect("db")
+    };
+    let (mut jobs, token) = lease("submitted").await;
+    let mut job = jobs.remove(0);
+    job.status = "running".to_owned();
+    job.job_provisioning_data = Some(
+        json!({
+            "backend": "remote", "instance_type": {"name": "local", "resources": {
+                "cpus": 4, "memory_mib": 16384, "gpus": [], "spot": false,
+                "disk": {"size_mib": 102400}, "description": ""}},
+            "instance_id": "local-0", "hostname": "127.0.0.1", "region": "local", "price": 0.0,
+            "username": "root", "dockerized": false
+        })
+        .to_string(),
+    );
+    db.save_job(&job, token, &[], None).await.expect("db");
+    assert_eq!(streaks(&s, &p, "svc").await, json!([]), "no probes before the first pass");
+
+    // First pass: the probes start and fail (503); no traffic.
+    pass(&s).await;
+    assert_eq!(streaks(&s, &p, "svc").await, json!([{"success_streak": 0}, {"success_streak": 0}]));
+    let (status, reply) = whoami(&s, &p, "svc").await;
+    assert_eq!(
+        (status, reply),
+        (StatusCode::NOT_FOUND, json!({"detail": format!("Service {p}/svc not found")}))
+    );
+    {
+        let seen = r.seen.lock().unwrap();
+        assert!(
+            seen.contains(&("POST".into(), "dstack".into(), "1".into(), "ping".into())),
+            "the probe as configured: {seen:?}"
+        );
+        assert!(seen.contains(&("GET".into(), "dstack".into(), String::new(), String::new())), "{seen:?}");
+    }
+
+    // The replica answers 200: one success is not enough for `ready_after: 2`.
+    r.ready.store(200, Ordering::SeqCst);
+    next_due().await;
+    pass(&s).await;
+    assert_eq!(streaks(&s, &p, "svc").await, json!([{"success_streak": 1}, {"success_streak": 1}]));
+    assert_eq!(whoami(&s, &p, "svc").await.0, StatusCode::NOT_FOUND);
+
+    // Two successes: ready, registered, served. The satisfied `until_ready` probe stops.
+    next_due().await;
+    pass(&s).await;
+    assert_eq!(streaks(&s, &p, "svc").await, json!([{"success_streak": 2}, {"success_streak": 1}]));
+    let (status, reply) = whoami(&s, &p, "svc").await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let stored = db.probes_of_jobs(&[job.id]).await.expect("db");
+    assert_eq!(stored.iter().map(|p| p.active).collect::<Vec<_>>(), [true, false]);
+
+    // A failing probe later resets its streak, but the replica stays registered (as dstack's).
+    r.ready.store(500, Ordering::SeqCst);
+    next_due().await;
+    pass(&s).await;
+    assert_eq!(streaks(&s, &p, "svc").await, json!([{"success_streak": 0}, {"success_streak": 1}]));
+    assert_eq!(whoami(&s, &p, "svc").await.0, StatusCode::OK);
+
+    // The job stops running: no traffic, and its probes stop when next due.
+    let (mut jobs, token) = lease("running").await;
+    let mut job = jobs.remove(0);
+    job.status = "terminating".to_owned();
+    db.save_job(&job, token, &[], None).await.expect("db");
+    assert_eq!(whoami(&s, &p, "svc").await.0, StatusCode::NOT_FOUND);
+    let before = r.seen.lock().unwrap().len();
+    next_due().await;
+    pass(&s).await;
+    assert_eq!(r.seen.lock().unwrap().len(), before, "no probe of a job that does not run");
+    let stored = db.probes_of_jobs(&[job.id]).await.expect("db");
+    assert!(stored.iter().all(|p| !p.active), "{stored:?}");
+}
