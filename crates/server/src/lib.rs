@@ -15,7 +15,7 @@ mod models;
 pub mod pipelines;
 pub mod routes;
 mod runs;
-mod services;
+pub mod services;
 pub mod ssh_hosts;
 pub mod state;
 

@@ -9,6 +9,7 @@
 //! host through the host's one SSH connection ([`crate::ssh_hosts::agent_base_url`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
@@ -135,6 +136,7 @@ struct Target {
     upstreams: Vec<Upstream>,
     auth: bool,
     strip_prefix: bool,
+    project: ProjectRow,
 }
 
 fn not_found(project: &str, run: &str) -> ProxyError {
@@ -146,12 +148,84 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> ProxyError {
     ProxyError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
 }
 
+/// How long a looked-up route and a granted token stay good without asking the database again:
+/// a replica that became ready (or a run that stopped) is seen within this, and a refused
+/// connection to a replica gone meanwhile moves on to the next one.
+const ROUTE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Recent answers of [`target`], so that a busy service costs no queries per request. Lost on
+/// a restart with nothing lost: the database stays the truth.
+#[derive(Default)]
+pub struct Routes {
+    /// By `(project, run)`: when the route was looked up, and the route.
+    targets: std::sync::Mutex<std::collections::HashMap<(String, String), CachedTarget>>,
+    /// `(token hash, project id)` pairs allowed in, and when that was checked.
+    granted: std::sync::Mutex<std::collections::HashMap<(String, uuid::Uuid), std::time::Instant>>,
+}
+
+type CachedTarget = (std::time::Instant, Arc<Target>);
+
+fn fresh(at: std::time::Instant) -> bool {
+    at.elapsed() < ROUTE_TTL
+}
+
 async fn target(
     state: &AppState,
     project_name: &str,
     run_name: &str,
     headers: &HeaderMap,
-) -> Result<Target, ProxyError> {
+) -> Result<Arc<Target>, ProxyError> {
+    let key = (project_name.to_owned(), run_name.to_owned());
+    let cached = lock(&state.routes.targets).get(&key).filter(|(at, _)| fresh(*at)).map(|(_, t)| t.clone());
+    let target = match cached {
+        Some(target) => target,
+        None => {
+            let target = Arc::new(lookup(state, project_name, run_name).await?);
+            let mut targets = lock(&state.routes.targets);
+            targets.retain(|_, (at, _)| fresh(*at));
+            targets.insert(key, (std::time::Instant::now(), target.clone()));
+            target
+        }
+    };
+    if target.auth {
+        authorize_cached(state, &target.project, headers).await?;
+    }
+    Ok(target)
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// [`authorize`], remembering a granted token for [`ROUTE_TTL`].
+async fn authorize_cached(
+    state: &AppState,
+    project: &ProjectRow,
+    headers: &HeaderMap,
+) -> Result<(), ProxyError> {
+    let Some(token) = bearer(headers) else { return authorize(state, project, headers).await };
+    let key = (token_hash(&token), project.id);
+    if lock(&state.routes.granted).get(&key).is_some_and(|at| fresh(*at)) {
+        return Ok(());
+    }
+    authorize(state, project, headers).await?;
+    let mut granted = lock(&state.routes.granted);
+    granted.retain(|_, at| fresh(*at));
+    granted.insert(key, std::time::Instant::now());
+    Ok(())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+        .map(|(_, token)| token.trim().to_owned())
+}
+
+/// The route of a service from the database.
+async fn lookup(state: &AppState, project_name: &str, run_name: &str) -> Result<Target, ProxyError> {
     let project = state.db.project_by_name(project_name).await.map_err(internal)?;
     let Some(project) = project else { return Err(not_found(project_name, run_name)) };
     let run = state.db.run_by_name(project.id, run_name).await.map_err(internal)?;
@@ -166,10 +240,7 @@ async fn target(
     if upstreams.is_empty() {
         return Err(not_found(project_name, run_name));
     }
-    if conf.auth {
-        authorize(state, &project, headers).await?;
-    }
-    Ok(Target { upstreams, auth: conf.auth, strip_prefix: conf.strip_prefix })
+    Ok(Target { upstreams, auth: conf.auth, strip_prefix: conf.strip_prefix, project })
 }
 
 /// Where the ready replicas of run `run_id` serve `service_port`. A replica whose address
@@ -229,13 +300,7 @@ pub(crate) async fn authorize(
             format!("Unauthenticated or unauthorized to access project {}", project.name),
         )
     };
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
-        .map(|(_, token)| token.trim().to_owned())
-        .ok_or_else(denied)?;
+    let token = bearer(headers).ok_or_else(denied)?;
     let user = state.db.user_by_token_hash(&token_hash(&token)).await.map_err(internal)?;
     let Some(user) = user.filter(|u| u.active) else { return Err(denied()) };
     if user.global_role == "admin" {

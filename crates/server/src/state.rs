@@ -29,6 +29,8 @@ pub struct AppState {
     pub job_disconnected_timeout: jiff::SignedDuration,
     /// The in-server service proxy: pooled connections to replicas and their request stats.
     pub proxy: Arc<dstack_proxy::Proxy>,
+    /// Recently looked-up service routes and granted tokens (see `services::Routes`).
+    pub routes: Arc<crate::services::Routes>,
 }
 
 impl AppState {
@@ -58,6 +60,7 @@ impl AppState {
                 response_timeout: config.service_client_timeout,
                 ..dstack_proxy::Options::default()
             }),
+            routes: Arc::default(),
         })
     }
 
