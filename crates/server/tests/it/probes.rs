@@ -158,7 +158,12 @@ async fn replicas_get_traffic_once_their_probes_are_ready() {
     let mut job = jobs.remove(0);
     job.status = "terminating".to_owned();
     db.save_job(&job, token, &[], None).await.expect("db");
-    assert_eq!(whoami(&s, &p, "svc").await.0, StatusCode::NOT_FOUND);
+    // The proxy remembers a route for a second (`services::Routes`): the stop shows after that.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while whoami(&s, &p, "svc").await.0 != StatusCode::NOT_FOUND {
+        assert!(std::time::Instant::now() < deadline, "the stopped replica still gets traffic");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let before = r.seen.lock().unwrap().len();
     next_due().await;
     pass(&s).await;
