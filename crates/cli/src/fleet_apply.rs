@@ -11,6 +11,7 @@ use dstack_api::fleets::{
 use dstack_api::runs::ApplyAction;
 use dstack_model::fleet::{FleetConfiguration, SshHost, SshKey};
 use jiff::Timestamp;
+use serde_json::Value;
 
 use crate::apply::{ApplyArgs, default_profile};
 use crate::common::{Session, confirm, connect, interrupted, sleep_unless_interrupted, stdout_color};
@@ -136,6 +137,45 @@ pub fn fleet_plan_properties(plan: &FleetPlan) -> String {
     rows.iter().map(|(k, v)| format!(" {k:width$}  {v}")).collect::<Vec<_>>().join("\n")
 }
 
+/// The keys of two JSON objects whose values differ: `old`'s order, then keys only `new` has
+/// (an absent key and `null` are the same, as pydantic's `None` default).
+fn changed_keys(old: &Value, new: &Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let (old, new) = (old.as_object().unwrap_or(&empty), new.as_object().unwrap_or(&empty));
+    let get = |map: &serde_json::Map<String, Value>, k: &str| map.get(k).cloned().unwrap_or(Value::Null);
+    let mut keys: Vec<&String> = old.keys().collect();
+    keys.extend(new.keys().filter(|k| !old.contains_key(*k)));
+    keys.into_iter().filter(|k| get(old, k) != get(new, k)).cloned().collect()
+}
+
+/// dstack's `_render_fleet_spec_diff`: what changed between the fleet's spec and the applied
+/// one, as a nested list (`- Configuration properties:` with the changed fields under it),
+/// ending with a newline; `None` when nothing changed.
+pub fn fleet_spec_diff(old: &FleetSpec, new: &FleetSpec) -> Option<String> {
+    let (Ok(old), Ok(new)) = (serde_json::to_value(old), serde_json::to_value(new)) else { return None };
+    let mut out = String::new();
+    for field in changed_keys(&old, &new) {
+        match field.as_str() {
+            "configuration" | "profile" => {
+                let label = if field == "profile" { "Profile" } else { "Configuration" };
+                out.push_str(&format!("- {label} properties:\n"));
+                for key in changed_keys(&old[&field], &new[&field]) {
+                    out.push_str(&format!("  - {key}\n"));
+                }
+            }
+            "configuration_path" => out.push_str("- Configuration path\n"),
+            other => {
+                let words = other.replace('_', " ");
+                let mut chars = words.chars();
+                let label: String =
+                    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default();
+                out.push_str(&format!("- {label}\n"));
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 pub fn run(conf: FleetConfiguration, args: &ApplyArgs) -> u8 {
     let path = args.file.display().to_string();
     let lookup = |k: &str| std::env::var(k).ok();
@@ -169,9 +209,8 @@ pub fn run(conf: FleetConfiguration, args: &ApplyArgs) -> u8 {
         }
         Some(current) => {
             let effective = plan.effective_spec.as_ref().unwrap_or(&plan.spec);
-            let same = serde_json::to_value(&current.spec.configuration).ok()
-                == serde_json::to_value(&effective.configuration).ok();
-            if same {
+            let diff = fleet_spec_diff(&current.spec, effective);
+            if serde_json::to_value(&current.spec).ok() == serde_json::to_value(effective).ok() {
                 if args.yes && !args.force {
                     out!("No configuration changes detected. Use --force to apply anyway.");
                     return EXIT_OK;
@@ -180,10 +219,22 @@ pub fn run(conf: FleetConfiguration, args: &ApplyArgs) -> u8 {
                 recreate = true;
                 "Re-create the fleet?"
             } else if plan.action == Some(ApplyAction::Update) {
-                out!("Found fleet {name}. Configuration changes detected.");
+                match diff {
+                    Some(diff) => {
+                        out!("Found fleet {name}. Detected changes that can be updated in-place:\n{diff}")
+                    }
+                    None => out!("Found fleet {name}. Configuration changes detected."),
+                }
                 "Update the fleet in-place?"
             } else {
-                out!("Found fleet {name}. Configuration changes detected. Cannot update the fleet in-place.");
+                match diff {
+                    Some(diff) => {
+                        out!("Found fleet {name}. Detected changes that cannot be updated in-place:\n{diff}")
+                    }
+                    None => out!(
+                        "Found fleet {name}. Configuration changes detected. Cannot update the fleet in-place."
+                    ),
+                }
                 recreate = true;
                 "Re-create the fleet?"
             }
@@ -316,6 +367,26 @@ mod tests {
         let err =
             build_fleet_spec(conf, "f.yml", None, &["A=1".to_owned()], |_| None, read_ssh_key).unwrap_err();
         assert_eq!(err, "`env` is currently supported for SSH fleets only");
+    }
+
+    fn ssh_spec(hosts: &str, path: &str, env: &str) -> FleetSpec {
+        let conf =
+            parse(&format!("type: fleet\nname: hosts\n{env}ssh_config:\n  user: root\n  hosts: [{hosts}]\n"));
+        build_fleet_spec(conf, path, None, &[], |_| None, read_ssh_key).unwrap()
+    }
+
+    /// The outputs of dstack 0.22.5's `_render_fleet_spec_diff` for the same specs.
+    #[test]
+    fn spec_diffs_as_dstack_renders_them() {
+        let one = ssh_spec("10.0.0.1", "fleet.yml", "");
+        assert_eq!(fleet_spec_diff(&one, &one.clone()), None);
+        let two = ssh_spec("10.0.0.1, 10.0.0.2", "fleet.yml", "");
+        assert_eq!(fleet_spec_diff(&one, &two).unwrap(), "- Configuration properties:\n  - ssh_config\n");
+        let moved = ssh_spec("10.0.0.1", "other.yml", "env:\n  A: '1'\n");
+        assert_eq!(
+            fleet_spec_diff(&one, &moved).unwrap(),
+            "- Configuration properties:\n  - env\n- Configuration path\n"
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! ```text
 //! PENDING --(deployed, shim healthy)--> IDLE <--(a job)--> BUSY
 //!    |  (a failed deploy stays PENDING with the cause in termination_reason_message,
-//!    |   and is tried again every DEPLOY_RETRY)
+//!    |   and is tried again every DEPLOY_RETRY; a host whose earlier instance is still
+//!    |   TERMINATING waits for its release, which would uninstall a new deploy)
 //!    +--(created_at + 600 s passed)--> TERMINATED (provisioning_timeout)
 //! IDLE/BUSY: health check through the tunnel each CHECK_INTERVAL: unreachable <-> reachable
 //! any live --(delete)--> TERMINATING --(no job left; host released or given up)--> TERMINATED + deleted
@@ -50,6 +51,9 @@ pub struct SshInstance {
     pub first_termination_retry_at: Option<Timestamp>,
     /// The cause of the last failed deploy, if any.
     pub last_error: Option<String>,
+    /// Another instance of the same host is `terminating`: its release is still to come (a
+    /// host removed from a fleet and added back before it was given back).
+    pub host_in_release: bool,
 }
 
 /// The next thing to do with an instance.
@@ -63,7 +67,8 @@ pub enum SshAction {
     Release,
     /// End the instance as `terminated` with this reason and message, without touching the host.
     Fail { reason: &'static str, message: String },
-    /// Nothing now (a terminating instance whose job has not released it yet).
+    /// Nothing now (a terminating instance whose job has not released it yet, a pending one
+    /// whose host an earlier instance has not given back yet).
     Wait,
 }
 
@@ -76,6 +81,8 @@ pub fn next_action(i: &SshInstance, now: Timestamp) -> SshAction {
                     reason: PROVISIONING_TIMEOUT_REASON,
                     message: timeout_message(i.last_error.as_deref()),
                 }
+            } else if i.host_in_release {
+                SshAction::Wait
             } else {
                 SshAction::Deploy
             }
@@ -153,6 +160,7 @@ mod tests {
             deployed: true,
             first_termination_retry_at: None,
             last_error: None,
+            host_in_release: false,
         }
     }
 
@@ -163,9 +171,20 @@ mod tests {
         failing.last_error = Some("10.0.0.1 refused the key".to_owned());
         let mut busy_terminating = inst(Terminating);
         busy_terminating.has_jobs = true;
+        let mut added_back = inst(Pending);
+        added_back.host_in_release = true;
         let cases: Vec<(SshInstance, i64, SshAction)> = vec![
             (inst(Pending), 0, SshAction::Deploy),
             (inst(Pending), 600, SshAction::Deploy),
+            (added_back.clone(), 0, SshAction::Wait),
+            (
+                added_back,
+                601,
+                SshAction::Fail {
+                    reason: "provisioning_timeout",
+                    message: "Failed to add SSH instance in 600s".to_owned(),
+                },
+            ),
             (
                 inst(Pending),
                 601,

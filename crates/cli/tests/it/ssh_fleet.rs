@@ -3,7 +3,8 @@
 //! deployed (idle, with their CPUs, memory and disk), reached only through the server's one
 //! SSH connection per host (sshd counts one login per host for many health checks), found
 //! again after a `kill -9` of the server without a second deploy, and left clean by
-//! `dstack fleet delete`. Hosts that cannot be added say why, naming the host.
+//! `dstack fleet delete`. Hosts that cannot be added say why, naming the host. A re-applied
+//! fleet adds and removes hosts in place, leaving the others (and their jobs) alone.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -33,22 +34,13 @@ fn fleet(home: &Path) -> Value {
     serde_json::from_str(&out).unwrap()
 }
 
-/// Polls the fleet until `done` holds for its instances, or fails after `within`.
 /// `fleet.yml` in `home`: fleet `hosts` of the one test host at `ip` (as root with `key`),
 /// whose shim runs task containers in the host's network namespace.
 pub(crate) fn nested_fleet_file(home: &Path, key: &str, ip: &str) -> std::path::PathBuf {
-    let file = home.join("fleet.yml");
-    std::fs::write(
-        &file,
-        format!(
-            "type: fleet\nname: hosts\nenv:\n  DSTACK_SHIM_DOCKER_SELF: auto\nssh_config:\n  user: root\n  \
-             identity_file: {key}\n  hosts:\n    - {ip}\n"
-        ),
-    )
-    .unwrap();
-    file
+    hosts_fleet_file(home, key, &[ip]).into()
 }
 
+/// Polls the fleet until `done` holds for its instances, or fails after `within`.
 pub(crate) fn wait_for(
     home: &Path,
     within: Duration,
@@ -283,5 +275,178 @@ fn a_task_runs_in_a_container_on_an_ssh_host() {
     assert!(String::from_utf8_lossy(&left.stdout).trim().is_empty(), "a task container is left");
     let (code, _, _) = cli(home.path(), &["fleet", "delete", "hosts", "-y"]);
     assert_eq!(code, 0);
+    assert_eq!(stop(server), 0);
+}
+
+/// `fleet.yml` in `home`: fleet `hosts` of the test hosts at `ips` (as root with `key`), whose
+/// shims run task containers in the hosts' network namespaces.
+fn hosts_fleet_file(home: &Path, key: &str, ips: &[&str]) -> String {
+    let file = home.join("fleet.yml");
+    let hosts: String = ips.iter().map(|ip| format!("    - {ip}\n")).collect();
+    std::fs::write(
+        &file,
+        format!(
+            "type: fleet\nname: hosts\nenv:\n  DSTACK_SHIM_DOCKER_SELF: auto\nssh_config:\n  user: root\n  \
+             identity_file: {key}\n  hosts:\n{hosts}"
+        ),
+    )
+    .unwrap();
+    file.display().to_string()
+}
+
+/// Re-applying a changed fleet updates it in place (issue #4): `dstack apply -f fleet.yml -y`
+/// of host A, then of A and B (the plan says the change can be updated in place, as dstack
+/// words it; B is deployed, A keeps its instance, its shim and its SSH session, and the job
+/// running on A goes on), then of B alone (refused while A's job runs, as dstack refuses it;
+/// once A is idle, A is released and left as it was, B untouched), A added back and at once
+/// removed and added again (the new instance waits for the old one's release, then comes up),
+/// then `fleet delete` leaves both hosts as they were.
+#[test]
+fn re_applying_a_fleet_adds_and_removes_hosts_in_place() {
+    if !docker_tests() {
+        return;
+    }
+    crate::local_fleet::runner_image();
+    let hosts = TestHosts::start(&[HostKind::WithDocker, HostKind::WithDocker]);
+    let before: Vec<_> = (0..2).map(|i| host_state(&hosts, i)).collect();
+    let home = TempDir::new().unwrap();
+    let home = home.path();
+    let key = write_key(home, "fleet_key", &openssh_text(&hosts.key), &hosts.public_key);
+    let [a, b] = [0, 1].map(|i| hosts.hosts[i].ip.clone());
+    let server = start_env(home, &[]);
+    let apply = |ips: &[&str]| {
+        let file = hosts_fleet_file(home, &key, ips);
+        let (code, out, err) = cli(home, &["apply", "-f", &file, "-y"]);
+        (code, format!("{out}{err}"))
+    };
+    let in_place = "Found fleet hosts. Detected changes that can be updated in-place:\n\
+                    - Configuration properties:\n  - ssh_config\n";
+
+    // 1. Host A alone: `apply` waits for it.
+    let (code, out) = apply(&[&a]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Fleet hosts does not exist yet."), "{out}");
+    let instances =
+        wait_for(home, Duration::from_secs(60), "A idle", |is| is.len() == 1 && status(&is[0]) == "idle");
+    let a_instance = by_host(&instances, &a).clone();
+    assert_eq!(a_instance["instance_num"], 0, "{a_instance:#}");
+    assert_eq!(hosts.n_logins(0), 1, "{}", hosts.sshd_log(0));
+
+    // A job keeps A busy.
+    let task = home.join("task.yml");
+    std::fs::write(
+        &task,
+        "type: task\nname: on-a\nimage: dstack-rs-runner-test:1\nfleets: [hosts]\n\
+         resources: {cpu: 1.., memory: 0.5GB.., disk: 1GB..}\ncommands:\n  \
+         - 'i=1; while true; do echo \"line $i\"; sleep 0.5; i=$((i+1)); done'\n",
+    )
+    .unwrap();
+    let (code, out, err) = cli(home, &["apply", "-f", &task.display().to_string(), "-y", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let running = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let run = crate::server::ps_run(home, "on-a");
+            if run["status"] == "running" {
+                return run;
+            }
+            let log = std::fs::read_to_string(home.join("server.log")).unwrap_or_default();
+            assert!(Instant::now() < deadline, "{what}: {run:#}\nserver log:\n{log}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let run = running("the job runs on A");
+    let submission = run["jobs"][0]["job_submissions"][0].clone();
+    assert_eq!(submission["job_provisioning_data"]["hostname"], a.as_str(), "{submission:#}");
+    wait_for(home, Duration::from_secs(30), "A busy", |is| status(&is[0]) == "busy");
+
+    // 2. A and B: an in-place update; B is deployed, A is not touched.
+    let (a_pid, a_logins) = (shim_pid(&hosts, 0), hosts.n_logins(0));
+    let (code, out) = apply(&[&a, &b]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(in_place), "{out}");
+    let instances = wait_for(home, Duration::from_secs(60), "B idle, A busy", |is| {
+        is.len() == 2 && status(by_host(is, &b)) == "idle" && status(by_host(is, &a)) == "busy"
+    });
+    let a_now = by_host(&instances, &a);
+    assert_eq!((&a_now["id"], &a_now["instance_num"]), (&a_instance["id"], &a_instance["instance_num"]));
+    let b_instance = by_host(&instances, &b).clone();
+    assert_eq!(b_instance["instance_num"], 1, "{b_instance:#}");
+    assert_eq!(shim_pid(&hosts, 0), a_pid, "A was deployed again");
+    assert_eq!(hosts.n_logins(0), a_logins, "a new SSH login on A: {}", hosts.sshd_log(0));
+    let (b_pid, b_logins) = (shim_pid(&hosts, 1), hosts.n_logins(1));
+    assert!(!b_pid.is_empty(), "the shim runs on B");
+    // The job goes on: the same submission, still running, still logging.
+    let lines = |home: &Path| {
+        let (code, out, err) = cli(home, &["logs", "on-a"]);
+        assert_eq!(code, 0, "{out}{err}");
+        out.lines().filter(|l| l.trim().starts_with("line ")).count()
+    };
+    let n_lines = lines(home);
+    std::thread::sleep(Duration::from_secs(2));
+    let run = running("the job still runs");
+    let submissions = run["jobs"][0]["job_submissions"].as_array().unwrap();
+    assert_eq!(submissions.len(), 1, "{run:#}");
+    assert_eq!(submissions[0]["id"], submission["id"]);
+    assert!(lines(home) > n_lines, "the job stopped logging");
+
+    // 3. B alone while A's job runs: refused, as dstack refuses it; nothing changes.
+    let (code, out) = apply(&[&b]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains(in_place), "{out}");
+    assert!(out.contains("Failed to delete fleet hosts instances [0]. Fleet instances are in use."), "{out}");
+    let instances = fleet(home)["instances"].as_array().cloned().unwrap();
+    assert_eq!(instances.len(), 2, "{instances:#?}");
+    running("the job runs after the refused update");
+
+    // Once A is idle, B alone: A is released and left as it was, B is untouched.
+    let (code, out, err) = cli(home, &["stop", "on-a", "-y"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for(home, Duration::from_secs(60), "A idle again", |is| status(by_host(is, &a)) == "idle");
+    let (code, out) = apply(&[&b]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(in_place), "{out}");
+    let instances = wait_for(home, Duration::from_secs(60), "A gone", |is| {
+        is.iter().all(|i| i["hostname"] != a.as_str() || status(i) == "terminated")
+    });
+    let live: Vec<&Value> = instances.iter().filter(|i| status(i) != "terminated").collect();
+    assert_eq!(live.len(), 1, "{instances:#?}");
+    assert_eq!((&live[0]["id"], status(live[0])), (&b_instance["id"], "idle"));
+    assert_eq!(&host_state(&hosts, 0), &before[0], "A is not as it was");
+    assert_eq!(shim_pid(&hosts, 1), b_pid, "B was deployed again");
+    assert_eq!(hosts.n_logins(1), b_logins, "a new SSH login on B: {}", hosts.sshd_log(1));
+
+    // A removed and added back at once, while its release may still be under way: in the
+    // end A has one instance, idle, with its shim running and answering health checks.
+    let detached = |ips: &[&str]| {
+        let file = hosts_fleet_file(home, &key, ips);
+        let (code, out, err) = cli(home, &["apply", "-f", &file, "-y", "-d"]);
+        assert_eq!(code, 0, "{ips:?}: {out}{err}");
+    };
+    let (code, out) = apply(&[&a, &b]);
+    assert_eq!(code, 0, "{out}");
+    let instances = fleet(home)["instances"].as_array().cloned().unwrap();
+    let a_again = by_host(&instances, &a);
+    assert_eq!((status(a_again), &a_again["instance_num"]), ("idle", &Value::from(0)), "{a_again:#}");
+    assert_ne!(a_again["id"], a_instance["id"], "A added back is a new instance");
+    detached(&[&b]);
+    detached(&[&a, &b]);
+    let settled = |is: &[Value]| {
+        is.iter().filter(|i| i["hostname"] == a.as_str()).map(status).collect::<Vec<_>>() == ["idle"]
+    };
+    wait_for(home, Duration::from_secs(120), "A back", settled);
+    std::thread::sleep(Duration::from_secs(8));
+    let instances = wait_for(home, Duration::from_secs(1), "A still back", settled);
+    let a_back = by_host(&instances, &a);
+    assert_eq!(a_back["unreachable"], false, "{a_back:#}");
+    assert!(!shim_pid(&hosts, 0).is_empty(), "no shim on A");
+    let alive = hosts.sh(0, "kill -0 \"$(cat /root/.dstack/shim.pid)\" && echo alive || true");
+    assert_eq!(alive.trim(), "alive", "A's shim is not running");
+
+    // 5. Delete: both hosts as they were.
+    crate::fleets::delete_fleet_and_wait(home, "hosts", Duration::from_secs(60));
+    for (idx, b) in before.iter().enumerate() {
+        assert_eq!(&host_state(&hosts, idx), b, "host {idx} is not as it was");
+    }
     assert_eq!(stop(server), 0);
 }

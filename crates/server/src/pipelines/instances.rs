@@ -1,7 +1,8 @@
 //! The instances loop: SSH-fleet hosts along their life cycle
 //! (`dstack_decide::instance::next_action`): a `pending` host is deployed (and retried until
-//! dstack's 600 s provisioning timeout), `idle`/`busy` hosts get a health check through their
-//! tunnel, a `terminating` host is given back and its instance ends `terminated`.
+//! dstack's 600 s provisioning timeout; a host added back to its fleet waits until its earlier,
+//! `terminating` instance has given it back), `idle`/`busy` hosts get a health check through
+//! their tunnel, a `terminating` host is given back and its instance ends `terminated`.
 //!
 //! Each pass leases the due instances, one lease per instance, and works on each in a task of
 //! its own, so one slow or dead host never holds the others back; a task renews its lease while
@@ -89,6 +90,7 @@ async fn one(state: &AppState, i: &InstanceRow, token: Uuid) -> Result<bool, DbE
     let status = InstanceStatus::from_wire(&i.status).unwrap_or(InstanceStatus::Terminated);
     let has_jobs =
         status == InstanceStatus::Terminating && !state.db.instances_with_jobs(&[i.id]).await?.is_empty();
+    let host_in_release = status == InstanceStatus::Pending && host_in_release(state, i).await?;
     let snap = SshInstance {
         status,
         created_at: i.created_at,
@@ -96,6 +98,7 @@ async fn one(state: &AppState, i: &InstanceRow, token: Uuid) -> Result<bool, DbE
         deployed: i.agent_url.is_some(),
         first_termination_retry_at: i.first_termination_retry_at,
         last_error: i.termination_reason_message.clone(),
+        host_in_release,
     };
     let mut step = InstanceStep::of(i);
     step.last_processed_at = Some(now);
@@ -169,6 +172,8 @@ async fn one(state: &AppState, i: &InstanceRow, token: Uuid) -> Result<bool, DbE
             step.finished_at = Some(now);
             state.ssh.forget(i.id).await;
         }
+        // Due again at the next pass: the release it waits for is quick.
+        SshAction::Wait if host_in_release => step.last_processed_at = i.last_processed_at,
         SshAction::Wait => {}
     }
     let changed = step.status != i.status;
@@ -177,6 +182,18 @@ async fn one(state: &AppState, i: &InstanceRow, token: Uuid) -> Result<bool, DbE
         tracing::info!(instance = %i.name, from = %i.status, to = %step.status, "instance status");
     }
     Ok(saved && changed)
+}
+
+/// Whether another instance of `i`'s host is `terminating` (a host removed from its fleet and
+/// added back before it was given back): deploying now would race the release's uninstall.
+async fn host_in_release(state: &AppState, i: &InstanceRow) -> Result<bool, DbError> {
+    let Some(rci) = crate::fleets::remote_connection_info(i, &state.cipher) else { return Ok(false) };
+    let others = state.db.list_remote_instances().await?;
+    Ok(others.iter().any(|o| {
+        o.id != i.id
+            && o.status == InstanceStatus::Terminating.as_str()
+            && crate::fleets::remote_connection_info(o, &state.cipher).is_some_and(|r| r.host == rci.host)
+    }))
 }
 
 /// The instance ends: `terminated`, finished and deleted (the fleets loop then sees it gone).
