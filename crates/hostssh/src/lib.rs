@@ -12,7 +12,8 @@
 //! - [`deploy`]/[`uninstall`]: install `dstack-shim` on a host (spec agents.md §1.15) and remove
 //!   it again, leaving the host as it was.
 //! - [`testkit`] (feature `testkit`): test hosts, Docker containers of the image
-//!   `scripts/build-ssh-test-image` builds, running a real OpenSSH server.
+//!   `scripts/build-ssh-test-image` builds, running a real OpenSSH server (as PID 1, or as a
+//!   service of systemd).
 //!
 //! Errors ([`SshError`], [`DeployError`]) always name the host and say what to change; private
 //! keys never appear in errors or logs.

@@ -1,6 +1,8 @@
 //! Test hosts: Docker containers running a real OpenSSH server (the image of
 //! `scripts/build-ssh-test-image`), on a private network of their own, removed on drop, even
-//! when the test panics. Containers left by a killed test process are removed by the next
+//! when the test panics. [`HostKind::Systemd`] hosts run systemd as PID 1 (the `--systemd`
+//! image), unprivileged: only systemd's own cgroup tree is mounted writable (see
+//! [`systemd_cgroup_args`]). Containers left by a killed test process are removed by the next
 //! [`TestHosts::start`]. Everything here panics with a message instead of returning errors:
 //! it is test support.
 
@@ -23,6 +25,15 @@ pub enum HostKind {
     /// at `/root/.dstack` and `/usr/local/bin`, so that a shim started with
     /// `DSTACK_SHIM_DOCKER_SELF=<container>` can run task containers on the shared engine.
     WithDocker,
+    /// Like [`HostKind::WithDocker`], but PID 1 is systemd and sshd is its `ssh.service`: the
+    /// shim is deployed as a systemd unit here. sshd logs to the journal.
+    Systemd,
+}
+
+impl HostKind {
+    fn has_docker(self) -> bool {
+        matches!(self, HostKind::WithDocker | HostKind::Systemd)
+    }
 }
 
 /// One running container.
@@ -47,16 +58,46 @@ pub struct TestHosts {
 /// The image tag, built (or found) once per process.
 pub fn image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/build-ssh-test-image");
-        let out = Command::new(script).output().expect("scripts/build-ssh-test-image runs");
-        assert!(
-            out.status.success(),
-            "building the SSH test image failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    })
+    IMAGE.get_or_init(|| build_image(&[]))
+}
+
+/// The tag of the `--systemd` image, built (or found) once per process.
+pub fn systemd_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| build_image(&["--systemd"]))
+}
+
+fn build_image(args: &[&str]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/build-ssh-test-image");
+    let out = Command::new(script).args(args).output().expect("scripts/build-ssh-test-image runs");
+    assert!(
+        out.status.success(),
+        "building the SSH test image {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `docker run` arguments that let systemd run as PID 1 in an unprivileged container: the
+/// cgroup hierarchy it manages, writable. Docker mounts the container's cgroups read-only, and
+/// systemd stops at once without a cgroup of its own to create `init.scope` in.
+///
+/// On a cgroup v1 engine (the host's cgroup namespace, so the container's path in
+/// `/proc/1/cgroup` is its path in the mount): the `name=systemd` hierarchy only, the
+/// controllers stay read-only; systemd creates its tree under the container's
+/// `/docker/<id>`, which the engine removes with the container. On cgroup v2 the unified
+/// tree, the same way (not exercised on our test machines, which are v1).
+pub fn systemd_cgroup_args() -> Vec<String> {
+    static VERSION: OnceLock<String> = OnceLock::new();
+    let version =
+        VERSION.get_or_init(|| docker(&["info", "--format", "{{.CgroupVersion}}"]).trim().to_owned());
+    let mount = match version.as_str() {
+        "2" => "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+        _ => "/sys/fs/cgroup/systemd:/sys/fs/cgroup/systemd:rw",
+    };
+    ["--cgroupns=host", "-v", mount, "--tmpfs", "/run", "--tmpfs", "/run/lock", "--stop-signal", "SIGRTMIN+3"]
+        .map(str::to_owned)
+        .to_vec()
 }
 
 /// A new Ed25519 key pair (private key, public line), made by `ssh-keygen` in the test image.
@@ -117,7 +158,6 @@ impl TestHosts {
     /// Starts one container per kind, each authorizing a fresh key, and waits for their sshd.
     pub fn start(kinds: &[HostKind]) -> TestHosts {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let image = image();
         remove_leftovers();
         let pid = std::process::id().to_string();
         let n = N.fetch_add(1, Ordering::Relaxed);
@@ -138,13 +178,15 @@ impl TestHosts {
                 vec!["run", "-d", "--name", &container, "--network", &hosts.network, "--label", &label];
             args.extend(["-e", &env]);
             let cli_mount = format!("{docker_cli}:/usr/local/bin/docker:ro");
-            if *kind == HostKind::WithDocker {
+            let systemd_args = if *kind == HostKind::Systemd { systemd_cgroup_args() } else { Vec::new() };
+            args.extend(systemd_args.iter().map(String::as_str));
+            if kind.has_docker() {
                 args.extend(["-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", &cli_mount]);
                 // Volumes where the shim keeps what its task containers mount: the engine finds
                 // them on its own host (the shim runs with `--docker-self`, see dstack-shim).
                 args.extend(["-v", "/root/.dstack", "-v", "/usr/local/bin"]);
             }
-            args.push(image);
+            args.push(if *kind == HostKind::Systemd { systemd_image() } else { image() });
             docker(&args);
             // Registered before waiting, so a failure below still removes it.
             hosts.hosts.push(TestHost { container: container.clone(), ip: String::new(), kind: *kind });
@@ -193,12 +235,17 @@ impl TestHosts {
         docker(&["exec", &self.hosts[idx].container, "sh", "-c", script])
     }
 
-    /// sshd's log (`sshd -D -e` writes it to the container's stderr).
+    /// sshd's log (`sshd -D -e` writes it to the container's stderr; under systemd it is
+    /// `ssh.service`'s journal).
     pub fn sshd_log(&self, idx: usize) -> String {
-        let out = Command::new("docker")
-            .args(["logs", &self.hosts[idx].container])
-            .output()
-            .expect("docker logs runs");
+        let host = &self.hosts[idx];
+        let args = match host.kind {
+            HostKind::Systemd => {
+                vec!["exec", &host.container, "journalctl", "-u", "ssh", "--no-pager", "-o", "cat"]
+            }
+            _ => vec!["logs", &host.container],
+        };
+        let out = Command::new("docker").args(&args).output().expect("docker logs runs");
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
     }
 
@@ -210,7 +257,8 @@ impl TestHosts {
 
 fn wait_for_sshd(ip: &str) {
     use std::io::Read;
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // systemd boots before its sshd starts: seconds, more on a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(mut tcp) =
             TcpStream::connect_timeout(&format!("{ip}:22").parse().expect("an IP"), Duration::from_secs(1))
@@ -221,7 +269,7 @@ fn wait_for_sshd(ip: &str) {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "sshd at {ip} did not start within 20 s");
+        assert!(Instant::now() < deadline, "sshd at {ip} did not start within 60 s");
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use dstack_agent_proto::ShimClient;
 use dstack_hostssh::testkit::{HostKind, TestHosts, keypair};
-use dstack_hostssh::{Arch, Connection, DeployError, DeployParams, Supervisor, deploy, uninstall};
+use dstack_hostssh::{Arch, Connection, DeployError, DeployParams, Supervisor, deploy, uninstall, unit_file};
 
 use crate::{agent_binaries, enabled};
 
@@ -138,4 +138,98 @@ async fn another_architecture_is_refused_by_name() {
     assert!(text.starts_with(&format!("{}: no dstack-shim built for", hosts.hosts[0].ip)), "{text}");
     // Nothing was installed.
     assert_eq!(hosts.sh(0, "ls /usr/local/bin; test -e /root/.dstack && echo home; true").trim(), "");
+}
+
+/// `systemctl show dstack-shim -p <property> --value` on host `idx`.
+fn unit_property(hosts: &TestHosts, idx: usize, property: &str) -> String {
+    hosts.sh(idx, &format!("systemctl show dstack-shim -p {property} --value")).trim().to_owned()
+}
+
+/// How many times systemd reloaded its units since the host booted.
+fn n_daemon_reloads(hosts: &TestHosts, idx: usize) -> usize {
+    hosts
+        .sh(idx, "journalctl _PID=1 -o cat --no-pager | grep -c '^Reloading\\.$' || true")
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn deploy_as_a_systemd_unit_that_restarts_the_shim_and_uninstall() {
+    if !enabled() {
+        return;
+    }
+    let bin = agent_binaries();
+    let shim = std::fs::read(bin.join("dstack-shim")).expect("dstack-shim built");
+    let runner = std::fs::read(bin.join("dstack-runner")).expect("dstack-runner built");
+    let hosts = TestHosts::start(&[HostKind::Systemd]);
+    assert_eq!(hosts.sh(0, "cat /proc/1/comm").trim(), "systemd");
+    assert_eq!(hosts.sh(0, "systemctl is-active ssh").trim(), "active", "sshd is systemd's service");
+    let (_, project_key) = keypair();
+    let before = file_list(&hosts, 0);
+
+    let conn =
+        Connection::connect(&hosts.target(0, "dstack"), hosts.keys(), TIMEOUT).await.expect("connects");
+    let params = params(&shim, &runner, &project_key);
+    let deployed = deploy(&conn, &params).await.expect("deploys");
+    assert_eq!(deployed.supervisor, Supervisor::Systemd);
+    assert_eq!(hosts.sh(0, "cat /etc/systemd/system/dstack-shim.service"), unit_file());
+    assert_eq!(hosts.sh(0, "systemctl is-enabled dstack-shim").trim(), "enabled");
+    assert_eq!(hosts.sh(0, "systemctl is-active dstack-shim").trim(), "active");
+    // systemd runs the unit as written: restarted after any exit, 3 s later.
+    let restart = unit_file().lines().find_map(|l| l.strip_prefix("Restart=")).expect("Restart=").to_owned();
+    assert_eq!(unit_property(&hosts, 0, "Restart"), restart);
+    assert_eq!(unit_property(&hosts, 0, "RestartUSec"), "3s");
+    assert_eq!(unit_property(&hosts, 0, "EnvironmentFiles"), "/root/.dstack/shim.env (ignore_errors=no)");
+    let main_pid = unit_property(&hosts, 0, "MainPID");
+    assert_eq!(hosts.sh(0, "pgrep -x dstack-shim").trim(), main_pid, "the unit's main process is the shim");
+    assert_eq!(
+        hosts.sh(0, "test -e /root/.dstack/shim.pid && echo pid; true").trim(),
+        "",
+        "no detached loop"
+    );
+    let client = ShimClient::new(&format!("http://{}", deployed.shim_addr));
+    assert_eq!(client.healthcheck().await.expect("healthy through the tunnel").service, "dstack-shim");
+    assert!(deployed.host_info.cpus >= 1, "{:?}", deployed.host_info);
+
+    // Kill the shim: systemd starts a new one, which answers through the same tunnel.
+    hosts.sh(0, &format!("kill -9 {main_pid}"));
+    let started = Instant::now();
+    let new_pid = loop {
+        let pid = unit_property(&hosts, 0, "MainPID");
+        if pid != "0" && pid != main_pid && client.healthcheck().await.is_ok() {
+            break pid;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "systemd did not restart the shim in 30 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(3), "restarted after RestartSec=3, not {waited:?}");
+    assert_eq!(unit_property(&hosts, 0, "NRestarts"), "1");
+    assert_eq!(hosts.sh(0, "pgrep -x dstack-shim").trim(), new_pid);
+    assert_eq!(conn.n_handshakes(), 1, "the tunnel outlived the shim");
+
+    // A second deploy restarts the unit in place.
+    let again = deploy(&conn, &params).await.expect("deploys again");
+    assert_eq!(again.supervisor, Supervisor::Systemd);
+    assert_eq!(hosts.sh(0, "pgrep -c -x dstack-shim || true").trim(), "1");
+    assert_ne!(unit_property(&hosts, 0, "MainPID"), new_pid);
+
+    let reloads = n_daemon_reloads(&hosts, 0);
+    uninstall(&conn).await.expect("uninstalls");
+    assert_eq!(hosts.sh(0, "pgrep -x dstack-shim; true").trim(), "", "no shim is left");
+    assert_eq!(unit_property(&hosts, 0, "LoadState"), "not-found");
+    assert_eq!(
+        hosts.sh(0, "systemctl is-enabled dstack-shim 2>&1; true").trim(),
+        "Failed to get unit file state for dstack-shim.service: No such file or directory"
+    );
+    // Two reloads: `systemctl disable`'s own, with the unit file still there, and the one after
+    // it was removed.
+    assert_eq!(n_daemon_reloads(&hosts, 0), reloads + 2, "systemd reloaded its units");
+    // The volumes at /usr/local/bin and /root/.dstack are emptied (file_list does not enter them).
+    assert_eq!(
+        hosts.sh(0, "ls -A /usr/local/bin /root/.dstack"),
+        "/root/.dstack:\n\n/usr/local/bin:\ndocker\n"
+    );
+    assert_eq!(file_list(&hosts, 0), before, "the host is as it was");
 }
