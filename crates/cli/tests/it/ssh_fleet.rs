@@ -4,7 +4,8 @@
 //! SSH connection per host (sshd counts one login per host for many health checks), found
 //! again after a `kill -9` of the server without a second deploy, and left clean by
 //! `dstack fleet delete`. Hosts that cannot be added say why, naming the host. A re-applied
-//! fleet adds and removes hosts in place, leaving the others (and their jobs) alone.
+//! fleet adds and removes hosts in place, leaving the others (and their jobs) alone. On a host
+//! whose PID 1 is systemd the shim is a unit that systemd restarts.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -448,5 +449,64 @@ fn re_applying_a_fleet_adds_and_removes_hosts_in_place() {
     for (idx, b) in before.iter().enumerate() {
         assert_eq!(&host_state(&hosts, idx), b, "host {idx} is not as it was");
     }
+    assert_eq!(stop(server), 0);
+}
+
+/// A host whose PID 1 is systemd (issue #4): `dstack apply -f fleet.yml` installs the shim as
+/// the `dstack-shim` unit (enabled, active) and the host goes idle; a killed shim is started
+/// again by systemd and the instance is idle again; `dstack fleet delete` disables and removes
+/// the unit and leaves the host as it was.
+#[test]
+fn a_systemd_host_runs_the_shim_as_a_unit_that_outlives_a_kill() {
+    if !docker_tests() {
+        return;
+    }
+    agents_built();
+    let hosts = TestHosts::start(&[HostKind::Systemd]);
+    let before = host_state(&hosts, 0);
+    let home = TempDir::new().unwrap();
+    let key = write_key(home.path(), "fleet_key", &openssh_text(&hosts.key), &hosts.public_key);
+    let file = hosts_fleet_file(home.path(), &key, &[&hosts.hosts[0].ip]);
+    let server = start_env(home.path(), &[("DSTACK_SERVER_INSTANCE_CHECK_INTERVAL", "0.1")]);
+    let unit = |property: &str| {
+        hosts.sh(0, &format!("systemctl show dstack-shim -p {property} --value")).trim().to_owned()
+    };
+
+    let (code, out, err) = cli(home.path(), &["apply", "-f", &file, "-y", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for(home.path(), Duration::from_secs(180), "the host idle", |is| {
+        is.len() == 1 && status(&is[0]) == "idle"
+    });
+    assert_eq!(
+        hosts.sh(0, "systemctl is-enabled dstack-shim; systemctl is-active dstack-shim"),
+        "enabled\nactive\n"
+    );
+    assert_eq!(unit("Restart"), "always");
+    assert_eq!(
+        hosts.sh(0, "test -e /root/.dstack/shim.pid && echo pid; true").trim(),
+        "",
+        "no detached loop"
+    );
+    let pid = unit("MainPID");
+    assert_eq!(hosts.sh(0, "pgrep -x dstack-shim").trim(), pid);
+
+    // kill -9 the shim: systemd starts another, and the server finds the host idle again.
+    hosts.sh(0, &format!("kill -9 {pid}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while unit("NRestarts") != "1" || unit("ActiveState") != "active" {
+        assert!(Instant::now() < deadline, "systemd did not restart the shim");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_ne!(unit("MainPID"), pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let instances = wait_for(home.path(), Duration::from_secs(30), "the host idle again", |is| {
+        is.len() == 1 && status(&is[0]) == "idle" && is[0]["unreachable"] == false
+    });
+    assert_eq!(instances[0]["termination_reason_message"], Value::Null, "{:#}", instances[0]);
+
+    crate::fleets::delete_fleet_and_wait(home.path(), "hosts", Duration::from_secs(60));
+    assert_eq!(host_state(&hosts, 0), before, "the host is not as it was");
+    assert_eq!(unit("LoadState"), "not-found");
+    assert_eq!(hosts.sh(0, "find /etc/systemd -name 'dstack*'; pgrep -x dstack-shim; true"), "");
     assert_eq!(stop(server), 0);
 }
