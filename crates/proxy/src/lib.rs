@@ -160,7 +160,11 @@ impl Proxy {
     }
 
     fn stats_of(&self, id: &str) -> Arc<ReplicaStats> {
-        lock(&self.stats).entry(id.to_owned()).or_default().clone()
+        let mut stats = lock(&self.stats);
+        match stats.get(id) {
+            Some(s) => s.clone(),
+            None => stats.entry(id.to_owned()).or_default().clone(),
+        }
     }
 
     /// Sends `req` to one of `upstreams` as `path_and_query` (origin form, starting with

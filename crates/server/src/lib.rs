@@ -90,6 +90,10 @@ pub async fn run(
     });
     on_started(&Started { addr: local, url, admin_token });
     let db = state.db.clone();
+    // No Nagle delay: proxied responses go out in several writes (headers, then body chunks).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await
