@@ -138,8 +138,9 @@ fn not_found_on_foreign_key(err: sqlx::Error) -> DbError {
 }
 
 fn get_uuid(row: &AnyRow, column: &str) -> Result<Uuid, sqlx::Error> {
-    let text: String = row.try_get(column)?;
-    Uuid::parse_str(&text)
+    // Borrowed from the row: a UUID costs no allocation.
+    let text: &str = row.try_get(column)?;
+    Uuid::parse_str(text)
         .map_err(|err| sqlx::Error::ColumnDecode { index: column.to_owned(), source: Box::new(err) })
 }
 
@@ -161,9 +162,9 @@ fn get_timestamp(row: &AnyRow, column: &str) -> Result<jiff::Timestamp, sqlx::Er
 
 /// A nullable TEXT UUID column.
 fn opt_uuid(row: &AnyRow, column: &str) -> Result<Option<Uuid>, sqlx::Error> {
-    let text: Option<String> = row.try_get(column)?;
+    let text: Option<&str> = row.try_get(column)?;
     text.map(|t| {
-        Uuid::parse_str(&t)
+        Uuid::parse_str(t)
             .map_err(|err| sqlx::Error::ColumnDecode { index: column.to_owned(), source: Box::new(err) })
     })
     .transpose()

@@ -32,9 +32,9 @@ pub(super) async fn get_plan(
         runs::effective_run_spec(&req.run_spec, user.ssh_public_key.as_deref()).map_err(spec_error)?;
     let current = match &req.run_spec.run_name {
         Some(name) => match state.db.run_by_name(access.project.id, name).await? {
-            Some(row) => Some(
-                load_run(&state, &access.project, &row, true, None).await?.to_typed().map_err(internal)?,
-            ),
+            Some(row) => {
+                Some(load_run(&state, &access.project, row, true, None).await?.to_typed().map_err(internal)?)
+            }
             None => None,
         },
         None => None,
@@ -115,8 +115,8 @@ pub(super) async fn apply(
     }
     state.hints.wake_all();
     let wire = runs::run_to_wire(
-        &run,
-        &jobs,
+        run,
+        jobs,
         RunNames { project: &access.project.name, user: &user.name, fleet: None },
         true,
         None,
@@ -136,7 +136,7 @@ async fn reapply_active(
     plan_current: Option<Run>,
     force: bool,
 ) -> Result<Json<RunOut>, Failure> {
-    let out = load_run(state, project, &existing, true, None).await?;
+    let out = load_run(state, project, existing, true, None).await?;
     let current = out.to_typed().map_err(internal)?;
     if current.run_spec.configuration != spec.configuration {
         return Err(ApiError::error("Cannot override active run. Stop the run first.").into());
@@ -200,8 +200,9 @@ pub(super) async fn list(
         rows.truncate(usize::try_from(limit).unwrap_or(0));
     }
     let submissions_limit = req.job_submissions_limit.map(|l| l.clamp(0, MAX_JOB_SUBMISSIONS_LIMIT));
-    let run_rows: Vec<RunRow> = rows.iter().map(|(r, _)| r.clone()).collect();
-    let runs = to_wire_many(&state, &run_rows, |i| rows[i].1, req.include_jobs, submissions_limit).await?;
+    let (run_rows, run_projects): (Vec<RunRow>, Vec<&ProjectRow>) = rows.into_iter().unzip();
+    let runs =
+        to_wire_many(&state, run_rows, |i| run_projects[i], req.include_jobs, submissions_limit).await?;
     Ok(Json(runs))
 }
 
@@ -216,7 +217,7 @@ pub(super) async fn get(
         (None, None) => return Err(ApiError::error("run_name or id must be specified").into()),
     };
     let row = row.ok_or_else(|| ApiError::not_exists("Run not found"))?;
-    Ok(Json(load_run(&state, &access.project, &row, true, None).await?))
+    Ok(Json(load_run(&state, &access.project, row, true, None).await?))
 }
 
 pub(super) async fn stop(
@@ -283,18 +284,17 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> Failure {
 pub(crate) async fn load_run(
     state: &AppState,
     project: &ProjectRow,
-    row: &RunRow,
+    row: RunRow,
     include_jobs: bool,
     submissions_limit: Option<i64>,
 ) -> Result<RunOut, Failure> {
-    let runs =
-        to_wire_many(state, std::slice::from_ref(row), |_| project, include_jobs, submissions_limit).await?;
+    let runs = to_wire_many(state, vec![row], |_| project, include_jobs, submissions_limit).await?;
     runs.into_iter().next().ok_or(Failure(ApiError::Internal))
 }
 
 async fn to_wire_many<'p>(
     state: &AppState,
-    rows: &[RunRow],
+    rows: Vec<RunRow>,
     project_of: impl Fn(usize) -> &'p ProjectRow,
     include_jobs: bool,
     submissions_limit: Option<i64>,
@@ -308,7 +308,7 @@ async fn to_wire_many<'p>(
     let mut fleet_names: HashMap<Uuid, String> = HashMap::new();
     let now = jiff::Timestamp::now();
     let mut out = Vec::with_capacity(rows.len());
-    for (i, row) in rows.iter().enumerate() {
+    for (i, row) in rows.into_iter().enumerate() {
         if let std::collections::hash_map::Entry::Vacant(e) = user_names.entry(row.user_id) {
             e.insert(state.db.user_by_id(row.user_id).await?.map(|u| u.name).unwrap_or_default());
         }
@@ -325,7 +325,7 @@ async fn to_wire_many<'p>(
             None => None,
         };
         let names = RunNames { project: &project.name, user: &user_names[&row.user_id], fleet };
-        let jobs = jobs_by_run.get(&row.id).map(Vec::as_slice).unwrap_or_default();
+        let jobs = jobs_by_run.remove(&row.id).unwrap_or_default();
         out.push(
             runs::run_to_wire(row, jobs, names, include_jobs, submissions_limit, now).map_err(internal)?,
         );
