@@ -11,7 +11,7 @@ use dstack_api::runs::{
     MAX_JOB_SUBMISSIONS_LIMIT, Run, RunFleet, RunPlan, RunSpec, RunStatus, RunTerminationReason,
     StopRunsRequest,
 };
-use dstack_db::{DbError, ProjectRow, RunFilter, RunRow};
+use dstack_db::{DbError, ProjectRow, RunFilter, RunListing, RunRow};
 use dstack_decide::offers::FleetFilter;
 use dstack_model::common::{RESOURCE_NAME_ERROR, is_valid_resource_name};
 use uuid::Uuid;
@@ -179,7 +179,7 @@ pub(super) async fn list(
         None => caller.visible_projects(&state).await?,
     };
     let limit = req.limit.clamp(0, 100);
-    let mut rows: Vec<(RunRow, &ProjectRow)> = Vec::new();
+    let mut rows: Vec<(RunListing, &ProjectRow)> = Vec::new();
     for project in &projects {
         let filter = RunFilter {
             project_id: project.id,
@@ -194,15 +194,15 @@ pub(super) async fn list(
     }
     if projects.len() > 1 {
         rows.sort_by(|(a, _), (b, _)| {
-            let order = a.submitted_at.cmp(&b.submitted_at).then(b.id.cmp(&a.id));
+            let order = a.run.submitted_at.cmp(&b.run.submitted_at).then(b.run.id.cmp(&a.run.id));
             if req.ascending { order } else { order.reverse() }
         });
         rows.truncate(usize::try_from(limit).unwrap_or(0));
     }
     let submissions_limit = req.job_submissions_limit.map(|l| l.clamp(0, MAX_JOB_SUBMISSIONS_LIMIT));
-    let (run_rows, run_projects): (Vec<RunRow>, Vec<&ProjectRow>) = rows.into_iter().unzip();
+    let (listings, run_projects): (Vec<RunListing>, Vec<&ProjectRow>) = rows.into_iter().unzip();
     let runs =
-        to_wire_many(&state, run_rows, |i| run_projects[i], req.include_jobs, submissions_limit).await?;
+        to_wire_many(&state, listings, |i| run_projects[i], req.include_jobs, submissions_limit).await?;
     Ok(Json(runs))
 }
 
@@ -284,36 +284,31 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> Failure {
 pub(crate) async fn load_run(
     state: &AppState,
     project: &ProjectRow,
-    row: RunRow,
+    run: RunRow,
     include_jobs: bool,
     submissions_limit: Option<i64>,
 ) -> Result<RunOut, Failure> {
-    let runs = to_wire_many(state, vec![row], |_| project, include_jobs, submissions_limit).await?;
+    let jobs = state.db.jobs_of_runs(&[run.id]).await?;
+    let user_name = state.db.user_by_id(run.user_id).await?.map(|u| u.name).unwrap_or_default();
+    let listing = RunListing { run, user_name, jobs };
+    let runs = to_wire_many(state, vec![listing], |_| project, include_jobs, submissions_limit).await?;
     runs.into_iter().next().ok_or(Failure(ApiError::Internal))
 }
 
+/// Runs in dstack's shape; `project_of(i)` is the project of `listings[i]`.
 async fn to_wire_many<'p>(
     state: &AppState,
-    rows: Vec<RunRow>,
+    listings: Vec<RunListing>,
     project_of: impl Fn(usize) -> &'p ProjectRow,
     include_jobs: bool,
     submissions_limit: Option<i64>,
 ) -> Result<Vec<RunOut>, Failure> {
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let mut jobs_by_run: HashMap<Uuid, Vec<dstack_db::JobRow>> = HashMap::new();
-    for job in state.db.jobs_of_runs(&ids).await? {
-        jobs_by_run.entry(job.run_id).or_default().push(job);
-    }
-    let mut user_names: HashMap<Uuid, String> = HashMap::new();
     let mut fleet_names: HashMap<Uuid, String> = HashMap::new();
     let now = jiff::Timestamp::now();
-    let mut out = Vec::with_capacity(rows.len());
-    for (i, row) in rows.into_iter().enumerate() {
-        if let std::collections::hash_map::Entry::Vacant(e) = user_names.entry(row.user_id) {
-            e.insert(state.db.user_by_id(row.user_id).await?.map(|u| u.name).unwrap_or_default());
-        }
+    let mut out = Vec::with_capacity(listings.len());
+    for (i, RunListing { run, user_name, jobs }) in listings.into_iter().enumerate() {
         let project = project_of(i);
-        let fleet = match row.fleet_id {
+        let fleet = match run.fleet_id {
             Some(fleet_id) => {
                 if !fleet_names.contains_key(&fleet_id) {
                     for f in state.db.list_fleets(project.id).await? {
@@ -324,10 +319,9 @@ async fn to_wire_many<'p>(
             }
             None => None,
         };
-        let names = RunNames { project: &project.name, user: &user_names[&row.user_id], fleet };
-        let jobs = jobs_by_run.remove(&row.id).unwrap_or_default();
+        let names = RunNames { project: &project.name, user: &user_name, fleet };
         out.push(
-            runs::run_to_wire(row, jobs, names, include_jobs, submissions_limit, now).map_err(internal)?,
+            runs::run_to_wire(run, jobs, names, include_jobs, submissions_limit, now).map_err(internal)?,
         );
     }
     Ok(out)
