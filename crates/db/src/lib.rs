@@ -4,6 +4,8 @@
 //! The SQL is portable: only TEXT, BIGINT and BOOLEAN columns, `$N` placeholders
 //! (SQLite maps them to positional arguments), UUIDs stored as hyphenated TEXT and
 //! timestamps stored as BIGINT unix microseconds (UTC).
+//! A `LIMIT` parameter is written `LIMIT CAST($N AS BIGINT)`: SQLite re-prepares a statement
+//! each time a bare `LIMIT $N` is bound again.
 //!
 //! **Architecture Invariant:** no business rules live here.
 //! Callers decide who may do what and which values are valid; this crate only stores and loads rows.

@@ -429,8 +429,7 @@ impl Db {
         // One static statement per direction; NULL parameters switch filters off. The page is
         // chosen by id first, then joined with the runs' rows and every submission of them: only
         // ids are sorted in SQL (sorting the joined rows made SQLite copy every spec twice more),
-        // and the page and the jobs are put in order here. `LIMIT CAST($7 ...)`, not `LIMIT $7`:
-        // SQLite re-prepares a statement whose bare `LIMIT` parameter was bound again.
+        // and the page and the jobs are put in order here.
         macro_rules! listing {
             ($page_order:literal, $after:literal, $order:literal) => {
                 concat!(
@@ -577,7 +576,7 @@ impl Db {
             "SELECT id FROM runs WHERE deleted = FALSE AND status IN ",
             in_8!(),
             " AND (lock_expires_at IS NULL OR lock_expires_at < $9) \
-             ORDER BY priority DESC, last_processed_at ASC LIMIT $10"
+             ORDER BY priority DESC, last_processed_at ASC LIMIT CAST($10 AS BIGINT)"
         );
         let update = concat!(
             "UPDATE runs SET lock_token = $101, lock_expires_at = $102 WHERE id IN ",
@@ -718,7 +717,7 @@ impl Db {
             "SELECT jobs.id AS id FROM jobs JOIN runs ON runs.id = jobs.run_id WHERE jobs.status IN ",
             in_8!(),
             " AND (jobs.lock_expires_at IS NULL OR jobs.lock_expires_at < $9) \
-             ORDER BY runs.priority DESC, jobs.last_processed_at ASC LIMIT $10"
+             ORDER BY runs.priority DESC, jobs.last_processed_at ASC LIMIT CAST($10 AS BIGINT)"
         );
         let update = concat!(
             "UPDATE jobs SET lock_token = $101, lock_expires_at = $102 WHERE id IN ",
@@ -879,10 +878,10 @@ impl Db {
         use sqlx::Row as _;
         let sql = if q.descending {
             "SELECT ts, message FROM job_logs WHERE job_id = $1 AND source = $2 \
-             AND ($3 IS NULL OR ts > $3) AND ($4 IS NULL OR ts < $4) ORDER BY ts DESC LIMIT $5"
+             AND ($3 IS NULL OR ts > $3) AND ($4 IS NULL OR ts < $4) ORDER BY ts DESC LIMIT CAST($5 AS BIGINT)"
         } else {
             "SELECT ts, message FROM job_logs WHERE job_id = $1 AND source = $2 \
-             AND ($3 IS NULL OR ts > $3) AND ($4 IS NULL OR ts < $4) ORDER BY ts ASC LIMIT $5"
+             AND ($3 IS NULL OR ts > $3) AND ($4 IS NULL OR ts < $4) ORDER BY ts ASC LIMIT CAST($5 AS BIGINT)"
         };
         let rows = sqlx::query(sql)
             .bind(uuid_text(job_id))
