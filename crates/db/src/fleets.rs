@@ -585,7 +585,7 @@ impl Db {
         let ids: Vec<String> = sqlx::query(
             "SELECT id FROM fleets WHERE deleted = FALSE \
              AND (lock_expires_at IS NULL OR lock_expires_at < $1) \
-             ORDER BY last_consolidated_at, created_at LIMIT $2",
+             ORDER BY last_consolidated_at, created_at LIMIT CAST($2 AS BIGINT)",
         )
         .bind(micros(now))
         .bind(limit.max(0))
@@ -713,7 +713,7 @@ impl Db {
                  AND (last_processed_at IS NULL OR last_processed_at < $3)) \
              OR (status = 'terminating' AND (first_termination_retry_at IS NULL \
                  OR last_processed_at IS NULL OR last_processed_at < $4))) \
-             ORDER BY last_processed_at, created_at LIMIT $5",
+             ORDER BY last_processed_at, created_at LIMIT CAST($5 AS BIGINT)",
         )
         .bind(micros(now))
         .bind(micros(due.deploy_before))

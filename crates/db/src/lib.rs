@@ -4,6 +4,8 @@
 //! The SQL is portable: only TEXT, BIGINT and BOOLEAN columns, `$N` placeholders
 //! (SQLite maps them to positional arguments), UUIDs stored as hyphenated TEXT and
 //! timestamps stored as BIGINT unix microseconds (UTC).
+//! A `LIMIT` parameter is written `LIMIT CAST($N AS BIGINT)`: SQLite re-prepares a statement
+//! each time a bare `LIMIT $N` is bound again.
 //!
 //! **Architecture Invariant:** no business rules live here.
 //! Callers decide who may do what and which values are valid; this crate only stores and loads rows.
@@ -30,7 +32,7 @@ pub use crate::metrics::{MetricsPointRow, MetricsQuery};
 pub use crate::probes::{ProbeRow, UnregisteredReplica};
 pub use crate::projects::ProjectRow;
 pub use crate::repos::RepoRow;
-pub use crate::runs::{JobRow, LogQuery, LogRow, RunFilter, RunRow, SaveJob};
+pub use crate::runs::{JobRow, LogQuery, LogRow, RunFilter, RunListing, RunRow, SaveJob};
 pub use crate::secrets::SecretRow;
 pub use crate::users::UserRow;
 
@@ -140,9 +142,9 @@ fn not_found_on_foreign_key(err: sqlx::Error) -> DbError {
 }
 
 fn get_uuid(row: &AnyRow, column: &str) -> Result<Uuid, sqlx::Error> {
-    let text: String = row.try_get(column)?;
-    Uuid::parse_str(&text)
-        .map_err(|err| sqlx::Error::ColumnDecode { index: column.to_owned(), source: Box::new(err) })
+    // Borrowed from the row: a UUID costs no allocation.
+    let text: &str = row.try_get(column)?;
+    parse_uuid(text, column)
 }
 
 /// Reads a BOOLEAN column that the query selected as `CAST(col AS INTEGER) AS col`.
@@ -156,30 +158,83 @@ fn get_bool(row: &AnyRow, column: &str) -> Result<bool, sqlx::Error> {
 }
 
 fn get_timestamp(row: &AnyRow, column: &str) -> Result<jiff::Timestamp, sqlx::Error> {
-    let micros: i64 = row.try_get(column)?;
-    jiff::Timestamp::from_microsecond(micros)
-        .map_err(|err| sqlx::Error::ColumnDecode { index: column.to_owned(), source: Box::new(err) })
-}
-
-/// A nullable TEXT UUID column.
-fn opt_uuid(row: &AnyRow, column: &str) -> Result<Option<Uuid>, sqlx::Error> {
-    let text: Option<String> = row.try_get(column)?;
-    text.map(|t| {
-        Uuid::parse_str(&t)
-            .map_err(|err| sqlx::Error::ColumnDecode { index: column.to_owned(), source: Box::new(err) })
-    })
-    .transpose()
+    from_micros(row.try_get(column)?, column)
 }
 
 /// A nullable timestamp column (unix microseconds).
 fn opt_timestamp(row: &AnyRow, column: &str) -> Result<Option<jiff::Timestamp>, sqlx::Error> {
     let micros: Option<i64> = row.try_get(column)?;
-    micros
-        .map(|m| {
-            jiff::Timestamp::from_microsecond(m)
-                .map_err(|err| sqlx::Error::ColumnDecode { index: column.to_owned(), source: Box::new(err) })
-        })
-        .transpose()
+    micros.map(|m| from_micros(m, column)).transpose()
+}
+
+/// Reads a row's columns one after the other, by position: cheaper than by name, and one row can
+/// hold the columns of several tables (a join) under the same names. Debug builds check that each
+/// column has the name the reader expects.
+pub(crate) struct Cols<'r> {
+    row: &'r AnyRow,
+    next: usize,
+}
+
+impl<'r> Cols<'r> {
+    pub(crate) fn new(row: &'r AnyRow) -> Self {
+        Cols { row, next: 0 }
+    }
+
+    /// The position of the next column.
+    pub(crate) fn position(&self) -> usize {
+        self.next
+    }
+
+    fn index(&mut self, name: &str) -> usize {
+        let i = self.next;
+        debug_assert_eq!(sqlx::Column::name(sqlx::Row::column(self.row, i)), name, "column {i} of the query");
+        self.next += 1;
+        i
+    }
+
+    pub(crate) fn get<T>(&mut self, name: &str) -> Result<T, sqlx::Error>
+    where
+        T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
+        let i = self.index(name);
+        self.row.try_get(i)
+    }
+
+    pub(crate) fn uuid(&mut self, name: &str) -> Result<Uuid, sqlx::Error> {
+        let text: &str = self.get(name)?;
+        parse_uuid(text, name)
+    }
+
+    pub(crate) fn opt_uuid(&mut self, name: &str) -> Result<Option<Uuid>, sqlx::Error> {
+        let text: Option<&str> = self.get(name)?;
+        text.map(|t| parse_uuid(t, name)).transpose()
+    }
+
+    pub(crate) fn timestamp(&mut self, name: &str) -> Result<jiff::Timestamp, sqlx::Error> {
+        let micros: i64 = self.get(name)?;
+        from_micros(micros, name)
+    }
+
+    pub(crate) fn opt_timestamp(&mut self, name: &str) -> Result<Option<jiff::Timestamp>, sqlx::Error> {
+        let micros: Option<i64> = self.get(name)?;
+        micros.map(|m| from_micros(m, name)).transpose()
+    }
+
+    /// A BOOLEAN column selected as `CAST(col AS INTEGER) AS col` (see [`get_bool`]).
+    pub(crate) fn bool(&mut self, name: &str) -> Result<bool, sqlx::Error> {
+        let value: i64 = self.get(name)?;
+        Ok(value != 0)
+    }
+}
+
+fn parse_uuid(text: &str, column: &str) -> Result<Uuid, sqlx::Error> {
+    Uuid::parse_str(text)
+        .map_err(|err| sqlx::Error::ColumnDecode { index: column.to_owned(), source: Box::new(err) })
+}
+
+fn from_micros(micros: i64, column: &str) -> Result<jiff::Timestamp, sqlx::Error> {
+    jiff::Timestamp::from_microsecond(micros)
+        .map_err(|err| sqlx::Error::ColumnDecode { index: column.to_owned(), source: Box::new(err) })
 }
 
 /// The stored form of a timestamp: unix microseconds; nanoseconds below a microsecond are dropped.

@@ -73,7 +73,7 @@ impl Db {
             "SELECT job_id, timestamp_micro, cpu_usage_micro, memory_usage_bytes, memory_working_set_bytes, \
              gpus_memory_usage_bytes, gpus_util_percent FROM job_metrics_points \
              WHERE job_id = $1 AND ($2 IS NULL OR timestamp_micro >= $2) AND ($3 IS NULL OR timestamp_micro < $3) \
-             ORDER BY timestamp_micro DESC LIMIT $4",
+             ORDER BY timestamp_micro DESC LIMIT CAST($4 AS BIGINT)",
         )
         .bind(uuid_text(job_id))
         .bind(q.after)
@@ -90,7 +90,7 @@ impl Db {
         let rows = sqlx::query(
             "SELECT id FROM jobs WHERE status = 'running' AND NOT EXISTS (\
              SELECT 1 FROM job_metrics_points p WHERE p.job_id = jobs.id AND p.timestamp_micro > $1) \
-             ORDER BY last_processed_at ASC LIMIT $2",
+             ORDER BY last_processed_at ASC LIMIT CAST($2 AS BIGINT)",
         )
         .bind(cutoff)
         .bind(limit.max(0))

@@ -4,13 +4,13 @@
 //! their result back only while the lease is theirs ([`Db::save_run`], [`Db::save_job`]): a
 //! write with a stale token changes nothing and reports `false`.
 
+use std::collections::HashMap;
+
+use sqlx::Row as _;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
-use crate::{
-    Db, DbError, conflict_on_unique, get_bool, get_timestamp, get_uuid, micros, opt_timestamp, opt_uuid,
-    uuid_text,
-};
+use crate::{Cols, Db, DbError, conflict_on_unique, micros, uuid_text};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRow {
@@ -71,6 +71,16 @@ pub struct JobRow {
     pub inactivity_secs: Option<i64>,
 }
 
+/// A run as listings show it: the row, its user's name and every job submission.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunListing {
+    pub run: RunRow,
+    /// Empty if the user row is gone.
+    pub user_name: String,
+    /// By replica, job and submission.
+    pub jobs: Vec<JobRow>,
+}
+
 /// Which runs [`Db::list_runs`] returns, newest first unless `ascending`.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -122,21 +132,110 @@ macro_rules! place_job_update {
     };
 }
 
+/// The columns [`read_run`] reads, in its order; `run_columns!("r.")` qualifies them for a join.
 macro_rules! run_columns {
     () => {
-        "id, project_id, user_id, repo_id, run_name, submitted_at, last_processed_at, status, \
-         termination_reason, resubmission_attempt, run_spec, priority, deployment_num, fleet_id, \
-         next_triggered_at, CAST(deleted AS INTEGER) AS deleted, service_spec"
+        run_columns!("")
+    };
+    ($t:literal) => {
+        concat!(
+            $t,
+            "id, ",
+            $t,
+            "project_id, ",
+            $t,
+            "user_id, ",
+            $t,
+            "repo_id, ",
+            $t,
+            "run_name, ",
+            $t,
+            "submitted_at, ",
+            $t,
+            "last_processed_at, ",
+            $t,
+            "status, ",
+            $t,
+            "termination_reason, ",
+            $t,
+            "resubmission_attempt, ",
+            $t,
+            "run_spec, ",
+            $t,
+            "priority, ",
+            $t,
+            "deployment_num, ",
+            $t,
+            "fleet_id, ",
+            $t,
+            "next_triggered_at, CAST(",
+            $t,
+            "deleted AS INTEGER) AS deleted, ",
+            $t,
+            "service_spec"
+        )
     };
 }
 
+/// The columns [`read_job`] reads, in its order (the insert's too); `job_columns!("j.")`
+/// qualifies them for a join.
 macro_rules! job_columns {
     () => {
-        "id, project_id, run_id, run_name, job_num, replica_num, submission_num, deployment_num, job_name, \
-         submitted_at, last_processed_at, finished_at, status, termination_reason, \
-         termination_reason_message, exit_status, job_spec, job_provisioning_data, job_runtime_data, \
-         instance_id, runner_timestamp, remove_at, graceful_termination_attempts, image_pull_progress, \
-         inactivity_secs"
+        job_columns!("")
+    };
+    ($t:literal) => {
+        concat!(
+            $t,
+            "id, ",
+            $t,
+            "project_id, ",
+            $t,
+            "run_id, ",
+            $t,
+            "run_name, ",
+            $t,
+            "job_num, ",
+            $t,
+            "replica_num, ",
+            $t,
+            "submission_num, ",
+            $t,
+            "deployment_num, ",
+            $t,
+            "job_name, ",
+            $t,
+            "submitted_at, ",
+            $t,
+            "last_processed_at, ",
+            $t,
+            "finished_at, ",
+            $t,
+            "status, ",
+            $t,
+            "termination_reason, ",
+            $t,
+            "termination_reason_message, ",
+            $t,
+            "exit_status, ",
+            $t,
+            "job_spec, ",
+            $t,
+            "job_provisioning_data, ",
+            $t,
+            "job_runtime_data, ",
+            $t,
+            "instance_id, ",
+            $t,
+            "runner_timestamp, ",
+            $t,
+            "remove_at, ",
+            $t,
+            "graceful_termination_attempts, ",
+            $t,
+            "image_pull_progress, ",
+            $t,
+            "inactivity_secs"
+        )
     };
 }
 
@@ -157,56 +256,64 @@ macro_rules! in_8 {
 const CHUNK: usize = 100;
 
 fn run_from_row(row: &AnyRow) -> Result<RunRow, sqlx::Error> {
-    use sqlx::Row as _;
-    Ok(RunRow {
-        id: get_uuid(row, "id")?,
-        project_id: get_uuid(row, "project_id")?,
-        user_id: get_uuid(row, "user_id")?,
-        repo_id: row.try_get("repo_id")?,
-        run_name: row.try_get("run_name")?,
-        submitted_at: get_timestamp(row, "submitted_at")?,
-        last_processed_at: get_timestamp(row, "last_processed_at")?,
-        status: row.try_get("status")?,
-        termination_reason: row.try_get("termination_reason")?,
-        resubmission_attempt: row.try_get("resubmission_attempt")?,
-        run_spec: row.try_get("run_spec")?,
-        priority: row.try_get("priority")?,
-        deployment_num: row.try_get("deployment_num")?,
-        fleet_id: opt_uuid(row, "fleet_id")?,
-        next_triggered_at: opt_timestamp(row, "next_triggered_at")?,
-        deleted: get_bool(row, "deleted")?,
-        service_spec: row.try_get("service_spec")?,
-    })
+    read_run(&mut Cols::new(row))
 }
 
 fn job_from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
-    use sqlx::Row as _;
+    read_job(&mut Cols::new(row))
+}
+
+/// The [`run_columns`] at the cursor (fields are read in the order written).
+fn read_run(c: &mut Cols<'_>) -> Result<RunRow, sqlx::Error> {
+    Ok(RunRow {
+        id: c.uuid("id")?,
+        project_id: c.uuid("project_id")?,
+        user_id: c.uuid("user_id")?,
+        repo_id: c.get("repo_id")?,
+        run_name: c.get("run_name")?,
+        submitted_at: c.timestamp("submitted_at")?,
+        last_processed_at: c.timestamp("last_processed_at")?,
+        status: c.get("status")?,
+        termination_reason: c.get("termination_reason")?,
+        resubmission_attempt: c.get("resubmission_attempt")?,
+        run_spec: c.get("run_spec")?,
+        priority: c.get("priority")?,
+        deployment_num: c.get("deployment_num")?,
+        fleet_id: c.opt_uuid("fleet_id")?,
+        next_triggered_at: c.opt_timestamp("next_triggered_at")?,
+        deleted: c.bool("deleted")?,
+        service_spec: c.get("service_spec")?,
+    })
+}
+
+/// The [`job_columns`] at the cursor (fields are read in the order written).
+fn read_job(c: &mut Cols<'_>) -> Result<JobRow, sqlx::Error> {
     Ok(JobRow {
-        id: get_uuid(row, "id")?,
-        project_id: get_uuid(row, "project_id")?,
-        run_id: get_uuid(row, "run_id")?,
-        run_name: row.try_get("run_name")?,
-        job_num: row.try_get("job_num")?,
-        replica_num: row.try_get("replica_num")?,
-        submission_num: row.try_get("submission_num")?,
-        deployment_num: row.try_get("deployment_num")?,
-        job_name: row.try_get("job_name")?,
-        submitted_at: get_timestamp(row, "submitted_at")?,
-        last_processed_at: get_timestamp(row, "last_processed_at")?,
-        finished_at: opt_timestamp(row, "finished_at")?,
-        status: row.try_get("status")?,
-        termination_reason: row.try_get("termination_reason")?,
-        termination_reason_message: row.try_get("termination_reason_message")?,
-        exit_status: row.try_get("exit_status")?,
-        job_spec: row.try_get("job_spec")?,
-        job_provisioning_data: row.try_get("job_provisioning_data")?,
-        job_runtime_data: row.try_get("job_runtime_data")?,
-        instance_id: opt_uuid(row, "instance_id")?,
-        runner_timestamp: row.try_get("runner_timestamp")?,
-        remove_at: opt_timestamp(row, "remove_at")?,
-        graceful_termination_attempts: row.try_get("graceful_termination_attempts")?,
-        image_pull_progress: row.try_get("image_pull_progress")?,
-        inactivity_secs: row.try_get("inactivity_secs")?,
+        id: c.uuid("id")?,
+        project_id: c.uuid("project_id")?,
+        run_id: c.uuid("run_id")?,
+        run_name: c.get("run_name")?,
+        job_num: c.get("job_num")?,
+        replica_num: c.get("replica_num")?,
+        submission_num: c.get("submission_num")?,
+        deployment_num: c.get("deployment_num")?,
+        job_name: c.get("job_name")?,
+        submitted_at: c.timestamp("submitted_at")?,
+        last_processed_at: c.timestamp("last_processed_at")?,
+        finished_at: c.opt_timestamp("finished_at")?,
+        status: c.get("status")?,
+        termination_reason: c.get("termination_reason")?,
+        termination_reason_message: c.get("termination_reason_message")?,
+        exit_status: c.get("exit_status")?,
+        job_spec: c.get("job_spec")?,
+        job_provisioning_data: c.get("job_provisioning_data")?,
+        job_runtime_data: c.get("job_runtime_data")?,
+        instance_id: c.opt_uuid("instance_id")?,
+        runner_timestamp: c.get("runner_timestamp")?,
+        remove_at: c.opt_timestamp("remove_at")?,
+        graceful_termination_attempts: c.get("graceful_termination_attempts")?,
+        image_pull_progress: c.get("image_pull_progress")?,
+        inactivity_secs: c.get("inactivity_secs")?,
     })
 }
 
@@ -319,33 +426,42 @@ impl Db {
     }
 
     /// A project's live runs by keyset page: `(submitted_at, id)` descending, or ascending
-    /// (then ids descending) with `ascending`.
-    pub async fn list_runs(&self, f: &RunFilter) -> Result<Vec<RunRow>, DbError> {
+    /// (then ids descending) with `ascending`; each with its user's name and job submissions,
+    /// all read by one statement.
+    pub async fn list_runs(&self, f: &RunFilter) -> Result<Vec<RunListing>, DbError> {
         let (prev_at, prev_id) = match f.prev {
             Some((at, id)) => (Some(micros(at)), id.map(uuid_text)),
             None => (None, None),
         };
-        // One static statement per direction; NULL parameters switch filters off.
+        // One static statement per direction; NULL parameters switch filters off. The page is
+        // chosen by id first, then joined with the runs' rows and every submission of them: only
+        // ids are sorted in SQL (sorting the joined rows made SQLite copy every spec twice more),
+        // and the page and the jobs are put in order here.
+        macro_rules! listing {
+            ($page_order:literal, $after:literal, $order:literal) => {
+                concat!(
+                    "SELECT ",
+                    run_columns!("r."),
+                    ", COALESCE(u.name, '') AS user_name, ",
+                    job_columns!("j."),
+                    " FROM (SELECT id FROM runs WHERE deleted = FALSE AND project_id = $1 \
+                     AND ($2 IS NULL OR user_id = $2) AND ($3 IS NULL OR repo_id = $3) \
+                     AND ($4 = FALSE OR status NOT IN ('terminated', 'failed', 'done')) \
+                     AND ($5 IS NULL OR ",
+                    $after,
+                    " OR (submitted_at = $5 AND $6 IS NOT NULL AND id ",
+                    $order,
+                    " $6)) ORDER BY ",
+                    $page_order,
+                    " LIMIT CAST($7 AS BIGINT)) page JOIN runs r ON r.id = page.id \
+                     LEFT JOIN users u ON u.id = r.user_id LEFT JOIN jobs j ON j.run_id = r.id"
+                )
+            };
+        }
         let sql = if f.ascending {
-            concat!(
-                "SELECT ",
-                run_columns!(),
-                " FROM runs WHERE deleted = FALSE AND project_id = $1 \
-                 AND ($2 IS NULL OR user_id = $2) AND ($3 IS NULL OR repo_id = $3) \
-                 AND ($4 = FALSE OR status NOT IN ('terminated', 'failed', 'done')) \
-                 AND ($5 IS NULL OR submitted_at > $5 OR (submitted_at = $5 AND $6 IS NOT NULL AND id < $6)) \
-                 ORDER BY submitted_at ASC, id DESC LIMIT $7"
-            )
+            listing!("submitted_at ASC, id DESC", "submitted_at > $5", "<")
         } else {
-            concat!(
-                "SELECT ",
-                run_columns!(),
-                " FROM runs WHERE deleted = FALSE AND project_id = $1 \
-                 AND ($2 IS NULL OR user_id = $2) AND ($3 IS NULL OR repo_id = $3) \
-                 AND ($4 = FALSE OR status NOT IN ('terminated', 'failed', 'done')) \
-                 AND ($5 IS NULL OR submitted_at < $5 OR (submitted_at = $5 AND $6 IS NOT NULL AND id > $6)) \
-                 ORDER BY submitted_at DESC, id ASC LIMIT $7"
-            )
+            listing!("submitted_at DESC, id ASC", "submitted_at < $5", ">")
         };
         let rows = sqlx::query(sql)
             .bind(uuid_text(f.project_id))
@@ -357,7 +473,30 @@ impl Db {
             .bind(f.limit.max(0))
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(run_from_row).collect::<Result<_, _>>()?)
+        let mut runs: Vec<RunListing> = Vec::new();
+        let mut index_of: HashMap<Uuid, usize> = HashMap::new();
+        for row in &rows {
+            let mut c = Cols::new(row);
+            let run = read_run(&mut c)?;
+            let user_name: String = c.get("user_name")?;
+            let job_id: Option<&str> = row.try_get(c.position())?;
+            let job = if job_id.is_some() { Some(read_job(&mut c)?) } else { None };
+            match index_of.get(&run.id) {
+                Some(&i) => runs[i].jobs.extend(job),
+                None => {
+                    index_of.insert(run.id, runs.len());
+                    runs.push(RunListing { run, user_name, jobs: job.into_iter().collect() });
+                }
+            }
+        }
+        runs.sort_by(|a, b| {
+            let newest_first = b.run.submitted_at.cmp(&a.run.submitted_at).then(a.run.id.cmp(&b.run.id));
+            if f.ascending { newest_first.reverse() } else { newest_first }
+        });
+        for listing in &mut runs {
+            listing.jobs.sort_by_key(|j| (j.replica_num, j.job_num, j.submission_num));
+        }
+        Ok(runs)
     }
 
     /// Every submission of these runs, by run, replica, job and submission.
@@ -444,7 +583,7 @@ impl Db {
             "SELECT id FROM runs WHERE deleted = FALSE AND status IN ",
             in_8!(),
             " AND (lock_expires_at IS NULL OR lock_expires_at < $9) \
-             ORDER BY priority DESC, last_processed_at ASC LIMIT $10"
+             ORDER BY priority DESC, last_processed_at ASC LIMIT CAST($10 AS BIGINT)"
         );
         let update = concat!(
             "UPDATE runs SET lock_token = $101, lock_expires_at = $102 WHERE id IN ",
@@ -585,7 +724,7 @@ impl Db {
             "SELECT jobs.id AS id FROM jobs JOIN runs ON runs.id = jobs.run_id WHERE jobs.status IN ",
             in_8!(),
             " AND (jobs.lock_expires_at IS NULL OR jobs.lock_expires_at < $9) \
-             ORDER BY runs.priority DESC, jobs.last_processed_at ASC LIMIT $10"
+             ORDER BY runs.priority DESC, jobs.last_processed_at ASC LIMIT CAST($10 AS BIGINT)"
         );
         let update = concat!(
             "UPDATE jobs SET lock_token = $101, lock_expires_at = $102 WHERE id IN ",
@@ -746,10 +885,10 @@ impl Db {
         use sqlx::Row as _;
         let sql = if q.descending {
             "SELECT ts, message FROM job_logs WHERE job_id = $1 AND source = $2 \
-             AND ($3 IS NULL OR ts > $3) AND ($4 IS NULL OR ts < $4) ORDER BY ts DESC LIMIT $5"
+             AND ($3 IS NULL OR ts > $3) AND ($4 IS NULL OR ts < $4) ORDER BY ts DESC LIMIT CAST($5 AS BIGINT)"
         } else {
             "SELECT ts, message FROM job_logs WHERE job_id = $1 AND source = $2 \
-             AND ($3 IS NULL OR ts > $3) AND ($4 IS NULL OR ts < $4) ORDER BY ts ASC LIMIT $5"
+             AND ($3 IS NULL OR ts > $3) AND ($4 IS NULL OR ts < $4) ORDER BY ts ASC LIMIT CAST($5 AS BIGINT)"
         };
         let rows = sqlx::query(sql)
             .bind(uuid_text(job_id))

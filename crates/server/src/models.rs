@@ -37,7 +37,8 @@ async fn models(state: &AppState, project_id: uuid::Uuid) -> Result<Vec<Model>, 
     let filter = RunFilter { project_id, only_active: true, limit: 1000, ..RunFilter::default() };
     let runs = state.db.list_runs(&filter).await.map_err(internal)?;
     let mut out = Vec::new();
-    for run in runs {
+    for listing in runs {
+        let run = listing.run;
         if run.status != RunStatus::Running.as_str() {
             continue;
         }

@@ -12,7 +12,6 @@ use dstack_model::profile::{ProfileParams, RetryEvent};
 use dstack_model::run::BaseRunConfiguration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use uuid::Uuid;
 
 /// The configuration's common part.
@@ -65,12 +64,12 @@ pub(crate) fn submission_job_specs(spec: &RunSpec) -> Result<Vec<JobSpec>, JobSp
 }
 
 /// A stored job spec as the API shows it: the inter-node private key is never sent (dstack
-/// answers `"ssh_key": null`).
-fn without_ssh_key(job_spec: &str) -> Result<String, serde_json::Error> {
+/// answers `"ssh_key": null`). The text is moved through unchanged when there is no key.
+fn without_ssh_key(job_spec: String) -> Result<String, serde_json::Error> {
     if !job_spec.contains("\"ssh_key\":{") {
-        return Ok(job_spec.to_owned());
+        return Ok(job_spec);
     }
-    let mut value: serde_json::Value = serde_json::from_str(job_spec)?;
+    let mut value: serde_json::Value = serde_json::from_str(&job_spec)?;
     if let Some(key) = value.get_mut("ssh_key") {
         *key = serde_json::Value::Null;
     }
@@ -168,8 +167,8 @@ pub(crate) struct RunNames<'a> {
 }
 
 /// A run in dstack's `Run` shape, with the stored run and job specs passed through as they
-/// were written (they were serialized from the typed specs, so they are dstack's JSON) instead
-/// of being parsed and validated again: listing 100 runs costs no configuration parsing.
+/// were written (see [`StoredJson`]) instead of being parsed and validated again: listing 100
+/// runs costs no configuration parsing.
 ///
 /// The fields are `dstack_api::runs::Run`'s, in its order; a test holds the two to the same
 /// bytes.
@@ -186,7 +185,7 @@ pub(crate) struct RunOut {
     pub status: RunStatus,
     pub status_message: String,
     pub termination_reason: Option<RunTerminationReason>,
-    pub run_spec: Box<RawValue>,
+    pub run_spec: StoredJson,
     pub jobs: Vec<JobOut>,
     pub latest_job_submission: Option<JobSubmission>,
     pub cost: f64,
@@ -201,7 +200,7 @@ pub(crate) struct RunOut {
 /// A job in dstack's `Job` shape (see [`RunOut`]).
 #[derive(Debug, Serialize)]
 pub(crate) struct JobOut {
-    pub job_spec: Box<RawValue>,
+    pub job_spec: StoredJson,
     pub job_submissions: Vec<JobSubmission>,
     pub job_connection_info: Option<JobConnectionInfo>,
 }
@@ -210,6 +209,52 @@ impl RunOut {
     /// The typed `Run` (parses the specs; for the few places that look inside them).
     pub(crate) fn to_typed(&self) -> Result<Run, serde_json::Error> {
         serde_json::from_str(&serde_json::to_string(self)?)
+    }
+}
+
+/// A JSON object that this server serialized itself (a stored `run_spec` or `job_spec`
+/// column), written into a response as it is, without being parsed again.
+///
+/// Why skipping validation is sound: the only writers of those columns are the server's
+/// `serde_json::to_string` of a typed `RunSpec` or `JobSpec` (`routes::runs::apply`,
+/// [`new_job_rows`], the pipelines' resubmissions) and [`without_ssh_key`], so the text is
+/// JSON by construction; re-validating it was a quarter of the time of `runs/list`. Text that
+/// does not even look like an object (a truncated or hand-edited row) is validated in full and
+/// refused; debug builds validate everything.
+pub(crate) struct StoredJson(String);
+
+/// The struct name and field name by which `serde_json`'s serializers recognize a raw JSON value
+/// (`serde_json::value::RawValue` serializes itself as exactly this struct) and write its one
+/// field's text verbatim. The protocol is serde_json's, not public API; `stored_json_is_written_verbatim`
+/// fails if a serde_json update changes it.
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+impl StoredJson {
+    /// `text` as written by this server's serializer (see the type's documentation).
+    pub(crate) fn trusted(text: String) -> Result<StoredJson, serde_json::Error> {
+        if !(text.starts_with('{') && text.ends_with('}')) {
+            serde_json::from_str::<serde::de::IgnoredAny>(&text)?;
+        }
+        debug_assert!(
+            serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok(),
+            "stored JSON is not JSON: {text}"
+        );
+        Ok(StoredJson(text))
+    }
+}
+
+impl std::fmt::Debug for StoredJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for StoredJson {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut raw = serializer.serialize_struct(RAW_VALUE_TOKEN, 1)?;
+        raw.serialize_field(RAW_VALUE_TOKEN, self.0.as_str())?;
+        raw.end()
     }
 }
 
@@ -241,11 +286,12 @@ pub(crate) fn probes_by_job(rows: Vec<dstack_db::ProbeRow>) -> ProbesByJob {
     out
 }
 
-/// A run row and its job rows in dstack's shape. `jobs` are all submissions of the run;
-/// `probes` the stored probes of (some of) them.
+/// A run row and its job rows in dstack's shape. `jobs` are all submissions of the run (the
+/// stored specs move into the answer without being copied); `probes` the stored probes of
+/// (some of) them.
 pub(crate) fn run_to_wire(
-    run: &RunRow,
-    jobs: &[JobRow],
+    run: RunRow,
+    mut jobs: Vec<JobRow>,
     probes: &ProbesByJob,
     names: RunNames<'_>,
     include_jobs: bool,
@@ -254,20 +300,25 @@ pub(crate) fn run_to_wire(
 ) -> Result<RunOut, serde_json::Error> {
     let status = RunStatus::from_wire(&run.status).unwrap_or(RunStatus::Failed);
     let termination_reason = run.termination_reason.as_deref().and_then(RunTerminationReason::from_wire);
-    let mut sorted: Vec<&JobRow> = jobs.iter().collect();
-    sorted.sort_by_key(|j| (j.replica_num, j.job_num, j.submission_num));
-    let mut wire_jobs: Vec<JobOut> = Vec::new();
-    let mut cost = 0.0;
-    let mut groups: Vec<Vec<&JobRow>> = Vec::new();
-    for job in sorted {
+    jobs.sort_by_key(|j| (j.replica_num, j.job_num, j.submission_num));
+    // The submissions of one job are a run of `jobs`; the last one is the latest.
+    let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
         match groups.last_mut() {
-            Some(g) if g[0].replica_num == job.replica_num && g[0].job_num == job.job_num => g.push(job),
-            _ => groups.push(vec![job]),
+            Some(g)
+                if jobs[g.start].replica_num == job.replica_num && jobs[g.start].job_num == job.job_num =>
+            {
+                g.end = i + 1;
+            }
+            _ => groups.push(i..i + 1),
         }
     }
-    for group in &groups {
+    let group_rows: Vec<&[JobRow]> = groups.iter().map(|g| &jobs[g.clone()]).collect();
+    let mut cost = 0.0;
+    let mut job_submissions = Vec::with_capacity(groups.len());
+    for group in &group_rows {
         let mut submissions = Vec::with_capacity(group.len());
-        for row in group {
+        for row in *group {
             let mut sub = job_submission(row)?;
             sub.probes = probes.get(&row.id).cloned().unwrap_or_default();
             cost += submission_cost(&sub, now);
@@ -278,22 +329,27 @@ pub(crate) fn run_to_wire(
             let skip = submissions.len().saturating_sub(keep);
             submissions.drain(..skip);
         }
-        let Some(latest) = group.last() else { continue };
-        if include_jobs {
-            let job_spec = RawValue::from_string(without_ssh_key(&latest.job_spec)?)?;
-            wire_jobs.push(JobOut { job_spec, job_submissions: submissions, job_connection_info: None });
-        }
+        job_submissions.push(submissions);
     }
-    let latest_job_submission = wire_jobs.first().and_then(|j| j.job_submissions.last().cloned());
     // Only a waiting run's status message depends on its retry policy.
     let waiting = matches!(status, RunStatus::Submitted | RunStatus::Pending);
-    let retries_no_capacity = match groups.last().and_then(|g| g.last()) {
+    let retries_no_capacity = match group_rows.last().and_then(|g| g.last()) {
         Some(job) if waiting => {
             job_retry(&job.job_spec)?.is_some_and(|r| r.on_events.contains(&RetryEvent::NoCapacity))
         }
         _ => false,
     };
-    let status_message = run_status_message(status, &groups, retries_no_capacity);
+    let status_message = run_status_message(status, &group_rows, retries_no_capacity);
+    let mut wire_jobs: Vec<JobOut> = Vec::new();
+    if include_jobs {
+        wire_jobs.reserve(groups.len());
+        for (group, submissions) in groups.iter().zip(job_submissions) {
+            let latest = &mut jobs[group.end - 1];
+            let job_spec = StoredJson::trusted(without_ssh_key(std::mem::take(&mut latest.job_spec))?)?;
+            wire_jobs.push(JobOut { job_spec, job_submissions: submissions, job_connection_info: None });
+        }
+    }
+    let latest_job_submission = wire_jobs.first().and_then(|j| j.job_submissions.last().cloned());
     Ok(RunOut {
         id: run.id,
         project_name: names.project.to_owned(),
@@ -304,7 +360,7 @@ pub(crate) fn run_to_wire(
         status,
         status_message,
         termination_reason,
-        run_spec: RawValue::from_string(run.run_spec.clone())?,
+        run_spec: StoredJson::trusted(run.run_spec)?,
         jobs: wire_jobs,
         latest_job_submission,
         cost: (cost * 10_000.0).round() / 10_000.0,
@@ -383,7 +439,7 @@ fn job_status_message(status: JobStatus, reason: Option<JobTerminationReason>, r
 }
 
 /// What the CLI's STATUS column shows for a run (dstack's rules: `pulling`, `retrying`).
-fn run_status_message(status: RunStatus, groups: &[Vec<&JobRow>], retries_no_capacity: bool) -> String {
+fn run_status_message(status: RunStatus, groups: &[&[JobRow]], retries_no_capacity: bool) -> String {
     if groups.is_empty() {
         return status.as_str().to_owned();
     }
@@ -463,5 +519,27 @@ pub(crate) fn new_submission(
         graceful_termination_attempts: None,
         image_pull_progress: None,
         inactivity_secs: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_json_is_written_verbatim() {
+        let text = r#"{"b":[1,2.50,"\u00e9"],"a":{"x":null}}"#;
+        let stored = StoredJson::trusted(text.to_owned()).expect("an object");
+        let outer = serde_json::json!({"spec": serde_json::to_value(&stored).expect("a value")});
+        assert_eq!(outer["spec"]["b"][2], "é");
+        let wrapped = serde_json::to_string(&vec![&stored, &stored]).expect("serializes");
+        assert_eq!(wrapped, format!("[{text},{text}]"));
+    }
+
+    #[test]
+    fn stored_text_that_is_not_an_object_is_validated() {
+        assert!(StoredJson::trusted(String::new()).is_err());
+        assert!(StoredJson::trusted("[1,".to_owned()).is_err());
+        assert!(StoredJson::trusted("[1]".to_owned()).is_ok());
     }
 }

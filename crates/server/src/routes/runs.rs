@@ -11,7 +11,7 @@ use dstack_api::runs::{
     MAX_JOB_SUBMISSIONS_LIMIT, Run, RunFleet, RunPlan, RunSpec, RunStatus, RunTerminationReason,
     StopRunsRequest,
 };
-use dstack_db::{DbError, ProjectRow, RunFilter, RunRow};
+use dstack_db::{DbError, ProjectRow, RunFilter, RunListing, RunRow};
 use dstack_decide::offers::FleetFilter;
 use dstack_model::common::{RESOURCE_NAME_ERROR, is_valid_resource_name};
 use uuid::Uuid;
@@ -32,9 +32,9 @@ pub(super) async fn get_plan(
         runs::effective_run_spec(&req.run_spec, user.ssh_public_key.as_deref()).map_err(spec_error)?;
     let current = match &req.run_spec.run_name {
         Some(name) => match state.db.run_by_name(access.project.id, name).await? {
-            Some(row) => Some(
-                load_run(&state, &access.project, &row, true, None).await?.to_typed().map_err(internal)?,
-            ),
+            Some(row) => {
+                Some(load_run(&state, &access.project, row, true, None).await?.to_typed().map_err(internal)?)
+            }
             None => None,
         },
         None => None,
@@ -122,8 +122,8 @@ pub(super) async fn apply(
     }
     state.hints.wake_all();
     let wire = runs::run_to_wire(
-        &run,
-        &jobs,
+        run,
+        jobs,
         &runs::ProbesByJob::new(),
         RunNames { project: &access.project.name, user: &user.name, fleet: None },
         true,
@@ -144,7 +144,7 @@ async fn reapply_active(
     plan_current: Option<Run>,
     force: bool,
 ) -> Result<Json<RunOut>, Failure> {
-    let out = load_run(state, project, &existing, true, None).await?;
+    let out = load_run(state, project, existing, true, None).await?;
     let current = out.to_typed().map_err(internal)?;
     if current.run_spec.configuration != spec.configuration {
         return Err(ApiError::error("Cannot override active run. Stop the run first.").into());
@@ -187,7 +187,7 @@ pub(super) async fn list(
         None => caller.visible_projects(&state).await?,
     };
     let limit = req.limit.clamp(0, 100);
-    let mut rows: Vec<(RunRow, &ProjectRow)> = Vec::new();
+    let mut rows: Vec<(RunListing, &ProjectRow)> = Vec::new();
     for project in &projects {
         let filter = RunFilter {
             project_id: project.id,
@@ -202,14 +202,15 @@ pub(super) async fn list(
     }
     if projects.len() > 1 {
         rows.sort_by(|(a, _), (b, _)| {
-            let order = a.submitted_at.cmp(&b.submitted_at).then(b.id.cmp(&a.id));
+            let order = a.run.submitted_at.cmp(&b.run.submitted_at).then(b.run.id.cmp(&a.run.id));
             if req.ascending { order } else { order.reverse() }
         });
         rows.truncate(usize::try_from(limit).unwrap_or(0));
     }
     let submissions_limit = req.job_submissions_limit.map(|l| l.clamp(0, MAX_JOB_SUBMISSIONS_LIMIT));
-    let run_rows: Vec<RunRow> = rows.iter().map(|(r, _)| r.clone()).collect();
-    let runs = to_wire_many(&state, &run_rows, |i| rows[i].1, req.include_jobs, submissions_limit).await?;
+    let (listings, run_projects): (Vec<RunListing>, Vec<&ProjectRow>) = rows.into_iter().unzip();
+    let runs =
+        to_wire_many(&state, listings, |i| run_projects[i], req.include_jobs, submissions_limit).await?;
     Ok(Json(runs))
 }
 
@@ -224,7 +225,7 @@ pub(super) async fn get(
         (None, None) => return Err(ApiError::error("run_name or id must be specified").into()),
     };
     let row = row.ok_or_else(|| ApiError::not_exists("Run not found"))?;
-    Ok(Json(load_run(&state, &access.project, &row, true, None).await?))
+    Ok(Json(load_run(&state, &access.project, row, true, None).await?))
 }
 
 pub(super) async fn stop(
@@ -291,43 +292,37 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> Failure {
 pub(crate) async fn load_run(
     state: &AppState,
     project: &ProjectRow,
-    row: &RunRow,
+    run: RunRow,
     include_jobs: bool,
     submissions_limit: Option<i64>,
 ) -> Result<RunOut, Failure> {
-    let runs =
-        to_wire_many(state, std::slice::from_ref(row), |_| project, include_jobs, submissions_limit).await?;
+    let jobs = state.db.jobs_of_runs(&[run.id]).await?;
+    let user_name = state.db.user_by_id(run.user_id).await?.map(|u| u.name).unwrap_or_default();
+    let listing = RunListing { run, user_name, jobs };
+    let runs = to_wire_many(state, vec![listing], |_| project, include_jobs, submissions_limit).await?;
     runs.into_iter().next().ok_or(Failure(ApiError::Internal))
 }
 
+/// Runs in dstack's shape; `project_of(i)` is the project of `listings[i]`.
 async fn to_wire_many<'p>(
     state: &AppState,
-    rows: &[RunRow],
+    listings: Vec<RunListing>,
     project_of: impl Fn(usize) -> &'p ProjectRow,
     include_jobs: bool,
     submissions_limit: Option<i64>,
 ) -> Result<Vec<RunOut>, Failure> {
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let mut jobs_by_run: HashMap<Uuid, Vec<dstack_db::JobRow>> = HashMap::new();
-    for job in state.db.jobs_of_runs(&ids).await? {
-        jobs_by_run.entry(job.run_id).or_default().push(job);
-    }
     let probes = if include_jobs {
-        let job_ids: Vec<Uuid> = jobs_by_run.values().flatten().map(|j| j.id).collect();
+        let job_ids: Vec<Uuid> = listings.iter().flat_map(|l| l.jobs.iter().map(|j| j.id)).collect();
         runs::probes_by_job(state.db.probes_of_jobs(&job_ids).await?)
     } else {
         runs::ProbesByJob::new()
     };
-    let mut user_names: HashMap<Uuid, String> = HashMap::new();
     let mut fleet_names: HashMap<Uuid, String> = HashMap::new();
     let now = jiff::Timestamp::now();
-    let mut out = Vec::with_capacity(rows.len());
-    for (i, row) in rows.iter().enumerate() {
-        if let std::collections::hash_map::Entry::Vacant(e) = user_names.entry(row.user_id) {
-            e.insert(state.db.user_by_id(row.user_id).await?.map(|u| u.name).unwrap_or_default());
-        }
+    let mut out = Vec::with_capacity(listings.len());
+    for (i, RunListing { run, user_name, jobs }) in listings.into_iter().enumerate() {
         let project = project_of(i);
-        let fleet = match row.fleet_id {
+        let fleet = match run.fleet_id {
             Some(fleet_id) => {
                 if !fleet_names.contains_key(&fleet_id) {
                     for f in state.db.list_fleets(project.id).await? {
@@ -338,10 +333,9 @@ async fn to_wire_many<'p>(
             }
             None => None,
         };
-        let names = RunNames { project: &project.name, user: &user_names[&row.user_id], fleet };
-        let jobs = jobs_by_run.get(&row.id).map(Vec::as_slice).unwrap_or_default();
+        let names = RunNames { project: &project.name, user: &user_name, fleet };
         out.push(
-            runs::run_to_wire(row, jobs, &probes, names, include_jobs, submissions_limit, now)
+            runs::run_to_wire(run, jobs, &probes, names, include_jobs, submissions_limit, now)
                 .map_err(internal)?,
         );
     }
