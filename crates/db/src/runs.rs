@@ -34,6 +34,8 @@ pub struct RunRow {
     pub deleted: bool,
     /// A service's `Run.service`, JSON.
     pub service_spec: Option<String>,
+    /// A service's desired replica count per group, JSON (written by `save_run` only).
+    pub desired_replica_counts: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -126,7 +128,8 @@ macro_rules! run_columns {
     () => {
         "id, project_id, user_id, repo_id, run_name, submitted_at, last_processed_at, status, \
          termination_reason, resubmission_attempt, run_spec, priority, deployment_num, fleet_id, \
-         next_triggered_at, CAST(deleted AS INTEGER) AS deleted, service_spec"
+         next_triggered_at, CAST(deleted AS INTEGER) AS deleted, service_spec, \
+         desired_replica_counts"
     };
 }
 
@@ -176,6 +179,7 @@ fn run_from_row(row: &AnyRow) -> Result<RunRow, sqlx::Error> {
         next_triggered_at: opt_timestamp(row, "next_triggered_at")?,
         deleted: get_bool(row, "deleted")?,
         service_spec: row.try_get("service_spec")?,
+        desired_replica_counts: row.try_get("desired_replica_counts")?,
     })
 }
 
@@ -532,7 +536,7 @@ impl Db {
         let n = sqlx::query(
             "UPDATE runs SET status = $3, termination_reason = $4, resubmission_attempt = $5, \
              last_processed_at = $6, fleet_id = $7, next_triggered_at = $8, deployment_num = $9, \
-             lock_token = NULL, lock_expires_at = NULL WHERE id = $1 AND lock_token = $2",
+             desired_replica_counts = $10, lock_token = NULL, lock_expires_at = NULL WHERE id = $1 AND lock_token = $2",
         )
         .bind(uuid_text(run.id))
         .bind(uuid_text(token))
@@ -543,6 +547,7 @@ impl Db {
         .bind(run.fleet_id.map(uuid_text))
         .bind(run.next_triggered_at.map(micros))
         .bind(run.deployment_num)
+        .bind(&run.desired_replica_counts)
         .execute(&mut *tx)
         .await?
         .rows_affected();

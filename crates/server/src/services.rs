@@ -106,21 +106,58 @@ pub(crate) async fn proxy_path(
 }
 
 async fn proxy(state: AppState, project: String, run: String, path: String, req: Request) -> Response {
-    match target(&state, &project, &run, req.headers()).await {
-        Ok(target) => {
-            let path_and_query = if target.strip_prefix {
-                // The raw path after the prefix, as the client wrote it (still %-encoded).
-                let raw = req.uri().path();
-                let prefix = format!("/proxy/services/{project}/{run}/");
-                let rest = raw.strip_prefix(&prefix).unwrap_or(&path);
-                with_query(&format!("/{rest}"), req.uri().query())
-            } else {
-                with_query(req.uri().path(), req.uri().query())
-            };
-            let drop: &[HeaderName] = if target.auth { &[header::AUTHORIZATION] } else { &[] };
-            state.proxy.forward(req, &target.upstreams, &path_and_query, drop).await
+    let mut target = match target(&state, &project, &run, req.headers()).await {
+        Ok(target) => target,
+        Err(e) => return e.into_response(),
+    };
+    // The request is load from now on: a service scaled to zero scales up for it.
+    let guard = state.load.begin(&target.run_id.to_string());
+    if target.upstreams.is_empty() {
+        target = match wait_for_replica(&state, &project, &run, req.headers()).await {
+            Ok(target) => target,
+            Err(e) => return e.into_response(),
+        };
+    }
+    let path_and_query = if target.strip_prefix {
+        // The raw path after the prefix, as the client wrote it (still %-encoded).
+        let raw = req.uri().path();
+        let prefix = format!("/proxy/services/{project}/{run}/");
+        let rest = raw.strip_prefix(&prefix).unwrap_or(&path);
+        with_query(&format!("/{rest}"), req.uri().query())
+    } else {
+        with_query(req.uri().path(), req.uri().query())
+    };
+    let drop: &[HeaderName] = if target.auth { &[header::AUTHORIZATION] } else { &[] };
+    let resp = state.proxy.forward(req, &target.upstreams, &path_and_query, drop).await;
+    dstack_proxy::load::guard_response(resp, guard)
+}
+
+/// How often a request held for a service scaled to zero looks for a ready replica.
+const WAKE_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Holds a request to a service with no ready replica that scales from zero (its load makes
+/// the runs loop submit a replica at once) until a replica is ready, at most
+/// [`AppState::service_wake_timeout`]; a 504 after that, a 404 if the service went away.
+async fn wait_for_replica(
+    state: &AppState,
+    project: &str,
+    run: &str,
+    headers: &HeaderMap,
+) -> Result<Arc<Target>, ProxyError> {
+    state.hints.wake_all();
+    let deadline = tokio::time::Instant::now() + state.service_wake_timeout;
+    loop {
+        if tokio::time::Instant::now() + WAKE_POLL > deadline {
+            return Err(ProxyError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("Timed out waiting for a replica of service {project}/{run} to be ready"),
+            ));
         }
-        Err(e) => e.into_response(),
+        tokio::time::sleep(WAKE_POLL).await;
+        let target = target(state, project, run, headers).await?;
+        if !target.upstreams.is_empty() {
+            return Ok(target);
+        }
     }
 }
 
@@ -133,6 +170,8 @@ fn with_query(path: &str, query: Option<&str>) -> String {
 
 /// Where a request to a service goes.
 struct Target {
+    run_id: uuid::Uuid,
+    /// Empty only for a service that scales from zero (see [`wait_for_replica`]).
     upstreams: Vec<Upstream>,
     auth: bool,
     strip_prefix: bool,
@@ -237,10 +276,23 @@ async fn lookup(state: &AppState, project_name: &str, run_name: &str) -> Result<
         return Err(not_found(project_name, run_name));
     };
     let upstreams = ready_upstreams(state, run.id, conf.port.container_port).await?;
-    if upstreams.is_empty() {
+    use dstack_api::runs::RunStatus;
+    let active = matches!(
+        RunStatus::from_wire(&run.status),
+        Some(RunStatus::Pending | RunStatus::Submitted | RunStatus::Provisioning | RunStatus::Running)
+    );
+    if upstreams.is_empty() && !(active && scales_from_zero(conf)) {
         return Err(not_found(project_name, run_name));
     }
-    Ok(Target { upstreams, auth: conf.auth, strip_prefix: conf.strip_prefix, project })
+    Ok(Target { run_id: run.id, upstreams, auth: conf.auth, strip_prefix: conf.strip_prefix, project })
+}
+
+/// A service with a replica group that may have no replicas (`replicas.min` 0 with
+/// `scaling`): a request waits for a replica instead of a 404.
+fn scales_from_zero(conf: &dstack_model::run::ServiceConfiguration) -> bool {
+    dstack_decide::jobspec::replica_groups(conf)
+        .iter()
+        .any(|g| g.replicas.min == Some(0) && g.scaling.is_some())
 }
 
 /// Where the ready replicas of run `run_id` serve `service_port`. A replica whose address
@@ -276,9 +328,22 @@ pub(crate) fn running_replicas(jobs: &[JobRow]) -> Vec<&JobRow> {
     latest.into_values().filter(|j| j.status == JobStatus::Running.as_str()).collect()
 }
 
+/// The replica group of a job (its spec's `replica_group`; `"0"` if it cannot be read).
+pub(crate) fn replica_group(job: &JobRow) -> String {
+    #[derive(serde::Deserialize)]
+    struct Group {
+        #[serde(default)]
+        replica_group: Option<String>,
+    }
+    serde_json::from_str::<Group>(&job.job_spec)
+        .ok()
+        .and_then(|g| g.replica_group)
+        .unwrap_or_else(|| "0".to_owned())
+}
+
 /// Whether a running replica receives traffic: once registered by the probes loop, or at
 /// once when its spec has no probes (dstack registers such a replica when it starts running).
-fn is_ready(job: &JobRow, registered: &[uuid::Uuid]) -> bool {
+pub(crate) fn is_ready(job: &JobRow, registered: &[uuid::Uuid]) -> bool {
     #[derive(serde::Deserialize)]
     struct Probes {
         #[serde(default)]
