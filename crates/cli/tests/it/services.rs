@@ -430,7 +430,7 @@ fn a_service_scales_up_under_load_and_back_down_when_idle() {
     }
     let run = ps_run(home, "svc-scale");
     assert_eq!(run["status"], "running", "{run:#}");
-    assert_eq!(running_jobs(&run), [kept.clone()]);
+    assert_eq!(running_jobs(&run), std::slice::from_ref(kept));
 }
 
 #[test]
@@ -472,7 +472,7 @@ fn a_service_scaled_to_zero_wakes_on_the_first_request() {
     let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some(&token));
     assert_eq!(status, 200, "{body}");
     let run = ps_run(home, "svc-zero");
-    assert_eq!(running_jobs(&run), [body.clone()], "{run:#}");
+    assert_eq!(running_jobs(&run), std::slice::from_ref(&body), "{run:#}");
     eprintln!("woken in {:?}", started.elapsed());
     // Idle again: the replica is scaled down and the service waits, pending, with no failure.
     let run = wait("the service back to zero", Duration::from_secs(120), || {
