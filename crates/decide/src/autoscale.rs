@@ -107,13 +107,33 @@ pub fn desired_count(
     let Some(stats) = stats else { return current };
     let window = scaling.window.map_or(DEFAULT_WINDOW, |w| w.0);
     let load = stats.windows.get(&window).cloned().unwrap_or_default();
+    // Proportional metrics scale the replicas there are (at least one).
+    let proportional = |value: f64| ceil(current.max(1) as f64 * value / scaling.target);
     let wanted = match &scaling.metric {
         ScalingMetric::Rps => {
             let rps = load.requests as f64 / window as f64;
             ceil(rps / scaling.target)
         }
+        ScalingMetric::Inflight => ceil(load.avg_in_flight / scaling.target),
+        ScalingMetric::P95Latency => match load.p95_latency {
+            Some(p95) => proportional(p95),
+            None => Some(0),
+        },
+        ScalingMetric::Prometheus => {
+            let name = scaling.prometheus_metric.clone().unwrap_or_default();
+            match stats.gauges.get(&(group.name.clone(), name)) {
+                Some(value) => proportional(*value),
+                // No replica answered (or none runs): only requests can wake the group.
+                None if current == 0 => Some(0),
+                None => return current,
+            }
+        }
     };
-    let Some(wanted) = wanted else { return current };
+    let Some(mut wanted) = wanted else { return current };
+    if current == 0 && (load.requests > 0 || load.avg_in_flight > 0.0) {
+        // The first request wakes a group scaled to zero, whatever the metric.
+        wanted = wanted.max(1);
+    }
     let new = clamp(wanted);
     let since =
         |delay: i64| last_scaled_at.is_some_and(|at| now.duration_since(at).as_secs_f64() < delay as f64);
@@ -276,6 +296,7 @@ mod tests {
             window: window.map(Duration),
             scale_up_delay: Duration(up),
             scale_down_delay: Duration(down),
+            prometheus_metric: None,
         })
     }
 
