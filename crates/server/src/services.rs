@@ -353,6 +353,109 @@ pub(crate) fn is_ready(job: &JobRow, registered: &[uuid::Uuid]) -> bool {
         || serde_json::from_str::<Probes>(&job.job_spec).is_ok_and(|spec| spec.probes.is_empty())
 }
 
+/// For the `metric: prometheus` groups of a service (our extension of `scaling`), each
+/// gauge's average over the group's serving replicas that answered `GET /metrics` on the
+/// service port in time (2 s), keyed by (group, metric name).
+pub(crate) async fn scrape_gauges(
+    state: &AppState,
+    spec: &RunSpec,
+    jobs: &[JobRow],
+    registered: &[uuid::Uuid],
+) -> std::collections::BTreeMap<(String, String), f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let RunConfiguration::Service(conf) = &spec.configuration else { return out };
+    let wanted: Vec<(String, String)> = dstack_decide::jobspec::replica_groups(conf)
+        .into_iter()
+        .filter_map(|g| {
+            let scaling = g.scaling?;
+            (scaling.metric == dstack_model::service::ScalingMetric::Prometheus)
+                .then_some((g.name, scaling.prometheus_metric?))
+        })
+        .collect();
+    if wanted.is_empty() {
+        return out;
+    }
+    let mut scrapes = tokio::task::JoinSet::new();
+    for job in running_replicas(jobs).into_iter().filter(|j| is_ready(j, registered)) {
+        let group = replica_group(job);
+        let Some((_, name)) = wanted.iter().find(|(g, _)| *g == group) else { continue };
+        let addr = match replica_addr(state, job, Some(conf.port.container_port)).await {
+            Ok(addr) => addr,
+            Err(e) => {
+                tracing::debug!(job = %job.job_name, error = %e, "replica address unknown");
+                continue;
+            }
+        };
+        let (client, name) = (state.agent_http.clone(), name.clone());
+        scrapes.spawn(async move {
+            let text = async {
+                let resp = client
+                    .get(format!("http://{addr}/metrics"))
+                    .timeout(std::time::Duration::from_secs(2))
+                    .send()
+                    .await
+                    .ok()?;
+                resp.error_for_status().ok()?.text().await.ok()
+            }
+            .await;
+            (group, name.clone(), text.and_then(|t| gauge_value(&t, &name)))
+        });
+    }
+    let mut sums: std::collections::BTreeMap<(String, String), (f64, u32)> =
+        std::collections::BTreeMap::new();
+    while let Some(done) = scrapes.join_next().await {
+        if let Ok((group, name, Some(value))) = done {
+            let entry = sums.entry((group, name)).or_default();
+            entry.0 += value;
+            entry.1 += 1;
+        }
+    }
+    for (key, (sum, n)) in sums {
+        out.insert(key, sum / f64::from(n));
+    }
+    out
+}
+
+/// The byte just after the `}` closing the label set `labels` starts with (quoted values
+/// may hold braces and escaped quotes).
+fn labels_end(labels: &str) -> Option<usize> {
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, c) in labels.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '}' if !quoted => return Some(i + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The value of gauge `name` in a Prometheus text exposition, summed over its label sets;
+/// `None` if it is not there.
+pub(crate) fn gauge_value(text: &str, name: &str) -> Option<f64> {
+    let mut total = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        let rest = match rest.chars().next() {
+            Some('{') => match labels_end(rest) {
+                Some(end) => &rest[end..],
+                None => continue,
+            },
+            Some(' ' | '\t') => rest,
+            _ => continue,
+        };
+        let Some(value) = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        if value.is_finite() {
+            total = Some(total.unwrap_or(0.0) + value);
+        }
+    }
+    total
+}
+
 /// A member of the project (or a global admin) with a valid token (dstack's proxy auth).
 pub(crate) async fn authorize(
     state: &AppState,
@@ -467,6 +570,19 @@ mod tests {
         assert!(
             with(serde_json::json!({"https": false})).starts_with("Setting `https: False` is not allowed")
         );
+    }
+
+    #[test]
+    fn gauges_are_read_from_the_prometheus_text_format() {
+        let text = "# HELP vllm:num_requests_waiting Requests waiting.\n\
+                    # TYPE vllm:num_requests_waiting gauge\n\
+                    vllm:num_requests_waiting{model_name=\"a\"} 3.0\n\
+                    vllm:num_requests_waiting{model_name=\"b\",x=\"}\"} 2\n\
+                    vllm:num_requests_waiting_total 100\n\
+                    queue 7 1700000000000\n";
+        assert_eq!(gauge_value(text, "vllm:num_requests_waiting"), Some(5.0));
+        assert_eq!(gauge_value(text, "queue"), Some(7.0));
+        assert_eq!(gauge_value(text, "missing"), None);
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub(super) async fn pass(state: &AppState) -> Result<(), DbError> {
     let mut changed = false;
     for run in leased {
         let jobs = jobs_by_run.remove(&run.id).unwrap_or_default();
-        let load = service_load(state, &run);
+        let load = service_load(state, &run, &jobs, &registered).await;
         let snapshot = match snapshot(&run, &jobs, &registered, load) {
             Ok(s) => s,
             Err(e) => {
@@ -132,8 +132,14 @@ fn is_noop(run: &RunRow, plan: &RunPlan) -> bool {
 /// The windows the autoscaler reads (dstack's `SERVICE_SCALING_WINDOWS`).
 const WINDOWS: [i64; 3] = [30, 60, 300];
 
-/// A service's load as this server's proxy measured it over the scaling windows.
-fn service_load(state: &AppState, run: &RunRow) -> Option<ServiceStats> {
+/// A service's load as this server's proxy measured it over the scaling windows, and the
+/// gauges of its `metric: prometheus` groups scraped from its replicas now.
+async fn service_load(
+    state: &AppState,
+    run: &RunRow,
+    jobs: &[JobRow],
+    registered: &[Uuid],
+) -> Option<ServiceStats> {
     run.service_spec.as_ref()?;
     let key = run.id.to_string();
     let windows = state.load.windows(&key, &WINDOWS.map(|w| w as u64));
@@ -151,7 +157,11 @@ fn service_load(state: &AppState, run: &RunRow) -> Option<ServiceStats> {
             )
         })
         .collect();
-    Some(ServiceStats { windows, gauges: Default::default() })
+    let gauges = match serde_json::from_str::<RunSpec>(&run.run_spec) {
+        Ok(spec) => crate::services::scrape_gauges(state, &spec, jobs, registered).await,
+        Err(_) => Default::default(),
+    };
+    Some(ServiceStats { windows, gauges })
 }
 
 fn snapshot(
