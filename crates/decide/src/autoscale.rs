@@ -357,6 +357,39 @@ mod tests {
         assert_eq!(desired_count(&g, 3, Some(&busy), Some(t(0)), t(1)), 3);
     }
 
+    fn metric(metric: ScalingMetric, target: f64, name: Option<&str>) -> Option<ScalingSpec> {
+        let mut spec = rps(target, None, 0, 0)?;
+        spec.metric = metric;
+        spec.prometheus_metric = name.map(str::to_owned);
+        Some(spec)
+    }
+
+    #[test]
+    fn extension_metrics_use_the_same_clamping_and_wake_from_zero() {
+        let mut stats = load(0);
+        stats.windows.get_mut(&60).unwrap().avg_in_flight = 2.5;
+        // inflight: ceil(average in progress / target), as rps.
+        let g = group(1, 8, metric(ScalingMetric::Inflight, 1.0, None));
+        assert_eq!(desired_count(&g, 1, Some(&stats), None, t(0)), 3);
+        assert_eq!(desired_count(&g, 5, Some(&load(0)), None, t(0)), 1);
+        // p95_latency: proportional to the replicas there are; no finished request: min.
+        let g = group(1, 8, metric(ScalingMetric::P95Latency, 0.5, None));
+        stats.windows.get_mut(&60).unwrap().p95_latency = Some(1.2);
+        assert_eq!(desired_count(&g, 2, Some(&stats), None, t(0)), 5);
+        assert_eq!(desired_count(&g, 2, Some(&load(0)), None, t(0)), 1);
+        // prometheus: the group's average gauge, proportional; no answer keeps the count.
+        let g = group(0, 8, metric(ScalingMetric::Prometheus, 4.0, Some("q")));
+        let mut gauges = load(0);
+        gauges.gauges.insert(("0".to_owned(), "q".to_owned()), 10.0);
+        assert_eq!(desired_count(&g, 2, Some(&gauges), None, t(0)), 5);
+        assert_eq!(desired_count(&g, 2, Some(&load(0)), None, t(0)), 2);
+        // From zero, a request wakes the group whatever the metric.
+        assert_eq!(desired_count(&g, 0, Some(&load(0)), None, t(0)), 0);
+        assert_eq!(desired_count(&g, 0, Some(&load(1)), None, t(0)), 1);
+        let g = group(0, 8, metric(ScalingMetric::P95Latency, 0.5, None));
+        assert_eq!(desired_count(&g, 0, Some(&load(1)), None, t(0)), 1);
+    }
+
     fn job(
         replica: i64,
         submission: i64,
