@@ -130,8 +130,10 @@ pub fn desired_count(
         }
     };
     let Some(mut wanted) = wanted else { return current };
-    if current == 0 && (load.requests > 0 || load.avg_in_flight > 0.0) {
-        // The first request wakes a group scaled to zero, whatever the metric.
+    if current == 0 && load.requests > 0 {
+        // The first request wakes a group scaled to zero, whatever the metric (requests count
+        // when they arrive; the average in flight would still hold the last ones after the
+        // window has emptied of them, and wake the group again as it scales to zero).
         wanted = wanted.max(1);
     }
     let new = clamp(wanted);
@@ -388,6 +390,11 @@ mod tests {
         assert_eq!(desired_count(&g, 0, Some(&load(1)), None, t(0)), 1);
         let g = group(0, 8, metric(ScalingMetric::P95Latency, 0.5, None));
         assert_eq!(desired_count(&g, 0, Some(&load(1)), None, t(0)), 1);
+        // Requests still averaged in flight but none arrived in the window: it stays at zero.
+        let g = group(0, 8, metric(ScalingMetric::Rps, 1.0, None));
+        let mut lingering = load(0);
+        lingering.windows.get_mut(&60).unwrap().avg_in_flight = 0.1;
+        assert_eq!(desired_count(&g, 0, Some(&lingering), None, t(0)), 0);
     }
 
     fn job(
