@@ -478,10 +478,9 @@ fn a_service_scaled_to_zero_wakes_on_the_first_request() {
     assert_eq!(running_jobs(&run), std::slice::from_ref(&body), "{run:#}");
     eprintln!("woken in {:?}", started.elapsed());
     // Idle again: the replica is scaled down and the service waits, pending, with no failure.
-    let mut last = Value::Null;
     let deadline = Instant::now() + Duration::from_secs(120);
     let run = loop {
-        last = ps_run(home, "svc-zero");
+        let last = ps_run(home, "svc-zero");
         if last["status"] == "pending" {
             break last;
         }
