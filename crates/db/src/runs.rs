@@ -34,6 +34,8 @@ pub struct RunRow {
     pub deleted: bool,
     /// A service's `Run.service`, JSON.
     pub service_spec: Option<String>,
+    /// A service's desired replica count per group, JSON (written by `save_run` only).
+    pub desired_replica_counts: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -172,7 +174,9 @@ macro_rules! run_columns {
             $t,
             "deleted AS INTEGER) AS deleted, ",
             $t,
-            "service_spec"
+            "service_spec, ",
+            $t,
+            "desired_replica_counts"
         )
     };
 }
@@ -283,6 +287,7 @@ fn read_run(c: &mut Cols<'_>) -> Result<RunRow, sqlx::Error> {
         next_triggered_at: c.opt_timestamp("next_triggered_at")?,
         deleted: c.bool("deleted")?,
         service_spec: c.get("service_spec")?,
+        desired_replica_counts: c.get("desired_replica_counts")?,
     })
 }
 
@@ -671,7 +676,7 @@ impl Db {
         let n = sqlx::query(
             "UPDATE runs SET status = $3, termination_reason = $4, resubmission_attempt = $5, \
              last_processed_at = $6, fleet_id = $7, next_triggered_at = $8, deployment_num = $9, \
-             lock_token = NULL, lock_expires_at = NULL WHERE id = $1 AND lock_token = $2",
+             desired_replica_counts = $10, lock_token = NULL, lock_expires_at = NULL WHERE id = $1 AND lock_token = $2",
         )
         .bind(uuid_text(run.id))
         .bind(uuid_text(token))
@@ -682,6 +687,7 @@ impl Db {
         .bind(run.fleet_id.map(uuid_text))
         .bind(run.next_triggered_at.map(micros))
         .bind(run.deployment_num)
+        .bind(&run.desired_replica_counts)
         .execute(&mut *tx)
         .await?
         .rows_affected();

@@ -236,7 +236,7 @@ fn node_groups(c: &dstack_model::run::TaskConfiguration) -> Vec<NodeGroup> {
 }
 
 /// A service's replica groups: `groups`, or one group `"0"` made of the top-level fields.
-fn replica_groups(c: &dstack_model::run::ServiceConfiguration) -> Vec<ReplicaGroup> {
+pub fn replica_groups(c: &dstack_model::run::ServiceConfiguration) -> Vec<ReplicaGroup> {
     match &c.groups {
         Some(groups) => groups.clone(),
         None => vec![ReplicaGroup {

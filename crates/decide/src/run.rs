@@ -10,10 +10,14 @@
 //! `terminated_by_server`, whatever state it is in (submitted, waiting for its siblings,
 //! running), so a run never waits on a node that is gone (dstack issue #4146).
 
+use std::collections::BTreeMap;
+
 use dstack_api::runs::{JobRetry, JobStatus, JobTerminationReason, RunStatus, RunTerminationReason};
 use dstack_model::profile::RetryEvent;
 use jiff::{SignedDuration, Timestamp};
 use uuid::Uuid;
+
+use crate::autoscale::{NewReplica, ServiceScaling};
 
 /// One job submission as the run reconciler sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,7 +30,13 @@ pub struct JobView {
     pub termination_reason: Option<JobTerminationReason>,
     /// The submission reached an instance (it has provisioning data).
     pub provisioned: bool,
+    pub submitted_at: Timestamp,
     pub last_processed_at: Timestamp,
+    /// The replica group of its job spec (`"0"` for the other run types).
+    pub replica_group: String,
+    pub deployment_num: i64,
+    /// A service replica's job that receives proxy traffic (running and ready).
+    pub serving: bool,
 }
 
 /// A run and all its job submissions.
@@ -45,6 +55,8 @@ pub struct RunSnapshot {
     /// `stop_criteria: master-done`: the run is done once a master (job 0) is done.
     pub stop_on_master_done: bool,
     pub jobs: Vec<JobView>,
+    /// A service's scaling inputs; `None` for the other run types.
+    pub service: Option<ServiceScaling>,
 }
 
 /// What happens to one job.
@@ -73,6 +85,10 @@ pub struct RunPlan {
     pub trigger: bool,
     /// The run's `next_triggered_at` after this pass.
     pub next_triggered_at: Option<Timestamp>,
+    /// A service's desired replica count per group after this pass (`None`: unchanged).
+    pub desired_replica_counts: Option<BTreeMap<String, i64>>,
+    /// Service replicas submitted by scaling up (scaled-down ones are in `terminate_jobs`).
+    pub scale_up: Vec<NewReplica>,
 }
 
 /// Waits before a retrying (pending) run is submitted again, by attempt; the last repeats.
@@ -96,6 +112,8 @@ pub fn decide(run: &RunSnapshot, now: Timestamp) -> RunPlan {
         resubmit_replicas: Vec::new(),
         trigger: false,
         next_triggered_at: run.next_triggered_at,
+        desired_replica_counts: None,
+        scale_up: Vec::new(),
     };
     match run.status {
         RunStatus::Pending => pending(run, now, &mut plan),
@@ -108,19 +126,52 @@ pub fn decide(run: &RunSnapshot, now: Timestamp) -> RunPlan {
 
 fn pending(run: &RunSnapshot, now: Timestamp, plan: &mut RunPlan) {
     if run.resubmission_attempt == 0 {
-        // A scheduled run waiting for its time (dstack takes it once `next_triggered_at < now`).
-        if run.schedule.is_some() && run.next_triggered_at.is_some_and(|at| at < now) {
-            plan.status = RunStatus::Submitted;
-            plan.trigger = true;
+        if run.schedule.is_some() {
+            // A scheduled run waiting for its time (dstack takes it once `next_triggered_at < now`).
+            if run.next_triggered_at.is_some_and(|at| at < now) {
+                plan.status = RunStatus::Submitted;
+                plan.trigger = true;
+            }
+        } else if let Some(svc) = &run.service {
+            // A service scaled to zero: the first load submits replicas at once.
+            scale_service(run, svc, now, false, plan);
+            if !plan.scale_up.is_empty() {
+                plan.status = RunStatus::Submitted;
+            }
         }
         return;
     }
     let last = run.jobs.iter().map(|j| j.last_processed_at).max().unwrap_or(run.submitted_at);
     let idx = usize::try_from(run.resubmission_attempt - 1).unwrap_or(0).min(PENDING_RETRY_DELAYS.len() - 1);
     if now >= last + PENDING_RETRY_DELAYS[idx] {
-        plan.status = RunStatus::Submitted;
-        plan.resubmit_replicas = replicas(run);
+        match &run.service {
+            // dstack's `_process_pending_service`: the desired replicas, inactive ones first.
+            Some(svc) => {
+                scale_service(run, svc, now, false, plan);
+                if !plan.scale_up.is_empty() {
+                    plan.status = RunStatus::Submitted;
+                }
+            }
+            None => {
+                plan.status = RunStatus::Submitted;
+                plan.resubmit_replicas = replicas(run);
+            }
+        }
     }
+}
+
+/// One scaling pass of a service into `plan` ([`crate::autoscale::scale`]).
+fn scale_service(
+    run: &RunSnapshot,
+    svc: &ServiceScaling,
+    now: Timestamp,
+    with_delays: bool,
+    plan: &mut RunPlan,
+) {
+    let scaled = crate::autoscale::scale(run, svc, now, with_delays);
+    plan.desired_replica_counts = Some(scaled.desired);
+    plan.scale_up = scaled.submit;
+    plan.terminate_jobs.extend(scaled.terminate);
 }
 
 fn terminating(run: &RunSnapshot, now: Timestamp, plan: &mut RunPlan) {
@@ -169,6 +220,8 @@ fn terminating(run: &RunSnapshot, now: Timestamp, plan: &mut RunPlan) {
 /// How a replica stands, from its jobs' latest submissions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum ReplicaState {
+    /// Every job was scaled down: the replica counts for nothing.
+    ScaledDown,
     Done,
     Submitted,
     Provisioning,
@@ -190,7 +243,20 @@ fn active(run: &RunSnapshot, now: Timestamp, plan: &mut RunPlan) {
     let mut states = Vec::new();
     for replica in replicas(run) {
         let jobs: Vec<&JobView> = latest_submissions(run).filter(|j| j.replica_num == replica).collect();
-        states.push((replica, replica_state(run, &jobs, now)));
+        let state = replica_state(run, &jobs, now);
+        if state != ReplicaState::ScaledDown {
+            states.push((replica, state));
+        }
+    }
+    if states.is_empty()
+        && let Some(svc) = &run.service
+    {
+        // Every replica scaled down, or none yet (`replicas.min` 0): the service waits for
+        // load. dstack goes `pending` here too but counts a resubmission attempt, whose
+        // backoff would delay the wake-up; we do not.
+        scale_service(run, svc, now, true, plan);
+        plan.status = if plan.scale_up.is_empty() { RunStatus::Pending } else { RunStatus::Submitted };
+        return;
     }
     if let Some(failure) = states.iter().find_map(|(_, s)| match s {
         ReplicaState::Failed(r) => Some(*r),
@@ -253,10 +319,13 @@ fn active(run: &RunSnapshot, now: Timestamp, plan: &mut RunPlan) {
     if plan.status == RunStatus::Provisioning || plan.status == RunStatus::Running {
         plan.resubmission_attempt = 0;
     }
+    if let Some(svc) = &run.service {
+        scale_service(run, svc, now, true, plan);
+    }
 }
 
 fn replica_state(run: &RunSnapshot, jobs: &[&JobView], now: Timestamp) -> ReplicaState {
-    let mut state = ReplicaState::Done;
+    let mut state = ReplicaState::ScaledDown;
     for job in jobs {
         let job_state = match job.status {
             JobStatus::Running => ReplicaState::Running,
@@ -278,8 +347,10 @@ fn replica_state(run: &RunSnapshot, jobs: &[&JobView], now: Timestamp) -> Replic
 
 fn retry_state(run: &RunSnapshot, job: &JobView, now: Timestamp) -> ReplicaState {
     let reason = job.termination_reason.unwrap_or(JobTerminationReason::TerminatedByServer);
-    if matches!(reason, JobTerminationReason::ScaledDown | JobTerminationReason::DoneByRunner) {
-        return ReplicaState::Done;
+    match reason {
+        JobTerminationReason::ScaledDown => return ReplicaState::ScaledDown,
+        JobTerminationReason::DoneByRunner => return ReplicaState::Done,
+        _ => {}
     }
     let (Some(retry), Some(event)) = (&run.retry, reason.to_retry_event()) else {
         return ReplicaState::Failed(RunTerminationReasonOrd::JobFailed);
@@ -346,7 +417,11 @@ mod tests {
             status,
             termination_reason: reason,
             provisioned: false,
+            submitted_at: t(0),
             last_processed_at: t(0),
+            replica_group: "0".to_owned(),
+            deployment_num: 0,
+            serving: false,
         }
     }
 
@@ -361,6 +436,7 @@ mod tests {
             next_triggered_at: None,
             stop_on_master_done: false,
             jobs,
+            service: None,
         }
     }
 

@@ -2655,6 +2655,63 @@ port: 80
         );
     }
 
+    /// Our extension of `scaling.metric` (dstack knows only `rps`, whose JSON is unchanged:
+    /// no `prometheus_metric` key unless one is set).
+    #[test]
+    fn scaling_extension_metrics() {
+        let service = |scaling: &str| {
+            format!("type: service\nimage: i\nport: 80\nreplicas: 0..4\nscaling: {scaling}\n")
+        };
+        let scaling_json = |text: &str| {
+            let (conf, messages) = parse(text);
+            let conf = conf.unwrap_or_else(|| panic!("{messages:?}"));
+            let back: AnyConfiguration =
+                serde_json::from_value(serde_json::to_value(&conf).unwrap()).unwrap();
+            assert_eq!(back, conf, "round trip");
+            serde_json::to_value(&conf).unwrap()["scaling"].clone()
+        };
+        assert_eq!(
+            scaling_json(&service("{metric: rps, target: 2}")),
+            serde_json::json!({"metric": "rps", "target": 2.0, "window": null, "scale_up_delay": 300, "scale_down_delay": 600})
+        );
+        assert_eq!(
+            scaling_json(&service("{metric: inflight, target: 4, window: 30s}"))["metric"],
+            "inflight"
+        );
+        assert_eq!(scaling_json(&service("{metric: p95_latency, target: 0.5}"))["metric"], "p95_latency");
+        assert_eq!(
+            scaling_json(&service(
+                "{metric: prometheus, prometheus_metric: \"vllm:num_requests_waiting\", target: 8}"
+            )),
+            serde_json::json!({"metric": "prometheus", "target": 8.0, "window": null, "scale_up_delay": 300,
+                "scale_down_delay": 600, "prometheus_metric": "vllm:num_requests_waiting"})
+        );
+        let refused = |scaling: &str| parse(&service(scaling)).1;
+        assert_eq!(
+            refused("{metric: prometheus, target: 8}"),
+            [
+                "f.yml:5:10: error: `scaling.prometheus_metric`: missing required field `prometheus_metric` (with \
+              `metric: prometheus`)\n  help: name the gauge each replica exposes at /metrics, e.g. \
+              `prometheus_metric: vllm:num_requests_waiting`"
+            ]
+        );
+        assert_eq!(
+            refused("{metric: rps, target: 8, prometheus_metric: q}"),
+            ["f.yml:5:54: error: `scaling.prometheus_metric`: `prometheus_metric` is only used with \
+              `metric: prometheus`\n  help: remove it, or set `metric: prometheus`"]
+        );
+        assert_eq!(
+            refused("{metric: prometheus, target: 8, prometheus_metric: 9x}"),
+            ["f.yml:5:61: error: `scaling.prometheus_metric`: expected a Prometheus metric name \
+              ([a-zA-Z_:][a-zA-Z0-9_:]*), found \"9x\""]
+        );
+        assert_eq!(
+            refused("{metric: qps, target: 8}"),
+            ["f.yml:5:19: error: `scaling.metric`: expected one of `rps`, `inflight`, `p95_latency`, \
+              `prometheus`, found a string \"qps\"\n  help: did you mean `rps`?"]
+        );
+    }
+
     #[test]
     fn setup_in_a_task_is_accepted_with_a_warning() {
         let parsed = parse_configuration("type: task\nimage: i\nsetup: [a]\n");

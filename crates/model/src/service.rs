@@ -193,9 +193,13 @@ impl FromNode for ServiceModel {
 }
 
 string_enum! {
-    /// The autoscaling metric.
+    /// The autoscaling metric. dstack knows `rps`; the others are our extension (see
+    /// [`ScalingSpec`]).
     pub enum ScalingMetric {
         Rps = "rps",
+        Inflight = "inflight",
+        P95Latency = "p95_latency",
+        Prometheus = "prometheus",
     }
 }
 
@@ -203,6 +207,13 @@ string_enum! {
 pub const SCALING_WINDOWS: [i64; 3] = [30, 60, 300];
 
 /// Autoscaling rules (`scaling`).
+///
+/// Extension (a superset of dstack's: every dstack `scaling` reads and serializes the same):
+/// `metric` may also be `inflight` (requests in progress per replica at the proxy, averaged
+/// over `window`), `p95_latency` (the 95th percentile of request durations over `window`, in
+/// seconds) or `prometheus`, a gauge each replica exposes at `/metrics`, named by
+/// `prometheus_metric` and averaged over the group's replicas. `prometheus_metric` is
+/// serialized only when set.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScalingSpec {
     pub metric: ScalingMetric,
@@ -211,6 +222,9 @@ pub struct ScalingSpec {
     pub window: Option<Duration>,
     pub scale_up_delay: Duration,
     pub scale_down_delay: Duration,
+    /// The gauge of `metric: prometheus` (e.g. `vllm:num_requests_waiting`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prometheus_metric: Option<String>,
 }
 
 fn non_negative_duration(node: &Node, cx: &mut Cx) -> Option<Duration> {
@@ -222,28 +236,69 @@ fn non_negative_duration(node: &Node, cx: &mut Cx) -> Option<Duration> {
     Some(d)
 }
 
+/// Whether `name` is a Prometheus metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`).
+pub fn is_prometheus_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
 impl FromNode for ScalingSpec {
     fn from_node(node: &Node, cx: &mut Cx) -> Option<Self> {
         let mut obj = Object::new(node, cx)?;
         let mark = cx.mark();
         let metric = obj.required_with(cx, "metric", |n, cx| ScalingMetric::from_node(n, cx).map(Some));
-        let spec = ScalingSpec {
-            metric: metric.unwrap_or(ScalingMetric::Rps),
-            target: obj.required_with(cx, "target", crate::common::positive_f64),
-            window: obj.opt_with(cx, "window", |n, cx| {
-                let d = Duration::parse(n, cx)?;
-                if !SCALING_WINDOWS.contains(&d.0) {
-                    cx.error(n, "Window must be one of: `30s`, `60s`, `300s`");
-                    return None;
-                }
-                Some(d)
-            }),
-            scale_up_delay: obj.field_with(cx, "scale_up_delay", || Duration(300), non_negative_duration),
-            scale_down_delay: obj.field_with(cx, "scale_down_delay", || Duration(600), non_negative_duration),
-        };
+        let target = obj.required_with(cx, "target", crate::common::positive_f64);
+        let window = obj.opt_with(cx, "window", |n, cx| {
+            let d = Duration::parse(n, cx)?;
+            if !SCALING_WINDOWS.contains(&d.0) {
+                cx.error(n, "Window must be one of: `30s`, `60s`, `300s`");
+                return None;
+            }
+            Some(d)
+        });
+        let scale_up_delay = obj.field_with(cx, "scale_up_delay", || Duration(300), non_negative_duration);
+        let scale_down_delay =
+            obj.field_with(cx, "scale_down_delay", || Duration(600), non_negative_duration);
+        let prometheus_metric = obj.opt_with(cx, "prometheus_metric", |n, cx| {
+            let name = String::from_node(n, cx)?;
+            if metric.is_some() && metric != Some(ScalingMetric::Prometheus) {
+                cx.error_help(
+                    n,
+                    "`prometheus_metric` is only used with `metric: prometheus`",
+                    "remove it, or set `metric: prometheus`",
+                );
+                return None;
+            }
+            if !is_prometheus_metric_name(&name) {
+                cx.error(
+                    n,
+                    format!("expected a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*), found {name:?}"),
+                );
+                return None;
+            }
+            Some(name)
+        });
+        let named = obj.raw("prometheus_metric").is_some_and(|n| !n.is_null());
+        if metric == Some(ScalingMetric::Prometheus) && !named {
+            cx.at_field("prometheus_metric", |cx| {
+                cx.error_help(
+                    node,
+                    "missing required field `prometheus_metric` (with `metric: prometheus`)",
+                    "name the gauge each replica exposes at /metrics, e.g. `prometheus_metric: vllm:num_requests_waiting`",
+                )
+            });
+        }
         obj.finish(cx);
         cx.ok_since(mark)?;
-        Some(spec)
+        Some(ScalingSpec {
+            metric: metric.unwrap_or(ScalingMetric::Rps),
+            target,
+            window,
+            scale_up_delay,
+            scale_down_delay,
+            prometheus_metric,
+        })
     }
 }
 

@@ -13,7 +13,8 @@
 //!   been read to its end; a pooled connection that turns out closed gives the request back
 //!   and a fresh connection is opened;
 //! - hop-by-hop headers are dropped in both directions, as RFC 9110 §7.6.1 asks;
-//! - per-replica counters ([`ReplicaStats`]: requests, failures, in flight) feed autoscaling.
+//! - per-replica counters ([`ReplicaStats`]: requests, failures, in flight);
+//! - per-service load over the autoscaling windows ([`load::LoadTracker`]).
 //!
 //! Errors leave in dstack's proxy shape, `{"detail": "…"}` with 502 (the replica failed),
 //! 504 (no response headers in time) or what the caller chose.
@@ -33,6 +34,8 @@ use axum::response::IntoResponse;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+
+pub mod load;
 
 /// One replica the proxy may send to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -63,6 +63,16 @@ pub(crate) fn submission_job_specs(spec: &RunSpec) -> Result<Vec<JobSpec>, JobSp
     dstack_decide::jobspec::submission_job_specs(spec, &unknown_images(spec))
 }
 
+/// The jobs of replica `replica_num` of service group `group` (scaling up), images as in
+/// [`initial_job_specs`].
+pub(crate) fn replica_job_specs(
+    spec: &RunSpec,
+    replica_num: i64,
+    group: &str,
+) -> Result<Vec<JobSpec>, JobSpecError> {
+    dstack_decide::jobspec::job_specs(spec, replica_num, Some(group), &unknown_images(spec))
+}
+
 /// A stored job spec as the API shows it: the inter-node private key is never sent (dstack
 /// answers `"ssh_key": null`). The text is moved through unchanged when there is no key.
 fn without_ssh_key(job_spec: String) -> Result<String, serde_json::Error> {

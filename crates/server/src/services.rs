@@ -106,21 +106,58 @@ pub(crate) async fn proxy_path(
 }
 
 async fn proxy(state: AppState, project: String, run: String, path: String, req: Request) -> Response {
-    match target(&state, &project, &run, req.headers()).await {
-        Ok(target) => {
-            let path_and_query = if target.strip_prefix {
-                // The raw path after the prefix, as the client wrote it (still %-encoded).
-                let raw = req.uri().path();
-                let prefix = format!("/proxy/services/{project}/{run}/");
-                let rest = raw.strip_prefix(&prefix).unwrap_or(&path);
-                with_query(&format!("/{rest}"), req.uri().query())
-            } else {
-                with_query(req.uri().path(), req.uri().query())
-            };
-            let drop: &[HeaderName] = if target.auth { &[header::AUTHORIZATION] } else { &[] };
-            state.proxy.forward(req, &target.upstreams, &path_and_query, drop).await
+    let mut target = match target(&state, &project, &run, req.headers()).await {
+        Ok(target) => target,
+        Err(e) => return e.into_response(),
+    };
+    // The request is load from now on: a service scaled to zero scales up for it.
+    let guard = state.load.begin(&target.run_id.to_string());
+    if target.upstreams.is_empty() {
+        target = match wait_for_replica(&state, &project, &run, req.headers()).await {
+            Ok(target) => target,
+            Err(e) => return e.into_response(),
+        };
+    }
+    let path_and_query = if target.strip_prefix {
+        // The raw path after the prefix, as the client wrote it (still %-encoded).
+        let raw = req.uri().path();
+        let prefix = format!("/proxy/services/{project}/{run}/");
+        let rest = raw.strip_prefix(&prefix).unwrap_or(&path);
+        with_query(&format!("/{rest}"), req.uri().query())
+    } else {
+        with_query(req.uri().path(), req.uri().query())
+    };
+    let drop: &[HeaderName] = if target.auth { &[header::AUTHORIZATION] } else { &[] };
+    let resp = state.proxy.forward(req, &target.upstreams, &path_and_query, drop).await;
+    dstack_proxy::load::guard_response(resp, guard)
+}
+
+/// How often a request held for a service scaled to zero looks for a ready replica.
+const WAKE_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Holds a request to a service with no ready replica that scales from zero (its load makes
+/// the runs loop submit a replica at once) until a replica is ready, at most
+/// [`AppState::service_wake_timeout`]; a 504 after that, a 404 if the service went away.
+async fn wait_for_replica(
+    state: &AppState,
+    project: &str,
+    run: &str,
+    headers: &HeaderMap,
+) -> Result<Arc<Target>, ProxyError> {
+    state.hints.wake_all();
+    let deadline = tokio::time::Instant::now() + state.service_wake_timeout;
+    loop {
+        if tokio::time::Instant::now() + WAKE_POLL > deadline {
+            return Err(ProxyError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("Timed out waiting for a replica of service {project}/{run} to be ready"),
+            ));
         }
-        Err(e) => e.into_response(),
+        tokio::time::sleep(WAKE_POLL).await;
+        let target = target(state, project, run, headers).await?;
+        if !target.upstreams.is_empty() {
+            return Ok(target);
+        }
     }
 }
 
@@ -133,6 +170,8 @@ fn with_query(path: &str, query: Option<&str>) -> String {
 
 /// Where a request to a service goes.
 struct Target {
+    run_id: uuid::Uuid,
+    /// Empty only for a service that scales from zero (see [`wait_for_replica`]).
     upstreams: Vec<Upstream>,
     auth: bool,
     strip_prefix: bool,
@@ -237,10 +276,23 @@ async fn lookup(state: &AppState, project_name: &str, run_name: &str) -> Result<
         return Err(not_found(project_name, run_name));
     };
     let upstreams = ready_upstreams(state, run.id, conf.port.container_port).await?;
-    if upstreams.is_empty() {
+    use dstack_api::runs::RunStatus;
+    let active = matches!(
+        RunStatus::from_wire(&run.status),
+        Some(RunStatus::Pending | RunStatus::Submitted | RunStatus::Provisioning | RunStatus::Running)
+    );
+    if upstreams.is_empty() && !(active && scales_from_zero(conf)) {
         return Err(not_found(project_name, run_name));
     }
-    Ok(Target { upstreams, auth: conf.auth, strip_prefix: conf.strip_prefix, project })
+    Ok(Target { run_id: run.id, upstreams, auth: conf.auth, strip_prefix: conf.strip_prefix, project })
+}
+
+/// A service with a replica group that may have no replicas (`replicas.min` 0 with
+/// `scaling`): a request waits for a replica instead of a 404.
+fn scales_from_zero(conf: &dstack_model::run::ServiceConfiguration) -> bool {
+    dstack_decide::jobspec::replica_groups(conf)
+        .iter()
+        .any(|g| g.replicas.min == Some(0) && g.scaling.is_some())
 }
 
 /// Where the ready replicas of run `run_id` serve `service_port`. A replica whose address
@@ -276,9 +328,22 @@ pub(crate) fn running_replicas(jobs: &[JobRow]) -> Vec<&JobRow> {
     latest.into_values().filter(|j| j.status == JobStatus::Running.as_str()).collect()
 }
 
+/// The replica group of a job (its spec's `replica_group`; `"0"` if it cannot be read).
+pub(crate) fn replica_group(job: &JobRow) -> String {
+    #[derive(serde::Deserialize)]
+    struct Group {
+        #[serde(default)]
+        replica_group: Option<String>,
+    }
+    serde_json::from_str::<Group>(&job.job_spec)
+        .ok()
+        .and_then(|g| g.replica_group)
+        .unwrap_or_else(|| "0".to_owned())
+}
+
 /// Whether a running replica receives traffic: once registered by the probes loop, or at
 /// once when its spec has no probes (dstack registers such a replica when it starts running).
-fn is_ready(job: &JobRow, registered: &[uuid::Uuid]) -> bool {
+pub(crate) fn is_ready(job: &JobRow, registered: &[uuid::Uuid]) -> bool {
     #[derive(serde::Deserialize)]
     struct Probes {
         #[serde(default)]
@@ -286,6 +351,109 @@ fn is_ready(job: &JobRow, registered: &[uuid::Uuid]) -> bool {
     }
     registered.contains(&job.id)
         || serde_json::from_str::<Probes>(&job.job_spec).is_ok_and(|spec| spec.probes.is_empty())
+}
+
+/// For the `metric: prometheus` groups of a service (our extension of `scaling`), each
+/// gauge's average over the group's serving replicas that answered `GET /metrics` on the
+/// service port in time (2 s), keyed by (group, metric name).
+pub(crate) async fn scrape_gauges(
+    state: &AppState,
+    spec: &RunSpec,
+    jobs: &[JobRow],
+    registered: &[uuid::Uuid],
+) -> std::collections::BTreeMap<(String, String), f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let RunConfiguration::Service(conf) = &spec.configuration else { return out };
+    let wanted: Vec<(String, String)> = dstack_decide::jobspec::replica_groups(conf)
+        .into_iter()
+        .filter_map(|g| {
+            let scaling = g.scaling?;
+            (scaling.metric == dstack_model::service::ScalingMetric::Prometheus)
+                .then_some((g.name, scaling.prometheus_metric?))
+        })
+        .collect();
+    if wanted.is_empty() {
+        return out;
+    }
+    let mut scrapes = tokio::task::JoinSet::new();
+    for job in running_replicas(jobs).into_iter().filter(|j| is_ready(j, registered)) {
+        let group = replica_group(job);
+        let Some((_, name)) = wanted.iter().find(|(g, _)| *g == group) else { continue };
+        let addr = match replica_addr(state, job, Some(conf.port.container_port)).await {
+            Ok(addr) => addr,
+            Err(e) => {
+                tracing::debug!(job = %job.job_name, error = %e, "replica address unknown");
+                continue;
+            }
+        };
+        let (client, name) = (state.agent_http.clone(), name.clone());
+        scrapes.spawn(async move {
+            let text = async {
+                let resp = client
+                    .get(format!("http://{addr}/metrics"))
+                    .timeout(std::time::Duration::from_secs(2))
+                    .send()
+                    .await
+                    .ok()?;
+                resp.error_for_status().ok()?.text().await.ok()
+            }
+            .await;
+            (group, name.clone(), text.and_then(|t| gauge_value(&t, &name)))
+        });
+    }
+    let mut sums: std::collections::BTreeMap<(String, String), (f64, u32)> =
+        std::collections::BTreeMap::new();
+    while let Some(done) = scrapes.join_next().await {
+        if let Ok((group, name, Some(value))) = done {
+            let entry = sums.entry((group, name)).or_default();
+            entry.0 += value;
+            entry.1 += 1;
+        }
+    }
+    for (key, (sum, n)) in sums {
+        out.insert(key, sum / f64::from(n));
+    }
+    out
+}
+
+/// The byte just after the `}` closing the label set `labels` starts with (quoted values
+/// may hold braces and escaped quotes).
+fn labels_end(labels: &str) -> Option<usize> {
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, c) in labels.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '}' if !quoted => return Some(i + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The value of gauge `name` in a Prometheus text exposition, summed over its label sets;
+/// `None` if it is not there.
+pub(crate) fn gauge_value(text: &str, name: &str) -> Option<f64> {
+    let mut total = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        let rest = match rest.chars().next() {
+            Some('{') => match labels_end(rest) {
+                Some(end) => &rest[end..],
+                None => continue,
+            },
+            Some(' ' | '\t') => rest,
+            _ => continue,
+        };
+        let Some(value) = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        if value.is_finite() {
+            total = Some(total.unwrap_or(0.0) + value);
+        }
+    }
+    total
 }
 
 /// A member of the project (or a global admin) with a valid token (dstack's proxy auth).
@@ -402,6 +570,19 @@ mod tests {
         assert!(
             with(serde_json::json!({"https": false})).starts_with("Setting `https: False` is not allowed")
         );
+    }
+
+    #[test]
+    fn gauges_are_read_from_the_prometheus_text_format() {
+        let text = "# HELP vllm:num_requests_waiting Requests waiting.\n\
+                    # TYPE vllm:num_requests_waiting gauge\n\
+                    vllm:num_requests_waiting{model_name=\"a\"} 3.0\n\
+                    vllm:num_requests_waiting{model_name=\"b\",x=\"}\"} 2\n\
+                    vllm:num_requests_waiting_total 100\n\
+                    queue 7 1700000000000\n";
+        assert_eq!(gauge_value(text, "vllm:num_requests_waiting"), Some(5.0));
+        assert_eq!(gauge_value(text, "queue"), Some(7.0));
+        assert_eq!(gauge_value(text, "missing"), None);
     }
 
     #[test]

@@ -29,6 +29,11 @@ pub struct AppState {
     pub job_disconnected_timeout: jiff::SignedDuration,
     /// The in-server service proxy: pooled connections to replicas and their request stats.
     pub proxy: Arc<dstack_proxy::Proxy>,
+    /// How long a request to a service scaled to zero waits for a ready replica (dstack's
+    /// `DSTACK_SERVICE_CLIENT_TIMEOUT`).
+    pub service_wake_timeout: std::time::Duration,
+    /// Each service's load at the in-server proxy over the autoscaling windows, by run id.
+    pub load: Arc<dstack_proxy::load::LoadTracker>,
     /// Recently looked-up service routes and granted tokens (see `services::Routes`).
     pub routes: Arc<crate::services::Routes>,
 }
@@ -60,6 +65,8 @@ impl AppState {
                 response_timeout: config.service_client_timeout,
                 ..dstack_proxy::Options::default()
             }),
+            service_wake_timeout: config.service_client_timeout,
+            load: Arc::default(),
             routes: Arc::default(),
         })
     }

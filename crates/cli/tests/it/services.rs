@@ -336,6 +336,156 @@ fn a_replica_gets_traffic_only_once_its_probe_is_ready() {
         let run = ps_run(home, "svc-probes");
         (run["status"] == "terminated").then_some(())
     });
+    // The proxy remembers a route for a second (`services::Routes`): the stop shows after that.
+    wait("the stopped replica to leave the proxy", Duration::from_secs(3), || {
+        let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some(&token));
+        (status == 404).then(|| assert_eq!(body, not_found))
+    });
+}
+
+/// The latest submission of every job: (job id, status, termination reason).
+fn latest_submissions(run: &Value) -> Vec<(String, String, String)> {
+    run["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| j["job_submissions"].as_array()?.last().cloned())
+        .map(|s| {
+            let text = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
+            (text("id"), text("status"), text("termination_reason"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_service_scales_up_under_load_and_back_down_when_idle() {
+    if std::env::var_os("DSTACK_TEST_DOCKER").is_none() {
+        eprintln!("skipped: set DSTACK_TEST_DOCKER=1 to run the Docker tests");
+        return;
+    }
+    agents_built();
+    service_image();
+    let home = tempfile::TempDir::new().unwrap();
+    let home = home.path();
+    let server = start_with_local_fleet_env(home, &[("DSTACK_SERVER_LOCAL_FLEET_BLOCKS", "2")]);
+    let (url, token) = (server.url.clone(), server.token.clone());
+    let _guard = StopOnDrop(home, Some(server), "svc-scale");
+    let file = home.join("svc.yml");
+    // More than 15 requests in 30 s is more than 0.5 rps: two replicas.
+    std::fs::write(
+        &file,
+        "type: service\nname: svc-scale\nimage: dstack-rs-service-test:1\nport: 8000\nreplicas: 1..2\n\
+         scaling: {metric: rps, target: 0.5, window: 30s, scale_up_delay: 0s, scale_down_delay: 5s}\n\
+         resources: {cpu: 1.., memory: 0.5GB.., disk: 1GB..}\n\
+         commands: [dstack-test-replica 8000]\n",
+    )
+    .unwrap();
+    let (code, out, err) = cli(home, &["apply", "-f", &file.display().to_string(), "-y", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let base = "/proxy/services/main/svc-scale";
+    let first = wait("the first replica running", Duration::from_secs(120), || {
+        let run = ps_run(home, "svc-scale");
+        let running = running_jobs(&run);
+        (running.len() == 1).then(|| running[0].clone())
+    });
+    wait("the service to answer", Duration::from_secs(30), || {
+        (http(&url, "GET", &format!("{base}/whoami"), Some(&token)).0 == 200).then_some(())
+    });
+
+    // Load through the proxy: a second replica is submitted and serves too.
+    for _ in 0..30 {
+        let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some(&token));
+        assert_eq!((status, body.as_str()), (200, first.as_str()));
+    }
+    let second = wait("a second replica running", Duration::from_secs(120), || {
+        let run = ps_run(home, "svc-scale");
+        let running = running_jobs(&run);
+        (running.len() == 2).then(|| running.into_iter().find(|id| *id != first).unwrap())
+    });
+    wait("the second replica to get traffic", Duration::from_secs(30), || {
+        let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some(&token));
+        (status == 200 && body == second).then_some(())
+    });
+
+    // Idle: once the window holds no more than 15 requests, one replica is stopped as
+    // `scaled_down` (not a failure: the run keeps running and the other replica serves).
+    let run = wait("a replica scaled down", Duration::from_secs(120), || {
+        let run = ps_run(home, "svc-scale");
+        latest_submissions(&run).iter().any(|(_, _, reason)| reason == "scaled_down").then_some(run)
+    });
+    assert_eq!(run["status"], "running", "{run:#}");
+    let subs = latest_submissions(&run);
+    assert_eq!(subs.len(), 2, "{subs:?}");
+    let stopped: Vec<&String> =
+        subs.iter().filter(|(_, _, r)| r == "scaled_down").map(|(id, _, _)| id).collect();
+    assert_eq!(stopped.len(), 1, "{subs:?}");
+    let kept = if *stopped[0] == first { &second } else { &first };
+    wait("the scaled-down replica to finish", Duration::from_secs(60), || {
+        let run = ps_run(home, "svc-scale");
+        latest_submissions(&run)
+            .iter()
+            .any(|(id, status, _)| id == stopped[0] && status == "terminated")
+            .then_some(())
+    });
+    for _ in 0..3 {
+        let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some(&token));
+        assert_eq!((status, body.as_str()), (200, kept.as_str()), "the kept replica serves");
+    }
+    let run = ps_run(home, "svc-scale");
+    assert_eq!(run["status"], "running", "{run:#}");
+    assert_eq!(running_jobs(&run), std::slice::from_ref(kept));
+}
+
+#[test]
+fn a_service_scaled_to_zero_wakes_on_the_first_request() {
+    if std::env::var_os("DSTACK_TEST_DOCKER").is_none() {
+        eprintln!("skipped: set DSTACK_TEST_DOCKER=1 to run the Docker tests");
+        return;
+    }
+    agents_built();
+    service_image();
+    let home = tempfile::TempDir::new().unwrap();
+    let home = home.path();
+    let server = start_with_local_fleet_env(home, &[]);
+    let (url, token) = (server.url.clone(), server.token.clone());
+    let _guard = StopOnDrop(home, Some(server), "svc-zero");
+    let file = home.join("svc.yml");
+    std::fs::write(
+        &file,
+        "type: service\nname: svc-zero\nimage: dstack-rs-service-test:1\nport: 8000\nreplicas: 0..1\n\
+         scaling: {metric: rps, target: 1, window: 30s, scale_up_delay: 0s, scale_down_delay: 0s}\n\
+         resources: {cpu: 1.., memory: 0.5GB.., disk: 1GB..}\n\
+         commands: [dstack-test-replica 8000]\n",
+    )
+    .unwrap();
+    let (code, out, err) = cli(home, &["apply", "-f", &file.display().to_string(), "-y", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let base = "/proxy/services/main/svc-zero";
+    // No replica while idle: the run waits, pending.
+    wait("the service pending", Duration::from_secs(30), || {
+        (ps_run(home, "svc-zero")["status"] == "pending").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let run = ps_run(home, "svc-zero");
+    assert_eq!((run["status"].as_str(), latest_submissions(&run).len()), (Some("pending"), 0), "{run:#}");
+    // The first request is held until a replica is up, and answered by it; an outsider's
+    // request neither wakes it nor waits.
+    assert_eq!(http(&url, "GET", &format!("{base}/whoami"), None).0, 403);
+    let started = Instant::now();
     let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some(&token));
-    assert_eq!((status, body.as_str()), (404, not_found));
+    assert_eq!(status, 200, "{body}");
+    let run = ps_run(home, "svc-zero");
+    assert_eq!(running_jobs(&run), std::slice::from_ref(&body), "{run:#}");
+    eprintln!("woken in {:?}", started.elapsed());
+    // Idle again: the replica is scaled down and the service waits, pending, with no failure.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let run = loop {
+        let last = ps_run(home, "svc-zero");
+        if last["status"] == "pending" {
+            break last;
+        }
+        assert!(Instant::now() < deadline, "the service back to zero: {last:#}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(latest_submissions(&run)[0].2, "scaled_down", "{run:#}");
 }

@@ -30,6 +30,7 @@ async fn running_job(db: &Db, service: bool) -> JobRow {
         next_triggered_at: None,
         deleted: false,
         service_spec: service.then(|| r#"{"url": "/proxy/services/p/svc/"}"#.to_owned()),
+        desired_replica_counts: None,
     };
     let job = JobRow {
         id: Uuid::new_v4(),
@@ -154,6 +155,27 @@ async fn running_service_replicas_are_registered_and_save_job_keeps_it() {
         assert_eq!(db.save_job(&row, token, &[], None).await.unwrap(), SaveJob::Saved);
         db.release_jobs(token).await.unwrap();
         assert!(!db.register_replica(other.id).await.unwrap());
+    })
+    .await;
+}
+
+/// A service's desired replica counts are written with its run, under the run's lease only.
+#[tokio::test]
+async fn desired_replica_counts_are_saved_under_the_runs_lease() {
+    each_backend(|cx| async move {
+        let db = cx.db;
+        let job = running_job(&db, true).await;
+        let run = db.run_by_id(job.run_id).await.unwrap().unwrap();
+        assert_eq!(run.desired_replica_counts, None);
+        let now = ts(1_764_000_500);
+        let (leased, token) =
+            db.lease_runs(&["running"], 10_000, now, jiff::SignedDuration::from_secs(30)).await.unwrap();
+        let mut next = leased.into_iter().find(|r| r.id == run.id).expect("leased");
+        next.desired_replica_counts = Some(r#"{"0":2}"#.to_owned());
+        assert!(!db.save_run(&next, Uuid::new_v4(), &[], &[]).await.unwrap(), "another lease");
+        assert!(db.save_run(&next, token, &[], &[]).await.unwrap());
+        let saved = db.run_by_id(run.id).await.unwrap().unwrap();
+        assert_eq!(saved.desired_replica_counts.as_deref(), Some(r#"{"0":2}"#));
     })
     .await;
 }

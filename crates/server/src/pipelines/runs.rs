@@ -1,9 +1,14 @@
-//! The runs loop: each unfinished run's status from its jobs (`dstack_decide::run::decide`).
+//! The runs loop: each unfinished run's status from its jobs (`dstack_decide::run::decide`),
+//! and a service's replicas scaled to its load (`dstack_decide::autoscale`): the load is what
+//! this server's proxy measured ([`crate::services`]), the desired counts are stored on the run.
 
 use std::collections::HashMap;
 
-use dstack_api::runs::{JobStatus, JobTerminationReason, RunSpec, RunStatus, RunTerminationReason};
+use dstack_api::runs::{
+    JobStatus, JobTerminationReason, RunConfiguration, RunSpec, RunStatus, RunTerminationReason,
+};
 use dstack_db::{DbError, JobRow, RunRow};
+use dstack_decide::autoscale::{GroupScaling, ServiceScaling, ServiceStats, WindowStats};
 use dstack_decide::run::{JobView, RunPlan, RunSnapshot};
 use uuid::Uuid;
 
@@ -22,10 +27,18 @@ pub(super) async fn pass(state: &AppState) -> Result<(), DbError> {
     for job in state.db.jobs_of_runs(&ids).await? {
         jobs_by_run.entry(job.run_id).or_default().push(job);
     }
+    let running: Vec<Uuid> = jobs_by_run
+        .values()
+        .flatten()
+        .filter(|j| j.status == JobStatus::Running.as_str())
+        .map(|j| j.id)
+        .collect();
+    let registered = state.db.registered_jobs(&running).await?;
     let mut changed = false;
     for run in leased {
         let jobs = jobs_by_run.remove(&run.id).unwrap_or_default();
-        let snapshot = match snapshot(&run, &jobs) {
+        let load = service_load(state, &run, &jobs, &registered).await;
+        let snapshot = match snapshot(&run, &jobs, &registered, load) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(run = %run.run_name, error = %e, "stored run data does not parse");
@@ -51,6 +64,20 @@ pub(super) async fn pass(state: &AppState) -> Result<(), DbError> {
         next.last_processed_at = now;
         next.fleet_id = fleet_id;
         next.next_triggered_at = plan.next_triggered_at;
+        if let Some(desired) = &plan.desired_replica_counts {
+            next.desired_replica_counts = Some(serde_json::to_string(desired).unwrap_or_default());
+        }
+        if !plan.scale_up.is_empty()
+            || plan.terminate_jobs.iter().any(|t| t.reason == JobTerminationReason::ScaledDown)
+        {
+            tracing::info!(
+                run = %run.run_name,
+                desired = next.desired_replica_counts.as_deref().unwrap_or(""),
+                up = plan.scale_up.len(),
+                down = plan.terminate_jobs.iter().filter(|t| t.reason == JobTerminationReason::ScaledDown).count(),
+                "service scaled"
+            );
+        }
         if state.db.save_run(&next, token, &updated, &new_jobs).await? {
             if next.status != run.status {
                 tracing::info!(run = %run.run_name, from = %run.status, to = %next.status, "run status");
@@ -95,9 +122,54 @@ fn is_noop(run: &RunRow, plan: &RunPlan) -> bool {
         && plan.resubmit_replicas.is_empty()
         && !plan.trigger
         && plan.next_triggered_at == run.next_triggered_at
+        && plan.scale_up.is_empty()
+        && plan
+            .desired_replica_counts
+            .as_ref()
+            .is_none_or(|d| serde_json::to_string(d).ok().as_deref() == run.desired_replica_counts.as_deref())
 }
 
-fn snapshot(run: &RunRow, jobs: &[JobRow]) -> Result<RunSnapshot, serde_json::Error> {
+/// The windows the autoscaler reads (dstack's `SERVICE_SCALING_WINDOWS`).
+const WINDOWS: [i64; 3] = [30, 60, 300];
+
+/// A service's load as this server's proxy measured it over the scaling windows, and the
+/// gauges of its `metric: prometheus` groups scraped from its replicas now.
+async fn service_load(
+    state: &AppState,
+    run: &RunRow,
+    jobs: &[JobRow],
+    registered: &[Uuid],
+) -> Option<ServiceStats> {
+    run.service_spec.as_ref()?;
+    let key = run.id.to_string();
+    let windows = state.load.windows(&key, &WINDOWS.map(|w| w as u64));
+    let windows = WINDOWS
+        .iter()
+        .zip(windows)
+        .map(|(w, l)| {
+            (
+                *w,
+                WindowStats {
+                    requests: l.requests,
+                    avg_in_flight: l.avg_in_flight,
+                    p95_latency: l.p95_latency,
+                },
+            )
+        })
+        .collect();
+    let gauges = match serde_json::from_str::<RunSpec>(&run.run_spec) {
+        Ok(spec) => crate::services::scrape_gauges(state, &spec, jobs, registered).await,
+        Err(_) => Default::default(),
+    };
+    Some(ServiceStats { windows, gauges })
+}
+
+fn snapshot(
+    run: &RunRow,
+    jobs: &[JobRow],
+    registered: &[Uuid],
+    load: Option<ServiceStats>,
+) -> Result<RunSnapshot, serde_json::Error> {
     let spec: RunSpec = serde_json::from_str(&run.run_spec)?;
     let profile = dstack_decide::jobspec::merged_profile(&spec);
     // Only scheduled runs have a trigger time.
@@ -112,17 +184,41 @@ fn snapshot(run: &RunRow, jobs: &[JobRow]) -> Result<RunSnapshot, serde_json::Er
     };
     let views = jobs
         .iter()
-        .map(|j| JobView {
-            id: j.id,
-            replica_num: j.replica_num,
-            job_num: j.job_num,
-            submission_num: j.submission_num,
-            status: JobStatus::from_wire(&j.status).unwrap_or(JobStatus::Failed),
-            termination_reason: j.termination_reason.as_deref().and_then(JobTerminationReason::from_wire),
-            provisioned: j.job_provisioning_data.is_some(),
-            last_processed_at: j.last_processed_at,
+        .map(|j| {
+            let status = JobStatus::from_wire(&j.status).unwrap_or(JobStatus::Failed);
+            JobView {
+                id: j.id,
+                replica_num: j.replica_num,
+                job_num: j.job_num,
+                submission_num: j.submission_num,
+                status,
+                termination_reason: j.termination_reason.as_deref().and_then(JobTerminationReason::from_wire),
+                provisioned: j.job_provisioning_data.is_some(),
+                submitted_at: j.submitted_at,
+                last_processed_at: j.last_processed_at,
+                replica_group: crate::services::replica_group(j),
+                deployment_num: j.deployment_num,
+                serving: status == JobStatus::Running && crate::services::is_ready(j, registered),
+            }
         })
         .collect();
+    let service = match &spec.configuration {
+        RunConfiguration::Service(c) if run.service_spec.is_some() => Some(ServiceScaling {
+            groups: dstack_decide::jobspec::replica_groups(c)
+                .into_iter()
+                .map(|g| GroupScaling { name: g.name, replicas: g.replicas, scaling: g.scaling })
+                .collect(),
+            desired: run
+                .desired_replica_counts
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()?
+                .unwrap_or_default(),
+            stats: load,
+            deployment_num: run.deployment_num,
+        }),
+        _ => None,
+    };
     Ok(RunSnapshot {
         status: RunStatus::from_wire(&run.status).unwrap_or(RunStatus::Failed),
         termination_reason: run.termination_reason.as_deref().and_then(RunTerminationReason::from_wire),
@@ -133,6 +229,7 @@ fn snapshot(run: &RunRow, jobs: &[JobRow]) -> Result<RunSnapshot, serde_json::Er
         next_triggered_at: run.next_triggered_at,
         stop_on_master_done,
         jobs: views,
+        service,
     })
 }
 
@@ -176,6 +273,30 @@ fn job_changes(
     }
     if plan.trigger {
         new_jobs.extend(triggered_jobs(run, jobs, now)?);
+    }
+    if !plan.scale_up.is_empty() {
+        let spec: RunSpec = serde_json::from_str(&run.run_spec)?;
+        for replica in &plan.scale_up {
+            let mut specs = crate::runs::replica_job_specs(&spec, replica.replica_num, &replica.group)?;
+            crate::runs::with_job_ssh_key(&mut specs)?;
+            for spec in specs {
+                // An inactive replica gets its next submission (dstack's `build_scale_up_job_models`).
+                let submission_num = jobs
+                    .iter()
+                    .filter(|j| j.replica_num == spec.replica_num && j.job_num == spec.job_num)
+                    .map(|j| j.submission_num + 1)
+                    .max()
+                    .unwrap_or(0);
+                let key = JobKey { job_num: spec.job_num, replica_num: spec.replica_num, submission_num };
+                new_jobs.push(new_submission(
+                    run,
+                    key,
+                    spec.job_name.clone(),
+                    serde_json::to_string(&spec)?,
+                    now,
+                ));
+            }
+        }
     }
     Ok((updated, new_jobs))
 }

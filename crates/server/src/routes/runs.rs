@@ -89,6 +89,7 @@ pub(super) async fn apply(
         next_triggered_at,
         deleted: false,
         service_spec: None,
+        desired_replica_counts: None,
     };
     let mut run = run;
     if let Some(service) =
