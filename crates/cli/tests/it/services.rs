@@ -118,40 +118,69 @@ fn running_jobs(run: &Value) -> Vec<String> {
         .collect()
 }
 
-struct StopOnDrop<'a>(&'a Path, Option<Server>, &'a str);
+/// A server with its local fleet and one service applied with our CLI; dropping it aborts the
+/// run and stops the server.
+struct ServiceTest {
+    dir: tempfile::TempDir,
+    server: Option<Server>,
+    name: String,
+    url: String,
+    token: String,
+}
 
-impl Drop for StopOnDrop<'_> {
+impl ServiceTest {
+    fn home(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for ServiceTest {
     fn drop(&mut self) {
-        let _ = cli(self.0, &["stop", self.2, "-x", "-y"]);
-        if let Some(server) = self.1.take() {
+        let _ = cli(self.dir.path(), &["stop", &self.name, "-x", "-y"]);
+        if let Some(server) = self.server.take() {
             stop(server);
         }
     }
 }
 
-#[test]
-fn a_service_with_two_replicas_is_served_through_the_proxy() {
+/// Applies service `name` (the test image's replica on port 8000, plus the YAML lines in
+/// `extra`) on a fresh server whose local fleet has `env`; `None` (and a note) without
+/// `DSTACK_TEST_DOCKER`.
+fn apply_service(name: &str, env: &[(&str, &str)], extra: &str) -> Option<ServiceTest> {
     if std::env::var_os("DSTACK_TEST_DOCKER").is_none() {
         eprintln!("skipped: set DSTACK_TEST_DOCKER=1 to run the Docker tests");
-        return;
+        return None;
     }
     agents_built();
     service_image();
-    let home = tempfile::TempDir::new().unwrap();
-    let home = home.path();
-    let server = start_with_local_fleet_env(home, &[("DSTACK_SERVER_LOCAL_FLEET_BLOCKS", "2")]);
+    let dir = tempfile::TempDir::new().unwrap();
+    let server = start_with_local_fleet_env(dir.path(), env);
     let (url, token) = (server.url.clone(), server.token.clone());
-    let _guard = StopOnDrop(home, Some(server), "svc");
-    let file = home.join("svc.yml");
+    let t = ServiceTest { dir, server: Some(server), name: name.to_owned(), url, token };
+    let file = t.home().join("svc.yml");
     std::fs::write(
         &file,
-        "type: service\nname: svc\nimage: dstack-rs-service-test:1\nport: 8000\nreplicas: 2\nmodel: test-model\n\
-         resources: {cpu: 1.., memory: 0.5GB.., disk: 1GB..}\n\
-         commands: [dstack-test-replica 8000]\n",
+        format!(
+            "type: service\nname: {name}\nimage: dstack-rs-service-test:1\nport: 8000\n{extra}\
+             resources: {{cpu: 1.., memory: 0.5GB.., disk: 1GB..}}\ncommands: [dstack-test-replica 8000]\n"
+        ),
     )
     .unwrap();
-    let (code, out, err) = cli(home, &["apply", "-f", &file.display().to_string(), "-y", "-d"]);
+    let (code, out, err) = cli(t.home(), &["apply", "-f", &file.display().to_string(), "-y", "-d"]);
     assert_eq!(code, 0, "{out}{err}");
+    Some(t)
+}
+
+#[test]
+fn a_service_with_two_replicas_is_served_through_the_proxy() {
+    let Some(t) = apply_service(
+        "svc",
+        &[("DSTACK_SERVER_LOCAL_FLEET_BLOCKS", "2")],
+        "replicas: 2\nmodel: test-model\n",
+    ) else {
+        return;
+    };
+    let (home, url, token) = (t.home(), t.url.clone(), t.token.clone());
     let run = wait("both replicas running", Duration::from_secs(120), || {
         let run = ps_run(home, "svc");
         (running_jobs(&run).len() == 2).then_some(run)
@@ -267,28 +296,14 @@ fn probes(run: &Value) -> Vec<Value> {
 
 #[test]
 fn a_replica_gets_traffic_only_once_its_probe_is_ready() {
-    if std::env::var_os("DSTACK_TEST_DOCKER").is_none() {
-        eprintln!("skipped: set DSTACK_TEST_DOCKER=1 to run the Docker tests");
+    let Some(t) = apply_service(
+        "svc-probes",
+        &[],
+        "probes:\n  - {type: http, url: /ready, interval: 1s, timeout: 2s, ready_after: 2}\n",
+    ) else {
         return;
-    }
-    agents_built();
-    service_image();
-    let home = tempfile::TempDir::new().unwrap();
-    let home = home.path();
-    let server = start_with_local_fleet_env(home, &[]);
-    let (url, token) = (server.url.clone(), server.token.clone());
-    let _guard = StopOnDrop(home, Some(server), "svc-probes");
-    let file = home.join("svc.yml");
-    std::fs::write(
-        &file,
-        "type: service\nname: svc-probes\nimage: dstack-rs-service-test:1\nport: 8000\n\
-         resources: {cpu: 1.., memory: 0.5GB.., disk: 1GB..}\n\
-         commands: [dstack-test-replica 8000]\n\
-         probes:\n  - {type: http, url: /ready, interval: 1s, timeout: 2s, ready_after: 2}\n",
-    )
-    .unwrap();
-    let (code, out, err) = cli(home, &["apply", "-f", &file.display().to_string(), "-y", "-d"]);
-    assert_eq!(code, 0, "{out}{err}");
+    };
+    let (home, url, token) = (t.home(), t.url.clone(), t.token.clone());
     let base = "/proxy/services/main/svc-probes";
 
     // Running, probed, and failing: `/ready` answers 503 until its file exists.
@@ -359,29 +374,15 @@ fn latest_submissions(run: &Value) -> Vec<(String, String, String)> {
 
 #[test]
 fn a_service_scales_up_under_load_and_back_down_when_idle() {
-    if std::env::var_os("DSTACK_TEST_DOCKER").is_none() {
-        eprintln!("skipped: set DSTACK_TEST_DOCKER=1 to run the Docker tests");
-        return;
-    }
-    agents_built();
-    service_image();
-    let home = tempfile::TempDir::new().unwrap();
-    let home = home.path();
-    let server = start_with_local_fleet_env(home, &[("DSTACK_SERVER_LOCAL_FLEET_BLOCKS", "2")]);
-    let (url, token) = (server.url.clone(), server.token.clone());
-    let _guard = StopOnDrop(home, Some(server), "svc-scale");
-    let file = home.join("svc.yml");
     // More than 15 requests in 30 s is more than 0.5 rps: two replicas.
-    std::fs::write(
-        &file,
-        "type: service\nname: svc-scale\nimage: dstack-rs-service-test:1\nport: 8000\nreplicas: 1..2\n\
-         scaling: {metric: rps, target: 0.5, window: 30s, scale_up_delay: 0s, scale_down_delay: 5s}\n\
-         resources: {cpu: 1.., memory: 0.5GB.., disk: 1GB..}\n\
-         commands: [dstack-test-replica 8000]\n",
-    )
-    .unwrap();
-    let (code, out, err) = cli(home, &["apply", "-f", &file.display().to_string(), "-y", "-d"]);
-    assert_eq!(code, 0, "{out}{err}");
+    let Some(t) = apply_service(
+        "svc-scale",
+        &[("DSTACK_SERVER_LOCAL_FLEET_BLOCKS", "2")],
+        "replicas: 1..2\nscaling: {metric: rps, target: 0.5, window: 30s, scale_up_delay: 0s, scale_down_delay: 5s}\n",
+    ) else {
+        return;
+    };
+    let (home, url, token) = (t.home(), t.url.clone(), t.token.clone());
     let base = "/proxy/services/main/svc-scale";
     let first = wait("the first replica running", Duration::from_secs(120), || {
         let run = ps_run(home, "svc-scale");
@@ -438,28 +439,14 @@ fn a_service_scales_up_under_load_and_back_down_when_idle() {
 
 #[test]
 fn a_service_scaled_to_zero_wakes_on_the_first_request() {
-    if std::env::var_os("DSTACK_TEST_DOCKER").is_none() {
-        eprintln!("skipped: set DSTACK_TEST_DOCKER=1 to run the Docker tests");
+    let Some(t) = apply_service(
+        "svc-zero",
+        &[],
+        "replicas: 0..1\nscaling: {metric: rps, target: 1, window: 30s, scale_up_delay: 0s, scale_down_delay: 0s}\n",
+    ) else {
         return;
-    }
-    agents_built();
-    service_image();
-    let home = tempfile::TempDir::new().unwrap();
-    let home = home.path();
-    let server = start_with_local_fleet_env(home, &[]);
-    let (url, token) = (server.url.clone(), server.token.clone());
-    let _guard = StopOnDrop(home, Some(server), "svc-zero");
-    let file = home.join("svc.yml");
-    std::fs::write(
-        &file,
-        "type: service\nname: svc-zero\nimage: dstack-rs-service-test:1\nport: 8000\nreplicas: 0..1\n\
-         scaling: {metric: rps, target: 1, window: 30s, scale_up_delay: 0s, scale_down_delay: 0s}\n\
-         resources: {cpu: 1.., memory: 0.5GB.., disk: 1GB..}\n\
-         commands: [dstack-test-replica 8000]\n",
-    )
-    .unwrap();
-    let (code, out, err) = cli(home, &["apply", "-f", &file.display().to_string(), "-y", "-d"]);
-    assert_eq!(code, 0, "{out}{err}");
+    };
+    let (home, url, token) = (t.home(), t.url.clone(), t.token.clone());
     let base = "/proxy/services/main/svc-zero";
     // No replica while idle: the run waits, pending.
     wait("the service pending", Duration::from_secs(30), || {

@@ -277,25 +277,8 @@ fn job_changes(
     if !plan.scale_up.is_empty() {
         let spec: RunSpec = serde_json::from_str(&run.run_spec)?;
         for replica in &plan.scale_up {
-            let mut specs = crate::runs::replica_job_specs(&spec, replica.replica_num, &replica.group)?;
-            crate::runs::with_job_ssh_key(&mut specs)?;
-            for spec in specs {
-                // An inactive replica gets its next submission (dstack's `build_scale_up_job_models`).
-                let submission_num = jobs
-                    .iter()
-                    .filter(|j| j.replica_num == spec.replica_num && j.job_num == spec.job_num)
-                    .map(|j| j.submission_num + 1)
-                    .max()
-                    .unwrap_or(0);
-                let key = JobKey { job_num: spec.job_num, replica_num: spec.replica_num, submission_num };
-                new_jobs.push(new_submission(
-                    run,
-                    key,
-                    spec.job_name.clone(),
-                    serde_json::to_string(&spec)?,
-                    now,
-                ));
-            }
+            let specs = crate::runs::replica_job_specs(&spec, replica.replica_num, &replica.group)?;
+            new_jobs.extend(next_submissions(run, jobs, specs, now)?);
         }
     }
     Ok((updated, new_jobs))
@@ -310,9 +293,19 @@ fn triggered_jobs(
     now: jiff::Timestamp,
 ) -> Result<Vec<JobRow>, Box<dyn std::error::Error>> {
     let spec: RunSpec = serde_json::from_str(&run.run_spec)?;
-    let mut rows = Vec::new();
-    let mut specs = crate::runs::initial_job_specs(&spec)?;
+    next_submissions(run, jobs, crate::runs::initial_job_specs(&spec)?, now)
+}
+
+/// New submissions of `specs` (with a fresh inter-node key each replica needs): a job that ran
+/// before gets its next submission number (dstack's `build_scale_up_job_models`), a new one 0.
+fn next_submissions(
+    run: &RunRow,
+    jobs: &[JobRow],
+    mut specs: Vec<dstack_api::runs::JobSpec>,
+    now: jiff::Timestamp,
+) -> Result<Vec<JobRow>, Box<dyn std::error::Error>> {
     crate::runs::with_job_ssh_key(&mut specs)?;
+    let mut rows = Vec::with_capacity(specs.len());
     for spec in specs {
         let submission_num = jobs
             .iter()
