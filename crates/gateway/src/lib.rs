@@ -148,9 +148,10 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
     let state_file = config.state_dir.join(state::STATE_FILE);
     let state = state::State::load(&state_file)?;
     let certs = config.https_listen.map(|_| Arc::new(tls::CertStore::new(config.cert_dir.clone())));
+    let proxy = Proxy::new(config.proxy);
     let shared = Arc::new(Shared {
-        registry: registry::Registry::new(state_file, state, certs.clone()),
-        proxy: Proxy::new(config.proxy),
+        registry: registry::Registry::new(state_file, state, certs.clone(), proxy.clone()),
+        proxy,
         load: Arc::new(LoadTracker::default()),
         auth: auth::Auth::new(config.server_url.clone()),
     });

@@ -15,7 +15,7 @@ use dstack_agent_proto::gateway::{
     RegisterReplicaRequest, RegisterServiceRequest, ServiceListItem, ServiceListReplicaItem,
     ServiceListResponse,
 };
-use dstack_proxy::{ProxyError, Upstream};
+use dstack_proxy::{Proxy, ProxyError, Upstream};
 
 use crate::ratelimit::Limiter;
 use crate::replica::{self, ReplicaConn};
@@ -77,6 +77,8 @@ pub(crate) struct Registry {
     /// Rate limit buckets by service domain, kept while the service is registered.
     limiters: Mutex<HashMap<String, Vec<Arc<Limiter>>>>,
     certs: Option<Arc<CertStore>>,
+    /// Told which replicas are live after each change, so it drops the pools of the others.
+    proxy: Arc<Proxy>,
 }
 
 fn bad(detail: impl Into<String>) -> ProxyError {
@@ -92,7 +94,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Registry {
-    pub(crate) fn new(state_file: PathBuf, state: State, certs: Option<Arc<CertStore>>) -> Registry {
+    pub(crate) fn new(
+        state_file: PathBuf,
+        state: State,
+        certs: Option<Arc<CertStore>>,
+        proxy: Arc<Proxy>,
+    ) -> Registry {
         let snapshot = state.clone();
         let registry = Registry {
             state_file,
@@ -101,6 +108,7 @@ impl Registry {
             conns: Mutex::new(HashMap::new()),
             limiters: Mutex::new(HashMap::new()),
             certs,
+            proxy,
         };
         registry.publish(&snapshot);
         registry
@@ -161,9 +169,12 @@ impl Registry {
                     })
                 })
                 .collect();
-            list.sort_by(|a, b| b.created.cmp(&a.created));
+            list.sort_by_key(|m| std::cmp::Reverse(m.created));
             routes.models.insert(project.clone(), list);
         }
+        let live: Vec<Upstream> =
+            routes.services.values().flat_map(|r| r.upstreams.iter().cloned()).collect();
+        self.proxy.retain(&live);
         *self.routes.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(routes);
     }
 
@@ -460,7 +471,7 @@ fn validate_rate_limits(limits: &[wire::RateLimit]) -> Result<(), ProxyError> {
                 format!("Invalid rate limit header {header:?}: only letters, digits, - and _ are allowed"),
             ));
         }
-        if !(l.rps * 60.0 >= 0.5) || !l.rps.is_finite() {
+        if !l.rps.is_finite() || l.rps * 60.0 < 0.5 {
             return Err(bad(format!(
                 "Invalid rate limit rps {} for prefix {}: at least one request a minute is needed",
                 l.rps, l.prefix

@@ -66,7 +66,9 @@ pub(crate) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, share
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(handle(&shared, scheme, remote, req.map(Body::new)).await) }
             });
-            let builder = hyper::server::conn::http1::Builder::new();
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            // Slow clients get 30 s for their headers (hyper's default, which needs a timer).
+            builder.timer(hyper_util::rt::TokioTimer::new());
             let result = match tls {
                 None => builder.serve_connection(TokioIo::new(stream), service).with_upgrades().await,
                 Some(acceptor) => {

@@ -189,3 +189,20 @@ async fn a_broken_state_file_stops_the_start_with_a_clear_error() {
     let text = err.to_string();
     assert!(text.contains("state.json is invalid") && !text.contains("BEGIN"), "{text}");
 }
+
+#[tokio::test]
+async fn concurrent_registrations_of_one_replica_are_serialized() {
+    let gw = TestGateway::start().await;
+    let a = serve(replica("a")).await;
+    gw.register_service("main", "svc", "svc.gw.example.com", json!({})).await;
+    let body = json!({"job_id": "job1", "app_port": a.port(), "internal_ip": "127.0.0.1"});
+    let tries = (0..10).map(|_| gw.post("/api/registry/main/services/svc/replicas/register", body.clone()));
+    let results = futures_util::future::join_all(tries).await;
+    let n_ok = results.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    assert_eq!(n_ok, 1, "{results:?}");
+    assert!(results.iter().all(
+        |(s, r)| *s == StatusCode::OK || r["detail"] == "Replica job1 already exists in service main/svc"
+    ));
+    let (_, list) = gw.get("/api/services/list").await;
+    assert_eq!(list["services"][0]["replicas"], json!([{"id": "job1"}]));
+}
