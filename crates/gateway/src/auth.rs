@@ -1,7 +1,8 @@
 //! Who may call a service with `auth: true`: members of its project, as the dstack server
-//! says (`POST {server}/api/projects/{project}/get` with the caller's Bearer token; 403 or
-//! 401 means no). Answers are cached for 60 s per project and token, as dstack's gateway does;
-//! failures to ask are not cached.
+//! says (`POST {server}/api/projects/{project}/get` with the caller's Bearer token; 403, 401
+//! or 404 (no such project) mean no). Answers are cached for 60 s per project and token, as
+//! dstack's gateway does; failures to ask (500 to the caller) are not cached. dstack's gateway
+//! denies on a 404 as well, with a 500.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -67,7 +68,7 @@ impl Auth {
             .await
             .map_err(|e| failed(format!("{}", e.without_url())))?;
         let member = match resp.status() {
-            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => false,
+            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => false,
             s if s.is_success() => true,
             s => return Err(failed(format!("the server answered {s}"))),
         };
