@@ -23,7 +23,7 @@ pub mod gateway;
 pub mod runner;
 pub mod shim;
 
-pub use client::{AgentError, RunnerClient, ShimClient};
+pub use client::{AgentError, GatewayClient, RunnerClient, ShimClient};
 
 /// The dstack release whose agent APIs these are; what `/api/healthcheck` reports.
 pub const AGENT_VERSION: &str = "0.22.5";

@@ -206,3 +206,81 @@ async fn concurrent_registrations_of_one_replica_are_serialized() {
     let (_, list) = gw.get("/api/services/list").await;
     assert_eq!(list["services"][0]["replicas"], json!([{"id": "job1"}]));
 }
+
+/// The server's client of the gateway API (`dstack_agent_proto::GatewayClient`) against the
+/// gateway: the typed bodies round-trip and errors carry dstack's `detail`.
+#[tokio::test]
+async fn the_gateway_client_speaks_the_api() {
+    use dstack_agent_proto::GatewayClient;
+    use dstack_agent_proto::gateway::{
+        ChatModel, ModelFormat, OpenAiOptions, RegisterEntrypointRequest, RegisterReplicaRequest,
+        RegisterServiceRequest, Secret, ServiceOptions,
+    };
+    let gw = TestGateway::start().await;
+    let a = serve(replica("a")).await;
+    let client = GatewayClient::new(&gw.api_url(""));
+    assert_eq!(client.info().await.unwrap().version, "0.22.5");
+    let service = RegisterServiceRequest {
+        id: Some("run-id".into()),
+        run_name: "llm".into(),
+        domain: "llm.gw.example.com".into(),
+        https: false,
+        auth: false,
+        client_max_body_size: 64 << 20,
+        options: ServiceOptions {
+            openai: Some(OpenAiOptions {
+                model: ChatModel {
+                    kind: "chat".into(),
+                    name: "llama".into(),
+                    format: ModelFormat::Openai { prefix: "/v1".into() },
+                },
+            }),
+        },
+        ssh_private_key: Secret("k".into()),
+        rate_limits: Vec::new(),
+        has_router_replica: false,
+        read_timeout: 300,
+    };
+    client.register_service("main", &service).await.unwrap();
+    let err = client.register_service("main", &service).await.unwrap_err();
+    assert_eq!(
+        (err.status(), err.to_string().ends_with(": Service main/llm is already registered")),
+        (Some(400), true)
+    );
+    let replica = RegisterReplicaRequest {
+        job_id: "job1".into(),
+        app_port: a.port(),
+        ssh_host: String::new(),
+        ssh_port: 0,
+        ssh_proxy: None,
+        ssh_proxy_private_key: None,
+        ssh_head_proxy: None,
+        ssh_head_proxy_private_key: None,
+        internal_ip: Some("127.0.0.1".into()),
+    };
+    client.register_replica("main", "llm", &replica).await.unwrap();
+    match client.register_replica("main", "llm", &replica).await.unwrap_err() {
+        dstack_agent_proto::AgentError::Status { status, message, .. } => {
+            assert_eq!((status, message.as_str()), (400, "Replica job1 already exists in service main/llm"));
+        }
+        other => panic!("{other}"),
+    }
+    client
+        .register_entrypoint(
+            "main",
+            &RegisterEntrypointRequest {
+                domain: "gateway.gw.example.com".into(),
+                https: false,
+                read_timeout: 300,
+            },
+        )
+        .await
+        .unwrap();
+    let list = client.list_services().await.unwrap();
+    assert_eq!(list.services[0].replicas[0].id, "job1");
+    let stats = client.collect_stats().await.unwrap();
+    assert_eq!(stats[0].stats.keys().copied().collect::<Vec<_>>(), [30, 60, 300]);
+    client.unregister_replica("main", "llm", "job1").await.unwrap();
+    client.unregister_service("main", "llm").await.unwrap();
+    assert!(client.list_services().await.unwrap().services.is_empty());
+}

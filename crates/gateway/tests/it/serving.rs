@@ -327,3 +327,28 @@ async fn stats_count_requests_and_their_time_per_window() {
                "300": {"requests": 0, "request_time": 0.0}})
     );
 }
+
+#[tokio::test]
+async fn router_services_serve_only_the_inference_paths_and_bodies_are_limited() {
+    let gw = TestGateway::start().await;
+    let a = serve(replica("a")).await;
+    let extra = json!({"has_router_replica": true, "client_max_body_size": 1000,
+        "rate_limits": [{"prefix": "/v1", "key": {"type": "ip_address"}, "rps": 0.1, "burst": 0}]});
+    gw.register_service("main", "routed", "routed.gw.example.com", extra).await;
+    gw.register_replica("main", "routed", "ja", a).await;
+    let (client, base) = gw.http("routed.gw.example.com", "");
+    let resp = client.get(format!("{base}/whoami")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"detail": "Path is not allowed for this service"})
+    );
+    let chat = format!("{base}/v1/chat/completions");
+    let resp = client.post(&chat).json(&json!({"model": "m"})).send().await.unwrap();
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"replica": "a", "model": "m"}));
+    // `/v1` limits `/v1/…`: the next request within 10 s is refused.
+    let resp = client.post(&chat).json(&json!({"model": "m"})).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let resp = client.post(format!("{base}/generate")).body(vec![b'x'; 2000]).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
