@@ -66,6 +66,11 @@ pub struct ConfigRequest {
     pub acme_eab_kid: Option<String>,
     #[serde(default)]
     pub acme_eab_hmac_key: Option<Secret>,
+    /// dstack-rs's extension: the URL the gateway asks for project membership
+    /// (`POST <url>/api/projects/<project>/get`); overrides the gateway's `--server-url`.
+    /// dstack's gateway reaches the server through the server's reverse SSH tunnel instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_url: Option<String>,
 }
 
 /// What a rate limit counts by.

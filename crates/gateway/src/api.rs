@@ -81,6 +81,9 @@ async fn info() -> Json<InfoResponse> {
 
 async fn config(State(shared): State<Arc<Shared>>, body: Bytes) -> Result<Json<OkResponse>> {
     let body: ConfigRequest = decode(&body)?;
+    if let Some(url) = body.server_url.as_deref().filter(|u| !u.is_empty()) {
+        shared.auth.set_server_url(url);
+    }
     shared.registry.set_config(body).await?;
     Ok(ok())
 }

@@ -15,7 +15,8 @@ const CACHE_TTL: Duration = Duration::from_secs(60);
 const MAX_CACHED: usize = 10_000;
 
 pub(crate) struct Auth {
-    server_url: Option<String>,
+    /// From `--server-url`, replaced by `POST /api/config`'s `server_url`.
+    server_url: Mutex<Option<String>>,
     client: reqwest::Client,
     cache: Mutex<HashMap<(String, String), (bool, Instant)>>,
 }
@@ -24,9 +25,19 @@ impl Auth {
     pub(crate) fn new(server_url: Option<String>) -> Auth {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default();
         Auth {
-            server_url: server_url.map(|u| u.trim_end_matches('/').to_owned()),
+            server_url: Mutex::new(server_url.map(|u| u.trim_end_matches('/').to_owned())),
             client,
             cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Asks `url` from now on; the cached answers are dropped.
+    pub(crate) fn set_server_url(&self, url: &str) {
+        let url = url.trim_end_matches('/').to_owned();
+        let mut current = self.server_url.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.as_deref() != Some(url.as_str()) {
+            *current = Some(url);
+            self.lock().clear();
         }
     }
 
@@ -57,7 +68,8 @@ impl Auth {
                 format!("Failed requesting dstack-server to check access: {what}"),
             )
         };
-        let Some(server) = &self.server_url else {
+        let server = self.server_url.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let Some(server) = server else {
             return Err(failed("the gateway has no server URL".to_owned()));
         };
         let resp = self

@@ -63,7 +63,8 @@ pub struct Config {
     /// Certificates: `<cert_dir>/<domain>/{fullchain,privkey}.pem`, or `<cert_dir>/*.<parent>/`.
     pub cert_dir: PathBuf,
     /// The dstack server, asked whether a token belongs to a project member
-    /// (`POST <url>/api/projects/<project>/get`).
+    /// (`POST <url>/api/projects/<project>/get`); a `server_url` sent to `POST /api/config`
+    /// (saved in the state) takes its place.
     pub server_url: Option<String>,
     /// Timeouts of the proxy to the replicas.
     pub proxy: ProxyOptions,
@@ -148,12 +149,13 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
     let state_file = config.state_dir.join(state::STATE_FILE);
     let state = state::State::load(&state_file)?;
     let certs = config.https_listen.map(|_| Arc::new(tls::CertStore::new(config.cert_dir.clone())));
+    let server_url = state.config.server_url.clone().filter(|u| !u.is_empty()).or(config.server_url.clone());
     let proxy = Proxy::new(config.proxy);
     let shared = Arc::new(Shared {
         registry: registry::Registry::new(state_file, state, certs.clone(), proxy.clone()),
         proxy,
         load: Arc::new(LoadTracker::default()),
-        auth: auth::Auth::new(config.server_url.clone()),
+        auth: auth::Auth::new(server_url),
     });
     let mut tasks = Vec::new();
     let api_listener = bind(config.api_listen, "api").await?;

@@ -204,8 +204,13 @@ impl Registry {
         }
     }
 
-    pub(crate) async fn set_config(&self, config: ConfigRequest) -> Result<(), ProxyError> {
+    /// Stores the ACME settings; a `server_url` is kept until another one is sent (dstack's
+    /// server sends none).
+    pub(crate) async fn set_config(&self, mut config: ConfigRequest) -> Result<(), ProxyError> {
         let mut state = self.state.lock().await;
+        if config.server_url.as_deref().is_none_or(str::is_empty) {
+            config.server_url = state.config.server_url.take();
+        }
         state.config = config;
         self.commit(&state)
     }

@@ -144,6 +144,32 @@ async fn auth_asks_the_server_and_caches_its_answer() {
     assert_eq!(stats[0]["stats"]["60"]["requests"], 3, "{stats}");
 }
 
+/// The server's URL can come with `POST /api/config` (dstack-rs's extension) and is kept
+/// across restarts and across a later config without it.
+#[tokio::test]
+async fn the_server_url_comes_with_the_config() {
+    let server = fake_server().await;
+    let gw = TestGateway::start().await;
+    let a = serve(replica("a")).await;
+    gw.register_service("main", "private", "private.gw.example.com", json!({"auth": true})).await;
+    gw.register_replica("main", "private", "ja", a).await;
+    let get = async |gw: &TestGateway| {
+        let (client, url) = gw.http("private.gw.example.com", "/whoami");
+        client.get(&url).bearer_auth("good").send().await.unwrap().status()
+    };
+    assert_eq!(get(&gw).await, StatusCode::INTERNAL_SERVER_ERROR, "no server to ask yet");
+    let (status, _) = gw.post("/api/config", json!({"server_url": server.url})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(get(&gw).await, StatusCode::OK);
+    let (status, _) = gw.post("/api/config", json!({"acme_server": null})).await;
+    assert_eq!(status, StatusCode::OK);
+    let gw = gw.restart().await;
+    crate::harness::eventually("the restarted gateway to serve with auth", async || {
+        get(&gw).await == StatusCode::OK
+    })
+    .await;
+}
+
 /// The same against our real server: the admin is a member of `main`; a bad token and an
 /// unknown project are denied.
 #[tokio::test]
