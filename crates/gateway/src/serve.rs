@@ -4,8 +4,8 @@
 //!
 //! 1. HTTP to an `https` service ⇒ 301 to `https://<host><uri>`;
 //! 2. the location: the longest rate-limit prefix matching the path (router services: only
-//!    `/v1/…`, `/generate`, `/chat/completions`, else 403); a body over
-//!    `client_max_body_size` ⇒ 413;
+//!    `/v1/…`, `/generate`, `/chat/completions`, else 403); a `Content-Length` over
+//!    `client_max_body_size` ⇒ 413 (a chunked body is cut there: 502);
 //! 3. CORS preflight (`OPTIONS`, openai-format models) ⇒ 204, before auth;
 //! 4. the location's rate limit ⇒ 429;
 //! 5. `auth: true` ⇒ the server must say the token is a project member, else 403;
@@ -181,14 +181,16 @@ async fn handle_service(
     } else {
         &path
     };
-    let too_large = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| route.client_max_body_size > 0 && n > route.client_max_body_size);
-    if too_large {
+    let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let max = route.client_max_body_size;
+    if max > 0 && length.is_some_and(|n| n > max) {
         return ProxyError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large").into_response();
+    }
+    if max > 0 && length.is_none() {
+        // A chunked body is cut at the limit: the request to the replica fails (502), as the
+        // body streams through instead of being buffered first as nginx does (413).
+        let limit = usize::try_from(max).unwrap_or(usize::MAX);
+        req = req.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
     }
     if route.cors && req.method() == Method::OPTIONS {
         let mut resp = Response::new(Body::empty());

@@ -80,6 +80,7 @@ pub(crate) fn replica(name: &'static str) -> Router {
             }),
         )
         .route("/ws", get(websocket_echo))
+        .route("/generate", post(|body: axum::body::Bytes| async move { body.len().to_string() }))
         .route(
             "/v1/chat/completions",
             post(move |body: axum::body::Bytes| async move {

@@ -377,4 +377,17 @@ async fn router_services_serve_only_the_inference_paths_and_bodies_are_limited()
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     let resp = client.post(format!("{base}/generate")).body(vec![b'x'; 2000]).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // A chunked body is cut at the limit instead.
+    let chunks = futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 500])));
+    let body = reqwest::Body::wrap_stream(chunks);
+    let resp = client.post(format!("{base}/generate")).body(body).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let chunks = futures_util::stream::iter((0..1).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 500])));
+    let resp = client
+        .post(format!("{base}/generate"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "500");
 }
