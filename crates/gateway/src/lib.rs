@@ -17,8 +17,8 @@
 //!   change and read at start, so a restarted gateway serves its services again.
 //!
 //! Not done yet: ACME (certificates must be files), the server connection of dstack (the
-//! server's `-R` socket; the server's URL is [`Config::server_url`]), per-service read
-//! timeouts (one response timeout for all), HTTP/2.
+//! server's `-R` socket; the server's URL is [`Config::server_url`] or `POST /api/config`'s
+//! `server_url`), HTTP/2.
 
 use std::future::Future;
 use std::net::SocketAddr;

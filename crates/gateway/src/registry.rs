@@ -47,6 +47,9 @@ pub(crate) struct Route {
     pub(crate) limits: Vec<(wire::RateLimit, Arc<Limiter>)>,
     /// The replicas that are connected, by job id.
     pub(crate) upstreams: Vec<Upstream>,
+    /// How long a replica may take to answer (dstack's `read_timeout`, nginx's
+    /// `proxy_read_timeout`; here: until the response headers).
+    pub(crate) read_timeout: std::time::Duration,
 }
 
 impl Route {
@@ -149,6 +152,7 @@ impl Registry {
                 has_router_replica: s.has_router_replica,
                 limits: s.rate_limits.iter().cloned().zip(buckets.iter().cloned()).collect(),
                 upstreams,
+                read_timeout: std::time::Duration::from_secs(s.read_timeout.max(1)),
             });
             by_run.insert((s.project_name.clone(), s.run_name.clone()), route.clone());
             routes.services.insert(s.domain.clone(), route);

@@ -226,7 +226,10 @@ async fn handle_service(
         req.headers_mut().insert(HeaderName::from_static("x-real-ip"), ip);
     }
     let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
-    let mut resp = shared.proxy.forward(req, &route.upstreams, &path_and_query, &[]).await;
+    let mut resp = shared
+        .proxy
+        .forward_with_timeout(req, &route.upstreams, &path_and_query, &[], route.read_timeout)
+        .await;
     if route.cors {
         let headers = resp.headers_mut();
         headers.remove(header::ACCESS_CONTROL_ALLOW_CREDENTIALS);

@@ -49,6 +49,13 @@ pub(crate) fn replica(name: &'static str) -> Router {
             }),
         )
         .route(
+            "/slower",
+            get(move || async move {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                name
+            }),
+        )
+        .route(
             "/headers",
             any(|req: Request| async move {
                 let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();

@@ -391,3 +391,16 @@ async fn router_services_serve_only_the_inference_paths_and_bodies_are_limited()
         .unwrap();
     assert_eq!(resp.text().await.unwrap(), "500");
 }
+
+#[tokio::test]
+async fn a_slow_replica_times_out_after_the_services_read_timeout() {
+    let gw = TestGateway::start().await;
+    let a = serve(replica("a")).await;
+    gw.register_service("main", "quick", "quick.gw.example.com", json!({"read_timeout": 1})).await;
+    gw.register_replica("main", "quick", "ja", a).await;
+    let (client, base) = gw.http("quick.gw.example.com", "");
+    let resp = client.get(format!("{base}/slower")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"detail": "Timed out requesting upstream"}));
+    assert_eq!(client.get(format!("{base}/slow")).send().await.unwrap().text().await.unwrap(), "a");
+}
