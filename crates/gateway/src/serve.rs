@@ -186,7 +186,7 @@ async fn handle_service(
     if max > 0 && length.is_some_and(|n| n > max) {
         return ProxyError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large").into_response();
     }
-    if max > 0 && length.is_none() {
+    if max > 0 && length.is_none() && !hyper::body::Body::is_end_stream(req.body()) {
         // A chunked body is cut at the limit: the request to the replica fails (502), as the
         // body streams through instead of being buffered first as nginx does (413).
         let limit = usize::try_from(max).unwrap_or(usize::MAX);
