@@ -182,9 +182,13 @@ impl Registry {
         *self.routes.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(routes);
     }
 
-    /// Writes `state` to disk and publishes it.
-    fn commit(&self, state: &State) -> Result<(), ProxyError> {
-        if let Err(e) = state.save(&self.state_file) {
+    /// Writes `state` to disk (on a blocking thread: it fsyncs) and publishes it.
+    async fn commit(&self, state: &State) -> Result<(), ProxyError> {
+        let (copy, path) = (state.clone(), self.state_file.clone());
+        let saved = tokio::task::spawn_blocking(move || copy.save(&path))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        if let Err(e) = saved {
             tracing::error!(path = %self.state_file.display(), error = %e, "cannot write the gateway state");
             return Err(ProxyError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -216,7 +220,7 @@ impl Registry {
             config.server_url = state.config.server_url.take();
         }
         state.config = config;
-        self.commit(&state)
+        self.commit(&state).await
     }
 
     pub(crate) async fn register_service(
@@ -272,7 +276,7 @@ impl Registry {
                 Model { name: model.name, run_name: run, created, format: model.format },
             );
         }
-        self.commit(&state)
+        self.commit(&state).await
     }
 
     pub(crate) async fn unregister_service(&self, project: &str, run: &str) -> Result<(), ProxyError> {
@@ -296,7 +300,7 @@ impl Registry {
             }
         }
         tracing::info!(service = %service.fmt(), "service unregistered");
-        self.commit(&state)
+        self.commit(&state).await
     }
 
     pub(crate) async fn set_service_id(
@@ -313,7 +317,7 @@ impl Registry {
             return Err(bad(format!("Service {project}/{run} already has an ID")));
         }
         service.id = Some(id);
-        self.commit(&state)
+        self.commit(&state).await
     }
 
     pub(crate) async fn register_replica(
@@ -339,7 +343,7 @@ impl Registry {
         if let Some(service) = state.service_mut(project, run) {
             service.replicas.push(body);
         }
-        self.commit(&state)
+        self.commit(&state).await
     }
 
     pub(crate) async fn unregister_replica(
@@ -360,7 +364,7 @@ impl Registry {
         service.replicas.remove(idx);
         lock(&self.conns).remove(&conn_key(project, run, job_id));
         tracing::info!(service = %format!("{project}/{run}"), replica = %job_id, "replica unregistered");
-        self.commit(&state)
+        self.commit(&state).await
     }
 
     pub(crate) async fn register_entrypoint(
@@ -382,7 +386,7 @@ impl Registry {
                 read_timeout: body.read_timeout,
             },
         );
-        self.commit(&state)
+        self.commit(&state).await
     }
 
     pub(crate) async fn list_services(&self) -> ServiceListResponse {
