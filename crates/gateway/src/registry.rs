@@ -2,8 +2,9 @@
 //!
 //! Mutations are serialized by one lock (the state's mutex, dstack's asyncio `lock`), which is
 //! held across the SSH connect of a new replica, as dstack holds it across `apply_service`.
-//! Each mutation changes the state, writes it to disk, then publishes a new [`Routes`]
-//! snapshot, which requests read without taking the lock.
+//! Each mutation changes a copy of the state, writes it to disk, and only then makes it the
+//! state and publishes a new [`Routes`] snapshot, which requests read without the lock; a
+//! failed write changes nothing.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -215,12 +216,15 @@ impl Registry {
     /// Stores the ACME settings; a `server_url` is kept until another one is sent (dstack's
     /// server sends none).
     pub(crate) async fn set_config(&self, mut config: ConfigRequest) -> Result<(), ProxyError> {
-        let mut state = self.state.lock().await;
+        let mut guard = self.state.lock().await;
+        let mut state = guard.clone();
         if config.server_url.as_deref().is_none_or(str::is_empty) {
             config.server_url = state.config.server_url.take();
         }
         state.config = config;
-        self.commit(&state).await
+        self.commit(&state).await?;
+        *guard = state;
+        Ok(())
     }
 
     pub(crate) async fn register_service(
@@ -231,7 +235,8 @@ impl Registry {
         let run = body.run_name.to_lowercase();
         let domain = body.domain.to_lowercase();
         validate_rate_limits(&body.rate_limits)?;
-        let mut state = self.state.lock().await;
+        let mut guard = self.state.lock().await;
+        let mut state = guard.clone();
         if state.service(project, &run).is_some() {
             return Err(bad(wire::service_already_registered(project, &run)));
         }
@@ -276,11 +281,14 @@ impl Registry {
                 Model { name: model.name, run_name: run, created, format: model.format },
             );
         }
-        self.commit(&state).await
+        self.commit(&state).await?;
+        *guard = state;
+        Ok(())
     }
 
     pub(crate) async fn unregister_service(&self, project: &str, run: &str) -> Result<(), ProxyError> {
-        let mut state = self.state.lock().await;
+        let mut guard = self.state.lock().await;
+        let mut state = guard.clone();
         let Some(service) = state.services.get_mut(project).and_then(|runs| runs.remove(run)) else {
             return Err(bad(format!("Service {project}/{run} is not registered, cannot unregister")));
         };
@@ -300,7 +308,9 @@ impl Registry {
             }
         }
         tracing::info!(service = %service.fmt(), "service unregistered");
-        self.commit(&state).await
+        self.commit(&state).await?;
+        *guard = state;
+        Ok(())
     }
 
     pub(crate) async fn set_service_id(
@@ -309,7 +319,8 @@ impl Registry {
         run: &str,
         id: String,
     ) -> Result<(), ProxyError> {
-        let mut state = self.state.lock().await;
+        let mut guard = self.state.lock().await;
+        let mut state = guard.clone();
         let Some(service) = state.service_mut(project, run) else {
             return Err(bad(format!("Service {project}/{run} does not exist, cannot set ID")));
         };
@@ -317,7 +328,9 @@ impl Registry {
             return Err(bad(format!("Service {project}/{run} already has an ID")));
         }
         service.id = Some(id);
-        self.commit(&state).await
+        self.commit(&state).await?;
+        *guard = state;
+        Ok(())
     }
 
     pub(crate) async fn register_replica(
@@ -326,7 +339,8 @@ impl Registry {
         run: &str,
         body: RegisterReplicaRequest,
     ) -> Result<(), ProxyError> {
-        let mut state = self.state.lock().await;
+        let mut guard = self.state.lock().await;
+        let mut state = guard.clone();
         let Some(service) = state.service(project, run) else {
             return Err(bad(format!("Service {project}/{run} does not exist, cannot register replica")));
         };
@@ -338,12 +352,18 @@ impl Registry {
             tracing::warn!(service = %format!("{project}/{run}"), replica = %body.job_id, error = %e, "cannot connect to a replica");
             bad(format!("Cannot register replica {} in service {project}/{run}: {e}", body.job_id))
         })?;
-        lock(&self.conns).insert(conn_key(project, run, &body.job_id), conn);
+        let key = conn_key(project, run, &body.job_id);
+        lock(&self.conns).insert(key.clone(), conn);
         tracing::info!(service = %format!("{project}/{run}"), replica = %body.job_id, "replica registered");
         if let Some(service) = state.service_mut(project, run) {
             service.replicas.push(body);
         }
-        self.commit(&state).await
+        if let Err(e) = self.commit(&state).await {
+            lock(&self.conns).remove(&key);
+            return Err(e);
+        }
+        *guard = state;
+        Ok(())
     }
 
     pub(crate) async fn unregister_replica(
@@ -352,7 +372,8 @@ impl Registry {
         run: &str,
         job_id: &str,
     ) -> Result<(), ProxyError> {
-        let mut state = self.state.lock().await;
+        let mut guard = self.state.lock().await;
+        let mut state = guard.clone();
         let Some(service) = state.service_mut(project, run) else {
             return Err(bad(format!("Service {project}/{run} does not exist, cannot unregister replica")));
         };
@@ -364,7 +385,9 @@ impl Registry {
         service.replicas.remove(idx);
         lock(&self.conns).remove(&conn_key(project, run, job_id));
         tracing::info!(service = %format!("{project}/{run}"), replica = %job_id, "replica unregistered");
-        self.commit(&state).await
+        self.commit(&state).await?;
+        *guard = state;
+        Ok(())
     }
 
     pub(crate) async fn register_entrypoint(
@@ -373,7 +396,8 @@ impl Registry {
         body: RegisterEntrypointRequest,
     ) -> Result<(), ProxyError> {
         let domain = body.domain.to_lowercase();
-        let mut state = self.state.lock().await;
+        let mut guard = self.state.lock().await;
+        let mut state = guard.clone();
         if body.https {
             self.check_certificate(&domain)?;
         }
@@ -386,7 +410,9 @@ impl Registry {
                 read_timeout: body.read_timeout,
             },
         );
-        self.commit(&state).await
+        self.commit(&state).await?;
+        *guard = state;
+        Ok(())
     }
 
     pub(crate) async fn list_services(&self) -> ServiceListResponse {

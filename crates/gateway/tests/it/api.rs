@@ -284,3 +284,24 @@ async fn the_gateway_client_speaks_the_api() {
     client.unregister_service("main", "llm").await.unwrap();
     assert!(client.list_services().await.unwrap().services.is_empty());
 }
+
+#[tokio::test]
+async fn a_failed_state_write_changes_nothing() {
+    let gw = TestGateway::start().await;
+    gw.register_service("main", "kept", "kept.gw.example.com", json!({})).await;
+    // The temp file's name taken by a directory: the write fails (also for root).
+    let blocker = gw.state_dir().join("state.json.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let body = json!({"run_name": "lost", "domain": "lost.gw.example.com", "https": false, "auth": false,
+                      "client_max_body_size": 1, "options": {}, "ssh_private_key": "k"});
+    let (status, resp) = gw.post("/api/registry/main/services/register", body.clone()).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(resp["detail"].as_str().unwrap().starts_with("Cannot write the gateway state"), "{resp}");
+    let (_, list) = gw.get("/api/services/list").await;
+    assert_eq!(list["services"].as_array().unwrap().len(), 1, "{list}");
+    let (client, url) = gw.http("lost.gw.example.com", "/");
+    assert_eq!(client.get(url).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    std::fs::remove_dir(&blocker).unwrap();
+    let (status, _) = gw.post("/api/registry/main/services/register", body).await;
+    assert_eq!(status, StatusCode::OK);
+}
