@@ -1,4 +1,4 @@
-//! Async clients of the two agents; one method per route.
+//! Async clients of the two agents and of the gateway; one method per route.
 
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::HealthcheckResponse;
+use crate::gateway as gw;
 use crate::runner::{MetricsResponse, PullResponse, RunResponse, SubmitBody};
 use crate::shim::{
     ComponentsResponse, InstanceHealthResponse, InstanceInfo, ShutdownBody, TaskConfig, TaskInfoResponse,
@@ -249,5 +250,96 @@ impl RunnerClient {
             Err(AgentError::Status { status, .. }) if status == StatusCode::NOT_FOUND.as_u16() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The gateway API (spec agents.md §4.6), what the server calls on `dstack-gateway`. An error
+/// answer is [`AgentError::Status`] whose `message` is dstack's `detail` (e.g.
+/// [`crate::gateway::replica_already_exists`]'s text, which callers match).
+#[derive(Debug, Clone)]
+pub struct GatewayClient {
+    http: Http,
+}
+
+impl GatewayClient {
+    /// A client with dstack's gateway timeout (120 s).
+    pub fn new(base_url: &str) -> GatewayClient {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        GatewayClient::with_client(base_url, client)
+    }
+
+    /// A client that shares `client` (its connection pool and timeouts).
+    pub fn with_client(base_url: &str, client: reqwest::Client) -> GatewayClient {
+        GatewayClient { http: Http::with_client(base_url, client) }
+    }
+
+    pub async fn info(&self) -> Result<gw::InfoResponse, AgentError> {
+        self.http.get("/").await.map_err(detail)
+    }
+
+    pub async fn set_config(&self, body: &gw::ConfigRequest) -> Result<(), AgentError> {
+        self.ok("/api/config", body).await
+    }
+
+    pub async fn register_service(
+        &self,
+        project: &str,
+        body: &gw::RegisterServiceRequest,
+    ) -> Result<(), AgentError> {
+        self.ok(&format!("/api/registry/{project}/services/register"), body).await
+    }
+
+    pub async fn unregister_service(&self, project: &str, run: &str) -> Result<(), AgentError> {
+        self.ok(&format!("/api/registry/{project}/services/{run}/unregister"), &()).await
+    }
+
+    pub async fn register_replica(
+        &self,
+        project: &str,
+        run: &str,
+        body: &gw::RegisterReplicaRequest,
+    ) -> Result<(), AgentError> {
+        self.ok(&format!("/api/registry/{project}/services/{run}/replicas/register"), body).await
+    }
+
+    pub async fn unregister_replica(&self, project: &str, run: &str, job_id: &str) -> Result<(), AgentError> {
+        self.ok(&format!("/api/registry/{project}/services/{run}/replicas/{job_id}/unregister"), &()).await
+    }
+
+    pub async fn register_entrypoint(
+        &self,
+        project: &str,
+        body: &gw::RegisterEntrypointRequest,
+    ) -> Result<(), AgentError> {
+        self.ok(&format!("/api/registry/{project}/entrypoints/register"), body).await
+    }
+
+    pub async fn list_services(&self) -> Result<gw::ServiceListResponse, AgentError> {
+        self.http.get("/api/services/list").await.map_err(detail)
+    }
+
+    pub async fn collect_stats(&self) -> Result<Vec<gw::ServiceStats>, AgentError> {
+        self.http.get("/api/stats/collect").await.map_err(detail)
+    }
+
+    async fn ok<B: Serialize>(&self, path: &str, body: &B) -> Result<(), AgentError> {
+        let _: gw::OkResponse = self.http.post_json(path, body).await.map_err(detail)?;
+        Ok(())
+    }
+}
+
+/// An error answer's message as dstack's `detail` when the body is `{"detail": "…"}`.
+fn detail(e: AgentError) -> AgentError {
+    match e {
+        AgentError::Status { url, status, message } => {
+            let detail = serde_json::from_str::<serde_json::Value>(&message)
+                .ok()
+                .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_owned));
+            AgentError::Status { url, status, message: detail.unwrap_or(message) }
+        }
+        other => other,
     }
 }

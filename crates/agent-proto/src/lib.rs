@@ -6,6 +6,8 @@
 //!   child process.
 //! - [`runner`]: `dstack-runner`, the in-container agent (port 10999). It runs exactly one job
 //!   and serves its state events and logs to the server's `/api/pull` polls.
+//! - [`gateway`]: `dstack-gateway`'s API, what the server calls to register services and
+//!   replicas on a gateway and to collect their stats.
 //! - [`client`]: [`ShimClient`] and [`RunnerClient`], what the server calls them with.
 //!
 //! Both agents answer errors as plain text (`<msg>\n`) with the HTTP status, and bodiless
@@ -17,10 +19,11 @@
 //! [`runner::SubmitBody`] are `dstack-api`'s types, not copies.
 
 pub mod client;
+pub mod gateway;
 pub mod runner;
 pub mod shim;
 
-pub use client::{AgentError, RunnerClient, ShimClient};
+pub use client::{AgentError, GatewayClient, RunnerClient, ShimClient};
 
 /// The dstack release whose agent APIs these are; what `/api/healthcheck` reports.
 pub const AGENT_VERSION: &str = "0.22.5";

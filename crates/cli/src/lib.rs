@@ -24,6 +24,7 @@ pub mod common;
 pub mod files;
 pub mod fleet;
 pub mod fleet_apply;
+pub mod gateway;
 pub mod init;
 pub mod logs;
 pub mod offer;
@@ -77,6 +78,9 @@ pub enum Command {
     Ps(runs::PsArgs),
     /// Manage a project's secrets.
     Secret(secret::SecretArgs),
+    /// Run a gateway: services on their own domains over HTTP and HTTPS, registered by the
+    /// server through the gateway API.
+    Gateway(gateway::GatewayArgs),
     /// Start the dstack server (SQLite under ~/.dstack/server by default).
     Server(server::ServerArgs),
     /// Stop runs.
@@ -123,6 +127,7 @@ where
     let code = match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Server(args) => server::run(&args),
+        Command::Gateway(args) => gateway::run(&args),
         Command::Project(cmd) => project::run(&cmd),
         Command::Secret(args) => secret::run(&args),
         Command::Apply(args) => apply::run(&args),

@@ -180,7 +180,21 @@ impl Proxy {
         path_and_query: &str,
         drop_headers: &[HeaderName],
     ) -> Response<Body> {
-        match self.try_forward(req, upstreams, path_and_query, drop_headers).await {
+        self.forward_with_timeout(req, upstreams, path_and_query, drop_headers, self.options.response_timeout)
+            .await
+    }
+
+    /// [`Proxy::forward`] with its own [`Options::response_timeout`] (the gateway's
+    /// per-service `read_timeout`).
+    pub async fn forward_with_timeout(
+        self: &Arc<Self>,
+        req: Request<Body>,
+        upstreams: &[Upstream],
+        path_and_query: &str,
+        drop_headers: &[HeaderName],
+        response_timeout: Duration,
+    ) -> Response<Body> {
+        match self.try_forward(req, upstreams, path_and_query, drop_headers, response_timeout).await {
             Ok(resp) => resp,
             Err(e) => e.into_response(),
         }
@@ -192,6 +206,7 @@ impl Proxy {
         upstreams: &[Upstream],
         path_and_query: &str,
         drop_headers: &[HeaderName],
+        response_timeout: Duration,
     ) -> Result<Response<Body>, ProxyError> {
         if upstreams.is_empty() {
             return Err(ProxyError::new(StatusCode::SERVICE_UNAVAILABLE, "No ready replicas"));
@@ -219,20 +234,20 @@ impl Proxy {
                 let on_upgrade = downstream_upgrade.ok_or_else(|| {
                     ProxyError::new(StatusCode::BAD_REQUEST, "This connection cannot be upgraded")
                 })?;
-                return self.forward_upgrade(req, sender, on_upgrade, stats).await;
+                return self.forward_upgrade(req, sender, on_upgrade, stats, response_timeout).await;
             }
             // A pooled connection first; one found closed hands the request back.
             while let Some(mut sender) = self.checkout(upstream.addr) {
                 if sender.ready().await.is_err() {
                     continue;
                 }
-                match self.send(&mut sender, req, &stats).await? {
+                match self.send(&mut sender, req, &stats, response_timeout).await? {
                     Sent::Response(resp) => return Ok(self.respond(resp, sender, upstream.addr, stats)),
                     Sent::NotSent(back) => req = back,
                 }
             }
             let Some(mut sender) = self.connect(upstream, &stats, false).await else { continue };
-            match self.send(&mut sender, req, &stats).await? {
+            match self.send(&mut sender, req, &stats, response_timeout).await? {
                 Sent::Response(resp) => return Ok(self.respond(resp, sender, upstream.addr, stats)),
                 Sent::NotSent(back) => {
                     stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -249,9 +264,10 @@ impl Proxy {
         sender: &mut SendRequest<Body>,
         req: Request<Body>,
         stats: &ReplicaStats,
+        response_timeout: Duration,
     ) -> Result<Sent, ProxyError> {
         stats.requests.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(self.options.response_timeout, sender.try_send_request(req)).await {
+        match tokio::time::timeout(response_timeout, sender.try_send_request(req)).await {
             Ok(Ok(resp)) => Ok(Sent::Response(resp)),
             Ok(Err(mut e)) => match e.take_message() {
                 Some(req) => Ok(Sent::NotSent(req)),
@@ -367,10 +383,9 @@ impl Proxy {
         mut sender: SendRequest<Body>,
         downstream: hyper::upgrade::OnUpgrade,
         stats: Arc<ReplicaStats>,
+        response_timeout: Duration,
     ) -> Result<Response<Body>, ProxyError> {
-        let mut resp = match tokio::time::timeout(self.options.response_timeout, sender.send_request(req))
-            .await
-        {
+        let mut resp = match tokio::time::timeout(response_timeout, sender.send_request(req)).await {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);

@@ -32,11 +32,19 @@ struct Bucket {
     /// Sum over the second of the requests in progress, in request-milliseconds.
     in_flight_ms: f64,
     latencies: [u32; N_LATENCY_BUCKETS],
+    /// Sum of the durations of the requests that ended in this second, in milliseconds.
+    latency_ms_total: f64,
 }
 
 impl Bucket {
     fn empty(second: u64) -> Bucket {
-        Bucket { second, requests: 0, in_flight_ms: 0.0, latencies: [0; N_LATENCY_BUCKETS] }
+        Bucket {
+            second,
+            requests: 0,
+            in_flight_ms: 0.0,
+            latencies: [0; N_LATENCY_BUCKETS],
+            latency_ms_total: 0.0,
+        }
     }
 }
 
@@ -89,6 +97,9 @@ pub struct WindowLoad {
     /// The 95th percentile of the durations of the requests that ended in the window, in
     /// seconds (a histogram bucket's upper bound).
     pub p95_latency: Option<f64>,
+    /// The mean duration of the requests that ended in the window, in seconds (the
+    /// gateway's `request_time`).
+    pub mean_latency: Option<f64>,
 }
 
 /// Stats of every service the proxy has seen, by a key the caller chooses (the run id).
@@ -155,7 +166,9 @@ impl LoadTracker {
         load.in_flight -= 1;
         let ms = at.saturating_sub(began).as_secs_f64() * 1000.0;
         let idx = if ms <= 1.0 { 0 } else { ((ms.log2() * 4.0).ceil() as usize).min(N_LATENCY_BUCKETS - 1) };
-        load.bucket(at.as_secs()).latencies[idx] += 1;
+        let bucket = load.bucket(at.as_secs());
+        bucket.latencies[idx] += 1;
+        bucket.latency_ms_total += ms;
     }
 
     fn windows_at(&self, service: &str, windows: &[u64], at: Duration) -> Vec<WindowLoad> {
@@ -171,6 +184,7 @@ impl LoadTracker {
                 let mut out = WindowLoad::default();
                 let mut hist = [0u64; N_LATENCY_BUCKETS];
                 let mut in_flight_ms = 0.0;
+                let mut latency_ms_total = 0.0;
                 for b in load
                     .buckets
                     .iter()
@@ -178,12 +192,15 @@ impl LoadTracker {
                 {
                     out.requests += b.requests;
                     in_flight_ms += b.in_flight_ms;
+                    latency_ms_total += b.latency_ms_total;
                     for (h, n) in hist.iter_mut().zip(b.latencies) {
                         *h += u64::from(n);
                     }
                 }
                 out.avg_in_flight = in_flight_ms / 1000.0 / w as f64;
                 out.p95_latency = p95(&hist);
+                let ended: u64 = hist.iter().sum();
+                out.mean_latency = (ended > 0).then(|| latency_ms_total / 1000.0 / ended as f64);
                 out
             })
             .collect()
@@ -293,6 +310,8 @@ mod tests {
         let w = t.windows_at("a", &[60], s(13.0));
         let p95 = w[0].p95_latency.expect("requests ended");
         assert!((2.0..2.4).contains(&p95), "{p95}");
+        let mean = w[0].mean_latency.expect("requests ended");
+        assert!((mean - (90.0 * 0.010 + 10.0 * 2.0) / 100.0).abs() < 1e-6, "{mean}");
         assert_eq!(t.windows_at("b", &[60], s(13.0))[0].p95_latency, None);
     }
 

@@ -95,7 +95,7 @@ fn help_lists_the_run_verbs() {
     let home = TempDir::new().unwrap();
     let out = dstack(&home).arg("--help").assert().code(0);
     let help = String::from_utf8_lossy(&out.get_output().stdout).to_string();
-    for verb in ["apply", "ps", "logs", "stop", "delete", "offer", "fleet", "init", "completion"] {
+    for verb in ["apply", "ps", "logs", "stop", "delete", "offer", "fleet", "init", "completion", "gateway"] {
         assert!(help.contains(&format!("\n  {verb} ")), "{verb} missing from:\n{help}");
     }
     dstack(&home)
@@ -104,6 +104,22 @@ fn help_lists_the_run_verbs() {
         .code(0)
         .stdout(predicate::str::contains("-e, --env <VAR[=VALUE]>"))
         .stdout(predicate::str::contains("Ctrl-C detaches"));
+}
+
+#[test]
+fn gateway_says_which_address_is_taken() {
+    let home = TempDir::new().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let state = home.path().join("gw");
+    dstack(&home)
+        .args(["gateway", "--api-listen", "127.0.0.1:0", "--http-listen", &addr, "--state-dir"])
+        .arg(&state)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!("cannot listen on {addr} (http)")))
+        .stderr(predicate::str::contains("--http-listen"));
+    assert!(state.is_dir(), "the state dir is created");
 }
 
 #[test]
