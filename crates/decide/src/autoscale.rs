@@ -73,6 +73,8 @@ pub struct ServiceScaling {
     /// `None`: no stats (nothing changes under `scaling`).
     pub stats: Option<ServiceStats>,
     pub deployment_num: i64,
+    /// The longest a replica replaced by a rolling deployment drains ([`crate::rolling`]).
+    pub drain_timeout: jiff::SignedDuration,
 }
 
 /// A replica to submit: a new one, or the next submission of an inactive one.
@@ -416,6 +418,9 @@ mod tests {
             replica_group: "0".to_owned(),
             deployment_num: 0,
             serving: status == JobStatus::Running,
+            spec_current: false,
+            draining_since: None,
+            in_flight: 0,
         }
     }
 
@@ -435,6 +440,7 @@ mod tests {
                 desired: BTreeMap::new(),
                 stats: Some(stats),
                 deployment_num: 0,
+                drain_timeout: jiff::SignedDuration::from_secs(300),
             }),
         }
     }
@@ -574,7 +580,10 @@ mod tests {
         );
         run.service.as_mut().unwrap().deployment_num = 1;
         let plan = decide(&run, t(100));
-        assert!(plan.scale_up.is_empty());
         assert_eq!(plan.desired_replica_counts, Some([("0".to_owned(), 3)].into()));
+        // Not scaled: the rolling deployment submits new replicas up to desired + 1.
+        let nums: Vec<i64> = plan.scale_up.iter().map(|r| r.replica_num).collect();
+        assert_eq!(nums, [1, 2, 3]);
+        assert!(plan.terminate_jobs.is_empty(), "the old replica serves until others do");
     }
 }

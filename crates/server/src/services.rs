@@ -307,7 +307,8 @@ pub(crate) async fn ready_upstreams(
     let ids: Vec<uuid::Uuid> = running.iter().map(|j| j.id).collect();
     let registered = state.db.registered_jobs(&ids).await.map_err(internal)?;
     let mut upstreams = Vec::with_capacity(running.len());
-    for job in running.into_iter().filter(|j| is_ready(j, &registered)) {
+    // A replica being drained (a rolling deployment replaces it) gets no new requests.
+    for job in running.into_iter().filter(|j| is_ready(j, &registered) && j.drain_started_at.is_none()) {
         match replica_addr(state, job, Some(service_port)).await {
             Ok(addr) => upstreams.push(Upstream { id: job.id.to_string(), addr }),
             Err(e) => tracing::warn!(job = %job.job_name, error = %e, "replica address unknown"),
@@ -615,6 +616,7 @@ mod tests {
                 graceful_termination_attempts: None,
                 image_pull_progress: None,
                 inactivity_secs: None,
+                drain_started_at: None,
             }
         };
         let jobs = [

@@ -58,6 +58,7 @@ async fn running_job(db: &Db, service: bool) -> JobRow {
         graceful_termination_attempts: None,
         image_pull_progress: None,
         inactivity_secs: None,
+        drain_started_at: None,
     };
     db.insert_run(&run, std::slice::from_ref(&job)).await.unwrap();
     job
