@@ -320,7 +320,8 @@ mod tests {
         use JobStatus::*;
         let submit = |r: i64| vec![NewReplica { replica_num: r, group: "0".to_owned() }];
         // (jobs, now, submitted, drained, stopped)
-        let cases: Vec<(Vec<JobView>, i64, Vec<NewReplica>, Vec<Uuid>, Vec<Uuid>)> = vec![
+        type Case = (Vec<JobView>, i64, Vec<NewReplica>, Vec<Uuid>, Vec<Uuid>);
+        let cases: Vec<Case> = vec![
             // The update: one surge replica, the old one keeps serving.
             (vec![job(0, 0, Running)], 0, submit(1), vec![], vec![]),
             // The new one provisions or runs without being ready: nothing more.
