@@ -747,3 +747,45 @@ fn a_failed_update_leaves_the_old_version_serving_and_says_why() {
     assert!(tally.failed.is_empty(), "failed requests: {:?}", tally.failed);
     assert_eq!(tally.ok.keys().collect::<Vec<_>>(), ["v1"], "only v1 served: {:?}", tally.ok);
 }
+
+/// The real dstack 0.22.5 CLI (pip, `DSTACK_ORACLE_VENV`) re-applies a changed service as an
+/// update: it plans `action: update`, sends the current run back, and the run rolls to the
+/// new version.
+#[test]
+fn the_pip_cli_updates_a_service_in_place() {
+    let exe = match crate::pip_attach::pip_dstack() {
+        Ok(exe) => exe,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let Some(t) = apply_service(
+        "svc-pip",
+        &[("DSTACK_SERVER_LOCAL_FLEET_BLOCKS", "2")],
+        &format!("env:\n  VERSION: v1\n{HEALTH_PROBE}"),
+    ) else {
+        return;
+    };
+    let (home, url, token) = (t.home(), t.url.clone(), t.token.clone());
+    let base = "/proxy/services/main/svc-pip";
+    wait("v1 to serve", Duration::from_secs(120), || {
+        let (status, _, body) = http(&url, "GET", &format!("{base}/version"), Some(&token));
+        (status == 200 && body == "v1").then_some(())
+    });
+    let file = home.join("svc.yml");
+    let text = std::fs::read_to_string(&file).unwrap().replace("VERSION: v1", "VERSION: v2");
+    std::fs::write(&file, text).unwrap();
+    let out = crate::pip_attach::pip(&exe, home, &["apply", "-f", "svc.yml", "-y", "-d"]).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("Detected changes that can be updated in-place"), "{stdout}");
+    assert!(stdout.contains("- env"), "{stdout}");
+    assert!(stdout.contains("svc-pip updated"), "{stdout}");
+    assert_eq!(ps_run(home, "svc-pip")["deployment_num"], 1);
+    wait("v2 to serve alone", Duration::from_secs(120), || {
+        let answers: Vec<String> =
+            (0..4).map(|_| http(&url, "GET", &format!("{base}/version"), Some(&token)).2).collect();
+        answers.iter().all(|a| a == "v2").then_some(())
+    });
+}
