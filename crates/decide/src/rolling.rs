@@ -543,4 +543,133 @@ mod tests {
             }
         }
     }
+
+    /// A replica in the simulated world of [`whole_rollouts_keep_serving`].
+    #[derive(Debug, Clone)]
+    struct Sim {
+        num: i64,
+        dep: i64,
+        status: JobStatus,
+        reason: Option<JobTerminationReason>,
+        ready: bool,
+        draining: Option<Timestamp>,
+        in_flight: i64,
+    }
+
+    impl Sim {
+        fn serving(&self) -> bool {
+            self.status == JobStatus::Running && self.ready && self.draining.is_none()
+        }
+
+        fn view(&self) -> JobView {
+            JobView {
+                status: self.status,
+                termination_reason: self.reason,
+                deployment_num: self.dep,
+                serving: self.serving(),
+                draining_since: self.draining,
+                in_flight: self.in_flight,
+                ..job(self.num, self.dep, self.status)
+            }
+        }
+    }
+
+    /// Runs the whole run reconciler (scaling, rolling, failures) against a world where
+    /// replicas start, get ready, fail (a bad version never gets ready) and finish requests in
+    /// the order `events` says; returns the world after `events` and a settling phase.
+    fn simulate(desired: i64, bad: bool, events: &[(usize, u8)]) -> Result<Vec<Sim>, TestCaseError> {
+        let d = 1;
+        let mut world: Vec<Sim> = (0..desired)
+            .map(|n| Sim {
+                num: n,
+                dep: 0,
+                status: JobStatus::Running,
+                reason: None,
+                ready: true,
+                draining: None,
+                in_flight: 0,
+            })
+            .collect();
+        let settle = (0..400).map(|i| (i, if i % 7 == 6 { 1 } else { 0 }));
+        for (tick, (sel, kind)) in events.iter().copied().chain(settle).enumerate() {
+            let now = t(tick as i64);
+            let (snap, _) = run(world.iter().map(Sim::view).collect(), desired, d);
+            let plan = crate::run::decide(&snap, now);
+            prop_assert!(
+                !matches!(plan.status, RunStatus::Terminating | RunStatus::Failed),
+                "the run ends: {plan:?} {world:?}"
+            );
+            for r in &plan.scale_up {
+                world.push(Sim {
+                    num: r.replica_num,
+                    dep: d,
+                    status: JobStatus::Submitted,
+                    reason: None,
+                    ready: false,
+                    draining: None,
+                    in_flight: 0,
+                });
+            }
+            for stop in &plan.terminate_jobs {
+                let sim = world.iter_mut().find(|s| id(s.num) == stop.id).unwrap();
+                prop_assert!(!sim.serving(), "a serving replica stopped: {sim:?}");
+                sim.status = JobStatus::Terminating;
+                sim.reason = Some(stop.reason);
+            }
+            for drained in &plan.drain_jobs {
+                world.iter_mut().find(|s| id(s.num) == *drained).unwrap().draining = Some(now);
+            }
+            for bumped in &plan.bump_deployment {
+                world.iter_mut().find(|s| id(s.num) == *bumped).unwrap().dep = d;
+            }
+            let alive = world.iter().filter(|s| !s.status.is_finished()).count() as i64;
+            prop_assert!(alive <= desired + MAX_SURGE, "{alive} alive: {world:?}");
+            prop_assert!(world.iter().any(Sim::serving), "nothing serves: {world:?}");
+            // The world moves.
+            let n = world.len();
+            let sim = &mut world[sel % n];
+            match kind % 4 {
+                0 => match sim.status {
+                    JobStatus::Submitted => sim.status = JobStatus::Provisioning,
+                    JobStatus::Provisioning => sim.status = JobStatus::Running,
+                    JobStatus::Running if !sim.ready && !(bad && sim.dep == d) => sim.ready = true,
+                    JobStatus::Terminating => sim.status = JobStatus::Terminated,
+                    _ => {}
+                },
+                1 if sim.draining.is_some() => sim.in_flight = (sim.in_flight - 1).max(0),
+                1 if sim.serving() => sim.in_flight += 1,
+                2 if bad && sim.dep == d && !sim.ready && !sim.status.is_finished() => {
+                    sim.status = JobStatus::Failed;
+                    sim.reason = Some(JobTerminationReason::ContainerExitedWithError);
+                }
+                _ => {}
+            }
+        }
+        Ok(world)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whole rollouts: never more than desired + 1 replicas alive, something always
+        /// serves, nothing serving is stopped; a good version ends with every replica of the
+        /// new deployment serving, a bad one with the old replicas serving and the run alive.
+        #[test]
+        fn whole_rollouts_keep_serving(
+            desired in 1i64..4,
+            bad in any::<bool>(),
+            events in prop::collection::vec((0usize..8, 0u8..4), 0..120),
+        ) {
+            let world = simulate(desired, bad, &events)?;
+            let live: Vec<&Sim> = world.iter().filter(|s| !s.status.is_finished()).collect();
+            let serving: Vec<&Sim> = live.iter().copied().filter(|s| s.serving()).collect();
+            if bad {
+                prop_assert!(serving.iter().all(|s| s.dep == 0), "{world:?}");
+                prop_assert_eq!(serving.len() as i64, desired, "{:?}", world);
+            } else {
+                prop_assert!(live.iter().all(|s| s.dep == 1 && s.serving()), "{:?}", world);
+                prop_assert_eq!(serving.len() as i64, desired, "{:?}", world);
+            }
+        }
+    }
 }
