@@ -517,6 +517,36 @@ mod tests {
         dstack_model::parse_configuration(text).configuration.unwrap()
     }
 
+    /// What dstack 0.22.5's `render_run_spec_diff` prints for the same changes.
+    #[test]
+    fn run_spec_diffs_as_dstack_renders_them() {
+        let spec = |edit: &dyn Fn(&mut serde_json::Value)| -> RunSpec {
+            let mut body = fixture("service.runs_apply.request");
+            edit(&mut body["plan"]["run_spec"]);
+            serde_json::from_value(body["plan"]["run_spec"].clone()).unwrap()
+        };
+        let old = spec(&|_| {});
+        assert_eq!(run_spec_diff(&old, &old.clone()), None);
+        let env = spec(&|s| s["configuration"]["env"] = serde_json::json!({"VERSION": "2"}));
+        assert_eq!(run_spec_diff(&old, &env).as_deref(), Some("- Configuration properties:\n  - env\n"));
+        let many = spec(&|s| {
+            s["configuration"]["commands"] = serde_json::json!(["serve"]);
+            s["configuration"]["replicas"] = serde_json::json!({"min": 2, "max": 2});
+            s["repo_code_hash"] = serde_json::json!("abc");
+            s["ssh_key_pub"] = serde_json::json!("ssh-rsa AAAA");
+            s["configuration_path"] = serde_json::json!("other.yml");
+        });
+        assert_eq!(
+            run_spec_diff(&old, &many).as_deref(),
+            Some(
+                "- Repo files\n- Configuration path\n- Configuration properties:\n  - replicas\n  - commands\n\
+                 - Public SSH key\n"
+            )
+        );
+        let task = spec(&|s| s["configuration"] = serde_json::json!({"type": "task", "commands": ["true"]}));
+        assert_eq!(run_spec_diff(&old, &task).as_deref(), Some("- Configuration type\n"));
+    }
+
     #[test]
     fn get_plan_body_is_the_captured_one() {
         // The captured task asked for no GPU.

@@ -691,6 +691,20 @@ fn a_rolling_update_switches_versions_without_a_failed_request() {
         cli(home, &["apply", "-f", &t.home().join("svc.yml").display().to_string(), "-y", "-d"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("Detected no changes") && out.contains("Use --force"), "{out}");
+
+    // A change that leaves the job spec as it is (`priority`) is a new deployment too, but
+    // the running replica is only marked as of it: no new replica, nothing stopped.
+    let job_before = running_jobs(&ps_run(home, "svc-roll"));
+    let out =
+        reapply(&t, &format!("priority: 5\nenv:\n  VERSION: v2\n{HEALTH_PROBE}"), "dstack-test-replica 8000");
+    assert!(out.contains("can be updated in-place:\n- Configuration properties:\n  - priority\n"), "{out}");
+    let run = wait("the replica bumped in place", Duration::from_secs(30), || {
+        let run = ps_run(home, "svc-roll");
+        replicas_of(&run).iter().any(|(_, d, s, _)| *d == 2 && s == "running").then_some(run)
+    });
+    assert_eq!(run["deployment_num"], 2, "{run:#}");
+    assert_eq!(running_jobs(&run), job_before, "the same job: {run:#}");
+    assert_eq!(replicas_of(&run).len(), 2, "no new replica: {run:#}");
 }
 
 #[test]
