@@ -187,6 +187,7 @@ fn scale_service(
     plan.desired_replica_counts = Some(scaled.desired);
     plan.scale_up = scaled.submit;
     plan.terminate_jobs.extend(scaled.terminate);
+    plan.drain_jobs = scaled.drain;
 }
 
 fn terminating(run: &RunSnapshot, now: Timestamp, plan: &mut RunPlan) {
@@ -370,8 +371,16 @@ fn roll(run: &RunSnapshot, svc: &ServiceScaling, now: Timestamp, plan: &mut RunP
     let rolled = crate::rolling::step(run, svc, &desired, next, drain, now);
     plan.bump_deployment = rolled.bump;
     plan.scale_up.extend(rolled.submit);
-    plan.drain_jobs = rolled.drain;
-    plan.terminate_jobs.extend(rolled.terminate);
+    for id in rolled.drain {
+        if !plan.drain_jobs.contains(&id) {
+            plan.drain_jobs.push(id);
+        }
+    }
+    for stop in rolled.terminate {
+        if !plan.terminate_jobs.iter().any(|t| t.id == stop.id) {
+            plan.terminate_jobs.push(stop);
+        }
+    }
 }
 
 fn replica_state(run: &RunSnapshot, jobs: &[&JobView], now: Timestamp) -> ReplicaState {
