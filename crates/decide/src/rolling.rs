@@ -632,7 +632,7 @@ mod tests {
                 0 => match sim.status {
                     JobStatus::Submitted => sim.status = JobStatus::Provisioning,
                     JobStatus::Provisioning => sim.status = JobStatus::Running,
-                    JobStatus::Running if !sim.ready && !(bad && sim.dep == d) => sim.ready = true,
+                    JobStatus::Running if !sim.ready && (!bad || sim.dep != d) => sim.ready = true,
                     JobStatus::Terminating => sim.status = JobStatus::Terminated,
                     _ => {}
                 },
