@@ -155,10 +155,23 @@ async fn wait_for_replica(
         }
         tokio::time::sleep(WAKE_POLL).await;
         let target = target(state, project, run, headers).await?;
-        if !target.upstreams.is_empty() {
+        // A replica without probes is ready once its job runs, which can be before its
+        // server listens: the held request waits for one that accepts connections.
+        if !target.upstreams.is_empty() && any_accepts(&target.upstreams).await {
             return Ok(target);
         }
     }
+}
+
+/// Whether any of `upstreams` accepts a TCP connection now (within a second).
+async fn any_accepts(upstreams: &[Upstream]) -> bool {
+    for upstream in upstreams {
+        let connect = tokio::net::TcpStream::connect(upstream.addr);
+        if let Ok(Ok(_)) = tokio::time::timeout(std::time::Duration::from_secs(1), connect).await {
+            return true;
+        }
+    }
+    false
 }
 
 fn with_query(path: &str, query: Option<&str>) -> String {
