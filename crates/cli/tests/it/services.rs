@@ -194,18 +194,27 @@ fn a_service_with_two_replicas_is_served_through_the_proxy() {
     let replicas = running_jobs(&run);
     let base = "/proxy/services/main/svc";
 
-    // The replicas may still be starting their servers: wait for the first answer.
+    // The replicas may still be starting their servers (without probes a replica is ready
+    // once its job runs; one that refuses the connection is skipped): wait for the first
+    // answer, then until both have answered.
     wait("the service to answer", Duration::from_secs(30), || {
         (http(&url, "GET", &format!("{base}/whoami"), Some(&token)).0 == 200).then_some(())
     });
+    let expected: std::collections::BTreeSet<String> = replicas.iter().cloned().collect();
     let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..6 {
+    wait("requests to reach both replicas", Duration::from_secs(30), || {
         let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some(&token));
         assert_eq!(status, 200, "{body}");
         seen.insert(body);
+        (seen == expected).then_some(())
+    });
+    let mut again = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some(&token));
+        assert_eq!(status, 200, "{body}");
+        again.insert(body);
     }
-    let expected: std::collections::BTreeSet<String> = replicas.iter().cloned().collect();
-    assert_eq!(seen, expected, "requests reach both replicas");
+    assert_eq!(again, expected, "requests spread over both replicas");
 
     // The prefix is stripped, the query kept; auth: members only; the root needs its slash.
     let (status, _, body) = http(&url, "POST", &format!("{base}/a/b%20c?x=1"), Some(&token));
