@@ -70,12 +70,17 @@ fn by_replica(run: &RunSnapshot) -> BTreeMap<i64, ReplicaJobs<'_>> {
     out
 }
 
+/// A job that ended, or is ending, with an error (a failed job is `terminating` with its
+/// reason before it is `failed`).
 fn is_failure(job: &JobView) -> bool {
-    job.status.is_finished()
-        && !matches!(
-            job.termination_reason,
-            Some(JobTerminationReason::ScaledDown | JobTerminationReason::DoneByRunner)
-        )
+    let benign = matches!(
+        job.termination_reason,
+        Some(JobTerminationReason::ScaledDown | JobTerminationReason::DoneByRunner)
+    );
+    match job.status {
+        JobStatus::Terminating => job.termination_reason.is_some() && !benign,
+        s => s.is_finished() && !benign,
+    }
 }
 
 /// An out-of-date replica still to be replaced: a job of an older deployment that is not
@@ -466,6 +471,11 @@ mod tests {
         };
         let (snap, _) = run(vec![job(0, 0, JobStatus::Running), failed.clone()], 1, 1);
         assert_eq!(stalled(&snap, "0", 1), vec![1]);
+        // Already while the failure is `terminating` (the run must not fail in between).
+        let ending = JobView { status: JobStatus::Terminating, ..failed.clone() };
+        let (snap, _) = run(vec![job(0, 0, JobStatus::Running), ending], 1, 1);
+        assert_eq!(stalled(&snap, "0", 1), vec![1]);
+        assert_eq!(crate::run::decide(&snap, t(0)).status, RunStatus::Running);
         // With no old replica left, nothing stalls: the failure is the run's.
         let (snap, _) = run(vec![failed], 1, 1);
         assert!(stalled(&snap, "0", 1).is_empty());
@@ -633,13 +643,17 @@ mod tests {
                     JobStatus::Submitted => sim.status = JobStatus::Provisioning,
                     JobStatus::Provisioning => sim.status = JobStatus::Running,
                     JobStatus::Running if !sim.ready && (!bad || sim.dep != d) => sim.ready = true,
-                    JobStatus::Terminating => sim.status = JobStatus::Terminated,
+                    JobStatus::Terminating if sim.reason == Some(JobTerminationReason::ScaledDown) => {
+                        sim.status = JobStatus::Terminated;
+                    }
+                    JobStatus::Terminating => sim.status = JobStatus::Failed,
                     _ => {}
                 },
                 1 if sim.draining.is_some() => sim.in_flight = (sim.in_flight - 1).max(0),
                 1 if sim.serving() => sim.in_flight += 1,
+                // A failure shows as `terminating` with its reason first, then `failed`.
                 2 if bad && sim.dep == d && !sim.ready && !sim.status.is_finished() => {
-                    sim.status = JobStatus::Failed;
+                    sim.status = JobStatus::Terminating;
                     sim.reason = Some(JobTerminationReason::ContainerExitedWithError);
                 }
                 _ => {}

@@ -472,7 +472,10 @@ fn rollout_message(deployment_num: i64, groups: &[&[JobRow]], probes: &ProbesByJ
     for job in new.clone() {
         let status = JobStatus::from_wire(&job.status);
         let reason = job.termination_reason.as_deref().and_then(JobTerminationReason::from_wire);
-        let failed = status.is_some_and(JobStatus::is_finished)
+        // A failure is `terminating` with its reason before it is `failed`.
+        let ending = status.is_some_and(JobStatus::is_finished)
+            || (status == Some(JobStatus::Terminating) && reason.is_some());
+        let failed = ending
             && !matches!(reason, Some(JobTerminationReason::ScaledDown | JobTerminationReason::DoneByRunner));
         if !failed {
             continue;
