@@ -283,8 +283,9 @@ fn spec_is_current(spec: &RunSpec, job: &JobRow) -> bool {
     fresh == stored
 }
 
-/// How long a replica replaced by a rolling deployment may drain: its jobs' `stop_duration`
-/// (dstack's five minutes when not set), at most ten minutes.
+/// How long a replaced or scaled-down replica may drain: its jobs' `stop_duration` (the job
+/// spec holds dstack's five minutes when it is not set, nothing when it is `off`), at most ten
+/// minutes.
 fn drain_timeout(jobs: &[JobRow]) -> jiff::SignedDuration {
     #[derive(serde::Deserialize)]
     struct Stop {
@@ -294,11 +295,13 @@ fn drain_timeout(jobs: &[JobRow]) -> jiff::SignedDuration {
     let secs = jobs
         .last()
         .and_then(|j| serde_json::from_str::<Stop>(&j.job_spec).ok())
-        .and_then(|s| s.stop_duration)
-        .unwrap_or(300)
-        .clamp(0, 600);
+        .map_or(DRAIN_TIMEOUT_MAX, |s| s.stop_duration.unwrap_or(DRAIN_TIMEOUT_MAX))
+        .clamp(0, DRAIN_TIMEOUT_MAX);
     jiff::SignedDuration::from_secs(secs)
 }
+
+/// The longest drain, seconds (also for `stop_duration: off`).
+const DRAIN_TIMEOUT_MAX: i64 = 600;
 
 /// The job rows the plan changes and the new submissions it creates.
 fn job_changes(
