@@ -250,10 +250,9 @@ fn submit(
     if let Some(current) = &plan.current_resource {
         let name = run_name.as_deref().unwrap_or_default();
         let effective = plan.effective_run_spec.as_ref().unwrap_or(&plan.run_spec);
-        let unchanged = serde_json::to_value(&effective.configuration).ok()
-            == serde_json::to_value(&current.run_spec.configuration).ok();
-        if plan.action == ApplyAction::Update && !unchanged {
-            out!("Active run {name} already exists. Detected changes that can be updated in-place.");
+        let diff = run_spec_diff(&current.run_spec, effective);
+        if let (ApplyAction::Update, Some(diff)) = (plan.action, &diff) {
+            out!("Active run {name} already exists. Detected changes that can be updated in-place:\n{diff}");
             prompt = "Update the run?".to_owned();
         } else if plan.action == ApplyAction::Update {
             out!("Active run {name} already exists. Detected no changes.");
@@ -264,7 +263,10 @@ fn submit(
             stop_first = Some(name.to_owned());
             prompt = "Stop and override the run?".to_owned();
         } else if !current.status.is_finished() {
-            out!("Active run {name} already exists. Detected changes that cannot be updated in-place.");
+            let diff = diff.unwrap_or_default();
+            out!(
+                "Active run {name} already exists. Detected changes that cannot be updated in-place:\n{diff}"
+            );
             stop_first = Some(name.to_owned());
             prompt = "Stop and override the run?".to_owned();
         }
@@ -293,6 +295,18 @@ fn submit(
         out!("Run {name} {verb}, detaching...");
     }
     Ok(Some(run))
+}
+
+/// dstack's `render_run_spec_diff` of an active run's spec and the applied one.
+pub fn run_spec_diff(old: &RunSpec, new: &RunSpec) -> Option<String> {
+    const FRIENDLY: &[(&str, &str)] = &[
+        ("repo_id", "Repo ID"),
+        ("repo_code_hash", "Repo files"),
+        ("repo_data", "Repo state (branch, commit, or other)"),
+        ("ssh_key_pub", "Public SSH key"),
+    ];
+    let (Ok(old), Ok(new)) = (serde_json::to_value(old), serde_json::to_value(new)) else { return None };
+    render::spec_diff(&old, &new, FRIENDLY)
 }
 
 fn print_plan(plan: &RunPlan, args: &ApplyArgs, no_offers: bool, no_fleets: bool) {
@@ -501,6 +515,36 @@ mod tests {
 
     fn parse(text: &str) -> AnyConfiguration {
         dstack_model::parse_configuration(text).configuration.unwrap()
+    }
+
+    /// What dstack 0.22.5's `render_run_spec_diff` prints for the same changes.
+    #[test]
+    fn run_spec_diffs_as_dstack_renders_them() {
+        let spec = |edit: &dyn Fn(&mut serde_json::Value)| -> RunSpec {
+            let mut body = fixture("service.runs_apply.request");
+            edit(&mut body["plan"]["run_spec"]);
+            serde_json::from_value(body["plan"]["run_spec"].clone()).unwrap()
+        };
+        let old = spec(&|_| {});
+        assert_eq!(run_spec_diff(&old, &old.clone()), None);
+        let env = spec(&|s| s["configuration"]["env"] = serde_json::json!({"VERSION": "2"}));
+        assert_eq!(run_spec_diff(&old, &env).as_deref(), Some("- Configuration properties:\n  - env\n"));
+        let many = spec(&|s| {
+            s["configuration"]["commands"] = serde_json::json!(["serve"]);
+            s["configuration"]["replicas"] = serde_json::json!({"min": 2, "max": 2});
+            s["repo_code_hash"] = serde_json::json!("abc");
+            s["ssh_key_pub"] = serde_json::json!("ssh-rsa AAAA");
+            s["configuration_path"] = serde_json::json!("other.yml");
+        });
+        assert_eq!(
+            run_spec_diff(&old, &many).as_deref(),
+            Some(
+                "- Repo files\n- Configuration path\n- Configuration properties:\n  - replicas\n  - commands\n\
+                 - Public SSH key\n"
+            )
+        );
+        let task = spec(&|s| s["configuration"] = serde_json::json!({"type": "task", "commands": ["true"]}));
+        assert_eq!(run_spec_diff(&old, &task).as_deref(), Some("- Configuration type\n"));
     }
 
     #[test]

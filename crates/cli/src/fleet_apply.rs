@@ -11,7 +11,6 @@ use dstack_api::fleets::{
 use dstack_api::runs::ApplyAction;
 use dstack_model::fleet::{FleetConfiguration, SshHost, SshKey};
 use jiff::Timestamp;
-use serde_json::Value;
 
 use crate::apply::{ApplyArgs, default_profile};
 use crate::common::{Session, confirm, connect, interrupted, sleep_unless_interrupted, stdout_color};
@@ -137,43 +136,12 @@ pub fn fleet_plan_properties(plan: &FleetPlan) -> String {
     rows.iter().map(|(k, v)| format!(" {k:width$}  {v}")).collect::<Vec<_>>().join("\n")
 }
 
-/// The keys of two JSON objects whose values differ: `old`'s order, then keys only `new` has
-/// (an absent key and `null` are the same, as pydantic's `None` default).
-fn changed_keys(old: &Value, new: &Value) -> Vec<String> {
-    let empty = serde_json::Map::new();
-    let (old, new) = (old.as_object().unwrap_or(&empty), new.as_object().unwrap_or(&empty));
-    let get = |map: &serde_json::Map<String, Value>, k: &str| map.get(k).cloned().unwrap_or(Value::Null);
-    let mut keys: Vec<&String> = old.keys().collect();
-    keys.extend(new.keys().filter(|k| !old.contains_key(*k)));
-    keys.into_iter().filter(|k| get(old, k) != get(new, k)).cloned().collect()
-}
-
 /// dstack's `_render_fleet_spec_diff`: what changed between the fleet's spec and the applied
 /// one, as a nested list (`- Configuration properties:` with the changed fields under it),
 /// ending with a newline; `None` when nothing changed.
 pub fn fleet_spec_diff(old: &FleetSpec, new: &FleetSpec) -> Option<String> {
     let (Ok(old), Ok(new)) = (serde_json::to_value(old), serde_json::to_value(new)) else { return None };
-    let mut out = String::new();
-    for field in changed_keys(&old, &new) {
-        match field.as_str() {
-            "configuration" | "profile" => {
-                let label = if field == "profile" { "Profile" } else { "Configuration" };
-                out.push_str(&format!("- {label} properties:\n"));
-                for key in changed_keys(&old[&field], &new[&field]) {
-                    out.push_str(&format!("  - {key}\n"));
-                }
-            }
-            "configuration_path" => out.push_str("- Configuration path\n"),
-            other => {
-                let words = other.replace('_', " ");
-                let mut chars = words.chars();
-                let label: String =
-                    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default();
-                out.push_str(&format!("- {label}\n"));
-            }
-        }
-    }
-    (!out.is_empty()).then_some(out)
+    render::spec_diff(&old, &new, &[])
 }
 
 pub fn run(conf: FleetConfiguration, args: &ApplyArgs) -> u8 {

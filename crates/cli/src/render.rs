@@ -780,3 +780,55 @@ fn instance_row(instance: &Instance, now: Timestamp, verbose: bool) -> Vec<Cell>
 #[cfg(test)]
 #[path = "render_tests.rs"]
 mod tests;
+
+/// The keys of two JSON objects whose values differ: `old`'s order, then keys only `new` has
+/// (an absent key and `null` are the same, as pydantic's `None` default).
+fn changed_keys(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    use serde_json::{Map, Value};
+    let empty = Map::new();
+    let (old, new) = (old.as_object().unwrap_or(&empty), new.as_object().unwrap_or(&empty));
+    let get = |map: &Map<String, Value>, k: &str| map.get(k).cloned().unwrap_or(Value::Null);
+    let mut keys: Vec<&String> = old.keys().collect();
+    keys.extend(new.keys().filter(|k| !old.contains_key(*k)));
+    keys.into_iter().filter(|k| get(old, k) != get(new, k)).cloned().collect()
+}
+
+/// dstack's `render_run_spec_diff` and `_render_fleet_spec_diff`: what changed between a
+/// resource's spec and the applied one, as a nested list ending with a newline (`- Configuration
+/// properties:` with the changed fields under it; a changed configuration type or a profile
+/// added or removed is one line; `friendly` names some top-level fields); `None` when nothing
+/// changed.
+pub fn spec_diff(
+    old: &serde_json::Value,
+    new: &serde_json::Value,
+    friendly: &[(&str, &str)],
+) -> Option<String> {
+    let mut out = String::new();
+    for field in changed_keys(old, new) {
+        let (o, n) = (&old[&field], &new[&field]);
+        match field.as_str() {
+            "merged_profile" => {}
+            "configuration" if o["type"] != n["type"] => out.push_str("- Configuration type\n"),
+            "profile" if o.is_null() || n.is_null() => out.push_str("- Profile\n"),
+            "configuration" | "profile" => {
+                let label = if field == "profile" { "Profile" } else { "Configuration" };
+                out.push_str(&format!("- {label} properties:\n"));
+                for key in changed_keys(o, n) {
+                    out.push_str(&format!("  - {key}\n"));
+                }
+            }
+            other => match friendly.iter().find(|(k, _)| *k == other) {
+                Some((_, label)) => out.push_str(&format!("- {label}\n")),
+                None => {
+                    // Python's `str.capitalize`.
+                    let words = other.replace('_', " ").to_lowercase();
+                    let mut chars = words.chars();
+                    let label: String =
+                        chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default();
+                    out.push_str(&format!("- {label}\n"));
+                }
+            },
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}

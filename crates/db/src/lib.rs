@@ -32,7 +32,7 @@ pub use crate::metrics::{MetricsPointRow, MetricsQuery};
 pub use crate::probes::{ProbeRow, UnregisteredReplica};
 pub use crate::projects::ProjectRow;
 pub use crate::repos::RepoRow;
-pub use crate::runs::{JobRow, LogQuery, LogRow, RunFilter, RunListing, RunRow, SaveJob};
+pub use crate::runs::{JobMark, JobRow, LogQuery, LogRow, RunFilter, RunListing, RunRow, SaveJob};
 pub use crate::secrets::SecretRow;
 pub use crate::users::UserRow;
 

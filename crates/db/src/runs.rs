@@ -71,6 +71,9 @@ pub struct JobRow {
     pub image_pull_progress: Option<String>,
     /// Seconds without an SSH user (dev environments with `inactivity_duration`).
     pub inactivity_secs: Option<i64>,
+    /// When a rolling deployment took the replica out of the proxy's routing to stop it
+    /// (migration `20261205000101`); written only by [`Db::save_run_pass`].
+    pub drain_started_at: Option<jiff::Timestamp>,
 }
 
 /// A run as listings show it: the row, its user's name and every job submission.
@@ -132,6 +135,15 @@ macro_rules! place_job_update {
          instance_id = $6, last_processed_at = $7, termination_reason = $8, \
          lock_token = NULL, lock_expires_at = NULL WHERE id = $1 AND "
     };
+}
+
+/// A mark a runs pass sets on one job ([`Db::save_run_pass`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobMark {
+    /// A rolling deployment found the job's spec unchanged: it belongs to the new deployment.
+    Deployment { job_id: Uuid, deployment_num: i64 },
+    /// A rolling deployment takes the job out of the proxy's routing, to stop it once drained.
+    Drain { job_id: Uuid, at: jiff::Timestamp },
 }
 
 /// The columns [`read_run`] reads, in its order; `run_columns!("r.")` qualifies them for a join.
@@ -238,7 +250,9 @@ macro_rules! job_columns {
             $t,
             "image_pull_progress, ",
             $t,
-            "inactivity_secs"
+            "inactivity_secs, ",
+            $t,
+            "drain_started_at"
         )
     };
 }
@@ -319,6 +333,7 @@ fn read_job(c: &mut Cols<'_>) -> Result<JobRow, sqlx::Error> {
         graceful_termination_attempts: c.get("graceful_termination_attempts")?,
         image_pull_progress: c.get("image_pull_progress")?,
         inactivity_secs: c.get("inactivity_secs")?,
+        drain_started_at: c.opt_timestamp("drain_started_at")?,
     })
 }
 
@@ -327,7 +342,7 @@ async fn insert_job(tx: &mut sqlx::Transaction<'static, sqlx::Any>, j: &JobRow) 
         "INSERT INTO jobs (",
         job_columns!(),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-         $20, $21, $22, $23, $24, $25)"
+         $20, $21, $22, $23, $24, $25, $26)"
     ))
     .bind(uuid_text(j.id))
     .bind(uuid_text(j.project_id))
@@ -354,6 +369,7 @@ async fn insert_job(tx: &mut sqlx::Transaction<'static, sqlx::Any>, j: &JobRow) 
     .bind(j.graceful_termination_attempts)
     .bind(&j.image_pull_progress)
     .bind(j.inactivity_secs)
+    .bind(j.drain_started_at.map(micros))
     .execute(&mut **tx)
     .await
     .map_err(|e| conflict_on_unique(e, |_| format!("job {}", j.job_name)))?;
@@ -534,6 +550,36 @@ impl Db {
         Ok(row.as_ref().map(job_from_row).transpose()?)
     }
 
+    /// An in-place update of an active run (dstack's `apply_plan` on a run it can update): the
+    /// new spec, priority and service spec, and the next `deployment_num`, only if the run is
+    /// still unfinished at `expected_deployment_num`. Any lease on the run is broken, so a runs
+    /// pass that decided on the old spec writes nothing. Returns whether the run was updated.
+    pub async fn update_run_spec(
+        &self,
+        run_id: Uuid,
+        expected_deployment_num: i64,
+        run_spec: &str,
+        priority: i64,
+        service_spec: Option<&str>,
+    ) -> Result<bool, DbError> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE runs SET run_spec = $3, priority = $4, service_spec = $5, deployment_num = $2 + 1, \
+             lock_token = NULL, lock_expires_at = NULL WHERE id = $1 AND deployment_num = $2 \
+             AND status NOT IN ('terminated', 'failed', 'done')",
+        )
+        .bind(uuid_text(run_id))
+        .bind(expected_deployment_num)
+        .bind(run_spec)
+        .bind(priority)
+        .bind(service_spec)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
     /// Records a user's stop: every named live, unfinished run becomes `terminating` with
     /// `reason`. Any lease on those runs is broken, so an in-flight worker's result is dropped.
     pub async fn stop_runs(&self, project_id: Uuid, names: &[String], reason: &str) -> Result<(), DbError> {
@@ -672,11 +718,26 @@ impl Db {
         updated: &[JobRow],
         new_jobs: &[JobRow],
     ) -> Result<bool, DbError> {
+        self.save_run_pass(run, token, updated, new_jobs, &[]).await
+    }
+
+    /// [`Db::save_run`] with marks on jobs besides: a rolling deployment's in-place
+    /// `deployment_num` bumps and drain starts, which touch only their own column (and only
+    /// unfinished jobs), whatever a job loop did to the job meanwhile.
+    pub async fn save_run_pass(
+        &self,
+        run: &RunRow,
+        token: Uuid,
+        updated: &[JobRow],
+        new_jobs: &[JobRow],
+        marks: &[JobMark],
+    ) -> Result<bool, DbError> {
         let mut tx = self.begin_write().await?;
+        // `deployment_num` is not written: only an update (`update_run_spec`) changes it.
         let n = sqlx::query(
             "UPDATE runs SET status = $3, termination_reason = $4, resubmission_attempt = $5, \
-             last_processed_at = $6, fleet_id = $7, next_triggered_at = $8, deployment_num = $9, \
-             desired_replica_counts = $10, lock_token = NULL, lock_expires_at = NULL WHERE id = $1 AND lock_token = $2",
+             last_processed_at = $6, fleet_id = $7, next_triggered_at = $8, \
+             desired_replica_counts = $9, lock_token = NULL, lock_expires_at = NULL WHERE id = $1 AND lock_token = $2",
         )
         .bind(uuid_text(run.id))
         .bind(uuid_text(token))
@@ -686,13 +747,29 @@ impl Db {
         .bind(micros(run.last_processed_at))
         .bind(run.fleet_id.map(uuid_text))
         .bind(run.next_triggered_at.map(micros))
-        .bind(run.deployment_num)
         .bind(&run.desired_replica_counts)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if n == 0 {
             return Ok(false);
+        }
+        for mark in marks {
+            let (sql, id, value) = match mark {
+                JobMark::Deployment { job_id, deployment_num } => (
+                    "UPDATE jobs SET deployment_num = $2 WHERE id = $1 \
+                     AND status NOT IN ('terminated', 'aborted', 'failed', 'done')",
+                    job_id,
+                    *deployment_num,
+                ),
+                JobMark::Drain { job_id, at } => (
+                    "UPDATE jobs SET drain_started_at = $2 WHERE id = $1 AND drain_started_at IS NULL \
+                     AND status NOT IN ('terminated', 'aborted', 'failed', 'done')",
+                    job_id,
+                    micros(*at),
+                ),
+            };
+            sqlx::query(sql).bind(uuid_text(*id)).bind(value).execute(&mut *tx).await?;
         }
         for job in updated {
             // The run loop only moves unfinished jobs to `terminating`; a job a job loop has

@@ -19,7 +19,7 @@
 //! inactive replicas again first (their next submission), then new replica numbers; scaling
 //! down stops the least important active replicas (out of date first, then submitted,
 //! provisioning, running without traffic, serving; the highest replica number first) with
-//! `scaled_down`. A group with out-of-date replicas (a rolling deployment) is left alone.
+//! `scaled_down`; a serving one is drained first, as a rolling deployment drains (ours). A group with out-of-date replicas (a rolling deployment) is left alone.
 
 use std::collections::BTreeMap;
 
@@ -73,6 +73,8 @@ pub struct ServiceScaling {
     /// `None`: no stats (nothing changes under `scaling`).
     pub stats: Option<ServiceStats>,
     pub deployment_num: i64,
+    /// The longest a replica replaced by a rolling deployment drains ([`crate::rolling`]).
+    pub drain_timeout: jiff::SignedDuration,
 }
 
 /// A replica to submit: a new one, or the next submission of an inactive one.
@@ -90,6 +92,8 @@ pub struct ScalePlan {
     pub submit: Vec<NewReplica>,
     /// Jobs stopped with `scaled_down`.
     pub terminate: Vec<TerminateJob>,
+    /// Serving jobs taken out of the proxy's routing, stopped with `scaled_down` once drained.
+    pub drain: Vec<uuid::Uuid>,
 }
 
 /// The replica count a group wants now, from `current` (the last desired count).
@@ -261,8 +265,18 @@ pub fn scale(run: &RunSnapshot, svc: &ServiceScaling, now: Timestamp, with_delay
         } else if diff < 0 {
             let n = usize::try_from(-diff).unwrap_or(0);
             for replica in active.iter().rev().take(n) {
+                // A serving replica is drained first (ours; [`crate::rolling`] stops it once
+                // its requests are done), one already draining is left to its drain.
+                if replica.jobs.iter().any(|j| j.draining_since.is_some()) {
+                    continue;
+                }
+                let serving = replica.jobs.first().is_some_and(|j| j.serving);
                 for job in &replica.jobs {
                     if job.status.is_finished() || job.status == JobStatus::Terminating {
+                        continue;
+                    }
+                    if serving {
+                        plan.drain.push(job.id);
                         continue;
                     }
                     plan.terminate.push(TerminateJob {
@@ -416,6 +430,9 @@ mod tests {
             replica_group: "0".to_owned(),
             deployment_num: 0,
             serving: status == JobStatus::Running,
+            spec_current: false,
+            draining_since: None,
+            in_flight: 0,
         }
     }
 
@@ -435,6 +452,7 @@ mod tests {
                 desired: BTreeMap::new(),
                 stats: Some(stats),
                 deployment_num: 0,
+                drain_timeout: jiff::SignedDuration::from_secs(300),
             }),
         }
     }
@@ -533,6 +551,35 @@ mod tests {
         assert_eq!(plan.desired_replica_counts, Some([("0".to_owned(), 4)].into()));
     }
 
+    /// A serving replica scaled down is drained first: out of the proxy's routing, stopped
+    /// once its requests in flight are done (or the drain times out).
+    #[test]
+    fn a_serving_replica_is_drained_before_it_is_scaled_down() {
+        let g = group(1, 2, rps(1.0, None, 0, 0));
+        let jobs = vec![job(0, 0, J::Running, None), job(1, 0, J::Running, None)];
+        let run = with_desired(service(RunStatus::Running, jobs.clone(), g.clone(), load(0)), 2);
+        let plan = decide(&run, t(100));
+        assert_eq!(plan.drain_jobs, [jobs[1].id]);
+        assert!(plan.terminate_jobs.is_empty());
+        // Draining since t(100): busy, or within the grace, it waits; then it is stopped.
+        let mut draining = jobs.clone();
+        draining[1].serving = false;
+        draining[1].draining_since = Some(t(100));
+        draining[1].in_flight = 1;
+        let run = with_desired(service(RunStatus::Running, draining.clone(), g.clone(), load(0)), 1);
+        for now in [101, 110] {
+            let plan = decide(&run, t(now));
+            assert!(plan.terminate_jobs.is_empty() && plan.drain_jobs.is_empty(), "{plan:?}");
+        }
+        draining[1].in_flight = 0;
+        let run = with_desired(service(RunStatus::Running, draining, g, load(0)), 1);
+        assert!(decide(&run, t(101)).terminate_jobs.is_empty(), "within the grace");
+        let plan = decide(&run, t(102));
+        let stopped: Vec<(Uuid, R)> = plan.terminate_jobs.iter().map(|s| (s.id, s.reason)).collect();
+        assert_eq!(stopped, [(jobs[1].id, R::ScaledDown)]);
+        assert_eq!(plan.status, RunStatus::Running);
+    }
+
     #[test]
     fn a_scaled_down_replica_is_no_failure_and_does_not_end_the_run() {
         let jobs = vec![job(0, 0, J::Running, None), job(1, 0, J::Terminated, Some(R::ScaledDown))];
@@ -574,7 +621,10 @@ mod tests {
         );
         run.service.as_mut().unwrap().deployment_num = 1;
         let plan = decide(&run, t(100));
-        assert!(plan.scale_up.is_empty());
         assert_eq!(plan.desired_replica_counts, Some([("0".to_owned(), 3)].into()));
+        // Not scaled: the rolling deployment submits new replicas up to desired + 1.
+        let nums: Vec<i64> = plan.scale_up.iter().map(|r| r.replica_num).collect();
+        assert_eq!(nums, [1, 2, 3]);
+        assert!(plan.terminate_jobs.is_empty(), "the old replica serves until others do");
     }
 }

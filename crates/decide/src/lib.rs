@@ -10,6 +10,8 @@
 //! - [`instance`]: what the instances loop does to an SSH host (deploy, check, release).
 //! - [`jobspec`]: the job specs of a run (what dstack's "job configurators" compute).
 //! - [`probes`]: readiness probes of service replicas (streaks, due times, readiness).
+//! - [`rolling`]: rolling deployment of an updated service (surge, drain, stop).
+//! - [`update`]: whether an applied run spec updates an active run in place.
 pub mod autoscale;
 pub mod blocks;
 pub mod fleet;
@@ -18,5 +20,7 @@ pub mod job;
 pub mod jobspec;
 pub mod offers;
 pub mod probes;
+pub mod rolling;
 pub mod run;
 pub mod schedule;
+pub mod update;

@@ -35,8 +35,15 @@ pub struct JobView {
     /// The replica group of its job spec (`"0"` for the other run types).
     pub replica_group: String,
     pub deployment_num: i64,
-    /// A service replica's job that receives proxy traffic (running and ready).
+    /// A service replica's job that receives proxy traffic (running, ready, not draining).
     pub serving: bool,
+    /// Its job spec is what the run's current spec makes for it (a rolling deployment bumps
+    /// its `deployment_num` in place instead of replacing it).
+    pub spec_current: bool,
+    /// When it was taken out of the proxy's routing to be stopped ([`crate::rolling`]).
+    pub draining_since: Option<Timestamp>,
+    /// Its requests in flight at this server's proxy.
+    pub in_flight: i64,
 }
 
 /// A run and all its job submissions.
@@ -87,8 +94,14 @@ pub struct RunPlan {
     pub next_triggered_at: Option<Timestamp>,
     /// A service's desired replica count per group after this pass (`None`: unchanged).
     pub desired_replica_counts: Option<BTreeMap<String, i64>>,
-    /// Service replicas submitted by scaling up (scaled-down ones are in `terminate_jobs`).
+    /// Service replicas submitted by scaling up or a rolling deployment (with the run's
+    /// current spec; scaled-down ones are in `terminate_jobs`).
     pub scale_up: Vec<NewReplica>,
+    /// Jobs whose `deployment_num` becomes the run's (a rolling deployment found their spec
+    /// unchanged).
+    pub bump_deployment: Vec<Uuid>,
+    /// Serving jobs taken out of the proxy's routing, to be stopped once drained.
+    pub drain_jobs: Vec<Uuid>,
 }
 
 /// Waits before a retrying (pending) run is submitted again, by attempt; the last repeats.
@@ -114,6 +127,8 @@ pub fn decide(run: &RunSnapshot, now: Timestamp) -> RunPlan {
         next_triggered_at: run.next_triggered_at,
         desired_replica_counts: None,
         scale_up: Vec::new(),
+        bump_deployment: Vec::new(),
+        drain_jobs: Vec::new(),
     };
     match run.status {
         RunStatus::Pending => pending(run, now, &mut plan),
@@ -172,6 +187,7 @@ fn scale_service(
     plan.desired_replica_counts = Some(scaled.desired);
     plan.scale_up = scaled.submit;
     plan.terminate_jobs.extend(scaled.terminate);
+    plan.drain_jobs = scaled.drain;
 }
 
 fn terminating(run: &RunSnapshot, now: Timestamp, plan: &mut RunPlan) {
@@ -240,11 +256,22 @@ enum RunTerminationReasonOrd {
 }
 
 fn active(run: &RunSnapshot, now: Timestamp, plan: &mut RunPlan) {
+    // A service's new version that failed for good while its old replicas still serve
+    // stalls the rolling deployment instead of failing the run ([`crate::rolling::stalled`]).
+    let stalled: Vec<i64> = match &run.service {
+        Some(svc) => {
+            let mut groups: Vec<&str> = run.jobs.iter().map(|j| j.replica_group.as_str()).collect();
+            groups.sort_unstable();
+            groups.dedup();
+            groups.into_iter().flat_map(|g| crate::rolling::stalled(run, g, svc.deployment_num)).collect()
+        }
+        None => Vec::new(),
+    };
     let mut states = Vec::new();
     for replica in replicas(run) {
         let jobs: Vec<&JobView> = latest_submissions(run).filter(|j| j.replica_num == replica).collect();
         let state = replica_state(run, &jobs, now);
-        if state != ReplicaState::ScaledDown {
+        if state != ReplicaState::ScaledDown && !stalled.contains(&replica) {
             states.push((replica, state));
         }
     }
@@ -321,6 +348,38 @@ fn active(run: &RunSnapshot, now: Timestamp, plan: &mut RunPlan) {
     }
     if let Some(svc) = &run.service {
         scale_service(run, svc, now, true, plan);
+        roll(run, svc, now, plan);
+    }
+}
+
+/// How long a drained replica's routes may live on in the proxy's route cache (it caches
+/// them for a second).
+pub const DRAIN_GRACE: SignedDuration = SignedDuration::from_secs(2);
+
+/// One pass of a rolling deployment into `plan`, after scaling ([`crate::rolling::step`]);
+/// scaling leaves the groups that roll alone, so the two never stop or submit the same.
+fn roll(run: &RunSnapshot, svc: &ServiceScaling, now: Timestamp, plan: &mut RunPlan) {
+    let desired = plan.desired_replica_counts.clone().unwrap_or_default();
+    let next = run
+        .jobs
+        .iter()
+        .map(|j| j.replica_num + 1)
+        .chain(plan.scale_up.iter().map(|r| r.replica_num + 1))
+        .max()
+        .unwrap_or(0);
+    let drain = crate::rolling::Drain { grace: DRAIN_GRACE, timeout: svc.drain_timeout };
+    let rolled = crate::rolling::step(run, svc, &desired, next, drain, now);
+    plan.bump_deployment = rolled.bump;
+    plan.scale_up.extend(rolled.submit);
+    for id in rolled.drain {
+        if !plan.drain_jobs.contains(&id) {
+            plan.drain_jobs.push(id);
+        }
+    }
+    for stop in rolled.terminate {
+        if !plan.terminate_jobs.iter().any(|t| t.id == stop.id) {
+            plan.terminate_jobs.push(stop);
+        }
     }
 }
 
@@ -422,6 +481,9 @@ mod tests {
             replica_group: "0".to_owned(),
             deployment_num: 0,
             serving: false,
+            spec_current: false,
+            draining_since: None,
+            in_flight: 0,
         }
     }
 

@@ -242,13 +242,17 @@ impl Proxy {
                     continue;
                 }
                 match self.send(&mut sender, req, &stats, response_timeout).await? {
-                    Sent::Response(resp) => return Ok(self.respond(resp, sender, upstream.addr, stats)),
+                    Sent::Response(resp, in_flight) => {
+                        return Ok(self.respond(resp, sender, upstream.addr, in_flight));
+                    }
                     Sent::NotSent(back) => req = back,
                 }
             }
             let Some(mut sender) = self.connect(upstream, &stats, false).await else { continue };
             match self.send(&mut sender, req, &stats, response_timeout).await? {
-                Sent::Response(resp) => return Ok(self.respond(resp, sender, upstream.addr, stats)),
+                Sent::Response(resp, in_flight) => {
+                    return Ok(self.respond(resp, sender, upstream.addr, in_flight));
+                }
                 Sent::NotSent(back) => {
                     stats.failures.fetch_add(1, Ordering::Relaxed);
                     req = back;
@@ -258,17 +262,21 @@ impl Proxy {
         Err(ProxyError::new(StatusCode::BAD_GATEWAY, "Error requesting upstream"))
     }
 
-    /// Sends on `sender`: the response, or the request back if it never left.
+    /// Sends on `sender`: the response, or the request back if it never left. The request
+    /// counts in flight from the moment it is sent (a replica that takes long to answer is
+    /// busy with it, which a drain must wait for), not only once the headers arrive.
     async fn send(
         &self,
         sender: &mut SendRequest<Body>,
         req: Request<Body>,
-        stats: &ReplicaStats,
+        stats: &Arc<ReplicaStats>,
         response_timeout: Duration,
     ) -> Result<Sent, ProxyError> {
         stats.requests.fetch_add(1, Ordering::Relaxed);
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = InFlight(stats.clone());
         match tokio::time::timeout(response_timeout, sender.try_send_request(req)).await {
-            Ok(Ok(resp)) => Ok(Sent::Response(resp)),
+            Ok(Ok(resp)) => Ok(Sent::Response(resp, in_flight)),
             Ok(Err(mut e)) => match e.take_message() {
                 Some(req) => Ok(Sent::NotSent(req)),
                 None => {
@@ -364,15 +372,14 @@ impl Proxy {
         resp: Response<Incoming>,
         sender: SendRequest<Body>,
         addr: SocketAddr,
-        stats: Arc<ReplicaStats>,
+        in_flight: InFlight,
     ) -> Response<Body> {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
-        stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let body = PooledBody {
             inner: body,
             finish: Some(Finish { proxy: self.clone(), sender, addr }),
-            stats: InFlight(stats),
+            stats: in_flight,
         };
         Response::from_parts(parts, Body::new(body))
     }
@@ -426,7 +433,8 @@ impl Proxy {
 }
 
 enum Sent {
-    Response(Response<Incoming>),
+    /// The response, with the request still counted in flight until its body ends.
+    Response(Response<Incoming>, InFlight),
     NotSent(Request<Body>),
 }
 

@@ -241,3 +241,23 @@ async fn no_replica_slow_replica_and_all_dead_get_clear_errors() {
     assert_eq!(resp.status(), 504);
     assert_eq!(resp.text().await.unwrap(), r#"{"detail":"Timed out requesting upstream"}"#);
 }
+
+/// A request counts in flight from the moment it is sent, also while the replica has not
+/// answered yet (what a drain waits for), until its body has been read.
+#[tokio::test]
+async fn a_request_counts_in_flight_before_its_answer() {
+    let (a, _) = serve(replica("a")).await;
+    let proxy = Proxy::new(Options::default());
+    let front = front(proxy.clone(), vec![upstream("a", a)]).await;
+    let slow =
+        tokio::spawn(
+            async move { reqwest::get(format!("http://{front}/p/slow")).await.unwrap().text().await },
+        );
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while proxy.stats("a").map(|s| s.in_flight) != Some(1) {
+        assert!(Instant::now() < deadline, "the waiting request is in flight");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(slow.await.unwrap().unwrap(), "late");
+    assert_eq!(proxy.stats("a").map(|s| s.in_flight), Some(0));
+}

@@ -152,12 +152,12 @@ pub(crate) fn run_plan(
     job_plans: Vec<JobPlan>,
     current: Option<Run>,
 ) -> RunPlan {
-    // An active run with the same configuration is updated in place (a no-op here): the
-    // client then says there is nothing to change instead of offering a re-submission.
-    let unchanged = current.as_ref().is_some_and(|run| {
-        !run.status.is_finished() && run.run_spec.configuration == effective.configuration
+    // dstack's rule: an active run that the spec can update in place is updated (a service
+    // by a rolling deployment), anything else is a new run.
+    let updatable = current.as_ref().is_some_and(|run| {
+        !run.status.is_finished() && dstack_decide::update::can_update_run_spec(&run.run_spec, &effective)
     });
-    let action = if unchanged { ApplyAction::Update } else { ApplyAction::Create };
+    let action = if updatable { ApplyAction::Update } else { ApplyAction::Create };
     RunPlan {
         project_name: project_name.to_owned(),
         user: user_name.to_owned(),
@@ -349,7 +349,13 @@ pub(crate) fn run_to_wire(
         }
         _ => false,
     };
-    let status_message = run_status_message(status, &group_rows, retries_no_capacity);
+    let mut status_message = run_status_message(status, &group_rows, retries_no_capacity);
+    if !status.is_finished()
+        && run.service_spec.is_some()
+        && let Some(message) = rollout_message(run.deployment_num, &group_rows, probes)
+    {
+        status_message = message;
+    }
     let mut wire_jobs: Vec<JobOut> = Vec::new();
     if include_jobs {
         wire_jobs.reserve(groups.len());
@@ -448,6 +454,51 @@ fn job_status_message(status: JobStatus, reason: Option<JobTerminationReason>, r
     }
 }
 
+/// Why a service's rolling deployment does not go on, while its old replicas still serve:
+/// its new version failed for good (`update failed: replica 2 exited with code 1`), or a new
+/// replica runs but its probes do not pass (`update waiting: replica 2 probes not passing`).
+/// `None` when no deployment rolls or it makes progress.
+fn rollout_message(deployment_num: i64, groups: &[&[JobRow]], probes: &ProbesByJob) -> Option<String> {
+    let latest: Vec<&JobRow> = groups.iter().filter_map(|g| g.last()).collect();
+    let rolling = latest.iter().any(|j| {
+        j.deployment_num < deployment_num
+            && !JobStatus::from_wire(&j.status).is_some_and(JobStatus::is_finished)
+            && j.termination_reason.as_deref() != Some(JobTerminationReason::ScaledDown.as_str())
+    });
+    if !rolling {
+        return None;
+    }
+    let new = latest.iter().filter(|j| j.deployment_num >= deployment_num);
+    for job in new.clone() {
+        let status = JobStatus::from_wire(&job.status);
+        let reason = job.termination_reason.as_deref().and_then(JobTerminationReason::from_wire);
+        // A failure is `terminating` with its reason before it is `failed`.
+        let ending = status.is_some_and(JobStatus::is_finished)
+            || (status == Some(JobStatus::Terminating) && reason.is_some());
+        let failed = ending
+            && !matches!(reason, Some(JobTerminationReason::ScaledDown | JobTerminationReason::DoneByRunner));
+        if !failed {
+            continue;
+        }
+        let why = match (&job.termination_reason_message, job.exit_status, reason) {
+            (Some(message), _, _) if !message.is_empty() => message.clone(),
+            (_, Some(code), _) => format!("exited with code {code}"),
+            (_, _, Some(reason)) => reason.as_str().replace('_', " "),
+            _ => "failed".to_owned(),
+        };
+        return Some(format!("update failed: replica {} {why}", job.replica_num));
+    }
+    for job in new {
+        let failing = job.job_num == 0
+            && job.status == JobStatus::Running.as_str()
+            && probes.get(&job.id).is_some_and(|p| p.iter().any(|p| p.success_streak == 0));
+        if failing {
+            return Some(format!("update waiting: replica {} probes not passing", job.replica_num));
+        }
+    }
+    None
+}
+
 /// What the CLI's STATUS column shows for a run (dstack's rules: `pulling`, `retrying`).
 fn run_status_message(status: RunStatus, groups: &[&[JobRow]], retries_no_capacity: bool) -> String {
     if groups.is_empty() {
@@ -529,6 +580,7 @@ pub(crate) fn new_submission(
         graceful_termination_attempts: None,
         image_pull_progress: None,
         inactivity_secs: None,
+        drain_started_at: None,
     }
 }
 

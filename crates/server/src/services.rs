@@ -155,10 +155,23 @@ async fn wait_for_replica(
         }
         tokio::time::sleep(WAKE_POLL).await;
         let target = target(state, project, run, headers).await?;
-        if !target.upstreams.is_empty() {
+        // A replica without probes is ready once its job runs, which can be before its
+        // server listens: the held request waits for one that accepts connections.
+        if !target.upstreams.is_empty() && any_accepts(&target.upstreams).await {
             return Ok(target);
         }
     }
+}
+
+/// Whether any of `upstreams` accepts a TCP connection now (within a second).
+async fn any_accepts(upstreams: &[Upstream]) -> bool {
+    for upstream in upstreams {
+        let connect = tokio::net::TcpStream::connect(upstream.addr);
+        if let Ok(Ok(_)) = tokio::time::timeout(std::time::Duration::from_secs(1), connect).await {
+            return true;
+        }
+    }
+    false
 }
 
 fn with_query(path: &str, query: Option<&str>) -> String {
@@ -307,7 +320,8 @@ pub(crate) async fn ready_upstreams(
     let ids: Vec<uuid::Uuid> = running.iter().map(|j| j.id).collect();
     let registered = state.db.registered_jobs(&ids).await.map_err(internal)?;
     let mut upstreams = Vec::with_capacity(running.len());
-    for job in running.into_iter().filter(|j| is_ready(j, &registered)) {
+    // A replica being drained (a rolling deployment replaces it) gets no new requests.
+    for job in running.into_iter().filter(|j| is_ready(j, &registered) && j.drain_started_at.is_none()) {
         match replica_addr(state, job, Some(service_port)).await {
             Ok(addr) => upstreams.push(Upstream { id: job.id.to_string(), addr }),
             Err(e) => tracing::warn!(job = %job.job_name, error = %e, "replica address unknown"),
@@ -615,6 +629,7 @@ mod tests {
                 graceful_termination_attempts: None,
                 image_pull_progress: None,
                 inactivity_secs: None,
+                drain_started_at: None,
             }
         };
         let jobs = [

@@ -21,7 +21,7 @@ use crate::server::{cli, start_env, stop};
 use crate::ssh_fleet::{docker_tests, status, wait_for, write_key};
 
 /// `$DSTACK_ORACLE_VENV/bin/dstack`, or why the test cannot run.
-fn pip_dstack() -> Result<PathBuf, String> {
+pub(crate) fn pip_dstack() -> Result<PathBuf, String> {
     let venv = std::env::var_os("DSTACK_ORACLE_VENV")
         .ok_or("DSTACK_ORACLE_VENV is not set (a venv with dstack==0.22.5)")?;
     let exe = PathBuf::from(venv).join("bin").join("dstack");
@@ -29,7 +29,7 @@ fn pip_dstack() -> Result<PathBuf, String> {
 }
 
 /// The pip CLI with `home` as its home (where our server wrote `~/.dstack/config.yml`).
-fn pip(exe: &Path, home: &Path, args: &[&str]) -> Command {
+pub(crate) fn pip(exe: &Path, home: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(exe);
     cmd.args(args).current_dir(home).env("HOME", home);
     cmd.envs([("NO_COLOR", "1"), ("COLUMNS", "200"), ("TERM", "dumb"), ("PYTHONUNBUFFERED", "1")]);

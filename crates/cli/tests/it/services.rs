@@ -194,18 +194,27 @@ fn a_service_with_two_replicas_is_served_through_the_proxy() {
     let replicas = running_jobs(&run);
     let base = "/proxy/services/main/svc";
 
-    // The replicas may still be starting their servers: wait for the first answer.
+    // The replicas may still be starting their servers (without probes a replica is ready
+    // once its job runs; one that refuses the connection is skipped): wait for the first
+    // answer, then until both have answered.
     wait("the service to answer", Duration::from_secs(30), || {
         (http(&url, "GET", &format!("{base}/whoami"), Some(&token)).0 == 200).then_some(())
     });
+    let expected: std::collections::BTreeSet<String> = replicas.iter().cloned().collect();
     let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..6 {
+    wait("requests to reach both replicas", Duration::from_secs(30), || {
         let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some(&token));
         assert_eq!(status, 200, "{body}");
         seen.insert(body);
+        (seen == expected).then_some(())
+    });
+    let mut again = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some(&token));
+        assert_eq!(status, 200, "{body}");
+        again.insert(body);
     }
-    let expected: std::collections::BTreeSet<String> = replicas.iter().cloned().collect();
-    assert_eq!(seen, expected, "requests reach both replicas");
+    assert_eq!(again, expected, "requests spread over both replicas");
 
     // The prefix is stripped, the query kept; auth: members only; the root needs its slash.
     let (status, _, body) = http(&url, "POST", &format!("{base}/a/b%20c?x=1"), Some(&token));
@@ -475,4 +484,331 @@ fn a_service_scaled_to_zero_wakes_on_the_first_request() {
         std::thread::sleep(Duration::from_millis(500));
     };
     assert_eq!(latest_submissions(&run)[0].2, "scaled_down", "{run:#}");
+}
+
+/// Re-applies `t`'s service with other YAML lines (`extra`, before `resources`) and command;
+/// returns the CLI's output.
+fn reapply(t: &ServiceTest, extra: &str, command: &str) -> String {
+    let file = t.home().join("svc.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "type: service\nname: {}\nimage: dstack-rs-service-test:1\nport: 8000\n{extra}\
+             resources: {{cpu: 1.., memory: 0.5GB.., disk: 1GB..}}\ncommands: [{command}]\n",
+            t.name
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = cli(t.home(), &["apply", "-f", &file.display().to_string(), "-y", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    out
+}
+
+/// What the clients of [`Load`] saw.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Answers by body (the service's `VERSION`).
+    ok: std::collections::BTreeMap<String, u64>,
+    /// Non-2xx answers and connection errors, as (what, when since the load started).
+    failed: Vec<(String, Duration)>,
+    /// Slow requests: (body, when it ended).
+    slow: Vec<(String, Duration)>,
+}
+
+/// Continuous load through the proxy: `threads` clients looping `GET /version`, and one
+/// starting a `GET /slow?ms=<slow_ms>` every half second (each on its own connection), until
+/// [`Load::finish`]; every failure counts.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tally: std::sync::Arc<std::sync::Mutex<Tally>>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    started: Instant,
+}
+
+impl Load {
+    fn start(url: &str, base: &str, token: &str, threads: usize, slow_ms: u64) -> Load {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tally = std::sync::Arc::new(std::sync::Mutex::new(Tally::default()));
+        let started = Instant::now();
+        let mut handles = Vec::new();
+        let request = |url: String, path: String, token: String| {
+            // `http` panics on a broken connection: a failure too.
+            std::panic::catch_unwind(move || http(&url, "GET", &path, Some(&token)))
+                .map_err(|_| "connection error".to_owned())
+        };
+        for _ in 0..threads {
+            let (stop, tally) = (stop.clone(), tally.clone());
+            let (url, path, token) = (url.to_owned(), format!("{base}/version"), token.to_owned());
+            handles.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let answer = request(url.clone(), path.clone(), token.clone());
+                    let mut tally = tally.lock().unwrap();
+                    match answer {
+                        Ok((200, _, body)) => *tally.ok.entry(body).or_default() += 1,
+                        Ok((status, _, body)) => {
+                            tally.failed.push((format!("{status} {body}"), started.elapsed()))
+                        }
+                        Err(e) => tally.failed.push((e, started.elapsed())),
+                    }
+                }
+            }));
+        }
+        let (stop2, tally2) = (stop.clone(), tally.clone());
+        let (url, path, token) = (url.to_owned(), format!("{base}/slow?ms={slow_ms}"), token.to_owned());
+        handles.push(std::thread::spawn(move || {
+            let mut slow = Vec::new();
+            while !stop2.load(Ordering::SeqCst) {
+                let (tally, url, path, token) = (tally2.clone(), url.clone(), path.clone(), token.clone());
+                slow.push(std::thread::spawn(move || {
+                    let answer = request(url, path, token);
+                    let mut tally = tally.lock().unwrap();
+                    match answer {
+                        Ok((200, _, body)) => tally.slow.push((body, started.elapsed())),
+                        Ok((status, _, body)) => {
+                            tally.failed.push((format!("slow: {status} {body}"), started.elapsed()))
+                        }
+                        Err(e) => tally.failed.push((format!("slow: {e}"), started.elapsed())),
+                    }
+                }));
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            for h in slow {
+                let _ = h.join();
+            }
+        }));
+        Load { stop, tally, handles, started }
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Answers by body so far.
+    fn ok(&self) -> std::collections::BTreeMap<String, u64> {
+        self.tally.lock().unwrap().ok.clone()
+    }
+
+    fn finish(self) -> Tally {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for h in self.handles {
+            let _ = h.join();
+        }
+        std::mem::take(&mut *self.tally.lock().unwrap())
+    }
+}
+
+/// The latest submission of every job with its replica and deployment numbers:
+/// (replica, deployment, status, termination reason).
+fn replicas_of(run: &Value) -> Vec<(i64, i64, String, String)> {
+    run["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| {
+            let s = j["job_submissions"].as_array()?.last()?.clone();
+            let text = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
+            Some((
+                j["job_spec"]["replica_num"].as_i64()?,
+                s["deployment_num"].as_i64()?,
+                text("status"),
+                text("termination_reason"),
+            ))
+        })
+        .collect()
+}
+
+const HEALTH_PROBE: &str =
+    "probes:\n  - {type: http, url: /health, interval: 1s, timeout: 2s, ready_after: 1}\n";
+
+#[test]
+fn a_rolling_update_switches_versions_without_a_failed_request() {
+    let Some(t) = apply_service(
+        "svc-roll",
+        &[("DSTACK_SERVER_LOCAL_FLEET_BLOCKS", "2")],
+        &format!("env:\n  VERSION: v1\n{HEALTH_PROBE}"),
+    ) else {
+        return;
+    };
+    let (home, url, token) = (t.home(), t.url.clone(), t.token.clone());
+    let base = "/proxy/services/main/svc-roll";
+    wait("v1 to serve", Duration::from_secs(120), || {
+        let (status, _, body) = http(&url, "GET", &format!("{base}/version"), Some(&token));
+        (status == 200 && body == "v1").then_some(())
+    });
+    let load = Load::start(&url, base, &token, 4, 3000);
+    std::thread::sleep(Duration::from_secs(2));
+
+    // The update: a changed env rolls out as deployment 1.
+    let out = reapply(&t, &format!("env:\n  VERSION: v2\n{HEALTH_PROBE}"), "dstack-test-replica 8000");
+    assert!(
+        out.contains(
+            "Active run svc-roll already exists. Detected changes that can be updated in-place:\n\
+             - Configuration properties:\n  - env\n"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("Run svc-roll updated, detaching..."), "{out}");
+    let applied_at = load.elapsed();
+    let run = ps_run(home, "svc-roll");
+    assert_eq!(run["deployment_num"], 1, "{run:#}");
+
+    // The new replica serves, the old one is drained and stopped as `scaled_down`.
+    wait("v2 to serve", Duration::from_secs(120), || load.ok().contains_key("v2").then_some(()));
+    let switched_at = load.elapsed();
+    let run = wait("the old replica stopped", Duration::from_secs(120), || {
+        let run = ps_run(home, "svc-roll");
+        let reps = replicas_of(&run);
+        reps.iter()
+            .any(|(r, d, status, reason)| {
+                *r == 0 && *d == 0 && status == "terminated" && reason == "scaled_down"
+            })
+            .then_some(run)
+    });
+    let stopped_at = load.elapsed();
+    // After the stop only v2 answers.
+    let before = load.ok();
+    std::thread::sleep(Duration::from_secs(4));
+    let after = load.ok();
+    let tally = load.finish();
+    eprintln!(
+        "rolling update: applied at {applied_at:?}, v2 first served at {switched_at:?}, v1 stopped at {stopped_at:?}; \
+         answers {:?}, slow {}, failed {:?}",
+        tally.ok,
+        tally.slow.len(),
+        tally.failed
+    );
+    assert!(tally.failed.is_empty(), "failed requests during the update: {:?}", tally.failed);
+    assert_eq!(before.get("v1"), after.get("v1"), "no v1 answer after the old replica stopped");
+    assert!(after["v2"] > before["v2"], "{before:?} {after:?}");
+    // Slow requests started on v1 finished on v1 after v2 had started serving: the old
+    // replica was drained, not cut off.
+    assert!(
+        tally.slow.iter().any(|(body, ended)| body == "v1" && *ended > switched_at),
+        "a slow v1 request ended after the switch: {:?}",
+        tally.slow
+    );
+    assert!(tally.slow.iter().any(|(body, _)| body == "v2"), "{:?}", tally.slow);
+    assert_eq!(run["status"], "running", "{run:#}");
+    let reps = replicas_of(&run);
+    let live: Vec<_> = reps.iter().filter(|(_, _, s, _)| s == "running").collect();
+    assert_eq!(live.len(), 1, "{reps:?}");
+    assert_eq!(live[0].1, 1, "the running replica is of deployment 1: {reps:?}");
+
+    // Re-applying the same spec changes nothing that runs: the replica is bumped in place.
+    let (code, out, err) =
+        cli(home, &["apply", "-f", &t.home().join("svc.yml").display().to_string(), "-y", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Detected no changes") && out.contains("Use --force"), "{out}");
+
+    // A change that leaves the job spec as it is (`priority`) is a new deployment too, but
+    // the running replica is only marked as of it: no new replica, nothing stopped.
+    let job_before = running_jobs(&ps_run(home, "svc-roll"));
+    let out =
+        reapply(&t, &format!("priority: 5\nenv:\n  VERSION: v2\n{HEALTH_PROBE}"), "dstack-test-replica 8000");
+    assert!(out.contains("can be updated in-place:\n- Configuration properties:\n  - priority\n"), "{out}");
+    let run = wait("the replica bumped in place", Duration::from_secs(30), || {
+        let run = ps_run(home, "svc-roll");
+        replicas_of(&run).iter().any(|(_, d, s, _)| *d == 2 && s == "running").then_some(run)
+    });
+    assert_eq!(run["deployment_num"], 2, "{run:#}");
+    assert_eq!(running_jobs(&run), job_before, "the same job: {run:#}");
+    assert_eq!(replicas_of(&run).len(), 2, "no new replica: {run:#}");
+}
+
+#[test]
+fn a_failed_update_leaves_the_old_version_serving_and_says_why() {
+    let Some(t) = apply_service(
+        "svc-bad",
+        &[("DSTACK_SERVER_LOCAL_FLEET_BLOCKS", "2")],
+        &format!("env:\n  VERSION: v1\n{HEALTH_PROBE}"),
+    ) else {
+        return;
+    };
+    let (home, url, token) = (t.home(), t.url.clone(), t.token.clone());
+    let base = "/proxy/services/main/svc-bad";
+    wait("v1 to serve", Duration::from_secs(120), || {
+        let (status, _, body) = http(&url, "GET", &format!("{base}/version"), Some(&token));
+        (status == 200 && body == "v1").then_some(())
+    });
+    let load = Load::start(&url, base, &token, 4, 1000);
+
+    // A new version whose probe never passes: it runs, gets no traffic, and the run says why.
+    let never_ready = "probes:\n  - {type: http, url: /ready, interval: 1s, timeout: 2s, ready_after: 1}\n";
+    reapply(&t, &format!("env:\n  VERSION: v2\n{never_ready}"), "dstack-test-replica 8000");
+    let run = wait("the probe message", Duration::from_secs(120), || {
+        let run = ps_run(home, "svc-bad");
+        run["status_message"].as_str().is_some_and(|m| m.contains("probes not passing")).then_some(run)
+    });
+    eprintln!("never ready: {}", run["status_message"]);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(ps_run(home, "svc-bad")["status"], "running");
+
+    // A version that exits at once supersedes it: it fails, the run does not, v1 serves.
+    reapply(&t, &format!("env:\n  VERSION: v3\n{HEALTH_PROBE}"), "exit 1");
+    let run = wait("the failure message", Duration::from_secs(120), || {
+        let run = ps_run(home, "svc-bad");
+        run["status_message"].as_str().is_some_and(|m| m.starts_with("update failed")).then_some(run)
+    });
+    let message = run["status_message"].as_str().unwrap_or_default().to_owned();
+    eprintln!("failed update: {message}");
+    assert_eq!(run["status"], "running", "{run:#}");
+    assert_eq!(run["deployment_num"], 2, "{run:#}");
+    let (code, out, err) = cli(home, &["ps"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.to_lowercase().contains("update failed"), "{out}");
+    // It stays so: no replacement is tried, the old replica keeps serving.
+    std::thread::sleep(Duration::from_secs(8));
+    let run = ps_run(home, "svc-bad");
+    assert_eq!(run["status"], "running", "{run:#}");
+    assert_eq!(run["status_message"], message.as_str(), "{run:#}");
+    let reps = replicas_of(&run);
+    assert!(reps.iter().any(|(r, d, s, _)| *r == 0 && *d == 0 && s == "running"), "{reps:?}");
+    assert_eq!(reps.iter().filter(|(_, d, _, _)| *d == 2).count(), 1, "one failed try of v3: {reps:?}");
+    let tally = load.finish();
+    eprintln!("failed update: answers {:?}, slow {}, failed {:?}", tally.ok, tally.slow.len(), tally.failed);
+    assert!(tally.failed.is_empty(), "failed requests: {:?}", tally.failed);
+    assert_eq!(tally.ok.keys().collect::<Vec<_>>(), ["v1"], "only v1 served: {:?}", tally.ok);
+}
+
+/// The real dstack 0.22.5 CLI (pip, `DSTACK_ORACLE_VENV`) re-applies a changed service as an
+/// update: it plans `action: update`, sends the current run back, and the run rolls to the
+/// new version.
+#[test]
+fn the_pip_cli_updates_a_service_in_place() {
+    let exe = match crate::pip_attach::pip_dstack() {
+        Ok(exe) => exe,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let Some(t) = apply_service(
+        "svc-pip",
+        &[("DSTACK_SERVER_LOCAL_FLEET_BLOCKS", "2")],
+        &format!("env:\n  VERSION: v1\n{HEALTH_PROBE}"),
+    ) else {
+        return;
+    };
+    let (home, url, token) = (t.home(), t.url.clone(), t.token.clone());
+    let base = "/proxy/services/main/svc-pip";
+    wait("v1 to serve", Duration::from_secs(120), || {
+        let (status, _, body) = http(&url, "GET", &format!("{base}/version"), Some(&token));
+        (status == 200 && body == "v1").then_some(())
+    });
+    let file = home.join("svc.yml");
+    let text = std::fs::read_to_string(&file).unwrap().replace("VERSION: v1", "VERSION: v2");
+    std::fs::write(&file, text).unwrap();
+    let out = crate::pip_attach::pip(&exe, home, &["apply", "-f", "svc.yml", "-y", "-d"]).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("Detected changes that can be updated in-place"), "{stdout}");
+    assert!(stdout.contains("- env"), "{stdout}");
+    assert!(stdout.contains("svc-pip updated"), "{stdout}");
+    assert_eq!(ps_run(home, "svc-pip")["deployment_num"], 1);
+    wait("v2 to serve alone", Duration::from_secs(120), || {
+        let answers: Vec<String> =
+            (0..4).map(|_| http(&url, "GET", &format!("{base}/version"), Some(&token)).2).collect();
+        answers.iter().all(|a| a == "v2").then_some(())
+    });
 }

@@ -58,6 +58,7 @@ async fn running_job(db: &Db, service: bool) -> JobRow {
         graceful_termination_attempts: None,
         image_pull_progress: None,
         inactivity_secs: None,
+        drain_started_at: None,
     };
     db.insert_run(&run, std::slice::from_ref(&job)).await.unwrap();
     job
@@ -176,6 +177,60 @@ async fn desired_replica_counts_are_saved_under_the_runs_lease() {
         assert!(db.save_run(&next, token, &[], &[]).await.unwrap());
         let saved = db.run_by_id(run.id).await.unwrap().unwrap();
         assert_eq!(saved.desired_replica_counts.as_deref(), Some(r#"{"0":2}"#));
+    })
+    .await;
+}
+
+/// A rolling deployment's job marks are written with its run pass, each touching only its
+/// own column of an unfinished job; an apply's in-place update is a compare-and-set on
+/// `deployment_num` that breaks the runs loop's lease, and a pass never writes the number.
+#[tokio::test]
+async fn rolling_marks_and_in_place_updates() {
+    use dstack_db::JobMark;
+    each_backend(|cx| async move {
+        let db = cx.db;
+        let job = running_job(&db, true).await;
+        let run = db.run_by_id(job.run_id).await.unwrap().unwrap();
+        // The update: deployment 1, once; a second update from the same view is refused.
+        assert!(db.update_run_spec(run.id, 0, r#"{"v":2}"#, 5, Some(r#"{"url":"/x/"}"#)).await.unwrap());
+        assert!(!db.update_run_spec(run.id, 0, r#"{"v":3}"#, 5, None).await.unwrap());
+        let updated = db.run_by_id(run.id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                updated.deployment_num,
+                updated.run_spec.as_str(),
+                updated.priority,
+                updated.service_spec.as_deref()
+            ),
+            (1, r#"{"v":2}"#, 5, Some(r#"{"url":"/x/"}"#))
+        );
+        // A pass that leased the run before the update writes nothing.
+        let now = ts(1_764_000_500);
+        let lease = jiff::SignedDuration::from_secs(30);
+        let (leased, token) = db.lease_runs(&["running"], 10_000, now, lease).await.unwrap();
+        let mut stale = leased.into_iter().find(|r| r.id == run.id).expect("leased");
+        assert!(db.update_run_spec(run.id, 1, r#"{"v":3}"#, 5, None).await.unwrap());
+        stale.status = "terminating".to_owned();
+        assert!(!db.save_run_pass(&stale, token, &[], &[], &[]).await.unwrap(), "the update broke the lease");
+        // A pass's marks: the job's deployment and drain start; the run's number stays.
+        let (leased, token) = db.lease_runs(&["running"], 10_000, now, lease).await.unwrap();
+        let mut next = leased.into_iter().find(|r| r.id == run.id).expect("leased");
+        assert_eq!(next.deployment_num, 2);
+        next.deployment_num = 0;
+        let marks = [
+            JobMark::Deployment { job_id: job.id, deployment_num: 2 },
+            JobMark::Drain { job_id: job.id, at: ts(1_764_000_600) },
+        ];
+        assert!(db.save_run_pass(&next, token, &[], &[], &marks).await.unwrap());
+        assert_eq!(db.run_by_id(run.id).await.unwrap().unwrap().deployment_num, 2, "not written by a pass");
+        let marked = db.job_by_id(job.id).await.unwrap().unwrap();
+        assert_eq!((marked.deployment_num, marked.drain_started_at), (2, Some(ts(1_764_000_600))));
+        // A drain starts once: a later mark keeps the first time.
+        let (_, token) = db.lease_runs(&["running"], 10_000, now, lease).await.unwrap();
+        let later = [JobMark::Drain { job_id: job.id, at: ts(1_764_000_900) }];
+        assert!(db.save_run_pass(&next, token, &[], &[], &later).await.unwrap());
+        let marked = db.job_by_id(job.id).await.unwrap().unwrap();
+        assert_eq!(marked.drain_started_at, Some(ts(1_764_000_600)));
     })
     .await;
 }

@@ -89,6 +89,11 @@ pub async fn step(state: &AppState) -> Result<(), dstack_db::DbError> {
     Ok(())
 }
 
+/// One pass of the runs loop alone (for tests that play the job loops' part themselves).
+pub async fn runs_pass(state: &AppState) -> Result<(), dstack_db::DbError> {
+    runs::pass(state).await
+}
+
 /// Starts every loop; they run until the returned set is dropped or aborted.
 pub fn spawn(state: AppState) -> JoinSet<()> {
     let mut set = JoinSet::new();

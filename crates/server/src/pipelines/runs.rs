@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use dstack_api::runs::{
     JobStatus, JobTerminationReason, RunConfiguration, RunSpec, RunStatus, RunTerminationReason,
 };
-use dstack_db::{DbError, JobRow, RunRow};
+use dstack_db::{DbError, JobMark, JobRow, RunRow};
 use dstack_decide::autoscale::{GroupScaling, ServiceScaling, ServiceStats, WindowStats};
 use dstack_decide::run::{JobView, RunPlan, RunSnapshot};
 use uuid::Uuid;
@@ -38,7 +38,8 @@ pub(super) async fn pass(state: &AppState) -> Result<(), DbError> {
     for run in leased {
         let jobs = jobs_by_run.remove(&run.id).unwrap_or_default();
         let load = service_load(state, &run, &jobs, &registered).await;
-        let snapshot = match snapshot(&run, &jobs, &registered, load) {
+        let in_flight = |id: Uuid| state.proxy.stats(&id.to_string()).map_or(0, |s| s.in_flight);
+        let snapshot = match snapshot(&run, &jobs, &registered, load, &in_flight) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(run = %run.run_name, error = %e, "stored run data does not parse");
@@ -49,6 +50,21 @@ pub(super) async fn pass(state: &AppState) -> Result<(), DbError> {
         let fleet_id = if plan.clear_fleet { None } else { detect_fleet(state, &run, &jobs).await? };
         if is_noop(&run, &plan) && fleet_id == run.fleet_id {
             continue;
+        }
+        let marks: Vec<JobMark> = plan
+            .bump_deployment
+            .iter()
+            .map(|id| JobMark::Deployment { job_id: *id, deployment_num: run.deployment_num })
+            .chain(plan.drain_jobs.iter().map(|id| JobMark::Drain { job_id: *id, at: now }))
+            .collect();
+        if !marks.is_empty() {
+            tracing::info!(
+                run = %run.run_name,
+                deployment = run.deployment_num,
+                bumped = plan.bump_deployment.len(),
+                drained = plan.drain_jobs.len(),
+                "rolling deployment"
+            );
         }
         let (updated, new_jobs) = match job_changes(&run, &jobs, &plan, now) {
             Ok(changes) => changes,
@@ -78,7 +94,7 @@ pub(super) async fn pass(state: &AppState) -> Result<(), DbError> {
                 "service scaled"
             );
         }
-        if state.db.save_run(&next, token, &updated, &new_jobs).await? {
+        if state.db.save_run_pass(&next, token, &updated, &new_jobs, &marks).await? {
             if next.status != run.status {
                 tracing::info!(run = %run.run_name, from = %run.status, to = %next.status, "run status");
             }
@@ -123,6 +139,8 @@ fn is_noop(run: &RunRow, plan: &RunPlan) -> bool {
         && !plan.trigger
         && plan.next_triggered_at == run.next_triggered_at
         && plan.scale_up.is_empty()
+        && plan.bump_deployment.is_empty()
+        && plan.drain_jobs.is_empty()
         && plan
             .desired_replica_counts
             .as_ref()
@@ -169,6 +187,7 @@ fn snapshot(
     jobs: &[JobRow],
     registered: &[Uuid],
     load: Option<ServiceStats>,
+    in_flight: &dyn Fn(Uuid) -> i64,
 ) -> Result<RunSnapshot, serde_json::Error> {
     let spec: RunSpec = serde_json::from_str(&run.run_spec)?;
     let profile = dstack_decide::jobspec::merged_profile(&spec);
@@ -198,7 +217,14 @@ fn snapshot(
                 last_processed_at: j.last_processed_at,
                 replica_group: crate::services::replica_group(j),
                 deployment_num: j.deployment_num,
-                serving: status == JobStatus::Running && crate::services::is_ready(j, registered),
+                serving: status == JobStatus::Running
+                    && crate::services::is_ready(j, registered)
+                    && j.drain_started_at.is_none(),
+                spec_current: j.deployment_num < run.deployment_num
+                    && !status.is_finished()
+                    && spec_is_current(&spec, j),
+                draining_since: j.drain_started_at,
+                in_flight: if j.drain_started_at.is_some() { in_flight(j.id) } else { 0 },
             }
         })
         .collect();
@@ -216,6 +242,7 @@ fn snapshot(
                 .unwrap_or_default(),
             stats: load,
             deployment_num: run.deployment_num,
+            drain_timeout: drain_timeout(jobs),
         }),
         _ => None,
     };
@@ -232,6 +259,49 @@ fn snapshot(
         service,
     })
 }
+
+/// Whether an out-of-date job's stored spec is what the run's current spec makes for it
+/// (dstack's `job_spec_updatable_in_place`; the inter-node key differs per submission and is
+/// left out). A spec that cannot be made or read is not current.
+fn spec_is_current(spec: &RunSpec, job: &JobRow) -> bool {
+    let Ok(fresh) =
+        crate::runs::replica_job_specs(spec, job.replica_num, &crate::services::replica_group(job))
+    else {
+        return false;
+    };
+    let Some(fresh) = fresh.into_iter().find(|s| s.job_num == job.job_num) else { return false };
+    let (Ok(mut fresh), Ok(mut stored)) =
+        (serde_json::to_value(&fresh), serde_json::from_str::<serde_json::Value>(&job.job_spec))
+    else {
+        return false;
+    };
+    for v in [&mut fresh, &mut stored] {
+        if let Some(map) = v.as_object_mut() {
+            map.remove("ssh_key");
+        }
+    }
+    fresh == stored
+}
+
+/// How long a replaced or scaled-down replica may drain: its jobs' `stop_duration` (the job
+/// spec holds dstack's five minutes when it is not set, nothing when it is `off`), at most ten
+/// minutes.
+fn drain_timeout(jobs: &[JobRow]) -> jiff::SignedDuration {
+    #[derive(serde::Deserialize)]
+    struct Stop {
+        #[serde(default)]
+        stop_duration: Option<i64>,
+    }
+    let secs = jobs
+        .last()
+        .and_then(|j| serde_json::from_str::<Stop>(&j.job_spec).ok())
+        .map_or(DRAIN_TIMEOUT_MAX, |s| s.stop_duration.unwrap_or(DRAIN_TIMEOUT_MAX))
+        .clamp(0, DRAIN_TIMEOUT_MAX);
+    jiff::SignedDuration::from_secs(secs)
+}
+
+/// The longest drain, seconds (also for `stop_duration: off`).
+const DRAIN_TIMEOUT_MAX: i64 = 600;
 
 /// The job rows the plan changes and the new submissions it creates.
 fn job_changes(
@@ -262,6 +332,15 @@ fn job_changes(
                 }
                 acc
             });
+        // A replica of an older deployment comes back with the run's current spec (it gets
+        // the run's `deployment_num`).
+        if latest.iter().any(|j| j.deployment_num < run.deployment_num) {
+            let spec: RunSpec = serde_json::from_str(&run.run_spec)?;
+            let group = latest.first().map(|j| crate::services::replica_group(j)).unwrap_or_default();
+            let specs = crate::runs::replica_job_specs(&spec, *replica, &group)?;
+            new_jobs.extend(next_submissions(run, jobs, specs, now)?);
+            continue;
+        }
         for prev in latest {
             let key = JobKey {
                 job_num: prev.job_num,

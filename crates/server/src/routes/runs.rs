@@ -135,8 +135,10 @@ pub(super) async fn apply(
     Ok(Json(wire))
 }
 
-/// `apply` of a name whose run is still active: the same spec is a no-op (the run is
-/// returned), anything else must be stopped first.
+/// `apply` of a name whose run is still active: dstack's `apply_plan` against it. A spec
+/// that cannot update the run in place is refused; without `force` the plan must have been
+/// made against the run as it is now; then the run takes the new spec and the next
+/// `deployment_num` in place, and the runs loop rolls the change out.
 async fn reapply_active(
     state: &AppState,
     project: &ProjectRow,
@@ -145,18 +147,48 @@ async fn reapply_active(
     plan_current: Option<Run>,
     force: bool,
 ) -> Result<Json<RunOut>, Failure> {
-    let out = load_run(state, project, existing, true, None).await?;
+    let out = load_run(state, project, existing.clone(), true, None).await?;
     let current = out.to_typed().map_err(internal)?;
-    if current.run_spec.configuration != spec.configuration {
-        return Err(ApiError::error("Cannot override active run. Stop the run first.").into());
-    }
-    if !force && plan_current.as_ref().is_none_or(|c| c.id != current.id) {
+    let changes = dstack_decide::update::check_can_update_run_spec(&current.run_spec, spec)
+        .map_err(|_| ApiError::error("Cannot override active run. Stop the run first."))?;
+    let same_spec = |plan: &Run| {
+        serde_json::to_value(&plan.run_spec).ok() == serde_json::to_value(&current.run_spec).ok()
+    };
+    if !force && plan_current.as_ref().is_none_or(|c| c.id != current.id || !same_spec(c)) {
         return Err(ApiError::error(
             "Failed to apply plan. Resource has been changed. Try again or use force apply.",
         )
         .into());
     }
-    Ok(Json(out))
+    let run_name = existing.run_name.clone();
+    let service_spec =
+        match crate::services::service_spec(&project.name, &run_name, spec).map_err(ApiError::error)? {
+            Some(service) => Some(serde_json::to_string(&service).map_err(internal)?),
+            None => existing.service_spec.clone(),
+        };
+    let priority = runs::base(&spec.configuration).priority.unwrap_or(0);
+    let text = serde_json::to_string(spec).map_err(internal)?;
+    let updated = state
+        .db
+        .update_run_spec(existing.id, existing.deployment_num, &text, priority, service_spec.as_deref())
+        .await?;
+    if !updated {
+        // Another apply (or the run finishing) came first.
+        return Err(ApiError::error(
+            "Failed to apply plan. Resource has been changed. Try again or use force apply.",
+        )
+        .into());
+    }
+    tracing::info!(
+        run = %run_name,
+        deployment = existing.deployment_num + 1,
+        changed = ?changes.fields,
+        configuration = ?changes.configuration,
+        "run updated"
+    );
+    state.hints.wake_all();
+    let row = state.db.run_by_id(existing.id).await?.ok_or(Failure(ApiError::Internal))?;
+    Ok(Json(load_run(state, project, row, true, None).await?))
 }
 
 pub(super) async fn list(

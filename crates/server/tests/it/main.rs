@@ -10,6 +10,7 @@ mod metrics;
 mod probes;
 mod projects;
 mod repos;
+mod rolling;
 mod runs;
 mod secrets;
 mod server;

@@ -542,3 +542,103 @@ async fn jobs_share_a_host_split_into_blocks() {
     let row = s.state.db.instance_by_id(instance.id).await.unwrap().unwrap();
     assert_eq!(row.status, "idle");
 }
+
+/// The body the dstack 0.22.5 CLI sends for `runs/apply` of a service (a captured fixture),
+/// renamed to `name`.
+fn service_apply_body(name: &str) -> Value {
+    let text = include_str!("../../../api/tests/fixtures/service.runs_apply.request.json");
+    let mut body: Value = serde_json::from_str(text).expect("fixture");
+    body["plan"]["run_spec"]["run_name"] = json!(name);
+    body["plan"]["run_spec"]["configuration"]["name"] = json!(name);
+    body
+}
+
+/// dstack's update semantics of `get_plan` and `apply` against an active service: what a
+/// rolling deployment can roll out plans as an update and applies in place with the next
+/// `deployment_num`, only against the run as it is now (or with `force`); anything else must
+/// be stopped first.
+#[tokio::test]
+async fn an_active_service_is_updated_in_place_with_the_next_deployment() {
+    let (s, _dir) = isolated_server().await;
+    let p = project(&s).await;
+    let base = format!("/api/project/{p}/runs");
+    let first = s.admin(&format!("{base}/apply"), Some(service_apply_body("upd"))).await;
+    assert_eq!(first["deployment_num"], 0);
+
+    let with = |edit: &dyn Fn(&mut Value)| {
+        let mut body = service_apply_body("upd");
+        edit(&mut body["plan"]["run_spec"]);
+        body
+    };
+    let env_v2 = |spec: &mut Value| spec["configuration"]["env"] = json!({"VERSION": "v2"});
+    // Plans: an env change is an update of the current run; `auth` is not.
+    let plan = s
+        .admin(&format!("{base}/get_plan"), Some(json!({"run_spec": with(&env_v2)["plan"]["run_spec"]})))
+        .await;
+    assert_eq!(plan["action"], "update");
+    assert_eq!(plan["current_resource"]["id"], first["id"]);
+    let no_auth = |spec: &mut Value| spec["configuration"]["auth"] = json!(false);
+    let plan = s
+        .admin(&format!("{base}/get_plan"), Some(json!({"run_spec": with(&no_auth)["plan"]["run_spec"]})))
+        .await;
+    assert_eq!(plan["action"], "create");
+    assert_eq!(plan["current_resource"]["id"], first["id"]);
+
+    // Without the current run in the plan, or with a stale one, the resource has changed.
+    let changed = "Failed to apply plan. Resource has been changed. Try again or use force apply.";
+    let stale = s.post(&format!("{base}/apply"), Some(&s.admin_token), Some(with(&env_v2))).await;
+    assert_eq!(stale.status, StatusCode::BAD_REQUEST);
+    assert_eq!(stale.json["detail"][0]["msg"], changed);
+    let refused = s.post(&format!("{base}/apply"), Some(&s.admin_token), Some(with(&no_auth))).await;
+    assert_eq!(refused.json["detail"][0]["msg"], "Cannot override active run. Stop the run first.");
+
+    // With the current run: updated in place, deployment 1, the new spec stored.
+    let mut body = with(&env_v2);
+    body["plan"]["current_resource"] = first.clone();
+    let updated = s.admin(&format!("{base}/apply"), Some(body.clone())).await;
+    assert_eq!(updated["id"], first["id"], "the same run");
+    assert_eq!(updated["deployment_num"], 1);
+    assert_eq!(updated["run_spec"]["configuration"]["env"], json!({"VERSION": "v2"}));
+    assert_eq!(updated["jobs"][0]["job_submissions"][0]["deployment_num"], 0, "the job rolls later");
+    assert_eq!(updated["service"], first["service"]);
+    // The plan made against deployment 0 is stale now.
+    let again = s.post(&format!("{base}/apply"), Some(&s.admin_token), Some(body)).await;
+    assert_eq!(again.json["detail"][0]["msg"], changed);
+    // `force` needs no current run; a replicas change is in place too.
+    let mut forced = with(&|spec: &mut Value| {
+        env_v2(spec);
+        spec["configuration"]["replicas"] = json!({"min": 2, "max": 2});
+    });
+    forced["force"] = json!(true);
+    let forced = s.admin(&format!("{base}/apply"), Some(forced)).await;
+    assert_eq!(forced["deployment_num"], 2);
+    assert_eq!(forced["run_spec"]["configuration"]["replicas"], json!({"min": 2, "max": 2}));
+    let got = s.admin(&format!("{base}/get"), Some(json!({"run_name": "upd"}))).await;
+    assert_eq!(got["deployment_num"], 2);
+    assert_eq!(got["id"], first["id"]);
+}
+
+/// A task changes in place only its priority: other changes need a new run.
+#[tokio::test]
+async fn an_active_task_is_updated_only_in_its_priority() {
+    let (s, _dir) = isolated_server().await;
+    let p = project(&s).await;
+    let base = format!("/api/project/{p}/runs");
+    let run = s.admin(&format!("{base}/apply"), Some(apply_body("tprio", &["sleep 100"]))).await;
+    let mut body = apply_body("tprio", &["sleep 100"]);
+    body["plan"]["run_spec"]["configuration"]["priority"] = json!(7);
+    let plan =
+        s.admin(&format!("{base}/get_plan"), Some(json!({"run_spec": body["plan"]["run_spec"]}))).await;
+    assert_eq!(plan["action"], "update");
+    body["plan"]["current_resource"] = run.clone();
+    let updated = s.admin(&format!("{base}/apply"), Some(body)).await;
+    assert_eq!((updated["id"].clone(), updated["deployment_num"].clone()), (run["id"].clone(), json!(1)));
+    assert_eq!(updated["run_spec"]["configuration"]["priority"], 7);
+    let mut env = apply_body("tprio", &["sleep 100"]);
+    env["plan"]["run_spec"]["configuration"]["env"] = json!({"A": "1"});
+    let plan = s.admin(&format!("{base}/get_plan"), Some(json!({"run_spec": env["plan"]["run_spec"]}))).await;
+    assert_eq!(plan["action"], "create");
+    env["plan"]["current_resource"] = updated;
+    let refused = s.post(&format!("{base}/apply"), Some(&s.admin_token), Some(env)).await;
+    assert_eq!(refused.json["detail"][0]["msg"], "Cannot override active run. Stop the run first.");
+}

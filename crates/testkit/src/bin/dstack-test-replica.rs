@@ -5,6 +5,9 @@
 //! - `GET /sse`: three server-sent events, 200 ms apart;
 //! - `GET /ready`: 503 until a `POST /ready` (which a test sends straight to the replica's
 //!   published port), then 200: a readiness probe's target;
+//! - `GET /health`: 200 (a probe that passes);
+//! - `GET /version`: the `VERSION` environment variable, to tell a service's versions apart;
+//! - `GET /slow?ms=N`: `VERSION` after N milliseconds (a request in flight during an update);
 //! - anything else: `<METHOD> <path and query>`, then a space and the request body if it has
 //!   one, so tests see what the proxy forwarded.
 
@@ -28,10 +31,27 @@ async fn main() {
         }
     };
     let job = std::env::var("DSTACK_JOB_ID").unwrap_or_default();
+    let version = std::env::var("VERSION").unwrap_or_default();
+    let slow_version = version.clone();
     let ready = Arc::new(AtomicBool::new(false));
     let made_ready = ready.clone();
     let app = Router::new()
         .route("/whoami", get(move || async move { job }))
+        .route("/health", get(|| async { "ok" }))
+        .route("/version", get(move || async move { version }))
+        .route(
+            "/slow",
+            get(move |req: Request| async move {
+                let ms: u64 = req
+                    .uri()
+                    .query()
+                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ms=")))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1000);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                slow_version
+            }),
+        )
         .route(
             "/ready",
             get(move || async move {
