@@ -288,8 +288,11 @@ fn a_service_with_two_replicas_is_served_through_the_proxy() {
         let run = ps_run(home, "svc");
         (run["status"] == "terminated" || run["status"] == "failed").then_some(())
     });
-    let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some(&token));
-    assert_eq!((status, body.as_str()), (404, r#"{"detail":"Service main/svc not found"}"#));
+    // The proxy remembers a route for a second (`services::Routes`): the stop shows after that.
+    wait("the stopped service to leave the proxy", Duration::from_secs(3), || {
+        let (status, _, body) = http(&url, "GET", &format!("{base}/whoami"), Some(&token));
+        (status == 404).then(|| assert_eq!(body, r#"{"detail":"Service main/svc not found"}"#))
+    });
 }
 
 /// The latest submission's probes of every job of a run.
