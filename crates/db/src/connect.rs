@@ -49,7 +49,9 @@ pub(crate) async fn connect(url: &str) -> Result<Db, DbError> {
 }
 
 fn sqlite_pool_options() -> AnyPoolOptions {
-    AnyPoolOptions::new().after_connect(|conn, _meta| {
+    // A SQLite connection cannot drop the way a network one can, so the pool hands it out
+    // without the ping (a round trip to the connection's thread before every statement).
+    AnyPoolOptions::new().test_before_acquire(false).after_connect(|conn, _meta| {
         Box::pin(async move {
             conn.execute("PRAGMA foreign_keys = ON").await?;
             // With WAL, NORMAL syncs at checkpoints, not on every commit: a killed server
