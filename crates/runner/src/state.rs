@@ -18,6 +18,9 @@ pub(crate) struct Shared {
     pub(crate) stop_tx: watch::Sender<Option<StopCause>>,
     /// Notified when a pull was served in `wait_logs_finished`.
     pub(crate) pulled: Notify,
+    /// Notified on every job log event and state change, so `/logs_ws` streams send at once
+    /// (a job that ends is killed soon after the server has pulled its end).
+    pub(crate) logs_changed: Notify,
     pub(crate) metrics: crate::metrics::Collector,
     /// sshd's `authorized_keys`, while it runs.
     pub(crate) ssh_keys_file: Mutex<Option<std::path::PathBuf>>,
@@ -58,6 +61,7 @@ impl Shared {
             state_tx: watch::Sender::new(RunnerState::WaitSubmit),
             stop_tx: watch::Sender::new(None),
             pulled: Notify::new(),
+            logs_changed: Notify::new(),
             metrics: crate::metrics::Collector::default(),
             ssh_keys_file: Mutex::new(None),
             ssh_unavailable: Mutex::new(None),
@@ -77,6 +81,7 @@ impl Shared {
     pub(crate) fn set_state(&self, inner: &mut Inner, state: RunnerState) {
         inner.state = state;
         self.state_tx.send_replace(state);
+        self.logs_changed.notify_waiters();
     }
 
     pub(crate) fn job_state(&self, state: JobState, reason: &str, message: &str, exit_status: Option<i32>) {
@@ -94,6 +99,7 @@ impl Shared {
     pub(crate) fn job_log(&self, inner: &mut Inner, message: Vec<u8>) {
         let timestamp = inner.clock.next();
         inner.job_logs.push(LogEvent { message, timestamp });
+        self.logs_changed.notify_waiters();
     }
 
     /// A line of the runner's own log (`dstack logs --diagnose`), also traced.

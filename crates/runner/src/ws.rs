@@ -1,7 +1,7 @@
 //! `GET /logs_ws?start_time=<RFC 3339>` (spec agents.md §2.3): the job's output as binary
 //! WebSocket messages, from the first event at or after `start_time` (second precision; all
-//! of it without one), polled every 100 ms, then a normal close once the job has finished and
-//! everything was sent. A bad `start_time` gets close code 1003
+//! of it without one), sent as soon as the job writes it, then a normal close once the job
+//! has finished and everything was sent. A bad `start_time` gets close code 1003
 //! `failed to parse start_time value`. Pings are answered; the client's close ends the stream.
 
 use std::collections::HashMap;
@@ -43,6 +43,10 @@ async fn stream(shared: &Shared, mut socket: WebSocket, start_time: Option<&str>
     };
     let mut next = shared.job_log_index(start);
     loop {
+        // Armed before reading, so an event between the read and the wait is not missed.
+        let changed = shared.logs_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         let (logs, finished) = shared.job_logs_from(next);
         let done = finished && logs.is_empty();
         next += logs.len();
@@ -62,6 +66,7 @@ async fn stream(shared: &Shared, mut socket: WebSocket, start_time: Option<&str>
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 Some(Ok(_)) => {}
             },
+            () = &mut changed => {}
             () = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
