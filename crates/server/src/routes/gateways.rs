@@ -265,6 +265,7 @@ async fn create(
     if configuration.default == Some(true) || (configuration.default.is_none() && !has_default) {
         state.db.set_default_gateway(project.id, Some(row.id)).await?;
     }
+    state.hints.gateways.notify_one();
     let row = state.db.gateway_by_id(row.id).await?.ok_or(DbGone)?;
     to_wire(project, &row)
 }
@@ -279,6 +280,7 @@ pub(super) async fn delete(
             state.db.mark_gateway_deleted(row.id).await?;
         }
     }
+    state.hints.gateways.notify_one();
     Ok(null())
 }
 
