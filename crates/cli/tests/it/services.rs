@@ -889,7 +889,32 @@ fn a_service_on_a_local_gateway_is_served_on_its_domain() {
         matches!(status, 404 | 503).then_some(())
     });
 
-    let (code, out, err) = cli(home, &["gateway", "delete", "test-gw", "-y"]);
+    // A gateway whose port is taken fails, saying why.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_file = home.join("busy.yml");
+    std::fs::write(
+        &busy_file,
+        format!(
+            "type: gateway\nname: busy-gw\nbackend: local\ndomain: busy.test\ncertificate: null\n\
+             local: {{host: 127.0.0.1, http_port: {}}}\n",
+            taken.local_addr().unwrap().port()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = cli(home, &["apply", "-f", &busy_file.display().to_string(), "-y"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let busy = wait("the busy gateway failed", Duration::from_secs(60), || {
+        let (_, out, _) = cli(home, &["gateway", "list", "--json"]);
+        let list: Value = serde_json::from_str(&out).ok()?;
+        list.as_array()?.iter().find(|g| g["name"] == "busy-gw" && g["status"] == "failed").cloned()
+    });
+    assert!(
+        busy["status_message"].as_str().is_some_and(|m| m.starts_with("the gateway process exited")),
+        "{busy:#}"
+    );
+    assert_eq!(busy["default"], false, "the project's first gateway stays the default");
+
+    let (code, out, err) = cli(home, &["gateway", "delete", "test-gw", "busy-gw", "-y"]);
     assert_eq!(code, 0, "{out}{err}");
     wait("the gateway process gone", Duration::from_secs(30), || {
         let (_, out, _) = cli(home, &["gateway", "list", "--json"]);

@@ -55,7 +55,9 @@ async fn try_sync(state: &AppState, gateway: &GatewayRow) -> Result<(), String> 
     let runs = state.db.list_runs(&filter).await.map_err(|e| e.to_string())?;
     let listed = client.list_services().await.map_err(|e| e.to_string())?;
     let mut registered: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut ids: BTreeMap<String, Option<String>> = BTreeMap::new();
     for s in listed.services.into_iter().filter(|s| s.project_name == project.name) {
+        ids.insert(s.run_name.clone(), s.id);
         registered.insert(s.run_name, s.replicas.into_iter().map(|r| r.id).collect());
     }
     let mut wanted = BTreeSet::new();
@@ -72,6 +74,12 @@ async fn try_sync(state: &AppState, gateway: &GatewayRow) -> Result<(), String> 
         let Ok(spec) = serde_json::from_str::<RunSpec>(&run.run_spec) else { continue };
         let RunConfiguration::Service(conf) = &spec.configuration else { continue };
         wanted.insert(run.run_name.clone());
+        let run_id = run.id.simple().to_string();
+        if ids.get(&run.run_name).is_some_and(|id| id.as_ref().is_some_and(|id| *id != run_id)) {
+            // An earlier run of the same name: replace its registration.
+            client.unregister_service(&project.name, &run.run_name).await.map_err(|e| e.to_string())?;
+            registered.remove(&run.run_name);
+        }
         let current = match registered.get(&run.run_name) {
             Some(replicas) => replicas.clone(),
             None => {
@@ -79,7 +87,7 @@ async fn try_sync(state: &AppState, gateway: &GatewayRow) -> Result<(), String> 
                     serde_json::from_value(serde_json::Value::Object(service.options.clone()))
                         .unwrap_or_default();
                 let body = RegisterServiceRequest {
-                    id: Some(run.id.simple().to_string()),
+                    id: Some(run_id.clone()),
                     run_name: run.run_name.clone(),
                     domain: format!("{}.{domain}", run.run_name),
                     https: service.url.starts_with("https://"),

@@ -4,7 +4,8 @@
 //!
 //! submitted → provisioning (process started; its API address recorded) → running (its API
 //! answers). A running gateway whose API stops answering is started again (provisioning); one
-//! that cannot be started is `failed`. `to_be_deleted` → process stopped (its group gets
+//! that cannot be started, or whose process exits before its API answers, is `failed` (with
+//! the last line of its log). `to_be_deleted` → process stopped (its group gets
 //! SIGTERM), row removed. A restarted server finds the process again at the recorded address.
 
 use std::path::{Path, PathBuf};
@@ -78,13 +79,19 @@ pub async fn pass(state: &AppState, launch: &GatewayLaunch) -> Result<(), dstack
             }
             continue;
         }
-        // Started recently and not answering yet: give it time.
-        let starting = row.status == GatewayStatus::Provisioning.as_str()
-            && row.api_address.is_some()
-            && now.duration_since(row.last_processed_at) < jiff::SignedDuration::from_secs(15)
-            && pid_alive(&launch.dir(&row));
-        if starting {
-            continue;
+        // Started and not answering yet: give it time, unless it exited (a port in use, a bad
+        // certificate directory): then it failed, with the last line of its log.
+        if row.status == GatewayStatus::Provisioning.as_str() && row.api_address.is_some() {
+            let dir = launch.dir(&row);
+            if !pid_alive(&dir) {
+                let msg = format!("the gateway process exited: {}", last_log_line(&dir));
+                tracing::error!(gateway = %row.name, error = %msg, "gateway failed");
+                state.db.set_gateway_status(row.id, "failed", Some(&msg), None, now).await?;
+                continue;
+            }
+            if now.duration_since(row.last_processed_at) < jiff::SignedDuration::from_secs(30) {
+                continue;
+            }
         }
         match start(launch, &row) {
             Ok(addr) => {
@@ -155,6 +162,13 @@ fn start(launch: &GatewayLaunch, row: &GatewayRow) -> Result<String, String> {
     let mut child = child;
     std::thread::spawn(move || child.wait());
     Ok(api)
+}
+
+/// The last non-empty line of the gateway's log (what it said before exiting).
+fn last_log_line(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("gateway.log")).unwrap_or_default();
+    let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output");
+    line.chars().take(500).collect()
 }
 
 fn bracket(host: &str) -> String {
