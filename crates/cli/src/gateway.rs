@@ -162,7 +162,7 @@ pub fn apply(configuration: GatewayConfiguration, args: &crate::apply::ApplyArgs
     match session.client.post::<_, Gateway>(&format!("{base}/apply"), Some(&req)) {
         Ok(g) => {
             println!(
-                "Gateway {} {} ({})",
+                "Gateway {} {} (status: {})",
                 g.name,
                 if plan.action.as_str() == "update" { "updated" } else { "submitted" },
                 g.status
