@@ -6,8 +6,9 @@
 //! extension of the gateway API): the gateway runs on the server's machine and reaches the
 //! replica where the server does (`internal_ip:app_port`).
 //!
-//! Not done: the gateway's request stats do not feed the autoscaler yet (it counts the
-//! in-server proxy's load only), and `rate_limits` are not sent.
+//! Each pass also collects the gateway's per-service stats into `AppState::gateway_load`,
+//! which the runs loop adds to the in-server proxy's load for the autoscaler.
+//! Not done: `rate_limits` are not sent.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -61,6 +62,7 @@ async fn try_sync(state: &AppState, gateway: &GatewayRow) -> Result<(), String> 
         registered.insert(s.run_name, s.replicas.into_iter().map(|r| r.id).collect());
     }
     let mut wanted = BTreeSet::new();
+    let mut run_ids: BTreeMap<String, String> = BTreeMap::new();
     for listing in runs {
         let run = &listing.run;
         let Some(service) =
@@ -74,6 +76,7 @@ async fn try_sync(state: &AppState, gateway: &GatewayRow) -> Result<(), String> 
         let Ok(spec) = serde_json::from_str::<RunSpec>(&run.run_spec) else { continue };
         let RunConfiguration::Service(conf) = &spec.configuration else { continue };
         wanted.insert(run.run_name.clone());
+        run_ids.insert(run.run_name.clone(), run.id.to_string());
         let run_id = run.id.simple().to_string();
         if ids.get(&run.run_name).is_some_and(|id| id.as_ref().is_some_and(|id| *id != run_id)) {
             // An earlier run of the same name: replace its registration.
@@ -127,6 +130,14 @@ async fn try_sync(state: &AppState, gateway: &GatewayRow) -> Result<(), String> 
         }
         for gone in current.difference(&ready) {
             client.unregister_replica(&project.name, &run.run_name, gone).await.map_err(|e| e.to_string())?;
+        }
+    }
+    // The gateway's load per service, for the autoscaler (by run id, as the proxy's).
+    if let Ok(stats) = client.collect_stats().await {
+        for s in stats.into_iter().filter(|s| s.project_name == project.name) {
+            if let Some(run_id) = run_ids.get(&s.run_name) {
+                state.gateway_load.set(run_id, s.stats);
+            }
         }
     }
     for run_name in registered.keys().filter(|r| !wanted.contains(*r)) {

@@ -19,6 +19,7 @@
 //! | `fleets` | live fleets | instance termination, no-offers for cloud instances, `nodes` consolidation, fleet deletion |
 
 mod fleets;
+pub(crate) mod gateway_load;
 mod gateway_sync;
 pub mod gateways;
 mod instances;
