@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod fleets;
+pub mod gateways;
 pub mod gpus;
 pub mod metrics;
 pub mod projects;

@@ -138,6 +138,7 @@ pub fn run(args: &ApplyArgs) -> u8 {
     };
     let configuration = match configuration {
         AnyConfiguration::Fleet(conf) => return crate::fleet_apply::run(*conf, args),
+        AnyConfiguration::Gateway(conf) => return crate::gateway::apply(*conf, args),
         other => other,
     };
     let path = args.file.display().to_string();

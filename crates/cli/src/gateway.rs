@@ -1,15 +1,52 @@
-//! `dstack gateway`: runs a gateway (services on their own domains, over HTTP and HTTPS) in the
-//! foreground until SIGTERM or Ctrl-C. All of it is `dstack_gateway::run`.
+//! `dstack gateway run` (or `dstack gateway` with the process' flags, as before): runs a
+//! gateway (services on their own domains, over HTTP and HTTPS) in the foreground until
+//! SIGTERM or Ctrl-C; all of it is `dstack_gateway::run`. `dstack gateway list|delete` are
+//! dstack's commands for a project's gateways; `dstack apply -f gateway.yml` creates one.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use dstack_api::gateways::{
+    ApplyGatewayPlanInput, ApplyGatewayPlanRequest, Gateway, GatewayPlan, GatewaySpec, GetGatewayPlanRequest,
+};
 use dstack_gateway::Config;
+use dstack_model::gateway::GatewayConfiguration;
 
 use crate::{EXIT_INVALID, EXIT_OK};
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct GatewayArgs {
+    #[command(subcommand)]
+    pub command: Option<GatewayCommand>,
+    #[command(flatten)]
+    pub process: ProcessArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum GatewayCommand {
+    /// Run a gateway process (what the server starts for a `backend: local` gateway).
+    Run(ProcessArgs),
+    /// List the project's gateways.
+    List {
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete gateways.
+    Delete {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(short = 'y', long = "yes")]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProcessArgs {
     /// Where the gateway keeps its state (state.json); default ~/.dstack/gateway.
     #[arg(long, env = "DSTACK_GATEWAY_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
@@ -35,7 +72,7 @@ pub struct GatewayArgs {
 }
 
 /// The gateway's configuration from the flags.
-pub fn config_from(args: &GatewayArgs) -> Config {
+pub fn config_from(args: &ProcessArgs) -> Config {
     let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("."));
     let state_dir = args.state_dir.clone().unwrap_or_else(|| home.join(".dstack").join("gateway"));
     Config {
@@ -50,6 +87,93 @@ pub fn config_from(args: &GatewayArgs) -> Config {
 }
 
 pub fn run(args: &GatewayArgs) -> u8 {
+    match &args.command {
+        None => run_process(&args.process),
+        Some(GatewayCommand::Run(process)) => run_process(process),
+        Some(GatewayCommand::List { project, json }) => list(project.as_deref(), *json),
+        Some(GatewayCommand::Delete { names, project, yes: _ }) => delete(project.as_deref(), names),
+    }
+}
+
+fn list(project: Option<&str>, json: bool) -> u8 {
+    let session = match crate::common::connect(project) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let path = format!("/api/project/{}/gateways/list", session.project);
+    let gateways: Vec<Gateway> = match session.client.post::<(), _>(&path, None) {
+        Ok(g) => g,
+        Err(e) => return crate::fail(e),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&gateways).unwrap_or_default());
+        return EXIT_OK;
+    }
+    let mut table = comfy_table::Table::new();
+    table
+        .load_style(comfy_table::presets::NOTHING)
+        .set_header(["NAME", "BACKEND", "DOMAIN", "DEFAULT", "STATUS"]);
+    for g in &gateways {
+        table.add_row([
+            g.name.clone(),
+            g.configuration.backend.to_string(),
+            g.wildcard_domain.clone().unwrap_or_default(),
+            if g.default { "yes".to_owned() } else { String::new() },
+            g.status.to_string(),
+        ]);
+    }
+    println!("{table}");
+    EXIT_OK
+}
+
+fn delete(project: Option<&str>, names: &[String]) -> u8 {
+    let session = match crate::common::connect(project) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let path = format!("/api/project/{}/gateways/delete", session.project);
+    let body = serde_json::json!({ "names": names });
+    match session.client.post::<_, serde_json::Value>(&path, Some(&body)) {
+        Ok(_) => {
+            println!("Gateway(s) {} deleted", names.join(", "));
+            EXIT_OK
+        }
+        Err(e) => crate::fail(e),
+    }
+}
+
+/// `dstack apply -f gateway.yml`: plan, then create or update in place.
+pub fn apply(configuration: GatewayConfiguration, args: &crate::apply::ApplyArgs) -> u8 {
+    let session = match crate::common::connect(args.project.as_deref()) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let base = format!("/api/project/{}/gateways", session.project);
+    let spec = GatewaySpec { configuration, configuration_path: Some(args.file.display().to_string()) };
+    let plan: GatewayPlan =
+        match session.client.post(&format!("{base}/get_plan"), Some(&GetGatewayPlanRequest { spec })) {
+            Ok(p) => p,
+            Err(e) => return crate::fail(e),
+        };
+    let req = ApplyGatewayPlanRequest {
+        plan: ApplyGatewayPlanInput { spec: plan.spec, current_resource: plan.current_resource },
+        force: args.force,
+    };
+    match session.client.post::<_, Gateway>(&format!("{base}/apply"), Some(&req)) {
+        Ok(g) => {
+            println!(
+                "Gateway {} {} (status: {})",
+                g.name,
+                if plan.action.as_str() == "update" { "updated" } else { "submitted" },
+                g.status
+            );
+            EXIT_OK
+        }
+        Err(e) => crate::fail(e),
+    }
+}
+
+fn run_process(args: &ProcessArgs) -> u8 {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();

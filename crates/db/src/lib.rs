@@ -13,6 +13,7 @@
 mod blobs;
 mod connect;
 mod fleets;
+mod gateways;
 mod metrics;
 mod probes;
 mod projects;
@@ -28,6 +29,7 @@ use uuid::Uuid;
 pub use crate::fleets::{
     FleetPassWrite, FleetRow, FleetUpdate, InstanceRow, InstanceStep, InstanceTransition, InstancesDue,
 };
+pub use crate::gateways::GatewayRow;
 pub use crate::metrics::{MetricsPointRow, MetricsQuery};
 pub use crate::probes::{ProbeRow, UnregisteredReplica};
 pub use crate::projects::ProjectRow;

@@ -1,7 +1,9 @@
 //! `type: gateway`: dstack 0.22.5's `GatewayConfiguration`, including `load_balancer` and
 //! the `gcp-cm` certificate, which the spec does not list.
 //!
-//! Deliberate differences from dstack: none in parsing. [`GatewayConfiguration::static_checks`]
+//! Deliberate differences from dstack: `backend: local` with its `local` settings (ours: the
+//! gateway runs on the server's machine as a `dstack gateway run` child process; no `region`
+//! needed); otherwise none in parsing. [`GatewayConfiguration::static_checks`]
 //! does not check that `domain` interpolates (dstack's server does); and it uses dstack's
 //! default replica limit, [`GATEWAY_MAX_REPLICAS`], not `DSTACK_SERVER_GATEWAY_MAX_REPLICAS`.
 
@@ -78,6 +80,86 @@ impl FromNode for GatewayLoadBalancer {
     }
 }
 
+/// Where a gateway runs: one of dstack's backends, or `local` (ours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayBackend {
+    Backend(BackendType),
+    /// The server's own machine (a child process of the server).
+    Local,
+}
+
+impl std::fmt::Display for GatewayBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GatewayBackend::Backend(b) => b.fmt(f),
+            GatewayBackend::Local => f.write_str("local"),
+        }
+    }
+}
+
+impl Serialize for GatewayBackend {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl FromNode for GatewayBackend {
+    fn from_node(node: &Node, cx: &mut Cx) -> Option<Self> {
+        if node.as_str() == Some("local") {
+            return Some(GatewayBackend::Local);
+        }
+        BackendType::from_node(node, cx).map(GatewayBackend::Backend)
+    }
+}
+
+/// `local:` (ours, with `backend: local`): where the local gateway process listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalGateway {
+    /// The address the HTTP and HTTPS listeners bind (default `0.0.0.0`).
+    pub host: String,
+    /// The services' plain HTTP port.
+    pub http_port: i64,
+    /// The services' HTTPS port; unset: no HTTPS.
+    pub https_port: Option<i64>,
+    /// Certificates: `<cert_dir>/<domain>/fullchain.pem` and `privkey.pem` (or a wildcard
+    /// `*.<parent>` directory); unset: `certs` under the gateway's state directory.
+    pub cert_dir: Option<String>,
+}
+
+fn port(node: &Node, cx: &mut Cx) -> Option<i64> {
+    int_in(node, cx, Some(1), Some(65535))
+}
+
+impl FromNode for LocalGateway {
+    fn from_node(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let mut obj = Object::new(node, cx)?;
+        let mark = cx.mark();
+        let host = obj.field_with(
+            cx,
+            "host",
+            || "0.0.0.0".to_owned(),
+            |n, cx| {
+                let s = String::from_node(n, cx)?;
+                if s.parse::<std::net::IpAddr>().is_err() {
+                    cx.expected(n, "an IP address to listen on, e.g. 0.0.0.0 or 127.0.0.1");
+                    return None;
+                }
+                Some(s)
+            },
+        );
+        let http_port = obj.required_with(cx, "http_port", |n, cx| port(n, cx).map(Some));
+        let https_port = obj.opt_with(cx, "https_port", port);
+        let cert_dir = obj.opt_with(cx, "cert_dir", non_empty);
+        obj.finish(cx);
+        cx.ok_since(mark)?;
+        if https_port.is_some() && https_port == http_port {
+            cx.error(node, "`http_port` and `https_port` must differ");
+            return None;
+        }
+        Some(LocalGateway { host, http_port: http_port?, https_port, cert_dir })
+    }
+}
+
 /// Serializes as `"gateway"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GatewayTag;
@@ -96,7 +178,8 @@ pub struct GatewayConfiguration {
     pub name: Option<String>,
     /// Unset on create: becomes the default unless one exists. Unset on update: unchanged.
     pub default: Option<bool>,
-    pub backend: BackendType,
+    pub backend: GatewayBackend,
+    /// `local` when `backend: local` leaves it unset.
     pub region: String,
     pub instance_type: Option<String>,
     /// The wildcard domain; may contain `${{ run.project_name }}`.
@@ -108,6 +191,9 @@ pub struct GatewayConfiguration {
     /// Unset means 1.
     pub replicas: Option<i64>,
     pub tags: Option<IndexMap<String, String>>,
+    /// Ours: set exactly when `backend: local`; absent from the JSON otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalGateway>,
 }
 
 fn non_empty(node: &Node, cx: &mut Cx) -> Option<String> {
@@ -126,8 +212,33 @@ impl FromNode for GatewayConfiguration {
         check_type_tag(&mut obj, cx, "gateway");
         let name = obj.opt(cx, "name");
         let default = obj.opt(cx, "default");
-        let backend = obj.required_with(cx, "backend", |n, cx| BackendType::from_node(n, cx).map(Some));
-        let region = obj.required(cx, "region");
+        let backend = obj.required_with(cx, "backend", |n, cx| GatewayBackend::from_node(n, cx).map(Some));
+        let region = if backend == Some(GatewayBackend::Local) {
+            obj.field(cx, "region", || "local".to_owned())
+        } else {
+            obj.required(cx, "region")
+        };
+        let local_node = obj.raw("local");
+        let local = match (backend, local_node) {
+            (Some(GatewayBackend::Local), Some(n)) => {
+                cx.at_field("local", |cx| LocalGateway::from_node(n, cx))
+            }
+            (Some(GatewayBackend::Local), None) => {
+                cx.at_field("local", |cx| {
+                    cx.error(
+                        node,
+                        "missing required field `local` (`backend: local` needs `local: {http_port: …}`)",
+                    )
+                });
+                None
+            }
+            (_, Some(n)) => {
+                cx.at_field("local", |cx| cx.error(n, "`local` is only allowed with `backend: local`"));
+                None
+            }
+            (None, None) => None,
+            (Some(GatewayBackend::Backend(_)), None) => None,
+        };
         let instance_type = obj.opt_with(cx, "instance_type", non_empty);
         let domain = obj.opt(cx, "domain");
         let public_ip = obj.field(cx, "public_ip", || true);
@@ -154,6 +265,7 @@ impl FromNode for GatewayConfiguration {
             certificate,
             replicas,
             tags,
+            local,
         })
     }
 }
@@ -170,7 +282,10 @@ impl GatewayConfiguration {
     /// state, with dstack's messages, in dstack's order (dstack stops at the first).
     pub fn static_checks(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let backend = self.backend;
+        if self.backend == GatewayBackend::Local {
+            return self.local_checks();
+        }
+        let GatewayBackend::Backend(backend) = self.backend else { return out };
         if !BACKENDS_WITH_GATEWAY_SUPPORT.contains(&backend) {
             out.push(format!(
                 "Gateways are not supported for {backend} backend. Available backends with gateway support: {}.",
@@ -247,6 +362,29 @@ impl GatewayConfiguration {
         }
         out
     }
+
+    /// The checks for `backend: local` (ours): one process, so one replica; no load balancer
+    /// and no certificate service (the certificate comes from files: `certificate: null` or the
+    /// default `lets-encrypt`, which for a local gateway means "HTTPS from `cert_dir`").
+    fn local_checks(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(name) = &self.name
+            && !is_valid_resource_name(name)
+        {
+            out.push(RESOURCE_NAME_ERROR.to_owned());
+        }
+        if self.replicas.unwrap_or(1) != 1 {
+            out.push("A `local` gateway has exactly one replica".to_owned());
+        }
+        if self.load_balancer.is_some() {
+            out.push("`load_balancer` is not supported for `local` gateways".to_owned());
+        }
+        if matches!(self.certificate, Some(GatewayCertificate::Acm { .. } | GatewayCertificate::GcpCm { .. }))
+        {
+            out.push("A `local` gateway reads its certificates from `local.cert_dir`: use `certificate: null` or leave `certificate` unset".to_owned());
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -298,6 +436,44 @@ tags:
     }
 
     #[test]
+    fn local_gateways_parse() {
+        check_json(
+            "type: gateway\nname: gw\nbackend: local\ndomain: gw.example\nlocal: {http_port: 8080}",
+            r#"{"type":"gateway","name":"gw","default":null,"backend":"local","region":"local","instance_type":null,"domain":"gw.example","public_ip":true,"load_balancer":null,"certificate":{"type":"lets-encrypt"},"replicas":null,"tags":null,"local":{"host":"0.0.0.0","http_port":8080,"https_port":8443,"cert_dir":"/c"}}"#
+                .replace(r#""https_port":8443,"cert_dir":"/c""#, r#""https_port":null,"cert_dir":null"#)
+                .as_str(),
+        );
+        check_json(
+            "type: gateway\nbackend: local\nregion: here\nlocal: {host: 127.0.0.1, http_port: 80, https_port: 443, cert_dir: /c}",
+            r#"{"type":"gateway","name":null,"default":null,"backend":"local","region":"here","instance_type":null,"domain":null,"public_ip":true,"load_balancer":null,"certificate":{"type":"lets-encrypt"},"replicas":null,"tags":null,"local":{"host":"127.0.0.1","http_port":80,"https_port":443,"cert_dir":"/c"}}"#,
+        );
+        let errors: &[(&str, &str)] = &[
+            ("type: gateway\nbackend: local", "`local`: missing required field `local`"),
+            (
+                "type: gateway\nbackend: local\nlocal: {}",
+                "`local.http_port`: missing required field `http_port`",
+            ),
+            (
+                "type: gateway\nbackend: local\nlocal: {http_port: 0}",
+                "`local.http_port`: expected an integer",
+            ),
+            (
+                "type: gateway\nbackend: local\nlocal: {http_port: 1, host: x}",
+                "`local.host`: expected an IP address",
+            ),
+            ("type: gateway\nbackend: local\nlocal: {http_port: 1, https_port: 1}", "must differ"),
+            ("type: gateway\nbackend: local\nlocal: {http_port: 1, port: 2}", "unknown field `port`"),
+            (
+                "type: gateway\nbackend: aws\nregion: r\nlocal: {http_port: 1}",
+                "`local`: `local` is only allowed with `backend: local`",
+            ),
+        ];
+        for (yaml, err) in errors {
+            check_err(yaml, err);
+        }
+    }
+
+    #[test]
     fn gateway_errors() {
         let cases: &[(&str, &str)] = &[
             (
@@ -343,6 +519,14 @@ tags:
     fn gateway_static_checks() {
         let cases: &[(&str, &[&str])] = &[
             (E7, &[]),
+            ("type: gateway\nbackend: local\nlocal: {http_port: 8080}", &[]),
+            (
+                "type: gateway\nbackend: local\nreplicas: 2\ncertificate: {type: acm, arn: a}\nlocal: {http_port: 8080}",
+                &[
+                    "A `local` gateway has exactly one replica",
+                    "A `local` gateway reads its certificates from `local.cert_dir`: use `certificate: null` or leave `certificate` unset",
+                ],
+            ),
             (
                 "type: gateway\nbackend: lambda\nregion: r",
                 &[

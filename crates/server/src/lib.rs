@@ -78,7 +78,11 @@ pub async fn run(
         // The server still serves; the local instance takes no jobs until its shim is up.
         tracing::error!(error = %e, "local fleet");
     }
-    let loops = config.background.then(|| pipelines::spawn(state.clone()));
+    let mut loops = config.background.then(|| pipelines::spawn(state.clone()));
+    if let Some(loops) = &mut loops {
+        let launch = pipelines::gateways::GatewayLaunch::new(&config.server_dir, &url);
+        loops.spawn(pipelines::gateways::run(state.clone(), launch));
+    }
     // The admin's SSH keys are made on first use; make them now, off the start-up path.
     let keys = state.clone();
     tokio::spawn(async move {

@@ -29,12 +29,20 @@ use crate::state::AppState;
 /// `Run.service` of a service submitted to `project`: its URL on this server and, with a
 /// `model`, the OpenAI-compatible base URL (dstack's `_assign_service_to_in_server_proxy`).
 /// `Ok(None)` for the other run types; `Err` says why the service cannot be published.
+///
+/// With `gateway` (what [`service_gateway`] picked), dstack's `_assign_service_to_gateway`:
+/// `http(s)://<run>.<domain>`, plus `:<port>` when the local gateway listens on a port other
+/// than the scheme's (ours: a local gateway need not own ports 80 and 443).
 pub(crate) fn service_spec(
     project: &str,
     run_name: &str,
     spec: &RunSpec,
+    gateway: Option<&dstack_db::GatewayRow>,
 ) -> Result<Option<ServiceSpec>, String> {
     let RunConfiguration::Service(c) = &spec.configuration else { return Ok(None) };
+    if let Some(gateway) = gateway {
+        return gateway_service_spec(project, run_name, c, gateway).map(Some);
+    }
     match &c.gateway {
         Some(ServiceGateway::Ref(reference)) => {
             return Err(format!("Gateway {} does not exist in project {project}", reference_text(reference)));
@@ -68,6 +76,101 @@ pub(crate) fn service_spec(
         }
     };
     Ok(Some(ServiceSpec { url, model, options }))
+}
+
+/// The gateway a service is published on (dstack's `assign_service`): the named one, else
+/// (unless `gateway: false`) the project's default; `None` means the in-server proxy.
+pub(crate) async fn service_gateway(
+    state: &AppState,
+    project: &ProjectRow,
+    spec: &RunSpec,
+) -> Result<Option<dstack_db::GatewayRow>, String> {
+    let RunConfiguration::Service(c) = &spec.configuration else { return Ok(None) };
+    let db = |e: dstack_db::DbError| e.to_string();
+    match &c.gateway {
+        Some(ServiceGateway::Ref(reference)) => {
+            let own = reference.project.as_deref().is_none_or(|p| p == project.name);
+            let row = if own {
+                state.db.gateway_by_name(project.id, &reference.name).await.map_err(db)?
+            } else {
+                None
+            };
+            match row {
+                None => Err(format!(
+                    "Gateway {} does not exist in project {}",
+                    reference_text(reference),
+                    project.name
+                )),
+                Some(row) if row.to_be_deleted => {
+                    Err(format!("Gateway {} was marked for deletion", reference_text(reference)))
+                }
+                Some(row) => Ok(Some(row)),
+            }
+        }
+        Some(ServiceGateway::Bool(false)) => Ok(None),
+        other => {
+            let default = state.db.default_gateway(project.id).await.map_err(db)?;
+            if default.is_none() && matches!(other, Some(ServiceGateway::Bool(true))) {
+                return Err("The service requires a gateway, but there is no default gateway in the project"
+                    .to_owned());
+            }
+            Ok(default)
+        }
+    }
+}
+
+fn gateway_service_spec(
+    project: &str,
+    run_name: &str,
+    c: &dstack_model::run::ServiceConfiguration,
+    gateway: &dstack_db::GatewayRow,
+) -> Result<ServiceSpec, String> {
+    use dstack_model::gateway::GatewayConfiguration;
+    if gateway.status != "running" {
+        return Err("Gateway status is not running".to_owned());
+    }
+    let conf: GatewayConfiguration =
+        serde_json::from_str(&gateway.configuration).map_err(|e| e.to_string())?;
+    let https = match &c.https {
+        None => true,
+        Some(ServiceHttps::Bool(b)) => *b,
+        Some(_) => conf.certificate.is_some(),
+    };
+    if https && conf.certificate.is_none() {
+        return Err("Cannot run HTTPS service on gateway with no SSL certificates configured".to_owned());
+    }
+    let domain =
+        gateway.wildcard_domain.as_deref().map(|d| d.trim_start_matches("*.")).filter(|d| !d.is_empty());
+    let Some(domain) = domain else { return Err("Domain is required for gateway".to_owned()) };
+    let domain = domain.replace("${{ run.project_name }}", project);
+    let port_suffix = |scheme_https: bool| {
+        let port =
+            conf.local.as_ref().and_then(|l| if scheme_https { l.https_port } else { Some(l.http_port) });
+        match port {
+            Some(p) if p != if scheme_https { 443 } else { 80 } => format!(":{p}"),
+            _ => String::new(),
+        }
+    };
+    let scheme = if https { "https" } else { "http" };
+    let url = format!("{scheme}://{run_name}.{domain}{}", port_suffix(https));
+    let (model, options) = match &c.model {
+        None => (None, serde_json::Map::new()),
+        Some(model) => {
+            let (name, base_url) = match model {
+                ServiceModel::OpenAi(m) => (m.name.clone(), format!("{url}{}", m.prefix)),
+                ServiceModel::Tgi(m) => {
+                    let gw_https = conf.certificate.is_some();
+                    let scheme = if gw_https { "https" } else { "http" };
+                    (m.name.clone(), format!("{scheme}://gateway.{domain}{}", port_suffix(gw_https)))
+                }
+            };
+            let dump = serde_json::to_value(model).map_err(|e| e.to_string())?;
+            let options =
+                serde_json::Map::from_iter([("openai".to_owned(), serde_json::json!({ "model": dump }))]);
+            (Some(ServiceModelSpec { name, base_url, kind: "chat".to_owned() }), options)
+        }
+    };
+    Ok(ServiceSpec { url, model, options })
 }
 
 fn reference_text(reference: &dstack_model::common::EntityReference) -> String {
@@ -547,6 +650,7 @@ mod tests {
             "main",
             "svc",
             &spec(serde_json::json!({"type": "service", "port": 8000, "commands": ["x"]})),
+            None,
         );
         let plain = plain.expect("publishable").expect("a service");
         assert_eq!(plain.url, "/proxy/services/main/svc/");
@@ -554,7 +658,7 @@ mod tests {
 
         let llm =
             spec(serde_json::json!({"type": "service", "port": 8000, "commands": ["x"], "model": "llama"}));
-        let llm = service_spec("main", "svc", &llm).expect("publishable").expect("a service");
+        let llm = service_spec("main", "svc", &llm, None).expect("publishable").expect("a service");
         let model = llm.model.expect("a model");
         assert_eq!(
             (model.name.as_str(), model.base_url.as_str(), model.kind.as_str()),
@@ -566,7 +670,64 @@ mod tests {
         );
 
         let task = spec(serde_json::json!({"type": "task", "commands": ["x"]}));
-        assert_eq!(service_spec("main", "t", &task), Ok(None));
+        assert_eq!(service_spec("main", "t", &task, None), Ok(None));
+    }
+
+    fn gateway_row(
+        status: &str,
+        configuration: serde_json::Value,
+        domain: Option<&str>,
+    ) -> dstack_db::GatewayRow {
+        dstack_db::GatewayRow {
+            id: uuid::Uuid::new_v4(),
+            project_id: uuid::Uuid::new_v4(),
+            name: "gw".to_owned(),
+            status: status.to_owned(),
+            status_message: None,
+            is_default: true,
+            wildcard_domain: domain.map(str::to_owned),
+            configuration: configuration.to_string(),
+            api_address: None,
+            to_be_deleted: false,
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+            last_processed_at: jiff::Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_service_on_a_gateway_gets_its_domain_with_dstacks_checks() {
+        let local = |cert: serde_json::Value| {
+            serde_json::json!({"type": "gateway", "name": "gw", "backend": "local", "region": "local",
+                "certificate": cert, "local": {"host": "0.0.0.0", "http_port": 80, "https_port": 8443}})
+        };
+        let svc = |extra: serde_json::Value| {
+            let mut c = serde_json::json!({"type": "service", "port": 8000, "commands": ["x"]});
+            c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            spec(c)
+        };
+        let plain = gateway_row("running", local(serde_json::Value::Null), Some("*.gw.example"));
+        let url = |s: &RunSpec, g: &dstack_db::GatewayRow| {
+            service_spec("main", "svc", s, Some(g)).map(|s| s.unwrap().url)
+        };
+        assert_eq!(url(&svc(serde_json::json!({"https": false})), &plain).unwrap(), "http://svc.gw.example");
+        assert_eq!(url(&svc(serde_json::json!({"https": "auto"})), &plain).unwrap(), "http://svc.gw.example");
+        assert_eq!(
+            url(&svc(serde_json::json!({})), &plain).unwrap_err(),
+            "Cannot run HTTPS service on gateway with no SSL certificates configured"
+        );
+        let tls =
+            gateway_row("running", local(serde_json::json!({"type": "lets-encrypt"})), Some("gw.example"));
+        assert_eq!(url(&svc(serde_json::json!({})), &tls).unwrap(), "https://svc.gw.example:8443");
+        let starting = gateway_row("provisioning", local(serde_json::Value::Null), Some("gw.example"));
+        assert_eq!(
+            url(&svc(serde_json::json!({"https": false})), &starting).unwrap_err(),
+            "Gateway status is not running"
+        );
+        let no_domain = gateway_row("running", local(serde_json::Value::Null), None);
+        assert_eq!(
+            url(&svc(serde_json::json!({"https": false})), &no_domain).unwrap_err(),
+            "Domain is required for gateway"
+        );
     }
 
     #[test]
@@ -574,7 +735,7 @@ mod tests {
         let with = |extra: serde_json::Value| {
             let mut conf = serde_json::json!({"type": "service", "port": 8000, "commands": ["x"]});
             conf.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-            service_spec("main", "svc", &spec(conf)).expect_err("refused")
+            service_spec("main", "svc", &spec(conf), None).expect_err("refused")
         };
         assert_eq!(with(serde_json::json!({"gateway": "gw"})), "Gateway gw does not exist in project main");
         assert_eq!(

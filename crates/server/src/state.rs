@@ -34,6 +34,9 @@ pub struct AppState {
     pub service_wake_timeout: std::time::Duration,
     /// Each service's load at the in-server proxy over the autoscaling windows, by run id.
     pub load: Arc<dstack_proxy::load::LoadTracker>,
+    /// Each gateway-served service's load as its gateway reported it (`/api/stats/collect`,
+    /// by run id), for the autoscaler.
+    pub gateway_load: Arc<crate::pipelines::gateway_load::GatewayLoad>,
     /// Recently looked-up service routes and granted tokens (see `services::Routes`).
     pub routes: Arc<crate::services::Routes>,
 }
@@ -67,6 +70,7 @@ impl AppState {
             }),
             service_wake_timeout: config.service_client_timeout,
             load: Arc::default(),
+            gateway_load: Arc::default(),
             routes: Arc::default(),
         })
     }

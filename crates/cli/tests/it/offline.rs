@@ -35,13 +35,16 @@ fn apply_reports_an_invalid_file_as_validate_does_and_stops() {
 #[test]
 fn apply_refuses_what_it_cannot_do_yet_before_any_call() {
     let home = TempDir::new().unwrap();
-    std::fs::write(home.path().join("gw.yml"), "type: gateway\nname: gw\nbackend: aws\nregion: us-east-1\n")
-        .unwrap();
+    std::fs::write(
+        home.path().join("vol.yml"),
+        "type: volume\nname: vol\nbackend: aws\nregion: us-east-1\nsize: 100GB\n",
+    )
+    .unwrap();
     dstack(&home)
-        .args(["apply", "-f", "gw.yml", "-y"])
+        .args(["apply", "-f", "vol.yml", "-y"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("`gateway` configurations are not supported yet"));
+        .stderr(predicate::str::contains("`volume` configurations are not supported yet"));
     std::fs::write(home.path().join("fleet.yml"), "type: fleet\nname: fl\nnodes: 1\n").unwrap();
     dstack(&home)
         .args(["apply", "-f", "fleet.yml", "-y", "-e", "A=1"])

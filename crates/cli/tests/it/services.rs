@@ -815,3 +815,114 @@ fn the_pip_cli_updates_a_service_in_place() {
         answers.iter().all(|a| a == "v2").then_some(())
     });
 }
+
+/// A GET to `addr` with `Host: host`; (status, body).
+fn get_with_host(addr: &str, host: &str, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(addr) else { return (0, String::new()) };
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn a_service_on_a_local_gateway_is_served_on_its_domain() {
+    if std::env::var_os("DSTACK_TEST_DOCKER").is_none() {
+        eprintln!("skipped: set DSTACK_TEST_DOCKER=1 to run the Docker tests");
+        return;
+    }
+    agents_built();
+    service_image();
+    let dir = tempfile::TempDir::new().unwrap();
+    let home = dir.path();
+    let server = start_with_local_fleet_env(home, &[]);
+    let http_port = free_port();
+    let gw_file = home.join("gw.yml");
+    std::fs::write(
+        &gw_file,
+        format!(
+            "type: gateway\nname: test-gw\nbackend: local\ndomain: gw.test\ncertificate: null\n\
+             local: {{host: 127.0.0.1, http_port: {http_port}}}\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = cli(home, &["apply", "-f", &gw_file.display().to_string(), "-y"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait("the gateway running", Duration::from_secs(60), || {
+        let (code, out, _) = cli(home, &["gateway", "list", "--json"]);
+        let list: Value = serde_json::from_str(&out).ok()?;
+        (code == 0 && list[0]["status"] == "running").then_some(())
+    });
+    let svc_file = home.join("svc.yml");
+    std::fs::write(
+        &svc_file,
+        "type: service\nname: gwsvc\nimage: dstack-rs-service-test:1\nport: 8000\ngateway: test-gw\n\
+         https: false\nauth: false\nresources: {cpu: 1.., memory: 0.5GB.., disk: 1GB..}\n\
+         commands: [dstack-test-replica 8000]\n",
+    )
+    .unwrap();
+    let (code, out, err) = cli(home, &["apply", "-f", &svc_file.display().to_string(), "-y", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let run = wait("the replica running", Duration::from_secs(120), || {
+        let run = ps_run(home, "gwsvc");
+        (running_jobs(&run).len() == 1).then_some(run)
+    });
+    assert_eq!(run["service"]["url"], format!("http://gwsvc.gw.test:{http_port}"), "{run:#}");
+    let job = running_jobs(&run).remove(0);
+    let addr = format!("127.0.0.1:{http_port}");
+    let body = wait("the gateway to serve the replica", Duration::from_secs(60), || {
+        let (status, body) = get_with_host(&addr, &format!("gwsvc.gw.test:{http_port}"), "/whoami");
+        (status == 200).then_some(body)
+    });
+    assert_eq!(body, job, "the replica answers through the gateway");
+    let (status, _) = get_with_host(&addr, "other.gw.test", "/whoami");
+    assert_ne!(status, 200, "an unknown service is not served");
+
+    let (code, out, err) = cli(home, &["stop", "gwsvc", "-x", "-y"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait("the service gone from the gateway", Duration::from_secs(60), || {
+        let (status, _) = get_with_host(&addr, &format!("gwsvc.gw.test:{http_port}"), "/whoami");
+        matches!(status, 404 | 503).then_some(())
+    });
+
+    // A gateway whose port is taken fails, saying why.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_file = home.join("busy.yml");
+    std::fs::write(
+        &busy_file,
+        format!(
+            "type: gateway\nname: busy-gw\nbackend: local\ndomain: busy.test\ncertificate: null\n\
+             local: {{host: 127.0.0.1, http_port: {}}}\n",
+            taken.local_addr().unwrap().port()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = cli(home, &["apply", "-f", &busy_file.display().to_string(), "-y"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let busy = wait("the busy gateway failed", Duration::from_secs(60), || {
+        let (_, out, _) = cli(home, &["gateway", "list", "--json"]);
+        let list: Value = serde_json::from_str(&out).ok()?;
+        list.as_array()?.iter().find(|g| g["name"] == "busy-gw" && g["status"] == "failed").cloned()
+    });
+    assert!(
+        busy["status_message"].as_str().is_some_and(|m| m.starts_with("the gateway process exited")),
+        "{busy:#}"
+    );
+    assert_eq!(busy["default"], false, "the project's first gateway stays the default");
+
+    let (code, out, err) = cli(home, &["gateway", "delete", "test-gw", "busy-gw", "-y"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait("the gateway process gone", Duration::from_secs(30), || {
+        let (_, out, _) = cli(home, &["gateway", "list", "--json"]);
+        let gone = serde_json::from_str::<Value>(&out).is_ok_and(|l| l == Value::Array(vec![]));
+        (gone && TcpStream::connect(&addr).is_err()).then_some(())
+    });
+    stop(server);
+}

@@ -15,9 +15,13 @@
 //! | `metrics` | `running` jobs | runner metrics samples every 10 s, TTL purge |
 //! | `probes` | running service replicas, due probes | readiness probes every 3 s, replica registration |
 //! | `instances` | SSH-fleet instances | deploy (pending → idle), health checks through the tunnel, release of terminating hosts |
+//! | `gateways` | gateways | local gateway processes (start, restart, stop), registration of services and ready replicas |
 //! | `fleets` | live fleets | instance termination, no-offers for cloud instances, `nodes` consolidation, fleet deletion |
 
 mod fleets;
+pub(crate) mod gateway_load;
+mod gateway_sync;
+pub mod gateways;
 mod instances;
 mod jobs;
 pub mod metrics;
@@ -45,6 +49,7 @@ pub struct Hints {
     jobs: Notify,
     fleets: Notify,
     instances: Notify,
+    pub(crate) gateways: Notify,
 }
 
 impl Hints {
@@ -54,6 +59,7 @@ impl Hints {
         self.jobs.notify_one();
         self.fleets.notify_one();
         self.instances.notify_one();
+        self.gateways.notify_one();
     }
 }
 

@@ -165,11 +165,13 @@ async fn service_load(
         .iter()
         .zip(windows)
         .map(|(w, l)| {
+            // Requests through the run's gateway count as well.
+            let (gw_requests, gw_in_flight) = state.gateway_load.window(&key, *w as u64).unwrap_or((0, 0.0));
             (
                 *w,
                 WindowStats {
-                    requests: l.requests,
-                    avg_in_flight: l.avg_in_flight,
+                    requests: l.requests + gw_requests,
+                    avg_in_flight: l.avg_in_flight + gw_in_flight,
                     p95_latency: l.p95_latency,
                 },
             )

@@ -7,6 +7,7 @@
 
 mod files;
 mod fleets;
+pub(crate) mod gateways;
 mod logs;
 mod metrics;
 mod projects;
@@ -71,6 +72,17 @@ pub fn app(state: AppState) -> Router {
         .route("/api/project/{project_name}/fleets/apply", post(fleets::apply))
         .route("/api/project/{project_name}/fleets/delete_instances", post(fleets::delete_instances))
         .route("/api/project/{project_name}/gpus/list", post(fleets::list_gpus))
+        .route("/api/project/{project_name}/gateways/list", post(gateways::list))
+        .route("/api/project/{project_name}/gateways/get", post(gateways::get))
+        .route("/api/project/{project_name}/gateways/get_plan", post(gateways::get_plan))
+        .route("/api/project/{project_name}/gateways/apply", post(gateways::apply))
+        .route("/api/project/{project_name}/gateways/create", post(gateways::create_route))
+        .route("/api/project/{project_name}/gateways/delete", post(gateways::delete))
+        .route("/api/project/{project_name}/gateways/set_default", post(gateways::set_default))
+        .route(
+            "/api/project/{project_name}/gateways/set_wildcard_domain",
+            post(gateways::set_wildcard_domain),
+        )
         .route("/api/project/{project_name}/runs/get_plan", post(runs::get_plan))
         .route("/api/project/{project_name}/runs/apply", post(runs::apply))
         .route("/api/project/{project_name}/runs/get", post(runs::get))
@@ -112,14 +124,6 @@ const NOT_YET_PROJECT_ROUTES: &[&str] = &[
     "backends/update_yaml",
     "instances/get",
     "instances/get_instance_health_checks",
-    "gateways/list",
-    "gateways/get",
-    "gateways/get_plan",
-    "gateways/apply",
-    "gateways/create",
-    "gateways/delete",
-    "gateways/set_default",
-    "gateways/set_wildcard_domain",
     "volumes/list",
     "volumes/get",
     "volumes/create",

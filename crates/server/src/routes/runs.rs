@@ -92,8 +92,12 @@ pub(super) async fn apply(
         desired_replica_counts: None,
     };
     let mut run = run;
+    let gateway = crate::services::service_gateway(&state, &access.project, &effective)
+        .await
+        .map_err(ApiError::error)?;
     if let Some(service) =
-        crate::services::service_spec(&access.project.name, &run_name, &effective).map_err(ApiError::error)?
+        crate::services::service_spec(&access.project.name, &run_name, &effective, gateway.as_ref())
+            .map_err(ApiError::error)?
     {
         run.service_spec = Some(serde_json::to_string(&service).map_err(internal)?);
     }
@@ -161,11 +165,13 @@ async fn reapply_active(
         .into());
     }
     let run_name = existing.run_name.clone();
-    let service_spec =
-        match crate::services::service_spec(&project.name, &run_name, spec).map_err(ApiError::error)? {
-            Some(service) => Some(serde_json::to_string(&service).map_err(internal)?),
-            None => existing.service_spec.clone(),
-        };
+    let gateway = crate::services::service_gateway(state, project, spec).await.map_err(ApiError::error)?;
+    let service_spec = match crate::services::service_spec(&project.name, &run_name, spec, gateway.as_ref())
+        .map_err(ApiError::error)?
+    {
+        Some(service) => Some(serde_json::to_string(&service).map_err(internal)?),
+        None => existing.service_spec.clone(),
+    };
     let priority = runs::base(&spec.configuration).priority.unwrap_or(0);
     let text = serde_json::to_string(spec).map_err(internal)?;
     let updated = state

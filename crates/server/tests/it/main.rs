@@ -6,6 +6,7 @@
 
 mod auth;
 mod fleets;
+mod gateways;
 mod metrics;
 mod probes;
 mod projects;

@@ -1,0 +1,162 @@
+//! Keeping a running gateway's registrations in sync (spec agents.md §4.7), every pass of the
+//! gateways loop: each active service of the gateway's project whose `Run.service` URL is on
+//! this gateway is registered, with its ready replicas (running and registered by the probes
+//! loop, as the in-server proxy's ready set, [`crate::services::ready_upstreams`]); services
+//! and replicas that are gone are unregistered. A replica is registered without SSH (our
+//! extension of the gateway API): the gateway runs on the server's machine and reaches the
+//! replica where the server does (`internal_ip:app_port`).
+//!
+//! Each pass also collects the gateway's per-service stats into `AppState::gateway_load`,
+//! which the runs loop adds to the in-server proxy's load for the autoscaler.
+//! Not done: `rate_limits` are not sent.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use dstack_agent_proto::client::GatewayClient;
+use dstack_agent_proto::gateway::{RegisterReplicaRequest, RegisterServiceRequest, Secret, ServiceOptions};
+use dstack_api::runs::{RunConfiguration, RunSpec, ServiceSpec};
+use dstack_db::{GatewayRow, RunFilter};
+
+use crate::state::AppState;
+
+/// dstack's default `client_max_body_size` of a gateway service (64 MiB).
+const CLIENT_MAX_BODY_SIZE: u64 = 64 * 1024 * 1024;
+
+pub(crate) async fn sync(state: &AppState, gateway: &GatewayRow) {
+    if let Err(e) = try_sync(state, gateway).await {
+        tracing::warn!(gateway = %gateway.name, error = %e, "gateway sync");
+    }
+}
+
+/// The URL prefix of services on `gateway` for `run`, as `services::service_spec` writes it.
+fn on_gateway(url: &str, run_name: &str, domain: &str) -> bool {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    rest.and_then(|r| r.strip_prefix(run_name))
+        .and_then(|r| r.strip_prefix('.'))
+        .and_then(|r| r.strip_prefix(domain))
+        .is_some_and(|r| r.is_empty() || r.starts_with(':'))
+}
+
+async fn try_sync(state: &AppState, gateway: &GatewayRow) -> Result<(), String> {
+    let Some(addr) = &gateway.api_address else { return Ok(()) };
+    let client = GatewayClient::with_client(&format!("http://{addr}"), state.agent_http.clone());
+    let projects = state.db.list_projects().await.map_err(|e| e.to_string())?;
+    let Some(project) = projects.into_iter().find(|p| p.id == gateway.project_id) else { return Ok(()) };
+    let domain = gateway.wildcard_domain.as_deref().unwrap_or_default().trim_start_matches("*.");
+    let domain = domain.replace("${{ run.project_name }}", &project.name);
+    let filter = RunFilter {
+        project_id: project.id,
+        user_id: None,
+        repo_id: None,
+        only_active: true,
+        prev: None,
+        limit: 1000,
+        ascending: true,
+    };
+    let runs = state.db.list_runs(&filter).await.map_err(|e| e.to_string())?;
+    let listed = client.list_services().await.map_err(|e| e.to_string())?;
+    let mut registered: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut ids: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for s in listed.services.into_iter().filter(|s| s.project_name == project.name) {
+        ids.insert(s.run_name.clone(), s.id);
+        registered.insert(s.run_name, s.replicas.into_iter().map(|r| r.id).collect());
+    }
+    let mut wanted = BTreeSet::new();
+    let mut run_ids: BTreeMap<String, String> = BTreeMap::new();
+    for listing in runs {
+        let run = &listing.run;
+        let Some(service) =
+            run.service_spec.as_deref().and_then(|s| serde_json::from_str::<ServiceSpec>(s).ok())
+        else {
+            continue;
+        };
+        if domain.is_empty() || !on_gateway(&service.url, &run.run_name, &domain) {
+            continue;
+        }
+        let Ok(spec) = serde_json::from_str::<RunSpec>(&run.run_spec) else { continue };
+        let RunConfiguration::Service(conf) = &spec.configuration else { continue };
+        wanted.insert(run.run_name.clone());
+        run_ids.insert(run.run_name.clone(), run.id.to_string());
+        let run_id = run.id.simple().to_string();
+        if ids.get(&run.run_name).is_some_and(|id| id.as_ref().is_some_and(|id| *id != run_id)) {
+            // An earlier run of the same name: replace its registration.
+            client.unregister_service(&project.name, &run.run_name).await.map_err(|e| e.to_string())?;
+            registered.remove(&run.run_name);
+        }
+        let current = match registered.get(&run.run_name) {
+            Some(replicas) => replicas.clone(),
+            None => {
+                let options: ServiceOptions =
+                    serde_json::from_value(serde_json::Value::Object(service.options.clone()))
+                        .unwrap_or_default();
+                let body = RegisterServiceRequest {
+                    id: Some(run_id.clone()),
+                    run_name: run.run_name.clone(),
+                    domain: format!("{}.{domain}", run.run_name),
+                    https: service.url.starts_with("https://"),
+                    auth: conf.auth,
+                    client_max_body_size: CLIENT_MAX_BODY_SIZE,
+                    options,
+                    ssh_private_key: Secret(String::new()),
+                    rate_limits: Vec::new(),
+                    has_router_replica: false,
+                    read_timeout: dstack_agent_proto::gateway::DEFAULT_READ_TIMEOUT,
+                };
+                client.register_service(&project.name, &body).await.map_err(|e| e.to_string())?;
+                tracing::info!(gateway = %gateway.name, run = %run.run_name, "service registered on the gateway");
+                BTreeSet::new()
+            }
+        };
+        let upstreams = crate::services::ready_upstreams(state, run.id, conf.port.container_port)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let ready: BTreeSet<String> = upstreams.iter().map(|u| u.id.clone()).collect();
+        for upstream in &upstreams {
+            if current.contains(&upstream.id) {
+                continue;
+            }
+            let body = RegisterReplicaRequest {
+                job_id: upstream.id.clone(),
+                app_port: upstream.addr.port(),
+                ssh_host: String::new(),
+                ssh_port: 0,
+                ssh_proxy: None,
+                ssh_proxy_private_key: None,
+                ssh_head_proxy: None,
+                ssh_head_proxy_private_key: None,
+                internal_ip: Some(upstream.addr.ip().to_string()),
+            };
+            client.register_replica(&project.name, &run.run_name, &body).await.map_err(|e| e.to_string())?;
+        }
+        for gone in current.difference(&ready) {
+            client.unregister_replica(&project.name, &run.run_name, gone).await.map_err(|e| e.to_string())?;
+        }
+    }
+    // The gateway's load per service, for the autoscaler (by run id, as the proxy's).
+    if let Ok(stats) = client.collect_stats().await {
+        for s in stats.into_iter().filter(|s| s.project_name == project.name) {
+            if let Some(run_id) = run_ids.get(&s.run_name) {
+                state.gateway_load.set(run_id, s.stats);
+            }
+        }
+    }
+    for run_name in registered.keys().filter(|r| !wanted.contains(*r)) {
+        client.unregister_service(&project.name, run_name).await.map_err(|e| e.to_string())?;
+        tracing::info!(gateway = %gateway.name, run = %run_name, "service unregistered from the gateway");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::on_gateway;
+
+    #[test]
+    fn service_urls_on_a_gateway() {
+        assert!(on_gateway("http://svc.gw.example:8080", "svc", "gw.example"));
+        assert!(on_gateway("https://svc.gw.example", "svc", "gw.example"));
+        assert!(!on_gateway("https://svc.gw.example.org", "svc", "gw.example"));
+        assert!(!on_gateway("/proxy/services/main/svc/", "svc", "gw.example"));
+        assert!(!on_gateway("http://svc2.gw.example", "svc", "gw.example"));
+    }
+}
