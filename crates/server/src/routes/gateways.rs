@@ -131,11 +131,7 @@ pub(super) async fn get(
     access: ProjectAccess<MemberOrPublic>,
     Body(req): Body<GetGatewayRequest>,
 ) -> Result<Json<Gateway>, Failure> {
-    let row = state
-        .db
-        .gateway_by_name(access.project.id, &req.name)
-        .await?
-        .ok_or_else(|| ApiError::not_exists("Resource not found"))?;
+    let row = existing(&state, &access.project, &req.name).await?;
     Ok(Json(to_wire(&access.project, &row)?))
 }
 
@@ -293,11 +289,7 @@ pub(super) async fn set_default(
         // Imported gateways (another project's) are not served here.
         return Err(ApiError::not_exists("Resource not found").into());
     }
-    let row = state
-        .db
-        .gateway_by_name(access.project.id, &req.name)
-        .await?
-        .ok_or_else(|| ApiError::not_exists("Resource not found"))?;
+    let row = existing(&state, &access.project, &req.name).await?;
     if row.to_be_deleted {
         return Err(ApiError::error("Cannot set gateway marked for deletion as default").into());
     }
@@ -310,11 +302,7 @@ pub(super) async fn set_wildcard_domain(
     access: ProjectAccess<Admin>,
     Body(req): Body<SetWildcardDomainRequest>,
 ) -> Result<Json<Gateway>, Failure> {
-    let row = state
-        .db
-        .gateway_by_name(access.project.id, &req.name)
-        .await?
-        .ok_or_else(|| ApiError::not_exists("Resource not found"))?;
+    let row = existing(&state, &access.project, &req.name).await?;
     if row.wildcard_domain.as_deref() != Some(req.wildcard_domain.as_str()) {
         let mut conf = configuration(&row)?;
         conf.domain = Some(req.wildcard_domain.clone());
@@ -329,4 +317,13 @@ pub(super) async fn set_wildcard_domain(
 #[allow(dead_code)]
 pub(crate) fn spec(configuration: GatewayConfiguration) -> GatewaySpec {
     GatewaySpec { configuration, configuration_path: None }
+}
+
+/// The project's gateway `name`, or dstack's "Resource not found".
+async fn existing(state: &AppState, project: &ProjectRow, name: &str) -> Result<GatewayRow, Failure> {
+    Ok(state
+        .db
+        .gateway_by_name(project.id, name)
+        .await?
+        .ok_or_else(|| ApiError::not_exists("Resource not found"))?)
 }
