@@ -108,3 +108,26 @@ pub fn sleep_unless_interrupted(total: Duration, flag: &AtomicBool) -> bool {
 pub fn poll_interval(attempt: u32) -> Duration {
     Duration::from_secs(if attempt < 5 { 1 } else { 2 })
 }
+
+/// What a long-running subcommand (`server`, `gateway run`) starts with: logs on stderr at
+/// `filter` (else `info`), a multi-thread runtime, and the shutdown signal installed on it
+/// before anything else can take a while. `Err` is the exit code after the error is printed.
+pub(crate) fn start_daemon(
+    filter: &str,
+) -> Result<(tokio::runtime::Runtime, impl Future<Output = ()> + Send + 'static), u8> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return Err(crate::EXIT_INVALID);
+        }
+    };
+    let shutdown = {
+        let _entered = runtime.enter();
+        dstack_server::shutdown_signal()
+    };
+    Ok((runtime, shutdown))
+}

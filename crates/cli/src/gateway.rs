@@ -174,21 +174,11 @@ pub fn apply(configuration: GatewayConfiguration, args: &crate::apply::ApplyArgs
 }
 
 fn run_process(args: &ProcessArgs) -> u8 {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let (runtime, shutdown) = match crate::common::start_daemon(&args.log_level) {
+        Ok(started) => started,
+        Err(code) => return code,
+    };
     let config = config_from(args);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_INVALID;
-        }
-    };
-    let shutdown = {
-        let _entered = runtime.enter();
-        dstack_server::shutdown_signal()
-    };
     match runtime.block_on(dstack_gateway::run(config, shutdown)) {
         Ok(()) => EXIT_OK,
         Err(e) => {

@@ -79,22 +79,11 @@ fn seconds_var(var: &str, default: std::time::Duration) -> std::time::Duration {
 }
 
 pub fn run(args: &ServerArgs) -> u8 {
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("{},sqlx=warn", args.log_level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let (runtime, shutdown) = match crate::common::start_daemon(&format!("{},sqlx=warn", args.log_level)) {
+        Ok(started) => started,
+        Err(code) => return code,
+    };
     let config = config_from(args);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_INVALID;
-        }
-    };
-    // Install the signal handlers before anything else can take a while.
-    let shutdown = {
-        let _entered = runtime.enter();
-        dstack_server::shutdown_signal()
-    };
     let result = runtime.block_on(dstack_server::run(
         config,
         |started| {
