@@ -14,7 +14,7 @@ impl Db {
         .bind(uuid_text(repo_row_id))
         .bind(hash)
         .bind(blob)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -39,7 +39,7 @@ impl Db {
         .bind(uuid_text(user_id))
         .bind(hash)
         .bind(blob)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         self.file_archive_id(user_id, hash).await?.ok_or(DbError::NotFound)
     }

@@ -15,18 +15,22 @@ const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 pub(crate) async fn connect(url: &str) -> Result<Db, DbError> {
     sqlx::any::install_default_drivers();
     let target = parse_url(url)?;
-    let pool = match &target {
-        Target::Postgres { url } => AnyPoolOptions::new().connect(url).await?,
+    let (pool, writer) = match &target {
+        Target::Postgres { url } => {
+            let pool = AnyPoolOptions::new().connect(url).await?;
+            (pool.clone(), pool)
+        }
         Target::SqliteMemory { url } => {
             // Every connection to a shared in-memory database must stay open, or its data is
             // gone; one connection also serialises all access, as SQLite would anyway.
-            sqlite_pool_options()
+            let pool = sqlite_pool_options(Access::ReadWrite)
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
                 .connect(url)
-                .await?
+                .await?;
+            (pool.clone(), pool)
         }
         Target::SqliteFile { url, path } => {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -37,22 +41,43 @@ pub(crate) async fn connect(url: &str) -> Result<Db, DbError> {
             let mut conn = AnyConnection::connect(url).await?;
             conn.execute("PRAGMA journal_mode = WAL").await?;
             conn.close().await?;
-            sqlite_pool_options().connect(url).await?
+            // One writing connection (see `Db`), kept open so the WAL files stay in place for
+            // the readers.
+            let writer = sqlite_pool_options(Access::ReadWrite)
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect(url)
+                .await?;
+            let readers = sqlite_pool_options(Access::ReadOnly).connect(url).await?;
+            (readers, writer)
         }
     };
-    MIGRATOR.run(&pool).await?;
+    MIGRATOR.run(&writer).await?;
     let kind = match target {
         Target::Postgres { .. } => DbKind::Postgres,
         Target::SqliteMemory { .. } | Target::SqliteFile { .. } => DbKind::Sqlite,
     };
-    Ok(Db { pool, kind })
+    Ok(Db { pool, writer, kind })
 }
 
-fn sqlite_pool_options() -> AnyPoolOptions {
+/// What a SQLite pool's connections may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    ReadWrite,
+    /// `PRAGMA query_only`: any statement that would change the database fails.
+    ReadOnly,
+}
+
+fn sqlite_pool_options(access: Access) -> AnyPoolOptions {
     // A SQLite connection cannot drop the way a network one can, so the pool hands it out
     // without the ping (a round trip to the connection's thread before every statement).
-    AnyPoolOptions::new().test_before_acquire(false).after_connect(|conn, _meta| {
+    AnyPoolOptions::new().test_before_acquire(false).after_connect(move |conn, _meta| {
         Box::pin(async move {
+            if access == Access::ReadOnly {
+                conn.execute("PRAGMA query_only = ON").await?;
+            }
             conn.execute("PRAGMA foreign_keys = ON").await?;
             // With WAL, NORMAL syncs at checkpoints, not on every commit: a killed server
             // loses nothing committed; only an OS crash or power loss can drop the last
@@ -195,5 +220,23 @@ mod tests {
     fn unsupported_scheme() {
         let err = parse_url("mysql://u@h/db").unwrap_err();
         assert!(err.to_string().contains("unsupported database url scheme `mysql`"), "{err}");
+    }
+
+    /// On a SQLite file, reads and writes go through separate pools; the read connections
+    /// refuse to change the database, so a write sent to the wrong pool fails in the tests.
+    #[tokio::test]
+    async fn sqlite_file_readers_are_query_only_and_the_writer_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("sqlite.db").display());
+        let db = connect(&url).await.unwrap();
+        let write = "CREATE TABLE scratch (x BIGINT)";
+        let err = sqlx::query(write).execute(&db.pool).await.unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
+        sqlx::query(write).execute(&db.writer).await.unwrap();
+        sqlx::query("INSERT INTO scratch (x) VALUES (1)").execute(&db.writer).await.unwrap();
+        // Committed writes are visible to the readers at once.
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM scratch").fetch_one(&db.pool).await.unwrap();
+        assert_eq!(n, 1);
+        db.close().await;
     }
 }

@@ -555,7 +555,7 @@ impl Db {
         .bind(agent_url)
         .bind(offer)
         .bind(job_provisioning_data)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -567,7 +567,7 @@ impl Db {
         let n = sqlx::query("UPDATE instances SET total_blocks = $2 WHERE id = $1 AND busy_blocks = 0")
             .bind(uuid_text(id))
             .bind(total_blocks)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
         Ok(n > 0)
@@ -613,7 +613,7 @@ impl Db {
     pub async fn release_fleets(&self, token: Uuid) -> Result<(), DbError> {
         sqlx::query("UPDATE fleets SET lock_token = NULL, lock_expires_at = NULL WHERE lock_token = $1")
             .bind(uuid_text(token))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -751,7 +751,7 @@ impl Db {
             .bind(uuid_text(id))
             .bind(uuid_text(token))
             .bind(micros(until))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
         Ok(n > 0)

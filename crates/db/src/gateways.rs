@@ -120,7 +120,7 @@ impl Db {
         .bind(wildcard_domain)
         .bind(configuration)
         .bind(micros(now))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|e| match e.as_database_error() {
             Some(d) if d.is_foreign_key_violation() => not_found_on_foreign_key(e),
@@ -166,7 +166,7 @@ impl Db {
             .bind(uuid_text(id))
             .bind(configuration)
             .bind(wildcard_domain)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -179,7 +179,7 @@ impl Db {
         sqlx::query("UPDATE gateways SET wildcard_domain = $2 WHERE id = $1")
             .bind(uuid_text(id))
             .bind(wildcard_domain)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -202,7 +202,7 @@ impl Db {
         .bind(status_message)
         .bind(api_address)
         .bind(micros(now))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -212,13 +212,13 @@ impl Db {
     pub async fn mark_gateway_deleted(&self, id: Uuid) -> Result<(), DbError> {
         sqlx::query("UPDATE gateways SET to_be_deleted = TRUE, is_default = FALSE WHERE id = $1")
             .bind(uuid_text(id))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
 
     pub async fn delete_gateway_row(&self, id: Uuid) -> Result<(), DbError> {
-        sqlx::query("DELETE FROM gateways WHERE id = $1").bind(uuid_text(id)).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM gateways WHERE id = $1").bind(uuid_text(id)).execute(&self.writer).await?;
         Ok(())
     }
 }

@@ -48,10 +48,19 @@ pub enum DbKind {
     Postgres,
 }
 
-/// A pool of connections to the server's database, cheap to clone.
+/// Pools of connections to the server's database, cheap to clone.
+///
+/// Reads go through `pool`, every write (a statement that changes rows, a write transaction,
+/// a lease) through `writer`. On a SQLite file `writer` is one connection: SQLite has one
+/// writer at a time, and writers queued in the pool wait their turn in-process, where a
+/// second writing connection would sleep in SQLite's busy handler (backing off for up to
+/// 100 ms a try) until the lock frees. The read connections are `query_only`, so a write
+/// sent through `pool` by mistake fails at once. On PostgreSQL and an in-memory SQLite
+/// database both are the same pool.
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: AnyPool,
+    writer: AnyPool,
     kind: DbKind,
 }
 
@@ -85,7 +94,7 @@ impl Db {
             .bind(uuid_text(token))
             .bind(micros(now.checked_add(lease).unwrap_or(now)))
             .bind(micros(now))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.writer)
             .await?)
     }
 
@@ -109,6 +118,7 @@ impl Db {
     /// Closes every connection; later calls on any clone of this `Db` fail.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 
     /// Starts a write transaction.
@@ -117,8 +127,8 @@ impl Db {
     /// queue on `busy_timeout` instead of one failing with `SQLITE_BUSY` when it upgrades its lock.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, DbError> {
         let tx = match self.kind {
-            DbKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            DbKind::Postgres => self.pool.begin().await?,
+            DbKind::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            DbKind::Postgres => self.writer.begin().await?,
         };
         Ok(tx)
     }

@@ -57,7 +57,7 @@ impl Db {
         .bind(p.memory_working_set_bytes)
         .bind(&p.gpus_memory_usage_bytes)
         .bind(&p.gpus_util_percent)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(not_found_on_foreign_key)?;
         Ok(())
@@ -111,14 +111,14 @@ impl Db {
              AND job_id IN (SELECT id FROM jobs WHERE status = 'running')",
         )
         .bind(running_cutoff)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         let finished = sqlx::query(
             "DELETE FROM job_metrics_points WHERE timestamp_micro < $1 \
              AND job_id IN (SELECT id FROM jobs WHERE status IN ('terminated', 'aborted', 'failed', 'done'))",
         )
         .bind(finished_cutoff)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(running.rows_affected() + finished.rows_affected())
     }

@@ -124,7 +124,7 @@ impl Db {
         .bind(probe.probe_num)
         .bind(micros(seen_due))
         .bind(micros(lease_until))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         Ok(n == 1)
@@ -143,7 +143,7 @@ impl Db {
         .bind(probe.success_streak)
         .bind(micros(probe.due))
         .bind(probe.active)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         Ok(n == 1)
@@ -173,7 +173,7 @@ impl Db {
     pub async fn register_replica(&self, job_id: Uuid) -> Result<bool, DbError> {
         let n = sqlx::query("UPDATE jobs SET registered = TRUE WHERE id = $1 AND status = 'running'")
             .bind(uuid_text(job_id))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
         Ok(n == 1)

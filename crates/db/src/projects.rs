@@ -163,7 +163,7 @@ impl Db {
         let done = sqlx::query("UPDATE projects SET is_public = $2 WHERE id = $1 AND deleted = FALSE")
             .bind(uuid_text(project_id))
             .bind(is_public)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         if done.rows_affected() == 0 {
             return Err(DbError::NotFound);

@@ -684,7 +684,7 @@ impl Db {
             .bind(uuid_text(token))
             .bind(micros(now.checked_add(lease).unwrap_or(now)))
             .bind(micros(now))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writer)
             .await?;
         rows.sort_by_key(|r| {
             let id: String = r.try_get("id").unwrap_or_default();
@@ -702,7 +702,7 @@ impl Db {
         )
         .bind(uuid_text(token))
         .bind(micros(now))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -824,7 +824,7 @@ impl Db {
     pub async fn release_jobs(&self, token: Uuid) -> Result<(), DbError> {
         sqlx::query("UPDATE jobs SET lock_token = NULL, lock_expires_at = NULL WHERE lock_token = $1")
             .bind(uuid_text(token))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }

@@ -80,7 +80,7 @@ impl Db {
         .bind(&u.token_encrypted)
         .bind(&u.ssh_public_key)
         .bind(&u.ssh_private_key)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|err| {
             conflict_on_unique(err, |message| {
@@ -189,7 +189,7 @@ impl Db {
         .bind(global_role)
         .bind(email)
         .bind(active)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
@@ -211,7 +211,7 @@ impl Db {
         .bind(name)
         .bind(token_hash)
         .bind(token_encrypted)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await
         .map_err(|err| conflict_on_unique(err, |_| "user token".to_owned()))?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
@@ -226,7 +226,7 @@ impl Db {
         .bind(uuid_text(user_id))
         .bind(public)
         .bind(private)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         if done.rows_affected() == 0 {
             return Err(DbError::NotFound);
