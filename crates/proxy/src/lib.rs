@@ -501,7 +501,9 @@ struct Finish {
 }
 
 /// A replica's response body; at its end the connection returns to the pool. Dropped before
-/// the end (the client went away), the connection is closed instead.
+/// the end (the client went away), the connection is closed instead. A body that is over
+/// before it is read (empty, 204, an answer to HEAD) is never polled by a server that sees
+/// `is_end_stream`: it goes back to the pool when it is dropped.
 struct PooledBody {
     inner: Incoming,
     finish: Option<Finish>,
@@ -540,6 +542,16 @@ impl hyper::body::Body for PooledBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if hyper::body::Body::is_end_stream(&self.inner)
+            && let Some(finish) = self.finish.take()
+        {
+            finish.proxy.checkin(finish.addr, finish.sender);
+        }
     }
 }
 

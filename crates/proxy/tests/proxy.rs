@@ -79,6 +79,8 @@ fn replica(name: &'static str) -> Router {
             }),
         )
         .route("/upload", post(|body: axum::body::Bytes| async move { body.len().to_string() }))
+        .route("/empty", get(|| async { "" }))
+        .route("/no-content", get(|| async { StatusCode::NO_CONTENT }))
 }
 
 /// A front server that proxies every request under `/p/` to `upstreams`, dropping
@@ -96,6 +98,34 @@ async fn front(proxy: Arc<Proxy>, upstreams: Vec<Upstream>) -> SocketAddr {
         )
         .with_state(state);
     serve(router).await.0
+}
+
+/// A front server like the gateway's: a bare hyper service (no axum around it) that proxies
+/// every request to `upstreams` as it is.
+async fn bare_front(proxy: Arc<Proxy>, upstreams: Vec<Upstream>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstreams = Arc::new(upstreams);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let (proxy, upstreams) = (proxy.clone(), upstreams.clone());
+            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let (proxy, upstreams) = (proxy.clone(), upstreams.clone());
+                async move {
+                    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                    let resp = proxy.forward(req.map(Body::new), &upstreams, &path, &[]).await;
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
 }
 
 fn upstream(id: &str, addr: SocketAddr) -> Upstream {
@@ -131,6 +161,30 @@ async fn requests_spread_over_replicas_skip_a_dead_one_and_reuse_connections() {
     // Sequential requests reuse pooled connections.
     assert_eq!(a_conns.load(Ordering::SeqCst), 1);
     assert_eq!(b_conns.load(Ordering::SeqCst), 1);
+}
+
+/// Responses without a body (an empty one, 204, an answer to HEAD) end before anyone reads
+/// them; their connections go back to the pool all the same, whichever server writes them.
+#[tokio::test]
+async fn connections_of_bodiless_responses_are_reused() {
+    let (a, a_conns) = serve(replica("a")).await;
+    let proxy = Proxy::new(Options::default());
+    let fronts =
+        [bare_front(proxy.clone(), vec![upstream("a", a)]).await, front(proxy, vec![upstream("a", a)]).await];
+    let client = reqwest::Client::new();
+    for (front, prefix) in fronts.iter().zip(["", "/p"]) {
+        for _ in 0..3 {
+            let resp = client.get(format!("http://{front}{prefix}/empty")).send().await.unwrap();
+            assert_eq!((resp.status(), resp.text().await.unwrap()), (StatusCode::OK, String::new()));
+            let resp = client.get(format!("http://{front}{prefix}/no-content")).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+            let resp = client.head(format!("http://{front}{prefix}/who")).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let resp = client.get(format!("http://{front}{prefix}/who")).send().await.unwrap();
+            assert_eq!(resp.text().await.unwrap(), "a");
+        }
+    }
+    assert_eq!(a_conns.load(Ordering::SeqCst), 1, "one upstream connection for 24 sequential requests");
 }
 
 #[tokio::test]
