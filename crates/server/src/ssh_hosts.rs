@@ -36,6 +36,8 @@ pub const SHIM_URL_ON_HOST: &str = "http://localhost:10998";
 /// The SSH side of the server: the connection pool and the agent binaries it deploys.
 pub struct SshHosts {
     pool: Pool<Uuid>,
+    /// The connections to the hosts of `local.ssh` gateways, by gateway id.
+    pub(crate) gateways: Pool<Uuid>,
     shim_binary: PathBuf,
     runner_binary: PathBuf,
     /// How often idle and busy hosts get a health check.
@@ -44,7 +46,13 @@ pub struct SshHosts {
 
 impl SshHosts {
     pub fn new(shim_binary: PathBuf, runner_binary: PathBuf, check_interval: Duration) -> SshHosts {
-        SshHosts { pool: Pool::new(CONNECT_TIMEOUT), shim_binary, runner_binary, check_interval }
+        SshHosts {
+            pool: Pool::new(CONNECT_TIMEOUT),
+            gateways: Pool::new(CONNECT_TIMEOUT),
+            shim_binary,
+            runner_binary,
+            check_interval,
+        }
     }
 
     /// Forgets an instance's connection (its tunnels close with it).
@@ -72,7 +80,10 @@ pub fn is_ssh(i: &InstanceRow) -> bool {
 }
 
 /// An SSH instance's target and keys, from its encrypted connection data.
-fn target_and_keys(state: &AppState, i: &InstanceRow) -> Result<(HostTarget, Vec<PrivateKey>), String> {
+pub(crate) fn target_and_keys(
+    state: &AppState,
+    i: &InstanceRow,
+) -> Result<(HostTarget, Vec<PrivateKey>), String> {
     let rci = crate::fleets::remote_connection_info(i, &state.cipher)
         .ok_or_else(|| format!("the connection data of instance {} cannot be read", i.name))?;
     target_of(&rci)
@@ -89,7 +100,7 @@ fn port(port: i64, host: &str) -> Result<u16, String> {
     u16::try_from(port).map_err(|_| format!("{host}: SSH port {port} is not a valid port"))
 }
 
-fn target_of(rci: &RemoteConnectionInfo) -> Result<(HostTarget, Vec<PrivateKey>), String> {
+pub(crate) fn target_of(rci: &RemoteConnectionInfo) -> Result<(HostTarget, Vec<PrivateKey>), String> {
     let keys = parse_keys(&rci.ssh_keys, &format!(" for {}", rci.host))?;
     let mut proxy_jumps = Vec::new();
     if let Some(proxy) = &rci.ssh_proxy {

@@ -2,6 +2,7 @@
 
 mod devenv;
 mod fleets;
+mod gateway_ssh;
 mod host_failures;
 mod local_fleet;
 mod multinode;

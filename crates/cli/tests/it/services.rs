@@ -18,7 +18,7 @@ use crate::local_fleet::{agents_built, runner_image};
 use crate::server::{Server, cli, ps_run, start_with_local_fleet_env, stop};
 
 /// `dstack-rs-service-test:1`: the runner test image plus `dstack-test-replica`.
-fn service_image() {
+pub(crate) fn service_image() {
     static BUILT: OnceLock<()> = OnceLock::new();
     runner_image();
     BUILT.get_or_init(|| {
@@ -107,7 +107,7 @@ fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 /// The ids of the running replicas' jobs.
-fn running_jobs(run: &Value) -> Vec<String> {
+pub(crate) fn running_jobs(run: &Value) -> Vec<String> {
     run["jobs"]
         .as_array()
         .into_iter()
