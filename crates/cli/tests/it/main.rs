@@ -2,6 +2,7 @@
 
 mod devenv;
 mod fleets;
+mod gateway_cli;
 mod gateway_ssh;
 mod host_failures;
 mod local_fleet;

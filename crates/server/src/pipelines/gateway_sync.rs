@@ -13,7 +13,9 @@
 //!
 //! Each pass also collects the gateway's per-service stats into `AppState::gateway_load`,
 //! which the runs loop adds to the in-server proxy's load for the autoscaler.
-//! Not done: `rate_limits` are not sent.
+//! A service's `rate_limits` go with its registration (the gateway enforces them as dstack's
+//! nginx does); a registration is not changed while the run lives, so a rolling update that
+//! changes them takes effect on the next run of that name.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -113,7 +115,7 @@ async fn try_sync(
                     client_max_body_size: CLIENT_MAX_BODY_SIZE,
                     options,
                     ssh_private_key: Secret(String::new()),
-                    rate_limits: Vec::new(),
+                    rate_limits: conf.rate_limits.iter().map(rate_limit).collect(),
                     has_router_replica: false,
                     read_timeout: dstack_agent_proto::gateway::DEFAULT_READ_TIMEOUT,
                 };
@@ -150,6 +152,21 @@ async fn try_sync(
         tracing::info!(gateway = %gateway.name, run = %run_name, "service unregistered from the gateway");
     }
     Ok(())
+}
+
+/// A service's rate limit as the gateway API carries it.
+fn rate_limit(limit: &dstack_model::service::RateLimit) -> dstack_agent_proto::gateway::RateLimit {
+    use dstack_agent_proto::gateway::RateLimitKey;
+    use dstack_model::service::PartitioningKey;
+    dstack_agent_proto::gateway::RateLimit {
+        prefix: limit.prefix.clone(),
+        key: match &limit.key {
+            PartitioningKey::IpAddress => RateLimitKey::IpAddress,
+            PartitioningKey::Header { header } => RateLimitKey::Header { header: header.clone() },
+        },
+        rps: limit.rps,
+        burst: u64::try_from(limit.burst).unwrap_or(0),
+    }
 }
 
 fn replica(job_id: String, app_port: u16) -> RegisterReplicaRequest {
