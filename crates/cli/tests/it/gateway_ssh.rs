@@ -4,7 +4,8 @@
 //! server deploys its own `dstack` binary as `dstack gateway run` over SSH (as the `dstack`
 //! user, through sudo). Real HTTP requests to `<run>.<domain>` at the gateway host's address
 //! reach the replica through the gateway's SSH tunnel to the fleet host; a restarted server
-//! finds the gateway again without starting a second one; deleting the gateway leaves nothing
+//! finds the gateway again without starting a second one; a gateway killed with its
+//! supervisor is deployed again and serves what it had; deleting the gateway leaves nothing
 //! on its host; a gateway whose host refuses the key fails, saying why, without the key.
 
 use std::io::{Read, Write};
@@ -167,6 +168,15 @@ fn a_gateway_on_an_ssh_host_serves_a_service_and_is_removed_cleanly() {
     assert_eq!(gateway_processes(&hosts, 1).len(), 1, "{:?}", gateway_processes(&hosts, 1));
     assert_eq!(get_with_host(&addr, &domain, "/whoami"), (200, job.clone()));
 
+    // A gateway killed with its supervisor is deployed again, with what it had registered.
+    hosts.sh(1, "kill -9 -$(cat /root/.dstack-gateway/gateway.pid)");
+    wait(home, "the gateway deployed again", Duration::from_secs(120), || {
+        let now = hosts.sh(1, "cat /root/.dstack-gateway/gateway.pid 2>/dev/null || true");
+        let serving = get_with_host(&addr, &domain, "/whoami") == (200, job.clone());
+        (serving && !now.trim().is_empty() && now.trim() != pid).then_some(())
+    });
+    assert_eq!(gateway_processes(&hosts, 1).len(), 1, "{:?}", gateway_processes(&hosts, 1));
+
     // A gateway whose host refuses the key fails, saying why, and shows no key.
     let (_, other_public) = keypair();
     let (other_key, _) = keypair();
@@ -203,7 +213,9 @@ fn a_gateway_on_an_ssh_host_serves_a_service_and_is_removed_cleanly() {
     assert_eq!(hosts.sh(1, "ls -d /root/.dstack-gateway 2>/dev/null || true").trim(), "");
     assert_eq!(get_with_host(&addr, &domain, "/whoami").0, 0, "nothing listens on the gateway's port");
 
-    let (code, _, _) = cli(home, &["fleet", "delete", "hosts", "-y"]);
-    assert_eq!(code, 0);
+    // The fleet goes once the stopped service has released its host.
+    wait(home, "the fleet deleted", Duration::from_secs(60), || {
+        (cli(home, &["fleet", "delete", "hosts", "-y"]).0 == 0).then_some(())
+    });
     assert_eq!(stop(server), 0);
 }
