@@ -6,7 +6,8 @@
 //! reach the replica through the gateway's SSH tunnel to the fleet host; a restarted server
 //! finds the gateway again without starting a second one; a gateway killed with its
 //! supervisor is deployed again and serves what it had; deleting the gateway leaves nothing
-//! on its host; a gateway whose host refuses the key fails, saying why, without the key.
+//! on its host; a gateway whose host refuses the key, or does not answer, fails, saying why,
+//! without the key.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -196,7 +197,24 @@ fn a_gateway_on_an_ssh_host_serves_a_service_and_is_removed_cleanly() {
         gateway(home, "bad-gw").filter(|g| g["status"] == "failed")
     });
     let message = bad["status_message"].as_str().unwrap_or_default();
-    assert!(message.contains(&gw_ip), "the error names the host: {message}");
+    assert!(message.contains(&format!("{gw_ip} refused the key for user `root`")), "{message}");
+    // One whose host does not answer on its SSH port fails too, naming host and port.
+    let far_file = home.join("far.yml");
+    std::fs::write(
+        &far_file,
+        format!(
+            "type: gateway\nname: far-gw\nbackend: local\ndomain: far.test\ncertificate: null\n\
+             local:\n  http_port: 8082\n  ssh: {{hostname: {gw_ip}, port: 2, user: root, identity_file: {key}}}\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = cli(home, &["apply", "-f", &far_file.display().to_string(), "-y"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let far = wait(home, "the unreachable gateway failed", Duration::from_secs(60), || {
+        gateway(home, "far-gw").filter(|g| g["status"] == "failed")
+    });
+    let message = far["status_message"].as_str().unwrap_or_default();
+    assert!(message.starts_with(&format!("cannot reach {gw_ip}:2")), "{message}");
     let (_, listed, _) = cli(home, &["gateway", "list", "--json"]);
     let log = std::fs::read_to_string(home.join("server.log")).unwrap_or_default();
     for text in [&listed, &log] {
@@ -206,7 +224,7 @@ fn a_gateway_on_an_ssh_host_serves_a_service_and_is_removed_cleanly() {
     // Deleting the gateway stops it and leaves nothing on its host.
     let (code, out, err) = cli(home, &["stop", "sshgwsvc", "-x", "-y"]);
     assert_eq!(code, 0, "{out}{err}");
-    let (code, out, err) = cli(home, &["gateway", "delete", "ssh-gw", "bad-gw", "-y"]);
+    let (code, out, err) = cli(home, &["gateway", "delete", "ssh-gw", "bad-gw", "far-gw", "-y"]);
     assert_eq!(code, 0, "{out}{err}");
     wait(home, "the gateways gone", Duration::from_secs(60), || gateways(home).is_empty().then_some(()));
     assert_eq!(gateway_processes(&hosts, 1), Vec::<String>::new(), "no gateway process is left");
