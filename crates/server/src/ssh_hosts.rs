@@ -38,6 +38,8 @@ pub struct SshHosts {
     pool: Pool<Uuid>,
     /// The connections to the hosts of `local.ssh` gateways, by gateway id.
     pub(crate) gateways: Pool<Uuid>,
+    /// The `local.ssh` gateways whose pass (a connect, a deploy) is running.
+    pub(crate) busy_gateways: Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>,
     shim_binary: PathBuf,
     runner_binary: PathBuf,
     /// How often idle and busy hosts get a health check.
@@ -49,6 +51,7 @@ impl SshHosts {
         SshHosts {
             pool: Pool::new(CONNECT_TIMEOUT),
             gateways: Pool::new(CONNECT_TIMEOUT),
+            busy_gateways: Arc::default(),
             shim_binary,
             runner_binary,
             check_interval,

@@ -11,9 +11,10 @@
 //! A `local` gateway with `local.ssh` runs the same way on that host instead
 //! ([`dstack_hostssh::deploy_gateway`]: this executable uploaded, a systemd unit or detached
 //! supervisor loop, its API on the host's loopback, reached through a tunnel of one pooled SSH
-//! connection per gateway). Each pass asks its API first, so a gateway that runs (after a
-//! server restart too) is found again and never started twice: submitted → running once the
-//! deploy's health check passed (the deploy holds this pass), failed when the deploy fails (the
+//! connection per gateway), each pass of such a gateway in a task of its own (one at a time
+//! per gateway). Each pass asks its API first, so a gateway that runs (after a server restart
+//! too) is found again and never started twice: submitted → provisioning (deploying) →
+//! running once the deploy's health check passed, failed when the deploy fails (the
 //! error names the host, never the key). A running one whose host cannot be reached stays
 //! running with the error as its status message and is tried again; one whose host answers but
 //! its API does not is deployed again. `to_be_deleted` → stopped and its files removed
@@ -69,7 +70,7 @@ pub async fn run(state: AppState, launch: GatewayLaunch) {
 pub async fn pass(state: &AppState, launch: &GatewayLaunch) -> Result<(), dstack_db::DbError> {
     for row in state.db.all_gateways().await? {
         if let Some((local, ssh)) = remote(&row) {
-            remote_pass(state, launch, &row, &local, &ssh).await?;
+            spawn_remote(state, launch, row, local, ssh);
             continue;
         }
         if row.to_be_deleted {
@@ -184,6 +185,40 @@ fn remote_env(launch: &GatewayLaunch, local: &LocalGateway) -> Vec<(String, Stri
         env.push(("DSTACK_GATEWAY_CERT_DIR".to_owned(), dir.clone()));
     }
     env
+}
+
+/// Runs [`remote_pass`] for a `local.ssh` gateway in a task of its own, so that a slow host (a
+/// connect timeout, a deploy's upload) holds neither this loop nor the other gateways; a
+/// gateway whose task still runs is left alone by the next passes.
+fn spawn_remote(
+    state: &AppState,
+    launch: &GatewayLaunch,
+    row: GatewayRow,
+    local: LocalGateway,
+    ssh: GatewaySshHost,
+) {
+    let busy = state.ssh.busy_gateways.clone();
+    if !lock(&busy).insert(row.id) {
+        return;
+    }
+    /// Takes the gateway out of the busy set when its task ends, even by a panic.
+    struct Done(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>>, uuid::Uuid);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            lock(&self.0).remove(&self.1);
+        }
+    }
+    let (state, launch) = (state.clone(), launch.clone());
+    tokio::spawn(async move {
+        let _done = Done(busy, row.id);
+        if let Err(e) = remote_pass(&state, &launch, &row, &local, &ssh).await {
+            tracing::error!(gateway = %row.name, error = %e, "gateways loop");
+        }
+    });
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn remote_pass(
