@@ -108,7 +108,7 @@ pub enum DeployError {
     #[error("{host}: architecture `{machine}` is not supported; dstack runs on x86_64 and aarch64 hosts")]
     UnsupportedArch { host: String, machine: String },
     #[error(
-        "{host}: no dstack-shim built for {arch} (the server has one for {have}); run the server on an {arch} machine or use {have} hosts"
+        "{host}: no dstack binaries built for {arch} (the server has them for {have}); run the server on an {arch} machine or use {have} hosts"
     )]
     NoShimForArch { host: String, arch: &'static str, have: &'static str },
     #[error(
