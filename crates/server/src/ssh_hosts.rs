@@ -83,10 +83,7 @@ pub fn is_ssh(i: &InstanceRow) -> bool {
 }
 
 /// An SSH instance's target and keys, from its encrypted connection data.
-pub(crate) fn target_and_keys(
-    state: &AppState,
-    i: &InstanceRow,
-) -> Result<(HostTarget, Vec<PrivateKey>), String> {
+fn target_and_keys(state: &AppState, i: &InstanceRow) -> Result<(HostTarget, Vec<PrivateKey>), String> {
     let rci = crate::fleets::remote_connection_info(i, &state.cipher)
         .ok_or_else(|| format!("the connection data of instance {} cannot be read", i.name))?;
     target_of(&rci)
@@ -103,7 +100,7 @@ fn port(port: i64, host: &str) -> Result<u16, String> {
     u16::try_from(port).map_err(|_| format!("{host}: SSH port {port} is not a valid port"))
 }
 
-pub(crate) fn target_of(rci: &RemoteConnectionInfo) -> Result<(HostTarget, Vec<PrivateKey>), String> {
+fn target_of(rci: &RemoteConnectionInfo) -> Result<(HostTarget, Vec<PrivateKey>), String> {
     let keys = parse_keys(&rci.ssh_keys, &format!(" for {}", rci.host))?;
     let mut proxy_jumps = Vec::new();
     if let Some(proxy) = &rci.ssh_proxy {
