@@ -170,7 +170,8 @@ pub struct SshConnectionParams {
 ///
 /// dstack always sends `ssh_host` (`root@localhost`, the job's container) and `ssh_port`;
 /// dstack-rs also accepts a replica without them (or with `ssh_port` 0), which the gateway
-/// reaches directly at `internal_ip:app_port`.
+/// reaches directly at `internal_ip:app_port`, and `ssh_private_key`, the key of `ssh_host`
+/// when it is not the project's (an SSH-fleet host, whose sshd knows the fleet's key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterReplicaRequest {
     pub job_id: String,
@@ -190,6 +191,9 @@ pub struct RegisterReplicaRequest {
     pub ssh_head_proxy_private_key: Option<Secret>,
     #[serde(default)]
     pub internal_ip: Option<String>,
+    /// dstack-rs: the key of `ssh_host`; `None`: the project's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_private_key: Option<Secret>,
 }
 
 /// `POST /api/registry/{project}/entrypoints/register`: `gateway.<domain>` serves the
@@ -267,6 +271,7 @@ mod tests {
         )
         .expect("decodes");
         assert_eq!(replica.ssh_proxy.as_ref().map(|p| p.port), Some(22));
+        assert_eq!(replica.ssh_private_key, None, "dstack sends no key of its own for a replica");
 
         let stats = ServiceStats {
             project_name: "p".into(),

@@ -1,7 +1,7 @@
 //! `dstack gateway run` (or `dstack gateway` with the process' flags, as before): runs a
 //! gateway (services on their own domains, over HTTP and HTTPS) in the foreground until
-//! SIGTERM or Ctrl-C; all of it is `dstack_gateway::run`. `dstack gateway list|delete` are
-//! dstack's commands for a project's gateways; `dstack apply -f gateway.yml` creates one.
+//! SIGTERM or Ctrl-C; all of it is `dstack_gateway::run`. `dstack gateway list|delete|update|get`
+//! are dstack's commands for a project's gateways; `dstack apply -f gateway.yml` creates one.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +42,29 @@ pub enum GatewayCommand {
         project: Option<String>,
         #[arg(short = 'y', long = "yes")]
         yes: bool,
+    },
+    /// Update a gateway: make it the project's default, or (deprecated) set its domain.
+    Update {
+        /// The name of the gateway.
+        name: String,
+        /// Set it the default gateway for the project.
+        #[arg(long)]
+        set_default: bool,
+        /// (deprecated) Set the domain for the gateway.
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Get a gateway (as JSON).
+    Get {
+        /// The name of the gateway.
+        name: String,
+        /// Output in JSON format (the only format, as in dstack).
+        #[arg(long, required = true)]
+        json: bool,
+        #[arg(long)]
+        project: Option<String>,
     },
 }
 
@@ -92,6 +115,65 @@ pub fn run(args: &GatewayArgs) -> u8 {
         Some(GatewayCommand::Run(process)) => run_process(process),
         Some(GatewayCommand::List { project, json }) => list(project.as_deref(), *json),
         Some(GatewayCommand::Delete { names, project, yes: _ }) => delete(project.as_deref(), names),
+        Some(GatewayCommand::Update { name, set_default, domain, project }) => {
+            update(project.as_deref(), name, *set_default, domain.as_deref())
+        }
+        Some(GatewayCommand::Get { name, json: _, project }) => get(project.as_deref(), name),
+    }
+}
+
+fn fetch(session: &crate::common::Session, name: &str) -> Result<Gateway, u8> {
+    let path = format!("/api/project/{}/gateways/get", session.project);
+    session.client.post(&path, Some(&serde_json::json!({ "name": name }))).map_err(crate::fail)
+}
+
+/// dstack's `gateway update`: `--domain` (deprecated, with dstack's warning), then
+/// `--set-default`, then the gateway's row.
+fn update(project: Option<&str>, name: &str, set_default: bool, domain: Option<&str>) -> u8 {
+    let session = match crate::common::connect(project) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let base = format!("/api/project/{}/gateways", session.project);
+    if let Some(domain) = domain {
+        eprintln!(
+            "`dstack gateway update --domain` is deprecated and may be disallowed in the future. Use `dstack apply` to update domains or other gateway configuration properties"
+        );
+        let body = serde_json::json!({ "name": name, "wildcard_domain": domain });
+        if let Err(e) = session.client.post::<_, Gateway>(&format!("{base}/set_wildcard_domain"), Some(&body))
+        {
+            return crate::fail(e);
+        }
+    }
+    if set_default {
+        let body = serde_json::json!({ "name": name });
+        if let Err(e) =
+            session.client.post::<_, serde_json::Value>(&format!("{base}/set_default"), Some(&body))
+        {
+            return crate::fail(e);
+        }
+    }
+    match fetch(&session, name) {
+        Ok(g) => {
+            print_table(&[g]);
+            EXIT_OK
+        }
+        Err(code) => code,
+    }
+}
+
+/// dstack's `gateway get NAME --json`: the gateway as JSON, two-space indented.
+fn get(project: Option<&str>, name: &str) -> u8 {
+    let session = match crate::common::connect(project) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match fetch(&session, name) {
+        Ok(g) => {
+            println!("{}", serde_json::to_string_pretty(&g).unwrap_or_default());
+            EXIT_OK
+        }
+        Err(code) => code,
     }
 }
 
@@ -109,11 +191,16 @@ fn list(project: Option<&str>, json: bool) -> u8 {
         println!("{}", serde_json::to_string_pretty(&gateways).unwrap_or_default());
         return EXIT_OK;
     }
+    print_table(&gateways);
+    EXIT_OK
+}
+
+fn print_table(gateways: &[Gateway]) {
     let mut table = comfy_table::Table::new();
     table
         .load_style(comfy_table::presets::NOTHING)
         .set_header(["NAME", "BACKEND", "DOMAIN", "DEFAULT", "STATUS"]);
-    for g in &gateways {
+    for g in gateways {
         table.add_row([
             g.name.clone(),
             g.configuration.backend.to_string(),
@@ -123,7 +210,6 @@ fn list(project: Option<&str>, json: bool) -> u8 {
         ]);
     }
     println!("{table}");
-    EXIT_OK
 }
 
 fn delete(project: Option<&str>, names: &[String]) -> u8 {
@@ -143,7 +229,19 @@ fn delete(project: Option<&str>, names: &[String]) -> u8 {
 }
 
 /// `dstack apply -f gateway.yml`: plan, then create or update in place.
-pub fn apply(configuration: GatewayConfiguration, args: &crate::apply::ApplyArgs) -> u8 {
+pub fn apply(mut configuration: GatewayConfiguration, args: &crate::apply::ApplyArgs) -> u8 {
+    // `local.ssh`: the server connects with the key, not the path (as for SSH fleets).
+    if let Some(ssh) = configuration.local.as_mut().and_then(|l| l.ssh.as_mut())
+        && let Some(path) = &ssh.identity_file
+    {
+        match crate::fleet_apply::read_ssh_key(path) {
+            Ok(key) => ssh.ssh_key = Some(key),
+            Err(e) => {
+                eprintln!("{e}");
+                return EXIT_INVALID;
+            }
+        }
+    }
     let session = match crate::common::connect(args.project.as_deref()) {
         Ok(s) => s,
         Err(code) => return code,

@@ -23,7 +23,16 @@ pub(crate) struct Auth {
 
 impl Auth {
     pub(crate) fn new(server_url: Option<String>) -> Auth {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default();
+        let builder = || reqwest::Client::builder().timeout(Duration::from_secs(30));
+        // A host without CA certificates (a minimal image) still runs the gateway: plain HTTP to
+        // the server works, and HTTPS fails per request, saying why, instead of a panic here.
+        let client = builder()
+            .build()
+            .or_else(|e| {
+                tracing::warn!(error = %e, "no CA certificates: an https server URL cannot be verified");
+                builder().tls_certs_only(Vec::new()).build()
+            })
+            .unwrap_or_default();
         Auth {
             server_url: Mutex::new(server_url.map(|u| u.trim_end_matches('/').to_owned())),
             client,

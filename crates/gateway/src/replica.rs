@@ -69,7 +69,10 @@ fn ssh_target(
     project_key: &Secret,
     replica: &RegisterReplicaRequest,
 ) -> Result<(HostTarget, Vec<dstack_hostssh::PrivateKey>), String> {
-    let key = parse_private_key(&project_key.0, "the project key").map_err(|e| e.to_string())?;
+    let key = match &replica.ssh_private_key {
+        Some(own) => parse_private_key(&own.0, "the replica's key").map_err(|e| e.to_string())?,
+        None => parse_private_key(&project_key.0, "the project key").map_err(|e| e.to_string())?,
+    };
     let mut proxy_jumps = Vec::new();
     if let Some(head) = &replica.ssh_head_proxy {
         let Some(head_key) = &replica.ssh_head_proxy_private_key else {

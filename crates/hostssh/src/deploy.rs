@@ -108,7 +108,7 @@ pub enum DeployError {
     #[error("{host}: architecture `{machine}` is not supported; dstack runs on x86_64 and aarch64 hosts")]
     UnsupportedArch { host: String, machine: String },
     #[error(
-        "{host}: no dstack-shim built for {arch} (the server has one for {have}); run the server on an {arch} machine or use {have} hosts"
+        "{host}: no dstack binaries built for {arch} (the server has them for {have}); run the server on an {arch} machine or use {have} hosts"
     )]
     NoShimForArch { host: String, arch: &'static str, have: &'static str },
     #[error(
@@ -125,6 +125,10 @@ pub enum DeployError {
     NoSudo { host: String, user: String, detail: String },
     #[error("{host}: {step} failed: {detail}")]
     Step { host: String, step: &'static str, detail: String },
+    #[error("{host}: starting {name} failed: {detail}")]
+    Start { host: String, name: &'static str, detail: String },
+    #[error("{host}: the gateway did not answer within {after:?}; its last log lines: {log}")]
+    GatewayUnhealthy { host: String, after: Duration, log: String },
     #[error("{host}: dstack-shim did not become healthy within {after:?}; its last log lines: {log}")]
     ShimUnhealthy { host: String, after: Duration, log: String },
     #[error("{host}: cannot read {SHIM_HOME}/host_info.json: {detail}")]
@@ -132,6 +136,179 @@ pub enum DeployError {
 }
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The first checks of every deploy: the host's architecture is `have` (the binaries the
+/// server uploads), and the SSH user is root or may `sudo -n`.
+pub async fn check_host(conn: &Connection, have: Arch) -> Result<Arch, DeployError> {
+    let host = conn.target().host.clone();
+    let user = conn.target().user.clone();
+    let out = conn.exec("uname -m", STEP_TIMEOUT).await?;
+    if !out.success() {
+        return Err(DeployError::Step {
+            host,
+            step: "`uname -m`",
+            detail: nonempty(out.stderr_text(), out.status),
+        });
+    }
+    let machine = out.stdout_text();
+    let arch = Arch::from_uname(&machine)
+        .ok_or_else(|| DeployError::UnsupportedArch { host: host.clone(), machine: machine.clone() })?;
+    if arch != have {
+        return Err(DeployError::NoShimForArch { host, arch: arch.as_str(), have: have.as_str() });
+    }
+    if user != "root" {
+        let out = conn.exec("sudo -n true", STEP_TIMEOUT).await?;
+        if !out.success() {
+            return Err(DeployError::NoSudo { host, user, detail: nonempty(out.stderr_text(), out.status) });
+        }
+    }
+    Ok(arch)
+}
+
+/// A program a host keeps running: a systemd unit when systemd is PID 1, else a `setsid`
+/// supervisor loop that restarts it 3 s after it exits. Its files are in `home`:
+/// `<stem>.env` (the environment), `<stem>.pid` (the loop's process group), `<stem>.log` and
+/// `<stem>-supervisor.sh`. The shim is one ([`Daemon::shim`]), a gateway another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Daemon {
+    /// The unit is `<name>.service`.
+    pub name: &'static str,
+    pub home: &'static str,
+    pub stem: &'static str,
+    /// The command line (`ExecStart`; run by `sh` in the loop).
+    pub exec: String,
+}
+
+impl Daemon {
+    /// `dstack-shim` in [`SHIM_HOME`].
+    pub fn shim() -> Daemon {
+        Daemon { name: "dstack-shim", home: SHIM_HOME, stem: "shim", exec: SHIM_PATH.to_owned() }
+    }
+
+    pub fn unit_path(&self) -> String {
+        format!("/etc/systemd/system/{}.service", self.name)
+    }
+
+    /// `<home>/<stem><suffix>`.
+    pub fn file(&self, suffix: &str) -> String {
+        format!("{}/{}{suffix}", self.home, self.stem)
+    }
+
+    /// The systemd unit (spec §1.15 step 6): restart 3 s after any exit, give up after about
+    /// an hour of crash-looping.
+    pub fn unit_file(&self) -> String {
+        format!(
+            "[Unit]\nDescription={}\nAfter=network-online.target\nStartLimitIntervalSec=3600\n\
+             StartLimitBurst=1080\n\n[Service]\nType=simple\nUser=root\nRestart=always\nRestartSec=3\n\
+             WorkingDirectory={}\nEnvironmentFile={}\nExecStart={}\n\n\
+             [Install]\nWantedBy=multi-user.target\n",
+            self.name,
+            self.home,
+            self.file(".env"),
+            self.exec
+        )
+    }
+
+    /// The loop that stands in for systemd: the environment from the env file, restart after
+    /// 3 s.
+    pub fn supervisor_script(&self) -> String {
+        format!(
+            "#!/bin/sh\n# {name} supervisor for hosts without systemd: restarts it 3 s after it exits.\n\
+             echo $$ > {pid}\nset -a\n. {env}\nset +a\ncd {home}\nwhile true; do\n  {exec}\n  sleep 3\ndone\n",
+            name = self.name,
+            pid = self.file(".pid"),
+            env = self.file(".env"),
+            home = self.home,
+            exec = self.exec,
+        )
+    }
+
+    /// Disables and removes the unit, if there is one.
+    fn stop_systemd(&self) -> String {
+        let (unit, name) = (self.unit_path(), self.name);
+        format!(
+            "if [ -f {unit} ] && command -v systemctl >/dev/null 2>&1; then \
+             systemctl disable --now {name} >/dev/null 2>&1 || true; rm -f {unit}; \
+             systemctl daemon-reload >/dev/null 2>&1 || true; fi"
+        )
+    }
+
+    /// Kills the supervisor's process group (the loop and the program; the shim's runners
+    /// have their own groups) and waits up to 10 s for it to go. `kill -SIG -PGID`: dash's
+    /// `kill` takes no `--`.
+    fn stop_detached(&self) -> String {
+        let pid = self.file(".pid");
+        format!(
+            "if [ -f {pid} ]; then \
+             pg=$(cat {pid}); rm -f {pid}; \
+             if [ -n \"$pg\" ] && kill -TERM -\"$pg\" 2>/dev/null; then \
+               i=0; while kill -0 -\"$pg\" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; \
+               kill -KILL -\"$pg\" 2>/dev/null || true; fi; fi"
+        )
+    }
+
+    /// `setsid -f` starts the loop as the leader of a new session and process group; the loop
+    /// writes its pid (= the group id) itself, and this waits up to 5 s for it.
+    fn start_detached(&self) -> String {
+        let (pid, log, script) = (self.file(".pid"), self.file(".log"), self.file("-supervisor.sh"));
+        format!(
+            "cd / && setsid -f sh {script} >> {log} 2>&1 < /dev/null; \
+             i=0; while [ ! -s {pid} ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; \
+             [ -s {pid} ] || {{ echo 'the supervisor did not start' >&2; exit 1; }}"
+        )
+    }
+
+    /// Stops it, however it runs; safe when it does not run.
+    pub fn stop_script(&self) -> String {
+        format!("{}\n{}", self.stop_systemd(), self.stop_detached())
+    }
+
+    /// The last lines of its log, for an error message.
+    pub async fn log_tail(&self, conn: &Connection, supervisor: Supervisor) -> String {
+        let cmd = match supervisor {
+            Supervisor::Systemd => format!("journalctl -u {} -n 10 --no-pager 2>&1", self.name),
+            Supervisor::Detached => format!("tail -n 10 {} 2>&1", self.file(".log")),
+        };
+        match conn.exec(&conn.as_root_if(WriteAs::Root, &cmd), Duration::from_secs(10)).await {
+            Ok(out) => out.stdout_text(),
+            Err(e) => format!("(cannot read it: {e})"),
+        }
+    }
+}
+
+/// Starts (or restarts) `daemon`, whose binary and env file are in place: under systemd when
+/// it is PID 1, else detached.
+pub async fn start_daemon(conn: &Connection, daemon: &Daemon) -> Result<Supervisor, DeployError> {
+    let host = conn.target().host.clone();
+    let out = conn.exec(&conn.as_root_if(WriteAs::Root, HAS_SYSTEMD), STEP_TIMEOUT).await?;
+    let supervisor = if out.stdout_text() == "systemd" { Supervisor::Systemd } else { Supervisor::Detached };
+    let start = match supervisor {
+        Supervisor::Systemd => {
+            let unit = daemon.unit_path();
+            conn.upload(daemon.unit_file().as_bytes(), &unit, 0o644, WriteAs::Root, STEP_TIMEOUT).await?;
+            format!(
+                "{}\nsystemctl daemon-reload && systemctl enable {name} && systemctl restart {name}",
+                daemon.stop_detached(),
+                name = daemon.name
+            )
+        }
+        Supervisor::Detached => {
+            let script = daemon.supervisor_script();
+            let path = daemon.file("-supervisor.sh");
+            conn.upload(script.as_bytes(), &path, 0o700, WriteAs::Root, STEP_TIMEOUT).await?;
+            format!("{}\n{}", daemon.stop_detached(), daemon.start_detached())
+        }
+    };
+    let out = conn.exec(&conn.as_root_if(WriteAs::Root, &start), STEP_TIMEOUT).await?;
+    if !out.success() {
+        return Err(DeployError::Start {
+            host,
+            name: daemon.name,
+            detail: nonempty(out.stderr_text(), out.status),
+        });
+    }
+    Ok(supervisor)
+}
 
 /// Installs and starts the shim on `conn`'s host and returns what the shim found there.
 /// Idempotent: a second deploy replaces the binaries and restarts the shim (tasks survive).
@@ -147,29 +324,8 @@ pub async fn deploy(conn: &Connection, params: &DeployParams<'_>) -> Result<Depl
         }
     };
 
-    // 1. The architecture.
-    let out = conn.exec("uname -m", STEP_TIMEOUT).await?;
-    if !out.success() {
-        return Err(step("`uname -m`")(out));
-    }
-    let machine = out.stdout_text();
-    let arch = Arch::from_uname(&machine)
-        .ok_or_else(|| DeployError::UnsupportedArch { host: host.clone(), machine: machine.clone() })?;
-    if arch != params.shim_arch {
-        return Err(DeployError::NoShimForArch {
-            host,
-            arch: arch.as_str(),
-            have: params.shim_arch.as_str(),
-        });
-    }
-
-    // 2. Root (sudo) and Docker.
-    if user != "root" {
-        let out = conn.exec("sudo -n true", STEP_TIMEOUT).await?;
-        if !out.success() {
-            return Err(DeployError::NoSudo { host, user, detail: nonempty(out.stderr_text(), out.status) });
-        }
-    }
+    // 1-2. The architecture, root (sudo), then Docker.
+    let arch = check_host(conn, params.shim_arch).await?;
     let out = conn.exec(&conn.as_root_if(WriteAs::Root, DOCKER_CHECK), STEP_TIMEOUT).await?;
     match out.status {
         Some(0) => {}
@@ -207,26 +363,8 @@ pub async fn deploy(conn: &Connection, params: &DeployParams<'_>) -> Result<Depl
     conn.upload(env.as_bytes(), &format!("{SHIM_HOME}/shim.env"), 0o600, WriteAs::Root, STEP_TIMEOUT).await?;
 
     // 5. Start (or restart) under systemd, or detached.
-    let out = conn.exec(&conn.as_root_if(WriteAs::Root, HAS_SYSTEMD), STEP_TIMEOUT).await?;
-    let supervisor = if out.stdout_text() == "systemd" { Supervisor::Systemd } else { Supervisor::Detached };
-    let start = match supervisor {
-        Supervisor::Systemd => {
-            conn.upload(unit_file().as_bytes(), UNIT_PATH, 0o644, WriteAs::Root, STEP_TIMEOUT).await?;
-            format!(
-                "{STOP_DETACHED}\nsystemctl daemon-reload && systemctl enable dstack-shim && systemctl restart dstack-shim"
-            )
-        }
-        Supervisor::Detached => {
-            let script = supervisor_script();
-            let path = format!("{SHIM_HOME}/shim-supervisor.sh");
-            conn.upload(script.as_bytes(), &path, 0o700, WriteAs::Root, STEP_TIMEOUT).await?;
-            format!("{STOP_DETACHED}\n{START_DETACHED}")
-        }
-    };
-    let out = conn.exec(&conn.as_root_if(WriteAs::Root, &start), STEP_TIMEOUT).await?;
-    if !out.success() {
-        return Err(step("starting dstack-shim")(out));
-    }
+    let daemon = Daemon::shim();
+    let supervisor = start_daemon(conn, &daemon).await?;
 
     // 6. Healthy through the tunnel, then host_info.json.
     let shim_addr = conn.forward(SHIM_HTTP_PORT).await?;
@@ -239,7 +377,7 @@ pub async fn deploy(conn: &Connection, params: &DeployParams<'_>) -> Result<Depl
                 tokio::time::sleep(Duration::from_millis(500)).await
             }
             _ => {
-                let log = shim_log(conn, supervisor).await;
+                let log = daemon.log_tail(conn, supervisor).await;
                 return Err(DeployError::ShimUnhealthy { host, after: params.start_timeout, log });
             }
         }
@@ -262,8 +400,9 @@ pub async fn uninstall(conn: &Connection) -> Result<(), DeployError> {
     let host = conn.target().host.clone();
     let entries: Vec<String> = HOME_ENTRIES.iter().map(|e| format!("{SHIM_HOME}/{e}")).collect();
     let script = format!(
-        "{STOP_SYSTEMD}\n{STOP_DETACHED}\nrm -rf {SHIM_PATH} {RUNNER_PATH} {UNIT_PATH} {}\n\
+        "{}\nrm -rf {SHIM_PATH} {RUNNER_PATH} {UNIT_PATH} {}\n\
          rmdir {SHIM_HOME} 2>/dev/null || true",
+        Daemon::shim().stop_script(),
         entries.join(" ")
     );
     let out = conn.exec(&conn.as_root_if(WriteAs::Root, &script), STEP_TIMEOUT).await?;
@@ -283,18 +422,6 @@ pub async fn uninstall(conn: &Connection) -> Result<(), DeployError> {
         });
     }
     Ok(())
-}
-
-/// The last lines of the shim's log, for an error message.
-async fn shim_log(conn: &Connection, supervisor: Supervisor) -> String {
-    let cmd = match supervisor {
-        Supervisor::Systemd => "journalctl -u dstack-shim -n 10 --no-pager 2>&1".to_owned(),
-        Supervisor::Detached => format!("tail -n 10 {SHIM_HOME}/shim.log 2>&1"),
-    };
-    match conn.exec(&conn.as_root_if(WriteAs::Root, &cmd), Duration::from_secs(10)).await {
-        Ok(out) => out.stdout_text(),
-        Err(e) => format!("(cannot read it: {e})"),
-    }
 }
 
 const DOCKER_MISSING: u32 = 3;
@@ -330,24 +457,6 @@ grep -v -- ' # added by dstack$' "$f" > "$t" || true
 cat "$t" > "$f"
 rm -f "$t""##;
 
-const STOP_SYSTEMD: &str = "if [ -f /etc/systemd/system/dstack-shim.service ] && command -v systemctl >/dev/null 2>&1; then \
-     systemctl disable --now dstack-shim >/dev/null 2>&1 || true; rm -f /etc/systemd/system/dstack-shim.service; \
-     systemctl daemon-reload >/dev/null 2>&1 || true; fi";
-
-/// Kills the supervisor's process group (the loop and the shim; runners have their own groups)
-/// and waits up to 10 s for the shim to go. `kill -SIG -PGID`: dash's `kill` takes no `--`.
-const STOP_DETACHED: &str = "if [ -f /root/.dstack/shim.pid ]; then \
-     pg=$(cat /root/.dstack/shim.pid); rm -f /root/.dstack/shim.pid; \
-     if [ -n \"$pg\" ] && kill -TERM -\"$pg\" 2>/dev/null; then \
-       i=0; while kill -0 -\"$pg\" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; \
-       kill -KILL -\"$pg\" 2>/dev/null || true; fi; fi";
-
-/// `setsid -f` starts the loop as the leader of a new session and process group; the loop
-/// writes its pid (= the group id) itself, and this waits up to 5 s for it.
-const START_DETACHED: &str = "cd / && setsid -f sh /root/.dstack/shim-supervisor.sh >> /root/.dstack/shim.log 2>&1 < /dev/null; \
-     i=0; while [ ! -s /root/.dstack/shim.pid ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; \
-     [ -s /root/.dstack/shim.pid ] || { echo 'the supervisor did not start' >&2; exit 1; }";
-
 /// `KEY="value"` lines (spec §1.15 step 4), readable by systemd's `EnvironmentFile` and by
 /// `sh` (`"`, `\`, `$` and `` ` `` escaped; both read these escapes the same way).
 pub fn shim_env(fleet_env: &[(String, String)]) -> String {
@@ -362,6 +471,12 @@ pub fn shim_env(fleet_env: &[(String, String)]) -> String {
     ];
     vars.extend(fleet_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     vars.push(("DSTACK_SERVICE_MODE", "1"));
+    env_file(&vars)
+}
+
+/// `KEY="value"` lines, readable by systemd's `EnvironmentFile` and by `sh` (`"`, `\`, `$`
+/// and `` ` `` escaped; both read these escapes the same way).
+pub fn env_file(vars: &[(&str, &str)]) -> String {
     let mut out = String::new();
     for (key, value) in vars {
         let mut escaped = String::with_capacity(value.len());
@@ -376,23 +491,14 @@ pub fn shim_env(fleet_env: &[(String, String)]) -> String {
     out
 }
 
-/// The systemd unit (spec §1.15 step 6): restart 3 s after any exit, give up after about an
-/// hour of crash-looping.
+/// The shim's systemd unit ([`Daemon::unit_file`]).
 pub fn unit_file() -> String {
-    format!(
-        "[Unit]\nDescription=dstack-shim\nAfter=network-online.target\nStartLimitIntervalSec=3600\n\
-         StartLimitBurst=1080\n\n[Service]\nType=simple\nUser=root\nRestart=always\nRestartSec=3\n\
-         WorkingDirectory={SHIM_HOME}\nEnvironmentFile={SHIM_HOME}/shim.env\nExecStart={SHIM_PATH}\n\n\
-         [Install]\nWantedBy=multi-user.target\n"
-    )
+    Daemon::shim().unit_file()
 }
 
-/// The loop that stands in for systemd: the environment from `shim.env`, restart after 3 s.
+/// The shim's supervisor loop ([`Daemon::supervisor_script`]).
 pub fn supervisor_script() -> String {
-    format!(
-        "#!/bin/sh\n# dstack-shim supervisor for hosts without systemd: restarts the shim 3 s after it exits.\n\
-         echo $$ > {SHIM_HOME}/shim.pid\nset -a\n. {SHIM_HOME}/shim.env\nset +a\ncd {SHIM_HOME}\nwhile true; do\n  {SHIM_PATH}\n  sleep 3\ndone\n"
-    )
+    Daemon::shim().supervisor_script()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ pub enum SshError {
     Unreachable { host: String, port: u16, cause: String },
     /// Every key was tried and refused.
     #[error(
-        "{host} refused the key for user `{user}` ({n_keys} key(s) tried); add the fleet's public key \
+        "{host} refused the key for user `{user}` ({n_keys} key(s) tried); add the public key of `identity_file` \
          to ~{user}/.ssh/authorized_keys on {host} or set the right `identity_file`/`user`"
     )]
     AuthRefused { host: String, user: String, n_keys: usize },

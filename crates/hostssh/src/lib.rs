@@ -10,7 +10,10 @@
 //! - [`Pool`]: one connection per instance id, as dstack's `InstanceConnectionPool` keeps one
 //!   `ssh -f -N` master per host.
 //! - [`deploy`]/[`uninstall`]: install `dstack-shim` on a host (spec agents.md §1.15) and remove
-//!   it again, leaving the host as it was.
+//!   it again, leaving the host as it was. Both run it as a [`Daemon`] (systemd unit or
+//!   detached supervisor loop).
+//! - [`deploy_gateway`]/[`uninstall_gateway`]: the same for a gateway (`dstack gateway run`
+//!   from the server's own `dstack` binary), the `local.ssh` gateways of the server.
 //! - [`testkit`] (feature `testkit`): test hosts, Docker containers of the image
 //!   `scripts/build-ssh-test-image` builds, running a real OpenSSH server (as PID 1, or as a
 //!   service of systemd).
@@ -50,15 +53,21 @@
 mod connection;
 mod deploy;
 mod error;
+mod gateway;
 mod pool;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
 pub use connection::{Connection, ExecOutput, HostTarget, JumpHost, WriteAs, parse_private_key, shell_quote};
 pub use deploy::{
-    Arch, DeployError, DeployParams, Deployed, KEY_MARKER, RUNNER_PATH, SHIM_HOME, SHIM_PATH, Supervisor,
-    UNIT_PATH, deploy, shim_env, supervisor_script, uninstall, unit_file,
+    Arch, Daemon, DeployError, DeployParams, Deployed, KEY_MARKER, RUNNER_PATH, SHIM_HOME, SHIM_PATH,
+    Supervisor, UNIT_PATH, check_host, deploy, env_file, shim_env, start_daemon, supervisor_script,
+    uninstall, unit_file,
 };
 pub use error::{KeyError, SshError};
+pub use gateway::{
+    GATEWAY_API_PORT, GATEWAY_BINARY, GATEWAY_HOME, GatewayDeployed, GatewayParams, deploy_gateway,
+    gateway_api, gateway_daemon, uninstall_gateway,
+};
 pub use pool::Pool;
 pub use russh::keys::PrivateKey;

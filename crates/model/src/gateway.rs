@@ -3,7 +3,9 @@
 //!
 //! Deliberate differences from dstack: `backend: local` with its `local` settings (ours: the
 //! gateway runs on the server's machine as a `dstack gateway run` child process; no `region`
-//! needed); otherwise none in parsing. [`GatewayConfiguration::static_checks`]
+//! needed), and `local.ssh` (ours: the same process on a host the server reaches over SSH, as
+//! dstack runs its gateway on a VM it reaches by SSH; the fields are those of a host of an SSH
+//! fleet's `ssh_config`); otherwise none in parsing. [`GatewayConfiguration::static_checks`]
 //! does not check that `domain` interpolates (dstack's server does); and it uses dstack's
 //! default replica limit, [`GATEWAY_MAX_REPLICAS`], not `DSTACK_SERVER_GATEWAY_MAX_REPLICAS`.
 
@@ -13,6 +15,7 @@ use serde::Serialize;
 use crate::common::{BackendType, parse_tags};
 use crate::common::{RESOURCE_NAME_ERROR, check_type_tag, is_valid_resource_name, read_tag};
 use crate::de::{Cx, FromNode, Object, int_in};
+use crate::fleet::SshKey;
 use crate::yaml::Node;
 
 /// dstack's default for `DSTACK_SERVER_GATEWAY_MAX_REPLICAS`.
@@ -122,8 +125,48 @@ pub struct LocalGateway {
     /// The services' HTTPS port; unset: no HTTPS.
     pub https_port: Option<i64>,
     /// Certificates: `<cert_dir>/<domain>/fullchain.pem` and `privkey.pem` (or a wildcard
-    /// `*.<parent>` directory); unset: `certs` under the gateway's state directory.
+    /// `*.<parent>` directory); unset: `certs` under the gateway's state directory. With
+    /// `ssh`, a directory on that host.
     pub cert_dir: Option<String>,
+    /// Ours: run the gateway on this host, reached over SSH, instead of the server's machine;
+    /// `host` and the ports are then that host's. Absent from the JSON when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<GatewaySshHost>,
+}
+
+/// `local.ssh` (ours): the host a gateway runs on, with the field names of a host of an SSH
+/// fleet's `ssh_config`. The CLI reads `identity_file` into `ssh_key`, as for fleets; the
+/// server needs `ssh_key.private` and never shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GatewaySshHost {
+    pub hostname: String,
+    /// Unset means 22.
+    pub port: Option<i64>,
+    pub user: String,
+    pub identity_file: Option<String>,
+    pub ssh_key: Option<SshKey>,
+}
+
+impl FromNode for GatewaySshHost {
+    fn from_node(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let mut obj = Object::new(node, cx)?;
+        let mark = cx.mark();
+        let hostname = obj.required_with(cx, "hostname", |n, cx| non_empty(n, cx).map(Some));
+        let port = obj.opt_with(cx, "port", port);
+        let user = obj.required_with(cx, "user", |n, cx| non_empty(n, cx).map(Some));
+        let identity_file = obj.opt_with(cx, "identity_file", non_empty);
+        let ssh_key: Option<SshKey> = obj.opt(cx, "ssh_key");
+        obj.finish(cx);
+        cx.ok_since(mark)?;
+        if identity_file.is_none() && ssh_key.is_none() {
+            cx.error(
+                node,
+                "missing required field `identity_file` (the private key the server connects with)",
+            );
+            return None;
+        }
+        Some(GatewaySshHost { hostname: hostname?, port, user: user?, identity_file, ssh_key })
+    }
 }
 
 fn port(node: &Node, cx: &mut Cx) -> Option<i64> {
@@ -150,13 +193,14 @@ impl FromNode for LocalGateway {
         let http_port = obj.required_with(cx, "http_port", |n, cx| port(n, cx).map(Some));
         let https_port = obj.opt_with(cx, "https_port", port);
         let cert_dir = obj.opt_with(cx, "cert_dir", non_empty);
+        let ssh = obj.opt(cx, "ssh");
         obj.finish(cx);
         cx.ok_since(mark)?;
         if https_port.is_some() && https_port == http_port {
             cx.error(node, "`http_port` and `https_port` must differ");
             return None;
         }
-        Some(LocalGateway { host, http_port: http_port?, https_port, cert_dir })
+        Some(LocalGateway { host, http_port: http_port?, https_port, cert_dir, ssh })
     }
 }
 
@@ -447,8 +491,40 @@ tags:
             "type: gateway\nbackend: local\nregion: here\nlocal: {host: 127.0.0.1, http_port: 80, https_port: 443, cert_dir: /c}",
             r#"{"type":"gateway","name":null,"default":null,"backend":"local","region":"here","instance_type":null,"domain":null,"public_ip":true,"load_balancer":null,"certificate":{"type":"lets-encrypt"},"replicas":null,"tags":null,"local":{"host":"127.0.0.1","http_port":80,"https_port":443,"cert_dir":"/c"}}"#,
         );
+        check_json(
+            "type: gateway\nbackend: local\nlocal:\n  http_port: 80\n  ssh: {hostname: gw.internal, user: ubuntu, identity_file: ~/.ssh/gw}",
+            r#"{"type":"gateway","name":null,"default":null,"backend":"local","region":"local","instance_type":null,"domain":null,"public_ip":true,"load_balancer":null,"certificate":{"type":"lets-encrypt"},"replicas":null,"tags":null,"local":{"host":"0.0.0.0","http_port":80,"https_port":null,"cert_dir":null,"ssh":{"hostname":"gw.internal","port":null,"user":"ubuntu","identity_file":"~/.ssh/gw","ssh_key":null}}}"#,
+        );
+        check_json(
+            "type: gateway\nbackend: local\nlocal:\n  http_port: 80\n  ssh: {hostname: h, port: 2222, user: root, ssh_key: {public: p, private: k}}",
+            r#"{"type":"gateway","name":null,"default":null,"backend":"local","region":"local","instance_type":null,"domain":null,"public_ip":true,"load_balancer":null,"certificate":{"type":"lets-encrypt"},"replicas":null,"tags":null,"local":{"host":"0.0.0.0","http_port":80,"https_port":null,"cert_dir":null,"ssh":{"hostname":"h","port":2222,"user":"root","identity_file":null,"ssh_key":{"public":"p","private":"k"}}}}"#,
+        );
         let errors: &[(&str, &str)] = &[
             ("type: gateway\nbackend: local", "`local`: missing required field `local`"),
+            (
+                "type: gateway\nbackend: local\nlocal: {http_port: 1, ssh: {hostname: h, user: u}}",
+                "`local.ssh`: missing required field `identity_file`",
+            ),
+            (
+                "type: gateway\nbackend: local\nlocal: {http_port: 1, ssh: {user: u, identity_file: k}}",
+                "`local.ssh.hostname`: missing required field `hostname`",
+            ),
+            (
+                "type: gateway\nbackend: local\nlocal: {http_port: 1, ssh: {hostname: h, identity_file: k}}",
+                "`local.ssh.user`: missing required field `user`",
+            ),
+            (
+                "type: gateway\nbackend: local\nlocal: {http_port: 1, ssh: {hostname: h, user: u, identity_file: k, port: 70000}}",
+                "`local.ssh.port`: expected an integer",
+            ),
+            (
+                "type: gateway\nbackend: local\nlocal: {http_port: 1, ssh: {hostname: '', user: u, identity_file: k}}",
+                "`local.ssh.hostname`: String should have at least 1 character",
+            ),
+            (
+                "type: gateway\nbackend: local\nlocal: {http_port: 1, ssh: {hostname: h, user: u, identity_file: k, proxy_jump: {}}}",
+                "unknown field `proxy_jump`",
+            ),
             (
                 "type: gateway\nbackend: local\nlocal: {}",
                 "`local.http_port`: missing required field `http_port`",

@@ -418,19 +418,44 @@ pub(crate) async fn ready_upstreams(
     run_id: uuid::Uuid,
     service_port: i64,
 ) -> Result<Vec<Upstream>, ProxyError> {
-    let jobs = state.db.jobs_of_runs(&[run_id]).await.map_err(internal)?;
-    let running = running_replicas(&jobs);
-    let ids: Vec<uuid::Uuid> = running.iter().map(|j| j.id).collect();
-    let registered = state.db.registered_jobs(&ids).await.map_err(internal)?;
-    let mut upstreams = Vec::with_capacity(running.len());
-    // A replica being drained (a rolling deployment replaces it) gets no new requests.
-    for job in running.into_iter().filter(|j| is_ready(j, &registered) && j.drain_started_at.is_none()) {
+    let ready = ready_replicas(state, run_id).await?;
+    let mut upstreams = Vec::with_capacity(ready.len());
+    for job in &ready {
         match replica_addr(state, job, Some(service_port)).await {
             Ok(addr) => upstreams.push(Upstream { id: job.id.to_string(), addr }),
             Err(e) => tracing::warn!(job = %job.job_name, error = %e, "replica address unknown"),
         }
     }
     Ok(upstreams)
+}
+
+/// The replicas of run `run_id` that receive traffic: running, ready, not draining (a replica
+/// being drained, which a rolling deployment replaces, gets no new requests).
+pub(crate) async fn ready_replicas(state: &AppState, run_id: uuid::Uuid) -> Result<Vec<JobRow>, ProxyError> {
+    let jobs = state.db.jobs_of_runs(&[run_id]).await.map_err(internal)?;
+    let running = running_replicas(&jobs);
+    let ids: Vec<uuid::Uuid> = running.iter().map(|j| j.id).collect();
+    let registered = state.db.registered_jobs(&ids).await.map_err(internal)?;
+    Ok(running
+        .into_iter()
+        .filter(|j| is_ready(j, &registered) && j.drain_started_at.is_none())
+        .cloned()
+        .collect())
+}
+
+/// The port on the replica's host where its service port is published (the service port
+/// itself when the job runs on the host network).
+pub(crate) fn published_port(job: &JobRow, service_port: Option<i64>) -> Result<u16, String> {
+    let spec: JobSpec = serde_json::from_str(&job.job_spec).map_err(|e| e.to_string())?;
+    let port = spec.service_port.or(service_port).ok_or_else(|| "the job has no service port".to_owned())?;
+    let port = u16::try_from(port).map_err(|_| "the service port is out of range".to_owned())?;
+    let jrd: Option<JobRuntimeData> =
+        job.job_runtime_data.as_deref().map(serde_json::from_str).transpose().map_err(|e| e.to_string())?;
+    Ok(jrd
+        .and_then(|r| r.ports)
+        .and_then(|p| p.get(&i64::from(port)).copied())
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(port))
 }
 
 /// The latest submission of every replica's first job, if it runs.
@@ -604,16 +629,7 @@ pub(crate) async fn replica_addr(
     job: &JobRow,
     service_port: Option<i64>,
 ) -> Result<SocketAddr, String> {
-    let spec: JobSpec = serde_json::from_str(&job.job_spec).map_err(|e| e.to_string())?;
-    let port = spec.service_port.or(service_port).ok_or_else(|| "the job has no service port".to_owned())?;
-    let port = u16::try_from(port).map_err(|_| "the service port is out of range".to_owned())?;
-    let jrd: Option<JobRuntimeData> =
-        job.job_runtime_data.as_deref().map(serde_json::from_str).transpose().map_err(|e| e.to_string())?;
-    let host_port = jrd
-        .and_then(|r| r.ports)
-        .and_then(|p| p.get(&i64::from(port)).copied())
-        .and_then(|p| u16::try_from(p).ok())
-        .unwrap_or(port);
+    let host_port = published_port(job, service_port)?;
     if let Some(instance_id) = job.instance_id
         && let Some(instance) = state.db.instance_by_id(instance_id).await.map_err(|e| e.to_string())?
         && crate::ssh_hosts::is_ssh(&instance)

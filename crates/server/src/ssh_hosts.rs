@@ -36,6 +36,10 @@ pub const SHIM_URL_ON_HOST: &str = "http://localhost:10998";
 /// The SSH side of the server: the connection pool and the agent binaries it deploys.
 pub struct SshHosts {
     pool: Pool<Uuid>,
+    /// The connections to the hosts of `local.ssh` gateways, by gateway id.
+    pub(crate) gateways: Pool<Uuid>,
+    /// The `local.ssh` gateways whose pass (a connect, a deploy) is running.
+    pub(crate) busy_gateways: Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>,
     shim_binary: PathBuf,
     runner_binary: PathBuf,
     /// How often idle and busy hosts get a health check.
@@ -44,7 +48,14 @@ pub struct SshHosts {
 
 impl SshHosts {
     pub fn new(shim_binary: PathBuf, runner_binary: PathBuf, check_interval: Duration) -> SshHosts {
-        SshHosts { pool: Pool::new(CONNECT_TIMEOUT), shim_binary, runner_binary, check_interval }
+        SshHosts {
+            pool: Pool::new(CONNECT_TIMEOUT),
+            gateways: Pool::new(CONNECT_TIMEOUT),
+            busy_gateways: Arc::default(),
+            shim_binary,
+            runner_binary,
+            check_interval,
+        }
     }
 
     /// Forgets an instance's connection (its tunnels close with it).

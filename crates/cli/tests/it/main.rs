@@ -2,6 +2,8 @@
 
 mod devenv;
 mod fleets;
+mod gateway_cli;
+mod gateway_ssh;
 mod host_failures;
 mod local_fleet;
 mod multinode;

@@ -18,7 +18,7 @@ use crate::local_fleet::{agents_built, runner_image};
 use crate::server::{Server, cli, ps_run, start_with_local_fleet_env, stop};
 
 /// `dstack-rs-service-test:1`: the runner test image plus `dstack-test-replica`.
-fn service_image() {
+pub(crate) fn service_image() {
     static BUILT: OnceLock<()> = OnceLock::new();
     runner_image();
     BUILT.get_or_init(|| {
@@ -107,7 +107,7 @@ fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 /// The ids of the running replicas' jobs.
-fn running_jobs(run: &Value) -> Vec<String> {
+pub(crate) fn running_jobs(run: &Value) -> Vec<String> {
     run["jobs"]
         .as_array()
         .into_iter()
@@ -865,7 +865,7 @@ fn a_service_on_a_local_gateway_is_served_on_its_domain() {
         &svc_file,
         "type: service\nname: gwsvc\nimage: dstack-rs-service-test:1\nport: 8000\ngateway: test-gw\n\
          https: false\nauth: false\nresources: {cpu: 1.., memory: 0.5GB.., disk: 1GB..}\n\
-         commands: [dstack-test-replica 8000]\n",
+         rate_limits: [{prefix: /version, rps: 0.1, burst: 0}]\ncommands: [dstack-test-replica 8000]\n",
     )
     .unwrap();
     let (code, out, err) = cli(home, &["apply", "-f", &svc_file.display().to_string(), "-y", "-d"]);
@@ -884,6 +884,11 @@ fn a_service_on_a_local_gateway_is_served_on_its_domain() {
     assert_eq!(body, job, "the replica answers through the gateway");
     let (status, _) = get_with_host(&addr, "other.gw.test", "/whoami");
     assert_ne!(status, 200, "an unknown service is not served");
+    // The service's rate limit went to the gateway: one request per 10 s under /version.
+    let host = format!("gwsvc.gw.test:{http_port}");
+    let statuses: Vec<u16> = (0..2).map(|_| get_with_host(&addr, &host, "/version").0).collect();
+    assert_eq!(statuses, [200, 429], "the second request within 10 s is refused");
+    assert_eq!(get_with_host(&addr, &host, "/whoami").0, 200, "other paths are not limited");
 
     let (code, out, err) = cli(home, &["stop", "gwsvc", "-x", "-y"]);
     assert_eq!(code, 0, "{out}{err}");

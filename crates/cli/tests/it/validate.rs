@@ -160,3 +160,37 @@ fn spec_examples_get_dstacks_verdict() {
     }
     assert_eq!(n_checked, 15, "E1–E8 and I1–I7 are all in the corpus");
 }
+
+/// `local.ssh` of a gateway (ours): valid with the fields of an SSH fleet's host, and every
+/// bad field reported with its position and path.
+#[test]
+fn gateway_ssh_hosts_are_validated() {
+    let dir = TempDir::new().unwrap();
+    write(
+        &dir,
+        "gw.yml",
+        "type: gateway\nbackend: local\ndomain: gw.example\nlocal:\n  http_port: 80\n  ssh:\n    \
+         hostname: gw.internal\n    user: ubuntu\n    identity_file: ~/.ssh/gw\n",
+    );
+    dstack()
+        .current_dir(dir.path())
+        .args(["validate", "gw.yml"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("valid gateway configuration"));
+    write(
+        &dir,
+        "bad.yml",
+        "type: gateway\nbackend: local\nlocal:\n  http_port: 80\n  ssh:\n    hostname: h\n    \
+         port: 0\n    usr: ubuntu\n",
+    );
+    dstack()
+        .current_dir(dir.path())
+        .args(["validate", "bad.yml"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("bad.yml:7:11: error: `local.ssh.port`: expected an integer"))
+        .stderr(predicate::str::contains("`local.ssh.user`: missing required field `user`"))
+        .stderr(predicate::str::contains("bad.yml:8:5: error: `local.ssh.usr`: unknown field `usr`"))
+        .stderr(predicate::str::contains("help: did you mean `user`?"));
+}

@@ -257,6 +257,7 @@ async fn the_gateway_client_speaks_the_api() {
         ssh_head_proxy: None,
         ssh_head_proxy_private_key: None,
         internal_ip: Some("127.0.0.1".into()),
+        ssh_private_key: None,
     };
     client.register_replica("main", "llm", &replica).await.unwrap();
     match client.register_replica("main", "llm", &replica).await.unwrap_err() {

@@ -135,7 +135,7 @@ async fn another_architecture_is_refused_by_name() {
     let err = deploy(&conn, &params).await.expect_err("refused");
     assert!(matches!(err, DeployError::NoShimForArch { .. }), "{err:?}");
     let text = err.to_string();
-    assert!(text.starts_with(&format!("{}: no dstack-shim built for", hosts.hosts[0].ip)), "{text}");
+    assert!(text.starts_with(&format!("{}: no dstack binaries built for", hosts.hosts[0].ip)), "{text}");
     // Nothing was installed.
     assert_eq!(hosts.sh(0, "ls /usr/local/bin; test -e /root/.dstack && echo home; true").trim(), "");
 }

@@ -2,28 +2,42 @@
 //! gateways loop: each active service of the gateway's project whose `Run.service` URL is on
 //! this gateway is registered, with its ready replicas (running and registered by the probes
 //! loop, as the in-server proxy's ready set, [`crate::services::ready_upstreams`]); services
-//! and replicas that are gone are unregistered. A replica is registered without SSH (our
-//! extension of the gateway API): the gateway runs on the server's machine and reaches the
-//! replica where the server does (`internal_ip:app_port`).
+//! and replicas that are gone are unregistered. For a gateway on the server's machine a
+//! replica is registered without SSH (our extension of the gateway API): the gateway reaches
+//! the replica where the server does (`internal_ip:app_port`). A gateway on an SSH host
+//! (`local.ssh`) reaches a replica on an SSH-fleet host through that host's sshd, as the
+//! fleet's user with the fleet's key (our `ssh_private_key` of a replica; the fleet's proxy
+//! jump as the head proxy), to the port the replica's service port is published on there
+//! (`127.0.0.1:<host port>`, where the shim publishes it); replicas on the server's own
+//! machine (the `local` fleet) cannot be reached from there and are left out (logged).
 //!
 //! Each pass also collects the gateway's per-service stats into `AppState::gateway_load`,
 //! which the runs loop adds to the in-server proxy's load for the autoscaler.
-//! Not done: `rate_limits` are not sent.
+//! A service's `rate_limits` go with its registration (the gateway enforces them as dstack's
+//! nginx does); a registration is not changed while the run lives, so a rolling update that
+//! changes them takes effect on the next run of that name.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use dstack_agent_proto::client::GatewayClient;
 use dstack_agent_proto::gateway::{RegisterReplicaRequest, RegisterServiceRequest, Secret, ServiceOptions};
 use dstack_api::runs::{RunConfiguration, RunSpec, ServiceSpec};
-use dstack_db::{GatewayRow, RunFilter};
+use dstack_db::{GatewayRow, JobRow, RunFilter};
+use dstack_model::gateway::GatewaySshHost;
 
 use crate::state::AppState;
 
 /// dstack's default `client_max_body_size` of a gateway service (64 MiB).
 const CLIENT_MAX_BODY_SIZE: u64 = 64 * 1024 * 1024;
 
-pub(crate) async fn sync(state: &AppState, gateway: &GatewayRow) {
-    if let Err(e) = try_sync(state, gateway).await {
+/// Syncs `gateway` through `client`; `remote` is its host when it runs on one (`local.ssh`).
+pub(crate) async fn sync(
+    state: &AppState,
+    gateway: &GatewayRow,
+    client: &GatewayClient,
+    remote: Option<&GatewaySshHost>,
+) {
+    if let Err(e) = try_sync(state, gateway, client, remote).await {
         tracing::warn!(gateway = %gateway.name, error = %e, "gateway sync");
     }
 }
@@ -37,9 +51,12 @@ fn on_gateway(url: &str, run_name: &str, domain: &str) -> bool {
         .is_some_and(|r| r.is_empty() || r.starts_with(':'))
 }
 
-async fn try_sync(state: &AppState, gateway: &GatewayRow) -> Result<(), String> {
-    let Some(addr) = &gateway.api_address else { return Ok(()) };
-    let client = GatewayClient::with_client(&format!("http://{addr}"), state.agent_http.clone());
+async fn try_sync(
+    state: &AppState,
+    gateway: &GatewayRow,
+    client: &GatewayClient,
+    remote: Option<&GatewaySshHost>,
+) -> Result<(), String> {
     let projects = state.db.list_projects().await.map_err(|e| e.to_string())?;
     let Some(project) = projects.into_iter().find(|p| p.id == gateway.project_id) else { return Ok(()) };
     let domain = gateway.wildcard_domain.as_deref().unwrap_or_default().trim_start_matches("*.");
@@ -98,7 +115,7 @@ async fn try_sync(state: &AppState, gateway: &GatewayRow) -> Result<(), String> 
                     client_max_body_size: CLIENT_MAX_BODY_SIZE,
                     options,
                     ssh_private_key: Secret(String::new()),
-                    rate_limits: Vec::new(),
+                    rate_limits: conf.rate_limits.iter().map(rate_limit).collect(),
                     has_router_replica: false,
                     read_timeout: dstack_agent_proto::gateway::DEFAULT_READ_TIMEOUT,
                 };
@@ -107,26 +124,16 @@ async fn try_sync(state: &AppState, gateway: &GatewayRow) -> Result<(), String> 
                 BTreeSet::new()
             }
         };
-        let upstreams = crate::services::ready_upstreams(state, run.id, conf.port.container_port)
-            .await
-            .map_err(|e| format!("{e:?}"))?;
-        let ready: BTreeSet<String> = upstreams.iter().map(|u| u.id.clone()).collect();
-        for upstream in &upstreams {
-            if current.contains(&upstream.id) {
+        let replicas = match remote {
+            None => direct_replicas(state, run.id, conf.port.container_port).await?,
+            Some(_) => ssh_replicas(state, run.id, conf.port.container_port).await?,
+        };
+        let ready: BTreeSet<String> = replicas.iter().map(|r| r.job_id.clone()).collect();
+        for body in &replicas {
+            if current.contains(&body.job_id) {
                 continue;
             }
-            let body = RegisterReplicaRequest {
-                job_id: upstream.id.clone(),
-                app_port: upstream.addr.port(),
-                ssh_host: String::new(),
-                ssh_port: 0,
-                ssh_proxy: None,
-                ssh_proxy_private_key: None,
-                ssh_head_proxy: None,
-                ssh_head_proxy_private_key: None,
-                internal_ip: Some(upstream.addr.ip().to_string()),
-            };
-            client.register_replica(&project.name, &run.run_name, &body).await.map_err(|e| e.to_string())?;
+            client.register_replica(&project.name, &run.run_name, body).await.map_err(|e| e.to_string())?;
         }
         for gone in current.difference(&ready) {
             client.unregister_replica(&project.name, &run.run_name, gone).await.map_err(|e| e.to_string())?;
@@ -145,6 +152,113 @@ async fn try_sync(state: &AppState, gateway: &GatewayRow) -> Result<(), String> 
         tracing::info!(gateway = %gateway.name, run = %run_name, "service unregistered from the gateway");
     }
     Ok(())
+}
+
+/// A service's rate limit as the gateway API carries it.
+fn rate_limit(limit: &dstack_model::service::RateLimit) -> dstack_agent_proto::gateway::RateLimit {
+    use dstack_agent_proto::gateway::RateLimitKey;
+    use dstack_model::service::PartitioningKey;
+    dstack_agent_proto::gateway::RateLimit {
+        prefix: limit.prefix.clone(),
+        key: match &limit.key {
+            PartitioningKey::IpAddress => RateLimitKey::IpAddress,
+            PartitioningKey::Header { header } => RateLimitKey::Header { header: header.clone() },
+        },
+        rps: limit.rps,
+        burst: u64::try_from(limit.burst).unwrap_or(0),
+    }
+}
+
+fn replica(job_id: String, app_port: u16) -> RegisterReplicaRequest {
+    RegisterReplicaRequest {
+        job_id,
+        app_port,
+        ssh_host: String::new(),
+        ssh_port: 0,
+        ssh_proxy: None,
+        ssh_proxy_private_key: None,
+        ssh_head_proxy: None,
+        ssh_head_proxy_private_key: None,
+        internal_ip: None,
+        ssh_private_key: None,
+    }
+}
+
+/// The ready replicas as a gateway on the server's machine reaches them: where the server does.
+async fn direct_replicas(
+    state: &AppState,
+    run_id: uuid::Uuid,
+    service_port: i64,
+) -> Result<Vec<RegisterReplicaRequest>, String> {
+    let upstreams =
+        crate::services::ready_upstreams(state, run_id, service_port).await.map_err(|e| format!("{e:?}"))?;
+    Ok(upstreams
+        .into_iter()
+        .map(|u| RegisterReplicaRequest {
+            internal_ip: Some(u.addr.ip().to_string()),
+            ..replica(u.id, u.addr.port())
+        })
+        .collect())
+}
+
+/// The ready replicas as a gateway on an SSH host reaches them: through the sshd of their
+/// SSH-fleet host.
+async fn ssh_replicas(
+    state: &AppState,
+    run_id: uuid::Uuid,
+    service_port: i64,
+) -> Result<Vec<RegisterReplicaRequest>, String> {
+    let jobs = crate::services::ready_replicas(state, run_id).await.map_err(|e| format!("{e:?}"))?;
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        match ssh_replica(state, job, service_port).await {
+            Ok(body) => out.push(body),
+            Err(e) => tracing::warn!(job = %job.job_name, error = %e, "replica left off the gateway"),
+        }
+    }
+    Ok(out)
+}
+
+async fn ssh_replica(
+    state: &AppState,
+    job: &JobRow,
+    service_port: i64,
+) -> Result<RegisterReplicaRequest, String> {
+    let app_port = crate::services::published_port(job, Some(service_port))?;
+    let instance_id = job.instance_id.ok_or("the job has no instance")?;
+    let instance = state
+        .db
+        .instance_by_id(instance_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the job's instance is gone")?;
+    let rci = crate::fleets::remote_connection_info(&instance, &state.cipher)
+        .ok_or("it runs on the server's own machine, which a gateway on another host cannot reach")?;
+    let private =
+        |keys: &[dstack_model::fleet::SshKey]| keys.iter().find_map(|k| k.private.clone()).map(Secret);
+    let key = private(&rci.ssh_keys).ok_or_else(|| format!("{}: the fleet has no private key", rci.host))?;
+    let port = u16::try_from(rci.port).map_err(|_| format!("{}: bad SSH port", rci.host))?;
+    let head = match &rci.ssh_proxy {
+        None => None,
+        Some(p) => Some((
+            dstack_agent_proto::gateway::SshConnectionParams {
+                hostname: p.hostname.clone(),
+                username: p.username.clone(),
+                port: u16::try_from(p.port).map_err(|_| format!("{}: bad SSH port", p.hostname))?,
+            },
+            private(rci.ssh_proxy_keys.as_deref().unwrap_or_default())
+                .ok_or_else(|| format!("{}: the proxy jump has no private key", rci.host))?,
+        )),
+    };
+    let (ssh_head_proxy, ssh_head_proxy_private_key) = head.unzip();
+    Ok(RegisterReplicaRequest {
+        ssh_host: format!("{}@{}", rci.ssh_user, rci.host),
+        ssh_port: port,
+        ssh_head_proxy,
+        ssh_head_proxy_private_key,
+        ssh_private_key: Some(key),
+        ..replica(job.id.to_string(), app_port)
+    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,19 @@
 //! that cannot be started, or whose process exits before its API answers, is `failed` (with
 //! the last line of its log). `to_be_deleted` → process stopped (its group gets
 //! SIGTERM), row removed. A restarted server finds the process again at the recorded address.
+//!
+//! A `local` gateway with `local.ssh` runs the same way on that host instead
+//! ([`dstack_hostssh::deploy_gateway`]: this executable uploaded, a systemd unit or detached
+//! supervisor loop, its API on the host's loopback, reached through a tunnel of one pooled SSH
+//! connection per gateway), each pass of such a gateway in a task of its own (one at a time
+//! per gateway). Each pass asks its API first, so a gateway that runs (after a server restart
+//! too) is found again and never started twice: submitted → provisioning (deploying) →
+//! running once the deploy's health check passed, failed when the deploy fails (the
+//! error names the host, never the key). A running one whose host cannot be reached stays
+//! running with the error as its status message and is tried again; one whose host answers but
+//! its API does not is deployed again. `to_be_deleted` → stopped and its files removed
+//! ([`dstack_hostssh::uninstall_gateway`]); a host that cannot be reached then is logged and the
+//! row removed anyway.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,7 +27,7 @@ use std::time::Duration;
 use dstack_agent_proto::client::GatewayClient;
 use dstack_api::gateways::GatewayStatus;
 use dstack_db::GatewayRow;
-use dstack_model::gateway::GatewayConfiguration;
+use dstack_model::gateway::{GatewayConfiguration, GatewaySshHost, LocalGateway};
 
 use crate::state::AppState;
 
@@ -56,6 +69,10 @@ pub async fn run(state: AppState, launch: GatewayLaunch) {
 /// One pass over every gateway.
 pub async fn pass(state: &AppState, launch: &GatewayLaunch) -> Result<(), dstack_db::DbError> {
     for row in state.db.all_gateways().await? {
+        if let Some((local, ssh)) = remote(&row) {
+            spawn_remote(state, launch, row, local, ssh);
+            continue;
+        }
         if row.to_be_deleted {
             stop(launch, &row);
             state.db.delete_gateway_row(row.id).await?;
@@ -74,8 +91,8 @@ pub async fn pass(state: &AppState, launch: &GatewayLaunch) -> Result<(), dstack
             if row.status != GatewayStatus::Running.as_str() {
                 state.db.set_gateway_status(row.id, "running", None, row.api_address.as_deref(), now).await?;
                 tracing::info!(gateway = %row.name, "gateway running");
-            } else {
-                super::gateway_sync::sync(state, &row).await;
+            } else if let Some(addr) = &row.api_address {
+                super::gateway_sync::sync(state, &row, &client(state, addr), None).await;
             }
             continue;
         }
@@ -109,6 +126,181 @@ pub async fn pass(state: &AppState, launch: &GatewayLaunch) -> Result<(), dstack
 
 fn client(state: &AppState, addr: &str) -> GatewayClient {
     GatewayClient::with_client(&format!("http://{addr}"), state.agent_http.clone())
+}
+
+/// How long a deployed gateway may take to answer.
+const REMOTE_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The `local` and `local.ssh` settings of a gateway that runs on an SSH host.
+fn remote(row: &GatewayRow) -> Option<(LocalGateway, GatewaySshHost)> {
+    let conf: GatewayConfiguration = serde_json::from_str(&row.configuration).ok()?;
+    let local = conf.local?;
+    let ssh = local.ssh.clone()?;
+    Some((local, ssh))
+}
+
+/// The pooled connection to a `local.ssh` gateway's host, with its stored key decrypted.
+async fn connect(
+    state: &AppState,
+    row: &GatewayRow,
+    ssh: &GatewaySshHost,
+) -> Result<dstack_hostssh::Connection, String> {
+    let encrypted = ssh.ssh_key.as_ref().and_then(|k| k.private.as_deref()).unwrap_or_default();
+    let text = state
+        .cipher
+        .decrypt(encrypted)
+        .ok_or_else(|| format!("{}: the stored SSH key cannot be read", ssh.hostname))?;
+    let key = dstack_hostssh::parse_private_key(&text, &format!("for {}", ssh.hostname))
+        .map_err(|e| e.to_string())?;
+    let port =
+        u16::try_from(ssh.port.unwrap_or(22)).map_err(|_| format!("{}: bad SSH port", ssh.hostname))?;
+    let target = dstack_hostssh::HostTarget {
+        host: ssh.hostname.clone(),
+        port,
+        user: ssh.user.clone(),
+        proxy_jumps: Vec::new(),
+    };
+    state.ssh.gateways.get(&row.id, &target, &[key]).await.map_err(|e| e.to_string())
+}
+
+/// The gateway API through the tunnel, if it answers.
+async fn remote_api(state: &AppState, conn: &dstack_hostssh::Connection) -> Result<GatewayClient, String> {
+    let addr = dstack_hostssh::gateway_api(conn).await.map_err(|e| e.to_string())?;
+    let client = client(state, &addr.to_string());
+    client.info().await.map_err(|e| e.to_string())?;
+    Ok(client)
+}
+
+/// `dstack gateway run`'s settings for a `local.ssh` gateway.
+fn remote_env(launch: &GatewayLaunch, local: &LocalGateway) -> Vec<(String, String)> {
+    let host = bracket(&local.host);
+    let mut env = vec![
+        ("DSTACK_GATEWAY_HTTP_LISTEN".to_owned(), format!("{host}:{}", local.http_port)),
+        ("DSTACK_GATEWAY_SERVER_URL".to_owned(), launch.server_url.clone()),
+    ];
+    if let Some(port) = local.https_port {
+        env.push(("DSTACK_GATEWAY_HTTPS_LISTEN".to_owned(), format!("{host}:{port}")));
+    }
+    if let Some(dir) = &local.cert_dir {
+        env.push(("DSTACK_GATEWAY_CERT_DIR".to_owned(), dir.clone()));
+    }
+    env
+}
+
+/// Runs [`remote_pass`] for a `local.ssh` gateway in a task of its own, so that a slow host (a
+/// connect timeout, a deploy's upload) holds neither this loop nor the other gateways; a
+/// gateway whose task still runs is left alone by the next passes.
+fn spawn_remote(
+    state: &AppState,
+    launch: &GatewayLaunch,
+    row: GatewayRow,
+    local: LocalGateway,
+    ssh: GatewaySshHost,
+) {
+    let busy = state.ssh.busy_gateways.clone();
+    if !lock(&busy).insert(row.id) {
+        return;
+    }
+    /// Takes the gateway out of the busy set when its task ends, even by a panic.
+    struct Done(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>>, uuid::Uuid);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            lock(&self.0).remove(&self.1);
+        }
+    }
+    let (state, launch) = (state.clone(), launch.clone());
+    tokio::spawn(async move {
+        let _done = Done(busy, row.id);
+        if let Err(e) = remote_pass(&state, &launch, &row, &local, &ssh).await {
+            tracing::error!(gateway = %row.name, error = %e, "gateways loop");
+        }
+    });
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn remote_pass(
+    state: &AppState,
+    launch: &GatewayLaunch,
+    row: &GatewayRow,
+    local: &LocalGateway,
+    ssh: &GatewaySshHost,
+) -> Result<(), dstack_db::DbError> {
+    let now = jiff::Timestamp::now();
+    let remote_addr = format!("{}:{}", ssh.hostname, dstack_hostssh::GATEWAY_API_PORT);
+    if row.to_be_deleted {
+        let removed = match connect(state, row, ssh).await {
+            Ok(conn) => dstack_hostssh::uninstall_gateway(&conn).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
+            tracing::warn!(gateway = %row.name, error = %e, "the gateway could not be removed from its host");
+        }
+        state.ssh.gateways.remove(&row.id).await;
+        state.db.delete_gateway_row(row.id).await?;
+        tracing::info!(gateway = %row.name, "gateway deleted");
+        return Ok(());
+    }
+    if row.status == GatewayStatus::Failed.as_str() {
+        return Ok(());
+    }
+    let running = row.status == GatewayStatus::Running.as_str();
+    let conn = match connect(state, row, ssh).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            state.ssh.gateways.remove(&row.id).await;
+            let status = if running { "running" } else { "failed" };
+            tracing::warn!(gateway = %row.name, error = %e, status, "gateway host unreachable");
+            let at = if running { row.last_processed_at } else { now };
+            state.db.set_gateway_status(row.id, status, Some(&e), row.api_address.as_deref(), at).await?;
+            return Ok(());
+        }
+    };
+    if let Ok(client) = remote_api(state, &conn).await {
+        if !running || row.status_message.is_some() {
+            state.db.set_gateway_status(row.id, "running", None, Some(&remote_addr), now).await?;
+            tracing::info!(gateway = %row.name, host = %ssh.hostname, "gateway running");
+        } else {
+            super::gateway_sync::sync(state, row, &client, Some(ssh)).await;
+        }
+        return Ok(());
+    }
+    let binary = match tokio::fs::read(&launch.binary).await {
+        Ok(b) => b,
+        Err(e) => {
+            let msg = format!("cannot read {} to deploy: {e}", launch.binary.display());
+            state.db.set_gateway_status(row.id, "failed", Some(&msg), None, now).await?;
+            return Ok(());
+        }
+    };
+    let Some(arch) = dstack_hostssh::Arch::current() else {
+        let msg = format!("this server's architecture ({}) cannot run a gateway", std::env::consts::ARCH);
+        state.db.set_gateway_status(row.id, "failed", Some(&msg), None, now).await?;
+        return Ok(());
+    };
+    state.db.set_gateway_status(row.id, "provisioning", None, Some(&remote_addr), now).await?;
+    tracing::info!(gateway = %row.name, host = %ssh.hostname, "deploying the gateway");
+    let params = dstack_hostssh::GatewayParams {
+        binary: &binary,
+        binary_arch: arch,
+        env: remote_env(launch, local),
+        start_timeout: REMOTE_START_TIMEOUT,
+    };
+    let now = jiff::Timestamp::now();
+    match dstack_hostssh::deploy_gateway(&conn, &params).await {
+        Ok(_) => {
+            state.db.set_gateway_status(row.id, "running", None, Some(&remote_addr), now).await?;
+            tracing::info!(gateway = %row.name, host = %ssh.hostname, "gateway running");
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            tracing::error!(gateway = %row.name, error = %msg, "gateway failed");
+            state.db.set_gateway_status(row.id, "failed", Some(&msg), None, now).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Starts the gateway's process; returns its API address.

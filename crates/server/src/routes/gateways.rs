@@ -25,11 +25,47 @@ use crate::state::AppState;
 const UPDATABLE_FIELDS: &[&str] = &["domain", "default", "replicas"];
 
 /// The stored configuration of a gateway row.
-pub(crate) fn configuration(row: &GatewayRow) -> Result<GatewayConfiguration, Failure> {
+/// The configuration as stored: a `local.ssh` key's private part is encrypted.
+pub(crate) fn stored_configuration(row: &GatewayRow) -> Result<GatewayConfiguration, Failure> {
     serde_json::from_str(&row.configuration).map_err(|e| {
         tracing::error!(gateway = %row.name, error = %e, "stored gateway configuration does not parse");
         Failure(ApiError::Internal)
     })
+}
+
+/// The configuration as the API shows it: without the private key of `local.ssh`.
+pub(crate) fn configuration(row: &GatewayRow) -> Result<GatewayConfiguration, Failure> {
+    Ok(without_private_key(stored_configuration(row)?))
+}
+
+fn without_private_key(mut conf: GatewayConfiguration) -> GatewayConfiguration {
+    if let Some(key) = conf.local.as_mut().and_then(|l| l.ssh.as_mut()).and_then(|s| s.ssh_key.as_mut()) {
+        key.private = None;
+    }
+    conf
+}
+
+/// The JSON to store: `conf` with its `local.ssh` private key encrypted.
+fn to_stored_json(state: &AppState, mut conf: GatewayConfiguration) -> Result<String, Failure> {
+    if let Some(key) = conf.local.as_mut().and_then(|l| l.ssh.as_mut()).and_then(|s| s.ssh_key.as_mut()) {
+        key.private = key.private.as_deref().map(|p| state.cipher.encrypt(p));
+    }
+    serde_json::to_string(&conf).map_err(|_| Failure(ApiError::Internal))
+}
+
+/// A `local.ssh` gateway needs the private key (the CLI reads `identity_file` into
+/// `ssh_key`), in a format the server reads; the error never quotes the key.
+fn check_ssh_key(configuration: &GatewayConfiguration) -> Result<(), Failure> {
+    let Some(ssh) = configuration.local.as_ref().and_then(|l| l.ssh.as_ref()) else { return Ok(()) };
+    let Some(private) = ssh.ssh_key.as_ref().and_then(|k| k.private.as_deref()) else {
+        return Err(ApiError::error(
+            "`local.ssh` needs `ssh_key.private`: the private key the server connects with (`dstack apply` reads `identity_file` into it)",
+        )
+        .into());
+    };
+    dstack_hostssh::parse_private_key(private, "of `local.ssh`")
+        .map_err(|e| Failure(ApiError::error(e.to_string())))?;
+    Ok(())
 }
 
 pub(crate) fn to_wire(project: &ProjectRow, row: &GatewayRow) -> Result<Gateway, Failure> {
@@ -41,7 +77,10 @@ pub(crate) fn to_wire(project: &ProjectRow, row: &GatewayRow) -> Result<Gateway,
         GatewayStatus::Running => GatewayReplicaStatus::Running,
         GatewayStatus::Failed => GatewayReplicaStatus::Terminated,
     };
-    let hostname = configuration.local.as_ref().map(|l| l.host.clone());
+    let hostname = configuration
+        .local
+        .as_ref()
+        .map(|l| l.ssh.as_ref().map_or_else(|| l.host.clone(), |ssh| ssh.hostname.clone()));
     let replica = GatewayReplica {
         hostname,
         replica_num: 0,
@@ -154,7 +193,7 @@ pub(super) async fn get_plan(
             return Err(failed_cannot_update(name));
         }
         let current = to_wire(&access.project, &row)?;
-        if can_update_in_place(&current.configuration, configuration) {
+        if can_update_in_place(&current.configuration, &without_private_key(configuration.clone())) {
             action = ApplyAction::Update;
         }
         current_resource = Some(current);
@@ -199,13 +238,18 @@ pub(super) async fn apply(
             .into());
         }
     }
-    if !can_update_in_place(&current, &new) {
+    if !can_update_in_place(&current, &without_private_key(new.clone())) {
         return Err(ApiError::error(format!(
             "Gateway '{name}' cannot be updated in-place. Delete it and re-apply."
         ))
         .into());
     }
-    let json = serde_json::to_string(&new).map_err(|_| Failure(ApiError::Internal))?;
+    // Only the updatable fields change; the stored (encrypted) key stays.
+    let mut stored = stored_configuration(&row)?;
+    stored.domain = new.domain.clone();
+    stored.default = new.default;
+    stored.replicas = new.replicas;
+    let json = serde_json::to_string(&stored).map_err(|_| Failure(ApiError::Internal))?;
     state.db.update_gateway_configuration(row.id, &json, new.domain.as_deref()).await?;
     match new.default {
         Some(true) => state.db.set_default_gateway(access.project.id, Some(row.id)).await?,
@@ -242,6 +286,7 @@ async fn create(
     mut configuration: GatewayConfiguration,
 ) -> Result<Gateway, Failure> {
     check_backend(&configuration)?;
+    check_ssh_key(&configuration)?;
     let name = match &configuration.name {
         Some(name) => name.clone(),
         None => {
@@ -254,7 +299,7 @@ async fn create(
         }
     };
     configuration.name = Some(name.clone());
-    let json = serde_json::to_string(&configuration).map_err(|_| Failure(ApiError::Internal))?;
+    let json = to_stored_json(state, configuration.clone())?;
     let now = jiff::Timestamp::now();
     let row = state.db.insert_gateway(project.id, &name, configuration.domain.as_deref(), &json, now).await?;
     let has_default = state.db.default_gateway(project.id).await?.is_some();
@@ -304,7 +349,7 @@ pub(super) async fn set_wildcard_domain(
 ) -> Result<Json<Gateway>, Failure> {
     let row = existing(&state, &access.project, &req.name).await?;
     if row.wildcard_domain.as_deref() != Some(req.wildcard_domain.as_str()) {
-        let mut conf = configuration(&row)?;
+        let mut conf = stored_configuration(&row)?;
         conf.domain = Some(req.wildcard_domain.clone());
         let json = serde_json::to_string(&conf).map_err(|_| Failure(ApiError::Internal))?;
         state.db.update_gateway_configuration(row.id, &json, Some(&req.wildcard_domain)).await?;

@@ -208,3 +208,76 @@ async fn members_list_gateways_and_only_project_admins_manage_them() {
     let outsider = s.post(&format!("{base}/list"), Some(&outsider_token), None).await;
     assert_eq!(outsider.status, StatusCode::FORBIDDEN);
 }
+
+/// `local.ssh` (ours): the private key the server connects with is required, must read as a
+/// key, is stored encrypted and never shown; re-applying the same file is an in-place update.
+#[tokio::test]
+async fn a_gateway_on_an_ssh_host_keeps_its_key_to_itself() {
+    let s = server().await;
+    let p = project(&s).await;
+    let base = format!("/api/project/{p}/gateways");
+    let (public, private) = dstack_server::crypto::generate_ssh_keypair("gw").unwrap();
+    let conf = |key: Value| {
+        json!({
+            "type": "gateway", "name": "ssh-gw", "backend": "local", "domain": "s.example",
+            "certificate": null,
+            "local": {"http_port": 8080, "ssh": {"hostname": "10.0.0.9", "user": "ubuntu", "ssh_key": key}},
+        })
+    };
+    let no_private = s
+        .post(
+            &format!("{base}/create"),
+            Some(&s.admin_token),
+            Some(json!({"configuration": conf(json!({"public": public}))})),
+        )
+        .await;
+    assert_eq!(no_private.status, StatusCode::BAD_REQUEST, "{}", no_private.json);
+    assert!(msg(&no_private.json).starts_with("`local.ssh` needs `ssh_key.private`"), "{}", no_private.json);
+    let garbage =
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nnot really a key\n-----END OPENSSH PRIVATE KEY-----\n";
+    let bad = s
+        .post(
+            &format!("{base}/create"),
+            Some(&s.admin_token),
+            Some(json!({"configuration": conf(json!({"public": public, "private": garbage}))})),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.json);
+    assert!(!bad.json.to_string().contains("not really a key"), "the key is quoted: {}", bad.json);
+
+    let with_key = conf(json!({"public": public, "private": private}));
+    let gw = s.admin(&format!("{base}/create"), Some(json!({"configuration": with_key}))).await;
+    assert_eq!(gw["configuration"]["local"]["ssh"]["ssh_key"], json!({"public": public, "private": null}));
+    assert_eq!(gw["configuration"]["local"]["ssh"]["hostname"], "10.0.0.9");
+    assert_eq!(gw["replicas"][0]["hostname"], "10.0.0.9");
+    let listed = s.admin(&format!("{base}/list"), None).await;
+    assert!(!listed.to_string().contains("PRIVATE KEY"), "{listed}");
+
+    // The same file again (the CLI sends the key again): an in-place update that keeps the key.
+    let mut changed = with_key.clone();
+    changed["domain"] = json!("t.example");
+    let plan = s.admin(&format!("{base}/get_plan"), Some(json!({"spec": {"configuration": changed}}))).await;
+    assert_eq!(plan["action"], "update", "{plan:#}");
+    assert!(!plan["current_resource"].to_string().contains("PRIVATE KEY"));
+    let updated = s
+        .admin(
+            &format!("{base}/apply"),
+            Some(json!({"plan": {"spec": plan["spec"], "current_resource": plan["current_resource"]}, "force": false})),
+        )
+        .await;
+    assert_eq!(updated["wildcard_domain"], "t.example");
+    let wild = s
+        .admin(
+            &format!("{base}/set_wildcard_domain"),
+            Some(json!({"name": "ssh-gw", "wildcard_domain": "u.example"})),
+        )
+        .await;
+    assert_eq!(wild["configuration"]["local"]["ssh"]["ssh_key"]["private"], Value::Null);
+    // Stored encrypted: the database alone does not reveal the key, and the server reads it.
+    let project_id = s.state.db.project_by_name(&p).await.unwrap().unwrap().id;
+    let row = s.state.db.gateway_by_name(project_id, "ssh-gw").await.unwrap().unwrap();
+    assert!(!row.configuration.contains("PRIVATE KEY"), "{}", row.configuration);
+    let stored: Value = serde_json::from_str(&row.configuration).unwrap();
+    let encrypted = stored["local"]["ssh"]["ssh_key"]["private"].as_str().unwrap();
+    assert_eq!(s.state.cipher.decrypt(encrypted).as_deref(), Some(private.as_str()));
+}
