@@ -321,6 +321,23 @@ impl Connection {
         Ok(local)
     }
 
+    /// Whether the host accepts a TCP connection to its `localhost:<remote_port>` now: a
+    /// direct-tcpip channel opens (the host's sshd connected), and is closed at once. A local
+    /// [`forward`](Self::forward) listener cannot tell, since it accepts before the host
+    /// connects.
+    pub async fn can_connect(&self, remote_port: u16) -> Result<bool, SshError> {
+        let kind = ChannelKind::DirectTcpip { port: remote_port, originator_port: 0 };
+        match self.open_channel(kind).await {
+            Ok(channel) => {
+                let _ = channel.close().await;
+                Ok(true)
+            }
+            // The host could not connect (or the channel failed on a new session too).
+            Err(SshError::Channel { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     fn forwards(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Forward>> {
         self.inner.forwards.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

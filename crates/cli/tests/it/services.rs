@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::local_fleet::{agents_built, runner_image};
-use crate::server::{Server, cli, ps_run, start_with_local_fleet_env, stop};
+use crate::server::{Server, cli, ps_run, start_with_local_fleet, start_with_local_fleet_env, stop};
 
 /// `dstack-rs-service-test:1`: the runner test image plus `dstack-test-replica`.
 fn service_image() {
@@ -924,4 +924,76 @@ fn a_service_on_a_local_gateway_is_served_on_its_domain() {
         (gone && TcpStream::connect(&addr).is_err()).then_some(())
     });
     stop(server);
+}
+
+/// A replica without probes gets no request before its app listens (dstack sends it traffic
+/// as soon as its job runs): from the moment the run is `running`, continuous requests get
+/// dstack's answer for a service with no ready replica (404) while the app waits for the
+/// test's go, then only the app's answers, and none fails. The replica is a host process of
+/// the local fleet (`python3 -m http.server`), so no Docker is needed.
+#[test]
+fn a_replica_without_probes_gets_no_request_before_it_listens() {
+    agents_built();
+    let dir = tempfile::TempDir::new().unwrap();
+    let home = dir.path();
+    let server = start_with_local_fleet(home);
+    let (url, token) = (server.url.clone(), server.token.clone());
+    let port = free_port();
+    let go = home.join("go");
+    let file = home.join("late.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "type: service\nname: late\nport: {port}\n\
+             commands:\n  - while [ ! -e {go} ]; do sleep 0.1; done\n\
+             \x20 - exec python3 -m http.server {port} --bind 127.0.0.1\n\
+             resources: {{cpu: 1.., memory: 0.5GB.., disk: 1GB..}}\n",
+            go = go.display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = cli(home, &["apply", "-f", &file.display().to_string(), "-y", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait("the run running", Duration::from_secs(60), || {
+        (ps_run(home, "late")["status"] == "running").then_some(())
+    });
+
+    let path = "/proxy/services/main/late/";
+    let mut answers: Vec<(u16, String)> = Vec::new();
+    let ask = |answers: &mut Vec<(u16, String)>| {
+        let (status, _, body) = http(&url, "GET", path, Some(&token));
+        answers.push((status, body));
+    };
+    // Running, not listening: for 3 s, nothing is sent to it.
+    let waiting = Instant::now();
+    while waiting.elapsed() < Duration::from_secs(3) {
+        ask(&mut answers);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let not_listening = answers.len();
+    std::fs::write(&go, "").unwrap();
+    // It listens: served within the probes loop's check and the route cache, then only served.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answers.last().is_none_or(|(status, _)| *status != 200) {
+        assert!(Instant::now() < deadline, "never served: {:?}", answers.last());
+        ask(&mut answers);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let served = Instant::now();
+    while served.elapsed() < Duration::from_secs(3) {
+        ask(&mut answers);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let not_found = r#"{"detail":"Service main/late not found"}"#.to_owned();
+    let first_served = answers.iter().position(|(status, _)| *status == 200).expect("served");
+    assert!(first_served >= not_listening, "served before it listened: {answers:?}");
+    for (i, (status, body)) in answers.iter().enumerate() {
+        if i < first_served {
+            assert_eq!((*status, body), (404, &not_found), "request {i} before the replica was ready");
+        } else {
+            assert_eq!(*status, 200, "request {i} once served: {body}");
+            assert!(body.contains("Directory listing"), "request {i}: {body}");
+        }
+    }
+    eprintln!("{not_listening} requests while it did not listen, {} after", answers.len() - not_listening);
 }

@@ -190,3 +190,20 @@ async fn the_pool_keeps_one_connection_per_key() {
     let conn = pool.remove(&"instance-1").await.expect("pooled");
     assert_eq!(conn.n_handshakes(), 1);
 }
+
+/// `can_connect` asks the host itself: true for a port something listens on (its sshd),
+/// false for one nothing does, where a `forward` listener would still accept locally.
+#[tokio::test]
+async fn can_connect_tells_whether_the_host_accepts_a_port() {
+    if !enabled() {
+        return;
+    }
+    let hosts = TestHosts::start(&[HostKind::Plain]);
+    let conn = Connection::connect(&hosts.target(0, "root"), hosts.keys(), TIMEOUT).await.expect("connects");
+    assert!(conn.can_connect(22).await.expect("asks"), "sshd listens on 22");
+    assert!(!conn.can_connect(1).await.expect("asks"), "nothing listens on 1");
+    let local = conn.forward(1).await.expect("a tunnel");
+    assert!(tokio::net::TcpStream::connect(local).await.is_ok(), "a tunnel's local end accepts regardless");
+    assert!(conn.can_connect(22).await.expect("asks"), "the session is still usable");
+    assert_eq!(hosts.n_logins(0), 1, "one session for all of it");
+}

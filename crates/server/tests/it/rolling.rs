@@ -42,7 +42,8 @@ fn get(p: &str, path: &str, token: &str) -> Request<Body> {
         .unwrap()
 }
 
-/// Makes the run's submitted job run on this machine, its service port published at `port`.
+/// Makes the run's submitted job run on this machine, its service port published at `port`,
+/// and ready.
 async fn run_submitted(s: &TestServer, port: u16) -> uuid::Uuid {
     let db = &s.state.db;
     let (mut jobs, token) = db
@@ -65,6 +66,11 @@ async fn run_submitted(s: &TestServer, port: u16) -> uuid::Uuid {
     job.job_runtime_data = Some(json!({"network_mode": "bridge", "ports": {"8000": port}}).to_string());
     db.save_job(&job, token, &[], None).await.unwrap();
     db.release_jobs(token).await.unwrap();
+    // The probes loop's pass registers it: it has no probes, and its port accepts connections.
+    let mut executions = tokio::task::JoinSet::new();
+    let client = dstack_server::pipelines::probes::http_client();
+    dstack_server::pipelines::probes::pass(&s.state, &client, &mut executions).await.unwrap();
+    assert!(db.registered_jobs(&[job.id]).await.unwrap().contains(&job.id), "registered");
     job.id
 }
 
