@@ -13,7 +13,7 @@ use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::support::{TestServer, isolated_server, unique};
+use crate::support::{TestServer, isolated_server, run_submitted, unique};
 
 /// A replica: `/whoami` answers `name`; `/slow` counts itself in `started` and answers once
 /// `release` is notified.
@@ -40,38 +40,6 @@ fn get(p: &str, path: &str, token: &str) -> Request<Body> {
         .header("authorization", format!("Bearer {token}"))
         .body(Body::empty())
         .unwrap()
-}
-
-/// Makes the run's submitted job run on this machine, its service port published at `port`,
-/// and ready.
-async fn run_submitted(s: &TestServer, port: u16) -> uuid::Uuid {
-    let db = &s.state.db;
-    let (mut jobs, token) = db
-        .lease_jobs(&["submitted"], 10, jiff::Timestamp::now(), jiff::SignedDuration::from_secs(20))
-        .await
-        .unwrap();
-    assert_eq!(jobs.len(), 1, "one submitted job: {jobs:?}");
-    let mut job = jobs.remove(0);
-    job.status = "running".to_owned();
-    job.job_provisioning_data = Some(
-        json!({
-            "backend": "remote", "instance_type": {"name": "local", "resources": {
-                "cpus": 4, "memory_mib": 16384, "gpus": [], "spot": false,
-                "disk": {"size_mib": 102400}, "description": ""}},
-            "instance_id": "local-0", "hostname": "127.0.0.1", "region": "local", "price": 0.0,
-            "username": "root", "dockerized": false
-        })
-        .to_string(),
-    );
-    job.job_runtime_data = Some(json!({"network_mode": "bridge", "ports": {"8000": port}}).to_string());
-    db.save_job(&job, token, &[], None).await.unwrap();
-    db.release_jobs(token).await.unwrap();
-    // The probes loop's pass registers it: it has no probes, and its port accepts connections.
-    let mut executions = tokio::task::JoinSet::new();
-    let client = dstack_server::pipelines::probes::http_client();
-    dstack_server::pipelines::probes::pass(&s.state, &client, &mut executions).await.unwrap();
-    assert!(db.registered_jobs(&[job.id]).await.unwrap().contains(&job.id), "registered");
-    job.id
 }
 
 async fn jobs(s: &TestServer, p: &str) -> Vec<Value> {
