@@ -9,8 +9,8 @@
 //! registered and receives service traffic, as in dstack (registration is not undone while
 //! the job runs, even if a probe fails later).
 //!
-//! A replica without probes is ready once its service port accepts a TCP connection
-//! ([`registration`] says when to check): dstack registers it as soon as its job runs, which
+//! A replica without probes is ready once its app listens on its service port, which the
+//! caller checks when [`registration`] says so: dstack registers it as soon as its job runs, which
 //! can be before the app listens, so that early requests fail; ours get none of them.
 //!
 //! ```text
@@ -116,7 +116,7 @@ pub enum Registration {
     StartProbes,
     /// Its probes run; it is registered once every one is ready.
     AwaitProbes,
-    /// It has no probes: register it once its service port accepts a TCP connection.
+    /// It has no probes: register it once its app listens on its service port.
     WhenListening,
 }
 

@@ -321,21 +321,33 @@ impl Connection {
         Ok(local)
     }
 
-    /// Whether the host accepts a TCP connection to its `localhost:<remote_port>` now: a
-    /// direct-tcpip channel opens (the host's sshd connected), and is closed at once. A local
-    /// [`forward`](Self::forward) listener cannot tell, since it accepts before the host
-    /// connects.
-    pub async fn can_connect(&self, remote_port: u16) -> Result<bool, SshError> {
+    /// Whether something on the host accepts and keeps a TCP connection to its
+    /// `localhost:<remote_port>`: a direct-tcpip channel opens (the host's sshd connected) and
+    /// the other end does not close it within `quiet`; the channel is closed then. A port
+    /// proxy accepts for its backend and closes at once when nothing listens there (Docker's
+    /// `docker-proxy` for a container's published port), and a local
+    /// [`forward`](Self::forward) listener accepts before the host even tries, so neither an
+    /// open channel nor a local connect alone says that the app listens.
+    pub async fn accepts(&self, remote_port: u16, quiet: Duration) -> Result<bool, SshError> {
         let kind = ChannelKind::DirectTcpip { port: remote_port, originator_port: 0 };
-        match self.open_channel(kind).await {
-            Ok(channel) => {
-                let _ = channel.close().await;
-                Ok(true)
-            }
+        let mut channel = match self.open_channel(kind).await {
+            Ok(channel) => channel,
             // The host could not connect (or the channel failed on a new session too).
-            Err(SshError::Channel { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+            Err(SshError::Channel { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let kept = async {
+            loop {
+                match channel.wait().await {
+                    Some(ChannelMsg::Data { .. } | ChannelMsg::ExtendedData { .. }) => return true,
+                    Some(ChannelMsg::Eof | ChannelMsg::Close) | None => return false,
+                    Some(_) => {}
+                }
+            }
+        };
+        let accepted = tokio::time::timeout(quiet, kept).await.unwrap_or(true);
+        let _ = channel.close().await;
+        Ok(accepted)
     }
 
     fn forwards(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Forward>> {

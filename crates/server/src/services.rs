@@ -23,6 +23,7 @@ use dstack_db::{JobRow, ProjectRow};
 
 use dstack_model::service::{ServiceGateway, ServiceHttps, ServiceModel};
 use dstack_proxy::{ProxyError, Upstream};
+use tokio::io::AsyncReadExt as _;
 
 use crate::crypto::token_hash;
 use crate::state::AppState;
@@ -637,15 +638,32 @@ pub(crate) async fn replica_addr(
     }
 }
 
-/// Whether the replica's service port (its job spec's) accepts a TCP connection within
-/// `timeout`: connected directly, or by the host itself for a replica on an SSH instance (a
-/// tunnel's local end would accept before the host tried).
+/// How long a connection to a replica's port must stay open, with nothing read, for the
+/// replica to count as listening: a port proxy in front of it (Docker's `docker-proxy` for a
+/// published port, the host's sshd for an SSH instance) accepts for it and closes at once
+/// when the app does not listen.
+const LISTEN_QUIET: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Whether the app of a replica listens on its service port (its job spec's): a TCP
+/// connection to it is accepted and kept [`LISTEN_QUIET`] without being closed (or the app
+/// speaks first), all within `timeout`. On an SSH instance the host itself connects.
 pub(crate) async fn replica_listens(state: &AppState, job: &JobRow, timeout: std::time::Duration) -> bool {
     let check = async {
         match reach(state, job, None).await? {
-            Reach::Ssh { instance, port } => crate::ssh_hosts::accepts(state, &instance, port).await,
+            Reach::Ssh { instance, port } => {
+                crate::ssh_hosts::accepts(state, &instance, port, LISTEN_QUIET).await
+            }
             Reach::Direct { host, port } => {
-                Ok(tokio::net::TcpStream::connect((host.as_str(), port)).await.is_ok())
+                let Ok(mut stream) = tokio::net::TcpStream::connect((host.as_str(), port)).await else {
+                    return Ok(false);
+                };
+                let mut byte = [0u8; 1];
+                Ok(match tokio::time::timeout(LISTEN_QUIET, stream.read(&mut byte)).await {
+                    // Closed (or reset) by the other end: nothing behind the port.
+                    Ok(Ok(0) | Err(_)) => false,
+                    // The app speaks first, or keeps the connection open quietly.
+                    Ok(Ok(_)) | Err(_) => true,
+                })
             }
         }
     };

@@ -128,11 +128,17 @@ pub async fn agent_base_url(state: &AppState, i: &InstanceRow, remote_port: u16)
     Ok(format!("http://{local}"))
 }
 
-/// Whether `remote_port` on an SSH instance's host accepts a TCP connection now (through the
-/// instance's connection, not a tunnel, whose local end accepts regardless).
-pub async fn accepts(state: &AppState, i: &InstanceRow, remote_port: u16) -> Result<bool, String> {
+/// Whether `remote_port` on an SSH instance's host accepts a TCP connection and keeps it for
+/// `quiet` ([`dstack_hostssh::Connection::accepts`]: asked of the host through the instance's
+/// connection, not through a tunnel, whose local end accepts regardless).
+pub async fn accepts(
+    state: &AppState,
+    i: &InstanceRow,
+    remote_port: u16,
+    quiet: std::time::Duration,
+) -> Result<bool, String> {
     let conn = connection(state, i).await?;
-    conn.can_connect(remote_port).await.map_err(|e| e.to_string())
+    conn.accepts(remote_port, quiet).await.map_err(|e| e.to_string())
 }
 
 /// The shim's base URL for an SSH instance (through the tunnel).

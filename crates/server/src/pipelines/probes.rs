@@ -3,9 +3,9 @@
 //! 1. Registration ([`dstack_decide::probes::registration`]): each running service replica
 //!    that is not registered yet gets its probes' first state (due at once) or, once
 //!    [`dstack_decide::probes::job_ready`], is registered for service traffic; a replica
-//!    without probes is registered once its service port accepts a TCP connection (checked
-//!    every [`probes::PORT_CHECK_INTERVAL`] while one waits), so that it never gets a request
-//!    before it listens.
+//!    without probes is registered once its app listens on its service port
+//!    ([`crate::services::replica_listens`], checked every [`probes::PORT_CHECK_INTERVAL`]
+//!    while one waits), so that it never gets a request before it listens.
 //! 2. Execution: up to 100 due probes; a probe of a job that no longer runs, or an
 //!    `until_ready` probe that is satisfied, is deactivated; the others are claimed (their
 //!    `due` moves past the execution's time limit: the lease) and run concurrently, each an
@@ -191,8 +191,9 @@ async fn execute(state: &AppState, client: &reqwest::Client, job: &JobRow, spec:
     }
 }
 
-/// How long a replica's port has to accept a connection.
-const PORT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a replica's port check may take (the connection, then half a second with it
+/// open, [`crate::services::replica_listens`]).
+const PORT_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Gives running service replicas that are not registered yet their probes, and registers
 /// those that are ready: every probe ready, or without probes, the service port accepting a

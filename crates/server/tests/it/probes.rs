@@ -172,9 +172,10 @@ async fn replicas_get_traffic_once_their_probes_are_ready() {
     assert!(stored.iter().all(|p| !p.active), "{stored:?}");
 }
 
-/// A replica without probes is registered only once its service port accepts a connection
-/// (dstack registers it when its job runs, before the app may listen): until then the proxy
-/// has no replica for the service (dstack's 404) and the loop keeps checking it soon.
+/// A replica without probes is registered only once its app listens on its service port
+/// (dstack registers it when its job runs, before the app may listen): not while nothing
+/// listens there, nor while a port proxy accepts and closes each connection; until then the
+/// proxy has no replica for the service (dstack's 404) and the loop keeps checking it soon.
 #[tokio::test]
 async fn a_replica_without_probes_gets_traffic_once_it_listens() {
     let (s, _dir) = isolated_server().await;
@@ -225,6 +226,27 @@ async fn a_replica_without_probes_gets_traffic_once_it_listens() {
         );
     }
     assert_eq!(streaks(&s, &p, "late").await, json!([]), "no probes are made up for it");
+
+    // A port proxy in front of it (Docker's for a published port) accepts for it and closes
+    // each connection at once, since the app does not listen yet: still not registered.
+    let proxy = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let closer = tokio::spawn(async move {
+        let mut accepted = 0;
+        while let Ok((conn, _)) = proxy.accept().await {
+            drop(conn);
+            accepted += 1;
+        }
+        accepted
+    });
+    for _ in 0..2 {
+        assert_eq!(step().await.waiting_for_port, 1);
+        assert!(
+            db.registered_jobs(&[job.id]).await.expect("db").is_empty(),
+            "registered behind a port proxy"
+        );
+    }
+    closer.abort();
+    assert!(closer.await.is_err(), "the port proxy ran until stopped");
 
     // It listens: registered by the next pass, and served.
     let app = axum::Router::new().route("/whoami", axum::routing::get(|| async { "late" }));
