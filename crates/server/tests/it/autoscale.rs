@@ -1,7 +1,8 @@
 //! Autoscaling by our `scaling` extensions under real load, with the runs loop stepped by the
 //! test, which plays the job loops' part (it makes submitted jobs run) and whose replicas are
 //! real HTTP servers on loopback: a Prometheus gauge the replicas expose at `/metrics` scales
-//! a service up and back down, and slow requests in flight at the in-server proxy scale it up.
+//! a service up and back down, and slow requests in flight at the in-server proxy, or slow
+//! answers (p95 latency), scale it up.
 //! Each step polls for the state it waits for (generous limits for a loaded machine).
 
 use std::sync::Arc;
@@ -39,7 +40,8 @@ impl Knobs {
 }
 
 /// A replica named `name`: `/whoami`, `/metrics` with the gauge `queue_depth` (Prometheus
-/// text format), `/slow`, which answers once released. Returns its port.
+/// text format), `/second`, which answers after a second, `/slow`, which answers once
+/// released. Returns its port.
 async fn replica(name: &'static str, knobs: &Knobs) -> u16 {
     let gauge = knobs.gauge.clone();
     let (started, release) = (knobs.slow_started.clone(), knobs.release.clone());
@@ -55,6 +57,13 @@ async fn replica(name: &'static str, knobs: &Knobs) -> u16 {
                          queue_depth{{model=\"m\"}} {value}\nother_gauge 1000\n"
                     )
                 }
+            }),
+        )
+        .route(
+            "/second",
+            axum::routing::get(move || async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                name
             }),
         )
         .route(
@@ -264,4 +273,46 @@ async fn requests_in_flight_scale_a_service_up() {
         assert_eq!(done.unwrap(), (StatusCode::OK, "a".to_owned()));
     }
     assert_eq!(running(&replicas(&s, &p).await), 2);
+}
+
+/// `metric: p95_latency`: requests that take a second each, against `target` 0.4 s, scale
+/// the service up (proportionally: 1 × ~1 s / 0.4 s, at most the range's 2); quick ones
+/// before do not.
+#[tokio::test]
+async fn slow_answers_scale_a_service_up_by_their_p95_latency() {
+    let (s, _dir) = isolated_server().await;
+    let knobs = Knobs::new();
+    let (a_port, b_port) = (replica("a", &knobs).await, replica("b", &knobs).await);
+    let p = apply(
+        &s,
+        json!({"metric": "p95_latency", "target": 0.4, "window": "30s",
+               "scale_up_delay": "0s", "scale_down_delay": "10m"}),
+    )
+    .await;
+    run_submitted(&s, a_port).await;
+    serving(&s, &p, &["a"]).await;
+    for _ in 0..3 {
+        dstack_server::pipelines::runs_pass(&s.state).await.unwrap();
+    }
+    assert_eq!(replicas(&s, &p).await.len(), 1, "quick answers keep one replica");
+
+    // Three slow answers, two at once and one after.
+    let mut slow = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let (router, req) = (s.router.clone(), get(&p, "second", &s.admin_token));
+        slow.spawn(async move {
+            use tower::ServiceExt as _;
+            router.oneshot(req).await.unwrap().status()
+        });
+    }
+    while let Some(status) = slow.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::OK);
+    }
+    let reply = s.send(get(&p, "second", &s.admin_token)).await;
+    assert_eq!((reply.status, reply.json), (StatusCode::OK, json!("a")));
+
+    let rs = step_until(&s, &p, "a second replica", Duration::from_secs(30), |rs| rs.len() == 2).await;
+    assert_eq!(rs[1], (1, "submitted".to_owned(), String::new()), "{rs:?}");
+    run_submitted(&s, b_port).await;
+    serving(&s, &p, &["a", "b"]).await;
 }
