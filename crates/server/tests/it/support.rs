@@ -121,6 +121,16 @@ impl TestServer {
 /// 8000 published at `port` (a loopback server of the test's), and ready: registered by a pass
 /// of the probes loop, which finds its port accepting connections.
 pub(crate) async fn run_submitted(s: &TestServer, port: u16) -> uuid::Uuid {
+    let id = start_submitted(s, port).await;
+    let mut executions = tokio::task::JoinSet::new();
+    let client = dstack_server::pipelines::probes::http_client();
+    dstack_server::pipelines::probes::pass(&s.state, &client, &mut executions).await.unwrap();
+    assert!(s.state.db.registered_jobs(&[id]).await.unwrap().contains(&id), "registered");
+    id
+}
+
+/// [`run_submitted`] without the probes loop's pass: the job runs, not registered yet.
+pub(crate) async fn start_submitted(s: &TestServer, port: u16) -> uuid::Uuid {
     let db = &s.state.db;
     let (mut jobs, token) = db
         .lease_jobs(&["submitted"], 10, jiff::Timestamp::now(), jiff::SignedDuration::from_secs(20))
@@ -143,10 +153,5 @@ pub(crate) async fn run_submitted(s: &TestServer, port: u16) -> uuid::Uuid {
         Some(serde_json::json!({"network_mode": "bridge", "ports": {"8000": port}}).to_string());
     db.save_job(&job, token, &[], None).await.unwrap();
     db.release_jobs(token).await.unwrap();
-    // The probes loop's pass registers it: it has no probes, and its port accepts connections.
-    let mut executions = tokio::task::JoinSet::new();
-    let client = dstack_server::pipelines::probes::http_client();
-    dstack_server::pipelines::probes::pass(&s.state, &client, &mut executions).await.unwrap();
-    assert!(db.registered_jobs(&[job.id]).await.unwrap().contains(&job.id), "registered");
     job.id
 }
