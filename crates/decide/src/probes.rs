@@ -10,8 +10,8 @@
 //! the job runs, even if a probe fails later).
 //!
 //! A replica without probes is ready once its app listens on its service port, which the
-//! caller checks when [`registration`] says so: dstack registers it as soon as its job runs, which
-//! can be before the app listens, so that early requests fail; ours get none of them.
+//! caller checks when [`registration`] says so: dstack registers it as soon as its job runs,
+//! which can be before the app listens, so that early requests fail; ours get none of them.
 //!
 //! ```text
 //!   job becomes running ──▶ active, streak 0, due now

@@ -1,7 +1,7 @@
 //! Services: where a service run is published (`Run.service`) and the in-server proxy at
 //! `/proxy/services/{project}/{run}/…` that sends requests to its ready replicas (running and
 //! registered by the probes loop, [`crate::pipelines::probes`]: its probes ready or, with no
-//! probes, its service port accepting connections).
+//! probes, its app listening on its service port, [`replica_listens`]).
 //!
 //! Without gateways (#5 point 6) every service is published on the server itself, as dstack
 //! does for a project without a default gateway. A replica is reached at the host port its
@@ -449,8 +449,8 @@ pub(crate) fn replica_group(job: &JobRow) -> String {
 }
 
 /// Whether a running replica receives traffic: once registered by the probes loop, which
-/// registers it when every probe is ready or, without probes, when its service port accepts
-/// a connection (dstack registers such a replica as soon as it runs, before it may listen).
+/// registers it when every probe is ready or, without probes, when its app listens on its
+/// service port (dstack registers such a replica as soon as it runs, before it may listen).
 pub(crate) fn is_ready(job: &JobRow, registered: &[uuid::Uuid]) -> bool {
     registered.contains(&job.id)
 }

@@ -68,7 +68,7 @@ pub(super) async fn run(state: AppState) {
 /// What a pass saw.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pass {
-    /// Replicas without probes whose port did not accept a connection yet.
+    /// Replicas without probes whose app did not listen yet.
     pub waiting_for_port: usize,
 }
 
@@ -196,9 +196,9 @@ async fn execute(state: &AppState, client: &reqwest::Client, job: &JobRow, spec:
 const PORT_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Gives running service replicas that are not registered yet their probes, and registers
-/// those that are ready: every probe ready, or without probes, the service port accepting a
-/// connection (the checks run concurrently). Returns how many replicas without probes do not
-/// listen yet.
+/// those that are ready: every probe ready or, without probes, its app listening on its
+/// service port (the checks run concurrently). Returns how many replicas without probes do
+/// not listen yet.
 async fn register(state: &AppState) -> Result<usize, DbError> {
     let waiting = state.db.unregistered_replicas(probes::BATCH).await?;
     if waiting.is_empty() {
