@@ -9,6 +9,10 @@
 //! registered and receives service traffic, as in dstack (registration is not undone while
 //! the job runs, even if a probe fails later).
 //!
+//! A replica without probes is ready once its app listens on its service port, which the
+//! caller checks when [`registration`] says so: dstack registers it as soon as its job runs,
+//! which can be before the app listens, so that early requests fail; ours get none of them.
+//!
 //! ```text
 //!   job becomes running ──▶ active, streak 0, due now
 //!        │ due: execute (due pushed past the execution, a lease)
@@ -26,6 +30,11 @@ pub const BATCH: i64 = 100;
 
 /// How often the probes loop runs (dstack: every 3 s).
 pub const PASS_INTERVAL: SignedDuration = SignedDuration::from_secs(3);
+
+/// How soon the probes loop runs again while a replica without probes waits for its port to
+/// accept connections: such a replica is ready the moment it listens, so it is checked more
+/// often than probes run.
+pub const PORT_CHECK_INTERVAL: SignedDuration = SignedDuration::from_millis(500);
 
 /// What one execution may take beyond the probe's own timeout: connecting to the replica
 /// (dstack's `SSH_CONNECT_TIMEOUT`) and slow database writes (its processing overhead).
@@ -96,6 +105,39 @@ pub fn job_ready(specs: &[ProbeSpec], streaks: &[(i64, i64)]) -> bool {
         let num = i64::try_from(num).unwrap_or(i64::MAX);
         streaks.iter().any(|&(n, streak)| n == num && is_ready(streak, spec))
     })
+}
+
+/// What the probes loop does with a running service replica that is not registered yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// Every probe is ready: register it for traffic.
+    Register,
+    /// Its probes have no state yet: store their first one, due at once.
+    StartProbes,
+    /// Its probes run; it is registered once every one is ready.
+    AwaitProbes,
+    /// It has no probes: register it once its app listens on its service port.
+    WhenListening,
+}
+
+/// What to do with an unregistered running replica whose job spec has `specs`, given the
+/// streaks of its stored probes by probe number.
+pub fn registration(specs: &[ProbeSpec], streaks: &[(i64, i64)]) -> Registration {
+    if specs.is_empty() {
+        Registration::WhenListening
+    } else if job_ready(specs, streaks) {
+        Registration::Register
+    } else if streaks.len() < specs.len() {
+        Registration::StartProbes
+    } else {
+        Registration::AwaitProbes
+    }
+}
+
+/// When the probes loop runs next: soon while a replica without probes waits for its port
+/// ([`PORT_CHECK_INTERVAL`]), else on its usual [`PASS_INTERVAL`].
+pub fn next_pass_in(waiting_for_port: bool) -> SignedDuration {
+    if waiting_for_port { PORT_CHECK_INTERVAL } else { PASS_INTERVAL }
 }
 
 #[cfg(test)]
@@ -180,6 +222,26 @@ mod tests {
         assert!(!job_ready(&specs, &[(0, 1), (1, 2)]));
         assert!(job_ready(&specs, &[(1, 3), (0, 1)]));
         assert!(!job_ready(&specs, &[(0, 0), (1, 3)]));
+    }
+
+    #[test]
+    fn an_unregistered_replica_waits_for_its_probes_or_its_port() {
+        use Registration::*;
+        let specs = [spec(1, false), spec(2, true)];
+        type Case<'a> = (&'a [ProbeSpec], &'a [(i64, i64)], Registration);
+        let cases: [Case; 6] = [
+            (&[], &[], WhenListening),
+            (&[], &[(0, 9)], WhenListening),
+            (&specs, &[], StartProbes),
+            (&specs, &[(0, 1)], StartProbes),
+            (&specs, &[(0, 1), (1, 1)], AwaitProbes),
+            (&specs, &[(1, 2), (0, 1)], Register),
+        ];
+        for (specs, streaks, expected) in cases {
+            assert_eq!(registration(specs, streaks), expected, "{} probes, streaks {streaks:?}", specs.len());
+        }
+        assert_eq!(next_pass_in(true), SignedDuration::from_millis(500));
+        assert_eq!(next_pass_in(false), PASS_INTERVAL);
     }
 
     proptest::proptest! {

@@ -321,6 +321,35 @@ impl Connection {
         Ok(local)
     }
 
+    /// Whether something on the host accepts and keeps a TCP connection to its
+    /// `localhost:<remote_port>`: a direct-tcpip channel opens (the host's sshd connected) and
+    /// the other end does not close it within `quiet`; the channel is closed then. A port
+    /// proxy accepts for its backend and closes at once when nothing listens there (Docker's
+    /// `docker-proxy` for a container's published port), and a local
+    /// [`forward`](Self::forward) listener accepts before the host even tries, so neither an
+    /// open channel nor a local connect alone says that the app listens.
+    pub async fn accepts(&self, remote_port: u16, quiet: Duration) -> Result<bool, SshError> {
+        let kind = ChannelKind::DirectTcpip { port: remote_port, originator_port: 0 };
+        let mut channel = match self.open_channel(kind).await {
+            Ok(channel) => channel,
+            // The host could not connect (or the channel failed on a new session too).
+            Err(SshError::Channel { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let kept = async {
+            loop {
+                match channel.wait().await {
+                    Some(ChannelMsg::Data { .. } | ChannelMsg::ExtendedData { .. }) => return true,
+                    Some(ChannelMsg::Eof | ChannelMsg::Close) | None => return false,
+                    Some(_) => {}
+                }
+            }
+        };
+        let accepted = tokio::time::timeout(quiet, kept).await.unwrap_or(true);
+        let _ = channel.close().await;
+        Ok(accepted)
+    }
+
     fn forwards(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Forward>> {
         self.inner.forwards.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -285,6 +285,15 @@ pub(crate) fn job_retry(job_spec: &str) -> Result<Option<JobRetry>, serde_json::
 /// `JobSubmission.probes`).
 pub(crate) type ProbesByJob = std::collections::HashMap<uuid::Uuid, Vec<dstack_api::runs::Probe>>;
 
+/// What a run's answer knows of its replicas' readiness: the stored probes by job and, when
+/// they were read, the registered jobs (a replica without probes is registered once its app
+/// listens).
+#[derive(Debug, Default)]
+pub(crate) struct Readiness {
+    pub(crate) probes: ProbesByJob,
+    pub(crate) registered: Option<std::collections::HashSet<uuid::Uuid>>,
+}
+
 /// Groups probe rows by job for [`run_to_wire`].
 pub(crate) fn probes_by_job(rows: Vec<dstack_db::ProbeRow>) -> ProbesByJob {
     let mut rows = rows;
@@ -297,12 +306,12 @@ pub(crate) fn probes_by_job(rows: Vec<dstack_db::ProbeRow>) -> ProbesByJob {
 }
 
 /// A run row and its job rows in dstack's shape. `jobs` are all submissions of the run (the
-/// stored specs move into the answer without being copied); `probes` the stored probes of
-/// (some of) them.
+/// stored specs move into the answer without being copied); `readiness` the stored probes of
+/// (some of) them, and which are registered.
 pub(crate) fn run_to_wire(
     run: RunRow,
     mut jobs: Vec<JobRow>,
-    probes: &ProbesByJob,
+    readiness: &Readiness,
     names: RunNames<'_>,
     include_jobs: bool,
     submissions_limit: Option<i64>,
@@ -330,7 +339,7 @@ pub(crate) fn run_to_wire(
         let mut submissions = Vec::with_capacity(group.len());
         for row in *group {
             let mut sub = job_submission(row)?;
-            sub.probes = probes.get(&row.id).cloned().unwrap_or_default();
+            sub.probes = readiness.probes.get(&row.id).cloned().unwrap_or_default();
             cost += submission_cost(&sub, now);
             submissions.push(sub);
         }
@@ -352,7 +361,7 @@ pub(crate) fn run_to_wire(
     let mut status_message = run_status_message(status, &group_rows, retries_no_capacity);
     if !status.is_finished()
         && run.service_spec.is_some()
-        && let Some(message) = rollout_message(run.deployment_num, &group_rows, probes)
+        && let Some(message) = rollout_message(run.deployment_num, &group_rows, readiness)
     {
         status_message = message;
     }
@@ -456,9 +465,10 @@ fn job_status_message(status: JobStatus, reason: Option<JobTerminationReason>, r
 
 /// Why a service's rolling deployment does not go on, while its old replicas still serve:
 /// its new version failed for good (`update failed: replica 2 exited with code 1`), or a new
-/// replica runs but its probes do not pass (`update waiting: replica 2 probes not passing`).
-/// `None` when no deployment rolls or it makes progress.
-fn rollout_message(deployment_num: i64, groups: &[&[JobRow]], probes: &ProbesByJob) -> Option<String> {
+/// replica runs but its probes do not pass (`update waiting: replica 2 probes not passing`),
+/// or, without probes, its app does not listen (`update waiting: replica 2 not listening on
+/// port 8000`). `None` when no deployment rolls or it makes progress.
+fn rollout_message(deployment_num: i64, groups: &[&[JobRow]], readiness: &Readiness) -> Option<String> {
     let latest: Vec<&JobRow> = groups.iter().filter_map(|g| g.last()).collect();
     let rolling = latest.iter().any(|j| {
         j.deployment_num < deployment_num
@@ -489,14 +499,31 @@ fn rollout_message(deployment_num: i64, groups: &[&[JobRow]], probes: &ProbesByJ
         return Some(format!("update failed: replica {} {why}", job.replica_num));
     }
     for job in new {
-        let failing = job.job_num == 0
-            && job.status == JobStatus::Running.as_str()
-            && probes.get(&job.id).is_some_and(|p| p.iter().any(|p| p.success_streak == 0));
-        if failing {
+        if job.job_num != 0 || job.status != JobStatus::Running.as_str() {
+            continue;
+        }
+        let probes = readiness.probes.get(&job.id);
+        if probes.is_some_and(|p| p.iter().any(|p| p.success_streak == 0)) {
             return Some(format!("update waiting: replica {} probes not passing", job.replica_num));
+        }
+        let unregistered = readiness.registered.as_ref().is_some_and(|r| !r.contains(&job.id));
+        if unregistered && let Some(port) = probeless_service_port(&job.job_spec) {
+            return Some(format!("update waiting: replica {} not listening on port {port}", job.replica_num));
         }
     }
     None
+}
+
+/// The service port of a job spec without probes; `None` if it has probes (or no port).
+fn probeless_service_port(job_spec: &str) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Spec {
+        #[serde(default)]
+        probes: Vec<serde::de::IgnoredAny>,
+        service_port: Option<i64>,
+    }
+    let spec: Spec = serde_json::from_str(job_spec).ok()?;
+    if spec.probes.is_empty() { spec.service_port } else { None }
 }
 
 /// What the CLI's STATUS column shows for a run (dstack's rules: `pulling`, `retrying`).

@@ -1,6 +1,7 @@
 //! Services: where a service run is published (`Run.service`) and the in-server proxy at
 //! `/proxy/services/{project}/{run}/…` that sends requests to its ready replicas (running and
-//! registered by the probes loop, [`crate::pipelines::probes`]; with no probes, running).
+//! registered by the probes loop, [`crate::pipelines::probes`]: its probes ready or, with no
+//! probes, its app listening on its service port, [`replica_listens`]).
 //!
 //! Without gateways (#5 point 6) every service is published on the server itself, as dstack
 //! does for a project without a default gateway. A replica is reached at the host port its
@@ -22,6 +23,7 @@ use dstack_db::{JobRow, ProjectRow};
 
 use dstack_model::service::{ServiceGateway, ServiceHttps, ServiceModel};
 use dstack_proxy::{ProxyError, Upstream};
+use tokio::io::AsyncReadExt as _;
 
 use crate::crypto::token_hash;
 use crate::state::AppState;
@@ -258,23 +260,11 @@ async fn wait_for_replica(
         }
         tokio::time::sleep(WAKE_POLL).await;
         let target = target(state, project, run, headers).await?;
-        // A replica without probes is ready once its job runs, which can be before its
-        // server listens: the held request waits for one that accepts connections.
-        if !target.upstreams.is_empty() && any_accepts(&target.upstreams).await {
+        // Ready replicas listen (the probes loop registers none before).
+        if !target.upstreams.is_empty() {
             return Ok(target);
         }
     }
-}
-
-/// Whether any of `upstreams` accepts a TCP connection now (within a second).
-async fn any_accepts(upstreams: &[Upstream]) -> bool {
-    for upstream in upstreams {
-        let connect = tokio::net::TcpStream::connect(upstream.addr);
-        if let Ok(Ok(_)) = tokio::time::timeout(std::time::Duration::from_secs(1), connect).await {
-            return true;
-        }
-    }
-    false
 }
 
 fn with_query(path: &str, query: Option<&str>) -> String {
@@ -483,16 +473,11 @@ pub(crate) fn replica_group(job: &JobRow) -> String {
         .unwrap_or_else(|| "0".to_owned())
 }
 
-/// Whether a running replica receives traffic: once registered by the probes loop, or at
-/// once when its spec has no probes (dstack registers such a replica when it starts running).
+/// Whether a running replica receives traffic: once registered by the probes loop, which
+/// registers it when every probe is ready or, without probes, when its app listens on its
+/// service port (dstack registers such a replica as soon as it runs, before it may listen).
 pub(crate) fn is_ready(job: &JobRow, registered: &[uuid::Uuid]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Probes {
-        #[serde(default)]
-        probes: Vec<serde::de::IgnoredAny>,
-    }
     registered.contains(&job.id)
-        || serde_json::from_str::<Probes>(&job.job_spec).is_ok_and(|spec| spec.probes.is_empty())
 }
 
 /// For the `metric: prometheus` groups of a service (our extension of `scaling`), each
@@ -622,20 +607,22 @@ pub(crate) async fn authorize(
     }
 }
 
-/// Where the replica's service port (the job spec's, else `service_port`) is reachable from
-/// the server.
-pub(crate) async fn replica_addr(
-    state: &AppState,
-    job: &JobRow,
-    service_port: Option<i64>,
-) -> Result<SocketAddr, String> {
+/// How the server reaches a replica's service port: through its SSH instance's connection,
+/// or directly.
+enum Reach {
+    Ssh { instance: Box<dstack_db::InstanceRow>, port: u16 },
+    Direct { host: String, port: u16 },
+}
+
+/// How the replica's service port (the job spec's, else `service_port`) is reached (see
+/// [`published_port`]).
+async fn reach(state: &AppState, job: &JobRow, service_port: Option<i64>) -> Result<Reach, String> {
     let host_port = published_port(job, service_port)?;
     if let Some(instance_id) = job.instance_id
         && let Some(instance) = state.db.instance_by_id(instance_id).await.map_err(|e| e.to_string())?
         && crate::ssh_hosts::is_ssh(&instance)
     {
-        let url = crate::ssh_hosts::agent_base_url(state, &instance, host_port).await?;
-        return url.trim_start_matches("http://").parse().map_err(|e| format!("tunnel address {url}: {e}"));
+        return Ok(Reach::Ssh { instance: Box::new(instance), port: host_port });
     }
     let jpd: Option<JobProvisioningData> = job
         .job_provisioning_data
@@ -644,11 +631,66 @@ pub(crate) async fn replica_addr(
         .transpose()
         .map_err(|e| e.to_string())?;
     let host = jpd.and_then(|p| p.hostname).unwrap_or_else(|| "127.0.0.1".to_owned());
-    tokio::net::lookup_host((host.as_str(), host_port))
-        .await
-        .map_err(|e| format!("{host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host}: no address"))
+    Ok(Reach::Direct { host, port: host_port })
+}
+
+/// Where the replica's service port (the job spec's, else `service_port`) is reachable from
+/// the server: a local tunnel for a replica on an SSH instance.
+pub(crate) async fn replica_addr(
+    state: &AppState,
+    job: &JobRow,
+    service_port: Option<i64>,
+) -> Result<SocketAddr, String> {
+    match reach(state, job, service_port).await? {
+        Reach::Ssh { instance, port } => {
+            let url = crate::ssh_hosts::agent_base_url(state, &instance, port).await?;
+            url.trim_start_matches("http://").parse().map_err(|e| format!("tunnel address {url}: {e}"))
+        }
+        Reach::Direct { host, port } => tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| format!("{host}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{host}: no address")),
+    }
+}
+
+/// How long a connection to a replica's port must stay open, with nothing read, for the
+/// replica to count as listening: a port proxy in front of it (Docker's `docker-proxy` for a
+/// published port, the host's sshd for an SSH instance) accepts for it and closes at once
+/// when the app does not listen.
+const LISTEN_QUIET: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Whether the app of a replica listens on its service port (its job spec's): a TCP
+/// connection to it is accepted and kept [`LISTEN_QUIET`] without being closed (or the app
+/// speaks first), all within `timeout`. On an SSH instance the host itself connects.
+pub(crate) async fn replica_listens(state: &AppState, job: &JobRow, timeout: std::time::Duration) -> bool {
+    let check = async {
+        match reach(state, job, None).await? {
+            Reach::Ssh { instance, port } => {
+                crate::ssh_hosts::accepts(state, &instance, port, LISTEN_QUIET).await
+            }
+            Reach::Direct { host, port } => {
+                let Ok(mut stream) = tokio::net::TcpStream::connect((host.as_str(), port)).await else {
+                    return Ok(false);
+                };
+                let mut byte = [0u8; 1];
+                Ok(match tokio::time::timeout(LISTEN_QUIET, stream.read(&mut byte)).await {
+                    // Closed (or reset) by the other end: nothing behind the port.
+                    Ok(Ok(0) | Err(_)) => false,
+                    // The app speaks first, or keeps the connection open quietly.
+                    Ok(Ok(_)) | Err(_) => true,
+                })
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, check).await {
+        Ok(Ok(listens)) => listens,
+        Ok(Err(e)) => {
+            tracing::debug!(job = %job.job_name, error = %e, "replica port check");
+            false
+        }
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]

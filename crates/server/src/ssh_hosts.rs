@@ -139,6 +139,19 @@ pub async fn agent_base_url(state: &AppState, i: &InstanceRow, remote_port: u16)
     Ok(format!("http://{local}"))
 }
 
+/// Whether `remote_port` on an SSH instance's host accepts a TCP connection and keeps it for
+/// `quiet` ([`dstack_hostssh::Connection::accepts`]: asked of the host through the instance's
+/// connection, not through a tunnel, whose local end accepts regardless).
+pub async fn accepts(
+    state: &AppState,
+    i: &InstanceRow,
+    remote_port: u16,
+    quiet: std::time::Duration,
+) -> Result<bool, String> {
+    let conn = connection(state, i).await?;
+    conn.accepts(remote_port, quiet).await.map_err(|e| e.to_string())
+}
+
 /// The shim's base URL for an SSH instance (through the tunnel).
 pub async fn shim_url(state: &AppState, i: &InstanceRow) -> Result<String, String> {
     agent_base_url(state, i, SHIM_HTTP_PORT).await

@@ -14,6 +14,8 @@ use base64::Engine as _;
 use dstack_client::Client;
 use serde_json::{Value, json};
 
+use crate::server::clean_up_home;
+
 /// `dstack-shim` and `dstack-runner` next to `dstack` (cargo builds only this package's
 /// binaries for its tests).
 pub(crate) fn agents_built() {
@@ -43,9 +45,18 @@ pub(crate) fn runner_image() {
 }
 
 /// A server process over `home`; killing it (any way) leaves the shim and the jobs running.
+/// Dropping it kills the server (a test that fails, or replaces it, leaves none behind); the
+/// shim and the jobs are [`Cleanup`]'s.
 struct Server {
     child: Child,
     client: Client,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn start(home: &Path) -> Server {
@@ -72,12 +83,14 @@ fn start_env(home: &Path, env: &[(&str, &str)]) -> Server {
     Server { child, client: Client::new(&url, "local-token").expect("a client") }
 }
 
-/// Ends every process started under `home` (the shim and runners outlive the server).
+/// Ends every process started under `home` (the server, and the shim and jobs that outlive
+/// it) and removes their containers, however the test ends ([`clean_up_home`]). Declared
+/// before the [`Server`], so that it runs after the server is gone.
 struct Cleanup<'a>(&'a Path);
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        let _ = Command::new("pkill").arg("-f").arg(self.0.as_os_str()).status();
+        clean_up_home(self.0);
     }
 }
 
@@ -210,8 +223,6 @@ fn a_task_runs_on_the_local_fleet_and_survives_a_server_kill() {
     let sub = &run["jobs"][0]["job_submissions"][0];
     assert_eq!((sub["status_message"].as_str(), sub["exit_status"].as_i64()), (Some("exited (3)"), Some(3)));
     assert_eq!(output(&server.client, &run), "oops\n");
-    let _ = server.child.kill();
-    let _ = server.child.wait();
 }
 
 /// With `image:` and a Docker engine, the local fleet runs the job in a container (only with
@@ -224,7 +235,7 @@ fn a_task_with_an_image_runs_in_a_container() {
     runner_image();
     let home = tempfile::TempDir::new().unwrap();
     let _cleanup = Cleanup(home.path());
-    let mut server = start(home.path());
+    let server = start(home.path());
     // The image has no python3; the host has (the test suite's oracle needs it).
     let script = "if [ -e /usr/bin/python3 ]; then echo on-the-host; else echo in-a-container; fi";
     let mut body = apply_body("boxed", &[script], json!({}));
@@ -239,8 +250,6 @@ fn a_task_with_an_image_runs_in_a_container() {
     let out = output(&server.client, &run);
     assert!(out.contains("in-a-container"), "{out}");
     assert!(!out.contains("on-the-host"), "{out}");
-    let _ = server.child.kill();
-    let _ = server.child.wait();
 }
 
 /// Removes a pulled image when the test ends, however it ends.
@@ -267,7 +276,7 @@ fn an_image_is_pulled_with_registry_auth_from_a_secret_and_shows_progress() {
     let _image = RemoveImage(image.clone());
     let home = tempfile::TempDir::new().unwrap();
     let _cleanup = Cleanup(home.path());
-    let mut server = start(home.path());
+    let server = start(home.path());
     post(
         &server.client,
         "/api/project/main/secrets/create_or_update",
@@ -313,8 +322,6 @@ fn an_image_is_pulled_with_registry_auth_from_a_secret_and_shows_progress() {
         sub["termination_reason_message"],
         "Secrets interpolation error: Failed to interpolate due to missing vars: ['secrets.missing']"
     );
-    let _ = server.child.kill();
-    let _ = server.child.wait();
 }
 
 /// A plain HTTP/1.1 GET with the token (the typed client speaks POST only); the JSON answer.
@@ -361,7 +368,7 @@ fn a_busy_task_has_metrics() {
     agents_built();
     let home = tempfile::TempDir::new().unwrap();
     let _cleanup = Cleanup(home.path());
-    let mut server = start(home.path());
+    let server = start(home.path());
     let base_url = server.client.base_url().to_owned();
     let path = "/api/project/main/metrics/job/busy?limit=1000";
     post(
@@ -391,8 +398,6 @@ fn a_busy_task_has_metrics() {
     wait_for("the busy run to stop", Duration::from_secs(20), || {
         get_run(&server.client, "busy")["status"] == "terminated"
     });
-    let _ = server.child.kill();
-    let _ = server.child.wait();
 }
 
 /// `DSTACK_SERVER_LOCAL_FLEET_BLOCKS=2`: two tasks run on the local host at once, each on one
@@ -469,7 +474,7 @@ fn a_job_whose_gpus_stay_idle_is_stopped_by_its_utilization_policy() {
     agents_built();
     let home = tempfile::TempDir::new().unwrap();
     let _cleanup = Cleanup(home.path());
-    let mut server = start(home.path());
+    let server = start(home.path());
     let mut body = apply_body("idle-gpus", &["sleep 600"], json!({}));
     body["plan"]["run_spec"]["configuration"]["utilization_policy"] =
         json!({"min_gpu_utilization": 10, "time_window": "5m"});
@@ -503,6 +508,4 @@ con.commit()
     let sub = &run["jobs"][0]["job_submissions"][0];
     assert_eq!(sub["termination_reason"], "terminated_due_to_utilization_policy", "{run}");
     assert_eq!(sub["termination_reason_message"], "The job GPU utilization below 10% for 300 seconds");
-    let _ = server.child.kill();
-    let _ = server.child.wait();
 }

@@ -15,26 +15,107 @@ pub(crate) struct Server {
 }
 
 impl Drop for Server {
-    /// Ends the server if a test failed before stopping it, and the local fleet's shim, which
-    /// outlives the server by design (jobs survive a restart).
+    /// Ends the server, however the test ended, and everything it started under its home:
+    /// the local fleet's shim and its jobs, which outlive the server by design (jobs survive
+    /// a restart), and their containers ([`clean_up_home`]).
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        kill_local_shims(&self.home);
+        clean_up_home(&self.home);
     }
 }
 
-/// Ends the `dstack-shim` processes whose home is under `home` (those our server started).
-fn kill_local_shims(home: &Path) {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+/// Ends every process a test started under `home` and removes their task containers, so that
+/// a test leaves nothing behind on success, failure or panic. A process belongs to the test
+/// when its command line or environment names `home`: the server (`HOME`), the local shim
+/// (`--shim-home`), runners (`--temp-dir`), host jobs (`DSTACK_WORKING_DIR`) and local
+/// gateways; each is killed with its process group (unless that is this test's own). Task
+/// containers are those whose shim home label lies under `home`.
+pub(crate) fn clean_up_home(home: &Path) {
     let marker = home.display().to_string();
+    let own_group = own_process_group();
+    // A server killed between two scans cannot start anything new, but a shim may still be
+    // starting a runner: scan until nothing is left.
+    for _ in 0..10 {
+        let found = processes_under(&marker);
+        if found.is_empty() {
+            break;
+        }
+        for (pid, group) in found {
+            if let Some(group) = group.filter(|g| *g != own_group && *g > 1) {
+                let _ = Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).output();
+            }
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).output();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    remove_task_containers(&marker);
+}
+
+/// This process' group.
+fn own_process_group() -> u32 {
+    process_group(std::process::id()).unwrap_or(0)
+}
+
+/// The process group of `pid` (field 5 of `/proc/<pid>/stat`, after the parenthesized name).
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// The live processes (not this one) whose command line or environment contains `marker`,
+/// with their process groups.
+fn processes_under(marker: &str) -> Vec<(u32, Option<u32>)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let me = std::process::id();
+    let mut found = Vec::new();
     for entry in entries.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("dstack-shim") && cmdline.contains(&marker) {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
+        if pid == me {
+            continue;
         }
+        let names_it = ["cmdline", "environ"]
+            .iter()
+            .any(|file| std::fs::read(entry.path().join(file)).is_ok_and(|bytes| names_path(&bytes, marker)));
+        if names_it {
+            found.push((pid, process_group(pid)));
+        }
+    }
+    found
+}
+
+/// Whether one of the NUL-separated fields in `bytes` names `marker` or a path under it (not
+/// merely a longer name that starts the same).
+fn names_path(bytes: &[u8], marker: &str) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    text.split('\0').any(|field| {
+        field.match_indices(marker).any(|(at, _)| {
+            let rest = &field[at + marker.len()..];
+            rest.is_empty() || rest.starts_with('/')
+        })
+    })
+}
+
+/// Removes the task containers of shims whose home is under `marker` (the shims label their
+/// containers with their home).
+fn remove_task_containers(marker: &str) {
+    let Ok(out) = Command::new("docker")
+        .args(["ps", "-a", "--filter", "label=ai.dstack.rs.shim-home"])
+        .args(["--format", "{{.ID}} {{.Label \"ai.dstack.rs.shim-home\"}}"])
+        .output()
+    else {
+        return;
+    };
+    let ids: Vec<&str> = std::str::from_utf8(&out.stdout)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(_, home)| Path::new(home).starts_with(marker))
+        .map(|(id, _)| id)
+        .collect();
+    if !ids.is_empty() {
+        let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::local_fleet::{agents_built, runner_image};
-use crate::server::{Server, cli, ps_run, start_with_local_fleet_env, stop};
+use crate::server::{Server, cli, ps_run, start_with_local_fleet, start_with_local_fleet_env, stop};
 
 /// `dstack-rs-service-test:1`: the runner test image plus `dstack-test-replica`.
 pub(crate) fn service_image() {
@@ -118,8 +118,8 @@ pub(crate) fn running_jobs(run: &Value) -> Vec<String> {
         .collect()
 }
 
-/// A server with its local fleet and one service applied with our CLI; dropping it aborts the
-/// run and stops the server.
+/// A server with its local fleet and one service applied with our CLI; dropping it ends the
+/// server, its shim and the replicas' containers (`Server`'s drop), whatever the test did.
 struct ServiceTest {
     dir: tempfile::TempDir,
     server: Option<Server>,
@@ -136,10 +136,9 @@ impl ServiceTest {
 
 impl Drop for ServiceTest {
     fn drop(&mut self) {
-        let _ = cli(self.dir.path(), &["stop", &self.name, "-x", "-y"]);
-        if let Some(server) = self.server.take() {
-            stop(server);
-        }
+        // Before the home goes (the fields' drop), and without asserting: this may run
+        // while a failed test unwinds.
+        drop(self.server.take());
     }
 }
 
@@ -930,4 +929,121 @@ fn a_service_on_a_local_gateway_is_served_on_its_domain() {
         (gone && TcpStream::connect(&addr).is_err()).then_some(())
     });
     stop(server);
+}
+
+/// A replica without probes gets no request before its app listens (dstack sends it traffic
+/// as soon as its job runs): from the moment the run is `running`, continuous requests get
+/// dstack's answer for a service with no ready replica (404) while the app waits for the
+/// test's go, then only the app's answers, and none fails. Here the replica is a host process
+/// of the local fleet (`python3 -m http.server`), so no Docker is needed.
+#[test]
+fn a_replica_without_probes_gets_no_request_before_it_listens() {
+    no_request_before_it_listens(false);
+}
+
+/// [`a_replica_without_probes_gets_no_request_before_it_listens`] with the replica in a
+/// container, whose published port Docker's port proxy accepts connections on before the app
+/// listens (`DSTACK_TEST_DOCKER=1`).
+#[test]
+fn a_replica_in_a_container_gets_no_request_before_it_listens() {
+    if std::env::var_os("DSTACK_TEST_DOCKER").is_none() {
+        eprintln!("skipped: set DSTACK_TEST_DOCKER=1 to run the Docker tests");
+        return;
+    }
+    service_image();
+    no_request_before_it_listens(true);
+}
+
+fn no_request_before_it_listens(in_a_container: bool) {
+    agents_built();
+    let dir = tempfile::TempDir::new().unwrap();
+    let home = dir.path();
+    let server = start_with_local_fleet(home);
+    let (url, token) = (server.url.clone(), server.token.clone());
+    // The app waits for `go` (a file), then serves: what it answers on `path` contains `shows`.
+    let (go, service, path, shows) = if in_a_container {
+        let service = "image: dstack-rs-service-test:1\nport: 8000\n\
+                       commands:\n  - while [ ! -e /tmp/go ]; do sleep 0.1; done\n\
+                       \x20 - exec dstack-test-replica 8000\n";
+        (None, service.to_owned(), "whoami", "")
+    } else {
+        let port = free_port();
+        let go = home.join("go");
+        let service = format!(
+            "port: {port}\ncommands:\n  - while [ ! -e {go} ]; do sleep 0.1; done\n\
+             \x20 - exec python3 -m http.server {port} --bind 127.0.0.1\n",
+            go = go.display()
+        );
+        (Some(go), service, "", "Directory listing")
+    };
+    let file = home.join("late.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "type: service\nname: late\n{service}resources: {{cpu: 1.., memory: 0.5GB.., disk: 1GB..}}\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = cli(home, &["apply", "-f", &file.display().to_string(), "-y", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let job = wait("the run running", Duration::from_secs(120), || {
+        let run = ps_run(home, "late");
+        (run["status"] == "running").then(|| running_jobs(&run).pop()).flatten()
+    });
+
+    let path = format!("/proxy/services/main/late/{path}");
+    let mut answers: Vec<(u16, String)> = Vec::new();
+    let ask = |answers: &mut Vec<(u16, String)>| {
+        let (status, _, body) = http(&url, "GET", &path, Some(&token));
+        answers.push((status, body));
+    };
+    // Running, not listening: for 3 s, nothing is sent to it.
+    let waiting = Instant::now();
+    while waiting.elapsed() < Duration::from_secs(3) {
+        ask(&mut answers);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let not_listening = answers.len();
+    match go {
+        Some(go) => std::fs::write(&go, "").unwrap(),
+        None => {
+            let ids = Command::new("docker")
+                .args(["ps", "-q", "--filter", &format!("label=ai.dstack.shim.task-id={job}")])
+                .output()
+                .unwrap()
+                .stdout;
+            let ids = String::from_utf8(ids).unwrap();
+            let container = ids.lines().next().expect("the replica's container");
+            let out =
+                Command::new("docker").args(["exec", container, "sh", "-c", ": > /tmp/go"]).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    // It listens: served within the probes loop's check and the route cache, then only served.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answers.last().is_none_or(|(status, _)| *status != 200) {
+        assert!(Instant::now() < deadline, "never served: {:?}", answers.last());
+        ask(&mut answers);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let served = Instant::now();
+    while served.elapsed() < Duration::from_secs(3) {
+        ask(&mut answers);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let not_found = r#"{"detail":"Service main/late not found"}"#.to_owned();
+    let first_served = answers.iter().position(|(status, _)| *status == 200).expect("served");
+    assert!(first_served >= not_listening, "served before it listened: {answers:?}");
+    for (i, (status, body)) in answers.iter().enumerate() {
+        if i < first_served {
+            assert_eq!((*status, body), (404, &not_found), "request {i} before the replica was ready");
+        } else {
+            assert_eq!(*status, 200, "request {i} once served: {body}");
+            assert!(body.contains(shows), "request {i}: {body}");
+        }
+    }
+    if in_a_container {
+        assert_eq!(answers.last().map(|(_, body)| body.as_str()), Some(job.as_str()), "the replica's job");
+    }
+    eprintln!("{not_listening} requests while it did not listen, {} after", answers.len() - not_listening);
 }

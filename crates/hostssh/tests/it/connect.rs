@@ -190,3 +190,38 @@ async fn the_pool_keeps_one_connection_per_key() {
     let conn = pool.remove(&"instance-1").await.expect("pooled");
     assert_eq!(conn.n_handshakes(), 1);
 }
+
+/// `accepts` asks the host itself: true for a port something listens on (its sshd, which
+/// also sends its banner at once; a quiet server too), false for one nothing listens on,
+/// where a `forward` listener still accepts locally, and false for a port whose listener
+/// closes each connection at once (what a port proxy does when its backend does not listen).
+#[tokio::test]
+async fn accepts_tells_whether_an_app_on_the_host_keeps_a_connection() {
+    if !enabled() {
+        return;
+    }
+    let hosts = TestHosts::start(&[HostKind::Plain]);
+    let conn = Connection::connect(&hosts.target(0, "root"), hosts.keys(), TIMEOUT).await.expect("connects");
+    let quiet = Duration::from_millis(500);
+    assert!(conn.accepts(22, quiet).await.expect("asks"), "sshd listens on 22");
+    assert!(!conn.accepts(1, quiet).await.expect("asks"), "nothing listens on 1");
+    let local = conn.forward(1).await.expect("a tunnel");
+    assert!(tokio::net::TcpStream::connect(local).await.is_ok(), "a tunnel's local end accepts regardless");
+    // On the host: 7001 accepts and closes each connection, 7002 accepts and keeps quiet.
+    let listen = |port: u16, on_accept: &str| {
+        format!(
+            "setsid perl -MIO::Socket::INET -e 'my $s = IO::Socket::INET->new(LocalAddr => \"127.0.0.1\", \
+             LocalPort => {port}, Listen => 5, ReuseAddr => 1) or die; my @kept; \
+             while (my $c = $s->accept) {{ {on_accept} }}' > /dev/null 2>&1 < /dev/null &"
+        )
+    };
+    hosts.sh(0, &format!("{} {}", listen(7001, "close $c;"), listen(7002, "push @kept, $c;")));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !conn.accepts(7002, quiet).await.expect("asks") {
+        assert!(std::time::Instant::now() < deadline, "the quiet listener never kept a connection");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!conn.accepts(7001, quiet).await.expect("asks"), "a connection closed at once is not accepted");
+    assert!(conn.accepts(22, quiet).await.expect("asks"), "the session is still usable");
+    assert_eq!(hosts.n_logins(0), 1, "one session for all of it");
+}

@@ -1,8 +1,11 @@
 //! Readiness probes of service replicas (dstack's `scheduled_tasks/probes.py`), every 3 s:
 //!
-//! 1. Registration: each running service replica that is not registered yet gets its probes'
-//!    first state (due at once) or, once [`dstack_decide::probes::job_ready`], is registered
-//!    for service traffic; a replica without probes is registered as soon as it runs.
+//! 1. Registration ([`dstack_decide::probes::registration`]): each running service replica
+//!    that is not registered yet gets its probes' first state (due at once) or, once
+//!    [`dstack_decide::probes::job_ready`], is registered for service traffic; a replica
+//!    without probes is registered once its app listens on its service port
+//!    ([`crate::services::replica_listens`], checked every [`probes::PORT_CHECK_INTERVAL`]
+//!    while one waits), so that it never gets a request before it listens.
 //! 2. Execution: up to 100 due probes; a probe of a job that no longer runs, or an
 //!    `until_ready` probe that is satisfied, is deactivated; the others are claimed (their
 //!    `due` moves past the execution's time limit: the lease) and run concurrently, each an
@@ -17,7 +20,7 @@ use std::time::Duration;
 
 use dstack_api::runs::{JobStatus, ProbeSpec};
 use dstack_db::{DbError, JobRow, ProbeRow};
-use dstack_decide::probes::{self, OnDue, ProbeState};
+use dstack_decide::probes::{self, OnDue, ProbeState, Registration};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -43,18 +46,30 @@ pub fn http_client() -> reqwest::Client {
         .unwrap_or_else(|_| reqwest::Client::new())
 }
 
-/// The loop: a pass every [`probes::PASS_INTERVAL`]; executions run in the background.
+/// The loop: a pass every [`probes::PASS_INTERVAL`] (sooner while a replica waits for its
+/// port, [`probes::next_pass_in`]); executions run in the background.
 pub(super) async fn run(state: AppState) {
     let client = http_client();
     let mut executions = JoinSet::new();
-    let interval = Duration::try_from(probes::PASS_INTERVAL).unwrap_or(Duration::from_secs(3));
     loop {
-        if let Err(e) = pass(&state, &client, &mut executions).await {
-            tracing::error!(error = %e, "probes loop");
-        }
+        let waiting_for_port = match pass(&state, &client, &mut executions).await {
+            Ok(pass) => pass.waiting_for_port > 0,
+            Err(e) => {
+                tracing::error!(error = %e, "probes loop");
+                false
+            }
+        };
         while executions.try_join_next().is_some() {}
-        tokio::time::sleep(interval).await;
+        let interval = probes::next_pass_in(waiting_for_port);
+        tokio::time::sleep(Duration::try_from(interval).unwrap_or(Duration::from_secs(3))).await;
     }
+}
+
+/// What a pass saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Replicas without probes whose app did not listen yet.
+    pub waiting_for_port: usize,
 }
 
 /// One pass: registration, then the due probes, whose executions go into `executions`.
@@ -62,8 +77,8 @@ pub async fn pass(
     state: &AppState,
     client: &reqwest::Client,
     executions: &mut JoinSet<()>,
-) -> Result<(), DbError> {
-    register(state).await?;
+) -> Result<Pass, DbError> {
+    let waiting_for_port = register(state).await?;
     let now = jiff::Timestamp::now();
     let due = state.db.due_probes(now, probes::BATCH).await?;
     let mut jobs: HashMap<Uuid, Option<JobRow>> = HashMap::new();
@@ -103,7 +118,7 @@ pub async fn pass(
             }
         }
     }
-    Ok(())
+    Ok(Pass { waiting_for_port })
 }
 
 /// Runs one claimed probe, writes its outcome under the claim and registers the replica if it
@@ -176,12 +191,18 @@ async fn execute(state: &AppState, client: &reqwest::Client, job: &JobRow, spec:
     }
 }
 
+/// How long a replica's port check may take (the connection, then half a second with it
+/// open, [`crate::services::replica_listens`]).
+const PORT_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Gives running service replicas that are not registered yet their probes, and registers
-/// those that are ready.
-async fn register(state: &AppState) -> Result<(), DbError> {
+/// those that are ready: every probe ready or, without probes, its app listening on its
+/// service port (the checks run concurrently). Returns how many replicas without probes do
+/// not listen yet.
+async fn register(state: &AppState) -> Result<usize, DbError> {
     let waiting = state.db.unregistered_replicas(probes::BATCH).await?;
     if waiting.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let ids: Vec<Uuid> = waiting.iter().map(|r| r.job_id).collect();
     let mut streaks: HashMap<Uuid, Vec<(i64, i64)>> = HashMap::new();
@@ -189,6 +210,7 @@ async fn register(state: &AppState) -> Result<(), DbError> {
         streaks.entry(p.job_id).or_default().push((p.probe_num, p.success_streak));
     }
     let now = jiff::Timestamp::now();
+    let mut port_checks = JoinSet::new();
     for replica in waiting {
         let specs = match probe_specs(&replica.job_spec) {
             Ok(specs) => specs,
@@ -198,25 +220,52 @@ async fn register(state: &AppState) -> Result<(), DbError> {
             }
         };
         let stored = streaks.get(&replica.job_id).map(Vec::as_slice).unwrap_or_default();
-        if probes::job_ready(&specs, stored) {
-            state.db.register_replica(replica.job_id).await?;
-        } else if stored.len() < specs.len() {
-            let first = ProbeState::initial(now);
-            let rows: Vec<ProbeRow> = (0..specs.len())
-                .map(|num| ProbeRow {
-                    job_id: replica.job_id,
-                    probe_num: i64::try_from(num).unwrap_or(i64::MAX),
-                    success_streak: first.success_streak,
-                    due: first.due,
-                    active: first.active,
-                })
-                .collect();
-            match state.db.insert_probes(&rows).await {
-                // The job was deleted meanwhile.
-                Ok(()) | Err(DbError::NotFound) => {}
-                Err(e) => return Err(e),
+        match probes::registration(&specs, stored) {
+            Registration::Register => {
+                state.db.register_replica(replica.job_id).await?;
+            }
+            Registration::StartProbes => {
+                let first = ProbeState::initial(now);
+                let rows: Vec<ProbeRow> = (0..specs.len())
+                    .map(|num| ProbeRow {
+                        job_id: replica.job_id,
+                        probe_num: i64::try_from(num).unwrap_or(i64::MAX),
+                        success_streak: first.success_streak,
+                        due: first.due,
+                        active: first.active,
+                    })
+                    .collect();
+                match state.db.insert_probes(&rows).await {
+                    // The job was deleted meanwhile.
+                    Ok(()) | Err(DbError::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Registration::AwaitProbes => {}
+            Registration::WhenListening => {
+                let state = state.clone();
+                port_checks.spawn(async move {
+                    let listens = match state.db.job_by_id(replica.job_id).await {
+                        Ok(Some(job)) => {
+                            crate::services::replica_listens(&state, &job, PORT_CHECK_TIMEOUT).await
+                        }
+                        Ok(None) => false,
+                        Err(e) => return Err(e),
+                    };
+                    Ok((replica.job_id, listens))
+                });
             }
         }
     }
-    Ok(())
+    let mut not_listening = 0;
+    while let Some(done) = port_checks.join_next().await {
+        let Ok(checked) = done else { continue };
+        match checked? {
+            (job_id, true) => {
+                state.db.register_replica(job_id).await?;
+            }
+            (_, false) => not_listening += 1,
+        }
+    }
+    Ok(not_listening)
 }

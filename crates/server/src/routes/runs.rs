@@ -129,7 +129,7 @@ pub(super) async fn apply(
     let wire = runs::run_to_wire(
         run,
         jobs,
-        &runs::ProbesByJob::new(),
+        &runs::Readiness::default(),
         RunNames { project: &access.project.name, user: &user.name, fleet: None },
         true,
         None,
@@ -350,11 +350,20 @@ async fn to_wire_many<'p>(
     include_jobs: bool,
     submissions_limit: Option<i64>,
 ) -> Result<Vec<RunOut>, Failure> {
-    let probes = if include_jobs {
+    let readiness = if include_jobs {
         let job_ids: Vec<Uuid> = listings.iter().flat_map(|l| l.jobs.iter().map(|j| j.id)).collect();
-        runs::probes_by_job(state.db.probes_of_jobs(&job_ids).await?)
+        let running: Vec<Uuid> = listings
+            .iter()
+            .flat_map(|l| l.jobs.iter())
+            .filter(|j| j.status == dstack_api::runs::JobStatus::Running.as_str())
+            .map(|j| j.id)
+            .collect();
+        runs::Readiness {
+            probes: runs::probes_by_job(state.db.probes_of_jobs(&job_ids).await?),
+            registered: Some(state.db.registered_jobs(&running).await?.into_iter().collect()),
+        }
     } else {
-        runs::ProbesByJob::new()
+        runs::Readiness::default()
     };
     let mut fleet_names: HashMap<Uuid, String> = HashMap::new();
     let now = jiff::Timestamp::now();
@@ -374,7 +383,7 @@ async fn to_wire_many<'p>(
         };
         let names = RunNames { project: &project.name, user: &user_name, fleet };
         out.push(
-            runs::run_to_wire(run, jobs, &probes, names, include_jobs, submissions_limit, now)
+            runs::run_to_wire(run, jobs, &readiness, names, include_jobs, submissions_limit, now)
                 .map_err(internal)?,
         );
     }

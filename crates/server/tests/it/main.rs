@@ -5,6 +5,7 @@
 //! state and stay apart by unique names.
 
 mod auth;
+mod autoscale;
 mod fleets;
 mod gateways;
 mod metrics;

@@ -171,3 +171,99 @@ async fn replicas_get_traffic_once_their_probes_are_ready() {
     let stored = db.probes_of_jobs(&[job.id]).await.expect("db");
     assert!(stored.iter().all(|p| !p.active), "{stored:?}");
 }
+
+/// A replica without probes is registered only once its app listens on its service port
+/// (dstack registers it when its job runs, before the app may listen): not while nothing
+/// listens there, nor while a port proxy accepts and closes each connection; until then the
+/// proxy has no replica for the service (dstack's 404) and the loop keeps checking it soon.
+#[tokio::test]
+async fn a_replica_without_probes_gets_traffic_once_it_listens() {
+    let (s, _dir) = isolated_server().await;
+    // A port that nothing listens on yet (taken again below).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let p = unique("listen");
+    s.admin("/api/projects/create", Some(json!({"project_name": p}))).await;
+    let text = include_str!("../../../api/tests/fixtures/task.runs_apply.request.json");
+    let mut body: Value = serde_json::from_str(text).expect("fixture");
+    body["plan"]["run_spec"]["run_name"] = json!("late");
+    body["plan"]["run_spec"]["configuration"] =
+        json!({"type": "service", "name": "late", "port": 8000, "commands": ["serve"]});
+    s.admin(&format!("/api/project/{p}/runs/apply"), Some(body)).await;
+    let db = &s.state.db;
+    let (mut jobs, token) = db
+        .lease_jobs(&["submitted"], 10, jiff::Timestamp::now(), jiff::SignedDuration::from_secs(20))
+        .await
+        .expect("db");
+    let mut job = jobs.remove(0);
+    job.status = "running".to_owned();
+    job.job_provisioning_data = Some(
+        json!({
+            "backend": "remote", "instance_type": {"name": "local", "resources": {
+                "cpus": 4, "memory_mib": 16384, "gpus": [], "spot": false,
+                "disk": {"size_mib": 102400}, "description": ""}},
+            "instance_id": "local-0", "hostname": "127.0.0.1", "region": "local", "price": 0.0,
+            "username": "root", "dockerized": false
+        })
+        .to_string(),
+    );
+    job.job_runtime_data = Some(json!({"network_mode": "bridge", "ports": {"8000": port}}).to_string());
+    db.save_job(&job, token, &[], None).await.expect("db");
+
+    let step = || async {
+        let mut executions = tokio::task::JoinSet::new();
+        let client = dstack_server::pipelines::probes::http_client();
+        let pass = dstack_server::pipelines::probes::pass(&s.state, &client, &mut executions).await;
+        executions.join_all().await;
+        pass.expect("a pass")
+    };
+    // Running, not listening: not registered, no traffic, checked again soon.
+    for _ in 0..2 {
+        assert_eq!(step().await.waiting_for_port, 1);
+        assert!(db.registered_jobs(&[job.id]).await.expect("db").is_empty());
+        assert_eq!(
+            whoami(&s, &p, "late").await,
+            (StatusCode::NOT_FOUND, json!({"detail": format!("Service {p}/late not found")}))
+        );
+    }
+    assert_eq!(streaks(&s, &p, "late").await, json!([]), "no probes are made up for it");
+
+    // A port proxy in front of it (Docker's for a published port) accepts for it and closes
+    // each connection at once, since the app does not listen yet: still not registered.
+    let proxy = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let closer = tokio::spawn(async move {
+        let mut accepted = 0;
+        while let Ok((conn, _)) = proxy.accept().await {
+            drop(conn);
+            accepted += 1;
+        }
+        accepted
+    });
+    for _ in 0..2 {
+        assert_eq!(step().await.waiting_for_port, 1);
+        assert!(
+            db.registered_jobs(&[job.id]).await.expect("db").is_empty(),
+            "registered behind a port proxy"
+        );
+    }
+    closer.abort();
+    assert!(closer.await.is_err(), "the port proxy ran until stopped");
+
+    // It listens: registered by the next pass, and served.
+    let app = axum::Router::new().route("/whoami", axum::routing::get(|| async { "late" }));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    assert_eq!(step().await.waiting_for_port, 0);
+    assert_eq!(db.registered_jobs(&[job.id]).await.expect("db"), [job.id]);
+    // The proxy remembers a route for a second (`services::Routes`).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, reply) = whoami(&s, &p, "late").await;
+        if status == StatusCode::OK {
+            assert_eq!(reply, json!("late"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never served: {status} {reply}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(step().await, dstack_server::pipelines::probes::Pass::default(), "nothing waits any more");
+}

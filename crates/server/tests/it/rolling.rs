@@ -13,7 +13,7 @@ use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::support::{TestServer, isolated_server, unique};
+use crate::support::{TestServer, isolated_server, run_submitted, start_submitted, unique};
 
 /// A replica: `/whoami` answers `name`; `/slow` counts itself in `started` and answers once
 /// `release` is notified.
@@ -40,32 +40,6 @@ fn get(p: &str, path: &str, token: &str) -> Request<Body> {
         .header("authorization", format!("Bearer {token}"))
         .body(Body::empty())
         .unwrap()
-}
-
-/// Makes the run's submitted job run on this machine, its service port published at `port`.
-async fn run_submitted(s: &TestServer, port: u16) -> uuid::Uuid {
-    let db = &s.state.db;
-    let (mut jobs, token) = db
-        .lease_jobs(&["submitted"], 10, jiff::Timestamp::now(), jiff::SignedDuration::from_secs(20))
-        .await
-        .unwrap();
-    assert_eq!(jobs.len(), 1, "one submitted job: {jobs:?}");
-    let mut job = jobs.remove(0);
-    job.status = "running".to_owned();
-    job.job_provisioning_data = Some(
-        json!({
-            "backend": "remote", "instance_type": {"name": "local", "resources": {
-                "cpus": 4, "memory_mib": 16384, "gpus": [], "spot": false,
-                "disk": {"size_mib": 102400}, "description": ""}},
-            "instance_id": "local-0", "hostname": "127.0.0.1", "region": "local", "price": 0.0,
-            "username": "root", "dockerized": false
-        })
-        .to_string(),
-    );
-    job.job_runtime_data = Some(json!({"network_mode": "bridge", "ports": {"8000": port}}).to_string());
-    db.save_job(&job, token, &[], None).await.unwrap();
-    db.release_jobs(token).await.unwrap();
-    job.id
 }
 
 async fn jobs(s: &TestServer, p: &str) -> Vec<Value> {
@@ -156,4 +130,57 @@ async fn the_old_replica_is_drained_before_it_stops() {
     assert_eq!((new.status.as_str(), new.deployment_num, new.drain_started_at), ("running", 1, None));
     let run = s.admin(&format!("/api/project/{p}/runs/get"), Some(json!({"run_name": "svc"}))).await;
     assert_eq!((run["status"].clone(), run["status_message"].clone()), (json!("running"), json!("running")));
+}
+
+/// A new replica without probes whose app does not listen yet holds the update, and the run
+/// says so (`update waiting: … not listening on port 8000`); the old replica serves on. Once
+/// the app listens it is registered, the message goes and the update goes on.
+#[tokio::test]
+async fn an_update_waits_for_a_new_replica_to_listen_and_says_so() {
+    let (s, _dir) = isolated_server().await;
+    let p = unique("rolling");
+    s.admin("/api/projects/create", Some(json!({"project_name": p}))).await;
+    let a_port = replica("a", Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new())).await;
+    // A port nothing listens on yet (taken by the new version below).
+    let b_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let text = include_str!("../../../api/tests/fixtures/task.runs_apply.request.json");
+    let mut body: Value = serde_json::from_str(text).expect("fixture");
+    body["plan"]["run_spec"]["run_name"] = json!("svc");
+    body["plan"]["run_spec"]["configuration"] =
+        json!({"type": "service", "name": "svc", "port": 8000, "commands": ["serve"], "env": {"V": "1"}});
+    let first = s.admin(&format!("/api/project/{p}/runs/apply"), Some(body.clone())).await;
+    let a = run_submitted(&s, a_port).await;
+    body["plan"]["run_spec"]["configuration"]["env"] = json!({"V": "2"});
+    body["plan"]["current_resource"] = first;
+    s.admin(&format!("/api/project/{p}/runs/apply"), Some(body)).await;
+    dstack_server::pipelines::runs_pass(&s.state).await.unwrap();
+    let b = start_submitted(&s, b_port).await;
+
+    let message = || async {
+        let run = s.admin(&format!("/api/project/{p}/runs/get"), Some(json!({"run_name": "svc"}))).await;
+        run["status_message"].clone()
+    };
+    for _ in 0..2 {
+        let mut executions = tokio::task::JoinSet::new();
+        let client = dstack_server::pipelines::probes::http_client();
+        dstack_server::pipelines::probes::pass(&s.state, &client, &mut executions).await.unwrap();
+        dstack_server::pipelines::runs_pass(&s.state).await.unwrap();
+        assert_eq!(message().await, json!("update waiting: replica 1 not listening on port 8000"));
+        assert_eq!(s.send(get(&p, "whoami", &s.admin_token)).await.json, json!("a"), "the old one serves");
+        let old = s.state.db.job_by_id(a).await.unwrap().unwrap();
+        assert_eq!((old.status.as_str(), old.drain_started_at), ("running", None), "not drained yet");
+    }
+
+    // It listens: registered, the message goes, and the old replica is drained.
+    let app = axum::Router::new().route("/whoami", axum::routing::get(|| async { "b" }));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", b_port)).await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut executions = tokio::task::JoinSet::new();
+    let client = dstack_server::pipelines::probes::http_client();
+    dstack_server::pipelines::probes::pass(&s.state, &client, &mut executions).await.unwrap();
+    assert_eq!(s.state.db.registered_jobs(&[b]).await.unwrap(), [b]);
+    assert_eq!(message().await, json!("running"));
+    dstack_server::pipelines::runs_pass(&s.state).await.unwrap();
+    let old = s.state.db.job_by_id(a).await.unwrap().unwrap();
+    assert!(old.drain_started_at.is_some(), "the old one is drained once the new one serves: {old:?}");
 }

@@ -116,3 +116,42 @@ impl TestServer {
         (name, token)
     }
 }
+
+/// Makes the one submitted job run on this machine, as the job loops would, its service port
+/// 8000 published at `port` (a loopback server of the test's), and ready: registered by a pass
+/// of the probes loop, which finds its port accepting connections.
+pub(crate) async fn run_submitted(s: &TestServer, port: u16) -> uuid::Uuid {
+    let id = start_submitted(s, port).await;
+    let mut executions = tokio::task::JoinSet::new();
+    let client = dstack_server::pipelines::probes::http_client();
+    dstack_server::pipelines::probes::pass(&s.state, &client, &mut executions).await.unwrap();
+    assert!(s.state.db.registered_jobs(&[id]).await.unwrap().contains(&id), "registered");
+    id
+}
+
+/// [`run_submitted`] without the probes loop's pass: the job runs, not registered yet.
+pub(crate) async fn start_submitted(s: &TestServer, port: u16) -> uuid::Uuid {
+    let db = &s.state.db;
+    let (mut jobs, token) = db
+        .lease_jobs(&["submitted"], 10, jiff::Timestamp::now(), jiff::SignedDuration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "one submitted job: {jobs:?}");
+    let mut job = jobs.remove(0);
+    job.status = "running".to_owned();
+    job.job_provisioning_data = Some(
+        serde_json::json!({
+            "backend": "remote", "instance_type": {"name": "local", "resources": {
+                "cpus": 4, "memory_mib": 16384, "gpus": [], "spot": false,
+                "disk": {"size_mib": 102400}, "description": ""}},
+            "instance_id": "local-0", "hostname": "127.0.0.1", "region": "local", "price": 0.0,
+            "username": "root", "dockerized": false
+        })
+        .to_string(),
+    );
+    job.job_runtime_data =
+        Some(serde_json::json!({"network_mode": "bridge", "ports": {"8000": port}}).to_string());
+    db.save_job(&job, token, &[], None).await.unwrap();
+    db.release_jobs(token).await.unwrap();
+    job.id
+}
