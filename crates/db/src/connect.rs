@@ -23,13 +23,7 @@ pub(crate) async fn connect(url: &str) -> Result<Db, DbError> {
         Target::SqliteMemory { url } => {
             // Every connection to a shared in-memory database must stay open, or its data is
             // gone; one connection also serialises all access, as SQLite would anyway.
-            let pool = sqlite_pool_options(Access::ReadWrite)
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect(url)
-                .await?;
+            let pool = one_lasting_connection(sqlite_pool_options(Access::ReadWrite)).connect(url).await?;
             (pool.clone(), pool)
         }
         Target::SqliteFile { url, path } => {
@@ -43,13 +37,7 @@ pub(crate) async fn connect(url: &str) -> Result<Db, DbError> {
             conn.close().await?;
             // One writing connection (see `Db`), kept open so the WAL files stay in place for
             // the readers.
-            let writer = sqlite_pool_options(Access::ReadWrite)
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect(url)
-                .await?;
+            let writer = one_lasting_connection(sqlite_pool_options(Access::ReadWrite)).connect(url).await?;
             let readers = sqlite_pool_options(Access::ReadOnly).connect(url).await?;
             (readers, writer)
         }
@@ -60,6 +48,11 @@ pub(crate) async fn connect(url: &str) -> Result<Db, DbError> {
         Target::SqliteMemory { .. } | Target::SqliteFile { .. } => DbKind::Sqlite,
     };
     Ok(Db { pool, writer, kind })
+}
+
+/// A pool of exactly one connection that is never closed for being idle or old.
+fn one_lasting_connection(options: AnyPoolOptions) -> AnyPoolOptions {
+    options.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
 }
 
 /// What a SQLite pool's connections may do.

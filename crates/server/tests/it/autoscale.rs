@@ -219,6 +219,27 @@ async fn a_prometheus_gauge_scales_a_service_up_and_back_down() {
     serving(&s, &p, &[left]).await;
 }
 
+/// A service scaling on `metric` toward `target` (30 s window, scaling up at once, down only
+/// after 10 minutes) with replica "a" serving; quick requests and a few passes of the runs
+/// loop leave it at one replica. Returns the project and the port of replica "b" (not
+/// started yet).
+async fn one_replica_scaling_on(s: &TestServer, knobs: &Knobs, metric: &str, target: f64) -> (String, u16) {
+    let (a_port, b_port) = (replica("a", knobs).await, replica("b", knobs).await);
+    let p = apply(
+        s,
+        json!({"metric": metric, "target": target, "window": "30s",
+               "scale_up_delay": "0s", "scale_down_delay": "10m"}),
+    )
+    .await;
+    run_submitted(s, a_port).await;
+    serving(s, &p, &["a"]).await;
+    for _ in 0..3 {
+        dstack_server::pipelines::runs_pass(&s.state).await.unwrap();
+    }
+    assert_eq!(replicas(s, &p).await.len(), 1, "quick answers keep one replica");
+    (p, b_port)
+}
+
 /// `metric: inflight`: slow requests held at a replica count as in flight at the proxy; their
 /// average over the 30 s window passes `target` 0.5 and the service gets a second replica;
 /// every held request is answered once released.
@@ -226,20 +247,7 @@ async fn a_prometheus_gauge_scales_a_service_up_and_back_down() {
 async fn requests_in_flight_scale_a_service_up() {
     let (s, _dir) = isolated_server().await;
     let knobs = Knobs::new();
-    let (a_port, b_port) = (replica("a", &knobs).await, replica("b", &knobs).await);
-    let p = apply(
-        &s,
-        json!({"metric": "inflight", "target": 0.5, "window": "30s",
-               "scale_up_delay": "0s", "scale_down_delay": "10m"}),
-    )
-    .await;
-    run_submitted(&s, a_port).await;
-    serving(&s, &p, &["a"]).await;
-    // Quick requests only: one replica.
-    for _ in 0..3 {
-        dstack_server::pipelines::runs_pass(&s.state).await.unwrap();
-    }
-    assert_eq!(replicas(&s, &p).await.len(), 1);
+    let (p, b_port) = one_replica_scaling_on(&s, &knobs, "inflight", 0.5).await;
 
     // Eight slow requests at once, all held by the replica.
     const HELD: usize = 8;
@@ -282,19 +290,7 @@ async fn requests_in_flight_scale_a_service_up() {
 async fn slow_answers_scale_a_service_up_by_their_p95_latency() {
     let (s, _dir) = isolated_server().await;
     let knobs = Knobs::new();
-    let (a_port, b_port) = (replica("a", &knobs).await, replica("b", &knobs).await);
-    let p = apply(
-        &s,
-        json!({"metric": "p95_latency", "target": 0.4, "window": "30s",
-               "scale_up_delay": "0s", "scale_down_delay": "10m"}),
-    )
-    .await;
-    run_submitted(&s, a_port).await;
-    serving(&s, &p, &["a"]).await;
-    for _ in 0..3 {
-        dstack_server::pipelines::runs_pass(&s.state).await.unwrap();
-    }
-    assert_eq!(replicas(&s, &p).await.len(), 1, "quick answers keep one replica");
+    let (p, b_port) = one_replica_scaling_on(&s, &knobs, "p95_latency", 0.4).await;
 
     // Three slow answers, two at once and one after.
     let mut slow = tokio::task::JoinSet::new();

@@ -99,17 +99,7 @@ async fn replicas_get_traffic_once_their_probes_are_ready() {
     };
     let (mut jobs, token) = lease("submitted").await;
     let mut job = jobs.remove(0);
-    job.status = "running".to_owned();
-    job.job_provisioning_data = Some(
-        json!({
-            "backend": "remote", "instance_type": {"name": "local", "resources": {
-                "cpus": 4, "memory_mib": 16384, "gpus": [], "spot": false,
-                "disk": {"size_mib": 102400}, "description": ""}},
-            "instance_id": "local-0", "hostname": "127.0.0.1", "region": "local", "price": 0.0,
-            "username": "root", "dockerized": false
-        })
-        .to_string(),
-    );
+    crate::support::run_here(&mut job, None);
     db.save_job(&job, token, &[], None).await.expect("db");
     assert_eq!(streaks(&s, &p, "svc").await, json!([]), "no probes before the first pass");
 
@@ -195,18 +185,7 @@ async fn a_replica_without_probes_gets_traffic_once_it_listens() {
         .await
         .expect("db");
     let mut job = jobs.remove(0);
-    job.status = "running".to_owned();
-    job.job_provisioning_data = Some(
-        json!({
-            "backend": "remote", "instance_type": {"name": "local", "resources": {
-                "cpus": 4, "memory_mib": 16384, "gpus": [], "spot": false,
-                "disk": {"size_mib": 102400}, "description": ""}},
-            "instance_id": "local-0", "hostname": "127.0.0.1", "region": "local", "price": 0.0,
-            "username": "root", "dockerized": false
-        })
-        .to_string(),
-    );
-    job.job_runtime_data = Some(json!({"network_mode": "bridge", "ports": {"8000": port}}).to_string());
+    crate::support::run_here(&mut job, Some(port));
     db.save_job(&job, token, &[], None).await.expect("db");
 
     let step = || async {

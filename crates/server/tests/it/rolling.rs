@@ -52,6 +52,18 @@ async fn jobs(s: &TestServer, p: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Applies service "svc" (port 8000, `V=1` in its env) in project `p`: the apply request
+/// (for the next version to change) and the run it returned.
+async fn apply_version_1(s: &TestServer, p: &str) -> (Value, Value) {
+    let text = include_str!("../../../api/tests/fixtures/task.runs_apply.request.json");
+    let mut body: Value = serde_json::from_str(text).expect("fixture");
+    body["plan"]["run_spec"]["run_name"] = json!("svc");
+    body["plan"]["run_spec"]["configuration"] =
+        json!({"type": "service", "name": "svc", "port": 8000, "commands": ["serve"], "env": {"V": "1"}});
+    let first = s.admin(&format!("/api/project/{p}/runs/apply"), Some(body.clone())).await;
+    (body, first)
+}
+
 #[tokio::test]
 async fn the_old_replica_is_drained_before_it_stops() {
     let (s, _dir) = isolated_server().await;
@@ -61,12 +73,7 @@ async fn the_old_replica_is_drained_before_it_stops() {
     let a_port = replica("a", a_started.clone(), a_release.clone()).await;
     let b_release = Arc::new(Notify::new());
     let b_port = replica("b", Arc::new(AtomicUsize::new(0)), b_release.clone()).await;
-    let text = include_str!("../../../api/tests/fixtures/task.runs_apply.request.json");
-    let mut body: Value = serde_json::from_str(text).expect("fixture");
-    body["plan"]["run_spec"]["run_name"] = json!("svc");
-    body["plan"]["run_spec"]["configuration"] =
-        json!({"type": "service", "name": "svc", "port": 8000, "commands": ["serve"], "env": {"V": "1"}});
-    let first = s.admin(&format!("/api/project/{p}/runs/apply"), Some(body.clone())).await;
+    let (mut body, first) = apply_version_1(&s, &p).await;
     let a = run_submitted(&s, a_port).await;
     assert_eq!(s.send(get(&p, "whoami", &s.admin_token)).await.json, json!("a"));
 
@@ -143,12 +150,7 @@ async fn an_update_waits_for_a_new_replica_to_listen_and_says_so() {
     let a_port = replica("a", Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new())).await;
     // A port nothing listens on yet (taken by the new version below).
     let b_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let text = include_str!("../../../api/tests/fixtures/task.runs_apply.request.json");
-    let mut body: Value = serde_json::from_str(text).expect("fixture");
-    body["plan"]["run_spec"]["run_name"] = json!("svc");
-    body["plan"]["run_spec"]["configuration"] =
-        json!({"type": "service", "name": "svc", "port": 8000, "commands": ["serve"], "env": {"V": "1"}});
-    let first = s.admin(&format!("/api/project/{p}/runs/apply"), Some(body.clone())).await;
+    let (mut body, first) = apply_version_1(&s, &p).await;
     let a = run_submitted(&s, a_port).await;
     body["plan"]["run_spec"]["configuration"]["env"] = json!({"V": "2"});
     body["plan"]["current_resource"] = first;

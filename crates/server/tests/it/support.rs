@@ -138,6 +138,15 @@ pub(crate) async fn start_submitted(s: &TestServer, port: u16) -> uuid::Uuid {
         .unwrap();
     assert_eq!(jobs.len(), 1, "one submitted job: {jobs:?}");
     let mut job = jobs.remove(0);
+    run_here(&mut job, Some(port));
+    db.save_job(&job, token, &[], None).await.unwrap();
+    db.release_jobs(token).await.unwrap();
+    job.id
+}
+
+/// Makes `job` what the job loops leave of one running on this machine (a 4-CPU host at
+/// 127.0.0.1), its service port 8000 published at `port` if given.
+pub(crate) fn run_here(job: &mut dstack_db::JobRow, port: Option<u16>) {
     job.status = "running".to_owned();
     job.job_provisioning_data = Some(
         serde_json::json!({
@@ -149,9 +158,8 @@ pub(crate) async fn start_submitted(s: &TestServer, port: u16) -> uuid::Uuid {
         })
         .to_string(),
     );
-    job.job_runtime_data =
-        Some(serde_json::json!({"network_mode": "bridge", "ports": {"8000": port}}).to_string());
-    db.save_job(&job, token, &[], None).await.unwrap();
-    db.release_jobs(token).await.unwrap();
-    job.id
+    if let Some(port) = port {
+        job.job_runtime_data =
+            Some(serde_json::json!({"network_mode": "bridge", "ports": {"8000": port}}).to_string());
+    }
 }
