@@ -200,7 +200,7 @@ pub(crate) async fn proxy_root(
     Path((project, run)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    proxy(state, project, run, String::new(), req).await
+    proxy(&state, &project, &run, "", req).await
 }
 
 /// `/proxy/services/{project}/{run}/{path}` (any method).
@@ -209,18 +209,45 @@ pub(crate) async fn proxy_path(
     Path((project, run, path)): Path<(String, String, String)>,
     req: Request,
 ) -> Response {
-    proxy(state, project, run, path, req).await
+    proxy(&state, &project, &run, &path, req).await
 }
 
-async fn proxy(state: AppState, project: String, run: String, path: String, req: Request) -> Response {
-    let mut target = match target(&state, &project, &run, req.headers()).await {
+/// The `(project, run, path)` of a request to `/proxy/services/{project}/{run}/{path}` that
+/// [`proxy`] can take as it is, before (and instead of) the router: segments that need no
+/// percent-decoding, any method but `HEAD`. `None` for the rest (the root without its slash,
+/// encoded names, anything else), which the router's routes above answer: the same answers,
+/// the fast path only skips routing and extractors.
+pub(crate) fn fast_route<'a>(
+    method: &axum::http::Method,
+    path: &'a str,
+) -> Option<(&'a str, &'a str, &'a str)> {
+    let rest = path.strip_prefix("/proxy/services/")?;
+    if *method == axum::http::Method::HEAD || rest.contains('%') {
+        return None;
+    }
+    let (project, rest) = rest.split_once('/')?;
+    let (run, path) = rest.split_once('/')?;
+    (!project.is_empty() && !run.is_empty()).then_some((project, run, path))
+}
+
+/// [`fast_route`]'s requests: what [`proxy_root`] and [`proxy_path`] would answer.
+pub(crate) async fn proxy_fast(state: AppState, req: Request) -> Response {
+    let uri = req.uri().clone();
+    match fast_route(req.method(), uri.path()) {
+        Some((project, run, path)) => proxy(&state, project, run, path, req).await,
+        None => internal("a request off the fast path reached it").into_response(),
+    }
+}
+
+async fn proxy(state: &AppState, project: &str, run: &str, path: &str, req: Request) -> Response {
+    let mut target = match target(state, project, run, req.headers()).await {
         Ok(target) => target,
         Err(e) => return e.into_response(),
     };
     // The request is load from now on: a service scaled to zero scales up for it.
     let guard = state.load.begin(&target.load_key);
     if target.upstreams.is_empty() {
-        target = match wait_for_replica(&state, &project, &run, req.headers()).await {
+        target = match wait_for_replica(state, project, run, req.headers()).await {
             Ok(target) => target,
             Err(e) => return e.into_response(),
         };
@@ -230,11 +257,11 @@ async fn proxy(state: AppState, project: String, run: String, path: String, req:
         let raw = req.uri().path();
         let rest = raw
             .strip_prefix("/proxy/services/")
-            .and_then(|r| r.strip_prefix(project.as_str()))
+            .and_then(|r| r.strip_prefix(project))
             .and_then(|r| r.strip_prefix('/'))
-            .and_then(|r| r.strip_prefix(run.as_str()))
+            .and_then(|r| r.strip_prefix(run))
             .and_then(|r| r.strip_prefix('/'))
-            .unwrap_or(&path);
+            .unwrap_or(path);
         with_query("/", rest, req.uri().query())
     } else {
         with_query(req.uri().path(), "", req.uri().query())
@@ -858,6 +885,26 @@ mod tests {
         assert!(
             with(serde_json::json!({"https": false})).starts_with("Setting `https: False` is not allowed")
         );
+    }
+
+    #[test]
+    fn only_plain_service_requests_take_the_fast_path() {
+        use axum::http::Method;
+        fn fast(method: Method, path: &str) -> Option<(&str, &str, &str)> {
+            fast_route(&method, path)
+        }
+        assert_eq!(fast(Method::GET, "/proxy/services/main/svc/"), Some(("main", "svc", "")));
+        assert_eq!(fast(Method::POST, "/proxy/services/main/svc/v1/a/b"), Some(("main", "svc", "v1/a/b")));
+        assert_eq!(fast(Method::GET, "/proxy/services/main/svc//x"), Some(("main", "svc", "/x")));
+        // The router answers these: the redirect to the root, decoding, HEAD, no such route.
+        assert_eq!(fast(Method::GET, "/proxy/services/main/svc"), None);
+        assert_eq!(fast(Method::GET, "/proxy/services/main/s%20vc/"), None);
+        assert_eq!(fast(Method::GET, "/proxy/services/main/svc/a%2Fb"), None);
+        assert_eq!(fast(Method::HEAD, "/proxy/services/main/svc/"), None);
+        assert_eq!(fast(Method::GET, "/proxy/services//svc/"), None);
+        assert_eq!(fast(Method::GET, "/proxy/services/main//"), None);
+        assert_eq!(fast(Method::GET, "/proxy/services/main/"), None);
+        assert_eq!(fast(Method::GET, "/proxy/models/main/svc/"), None);
     }
 
     #[test]
