@@ -82,7 +82,7 @@ async fn serve(
     }
     let req = Request::from_parts(parts, Body::from(bytes));
     let route = model.route.clone();
-    let guard = shared.load.begin(&route.stats_key());
+    let guard = shared.load.begin(route.stats_key());
     let resp =
         shared.proxy.forward_with_timeout(req, &route.upstreams, &target, &[], route.read_timeout).await;
     Ok(dstack_proxy::load::guard_response(resp, guard))

@@ -37,7 +37,6 @@ pub(crate) struct Routes {
 /// One service as requests see it.
 pub(crate) struct Route {
     pub(crate) project: String,
-    pub(crate) run: String,
     pub(crate) domain: String,
     pub(crate) https: bool,
     pub(crate) auth: bool,
@@ -51,12 +50,14 @@ pub(crate) struct Route {
     /// How long a replica may take to answer (dstack's `read_timeout`, nginx's
     /// `proxy_read_timeout`; here: until the response headers).
     pub(crate) read_timeout: std::time::Duration,
+    /// The key of the service's load stats ([`stats_key`]), made once per snapshot.
+    stats_key: String,
 }
 
 impl Route {
     /// The key of the service's load stats.
-    pub(crate) fn stats_key(&self) -> String {
-        stats_key(&self.project, &self.run)
+    pub(crate) fn stats_key(&self) -> &str {
+        &self.stats_key
     }
 }
 
@@ -144,7 +145,6 @@ impl Registry {
             upstreams.sort_by(|a, b| a.id.cmp(&b.id));
             let route = Arc::new(Route {
                 project: s.project_name.clone(),
-                run: s.run_name.clone(),
                 domain: s.domain.clone(),
                 https: s.https,
                 auth: s.auth,
@@ -154,6 +154,7 @@ impl Registry {
                 limits: s.rate_limits.iter().cloned().zip(buckets.iter().cloned()).collect(),
                 upstreams,
                 read_timeout: std::time::Duration::from_secs(s.read_timeout.max(1)),
+                stats_key: stats_key(&s.project_name, &s.run_name),
             });
             by_run.insert((s.project_name.clone(), s.run_name.clone()), route.clone());
             routes.services.insert(s.domain.clone(), route);

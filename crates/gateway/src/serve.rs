@@ -217,7 +217,7 @@ async fn handle_service(
     {
         return e.into_response();
     }
-    let guard = shared.load.begin(&route.stats_key());
+    let guard = shared.load.begin(route.stats_key());
     // nginx's `proxy_set_header Host $host`: the name without the port.
     if let Ok(host) = HeaderValue::from_str(&route.domain) {
         req.headers_mut().insert(header::HOST, host);

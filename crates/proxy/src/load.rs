@@ -49,6 +49,8 @@ impl Bucket {
 }
 
 struct ServiceLoad {
+    /// The service's key, shared with its [`RequestGuard`]s (no copy per request).
+    key: Arc<str>,
     buckets: Vec<Bucket>,
     in_flight: i64,
     /// Until when `in_flight` has been added to the buckets.
@@ -56,8 +58,9 @@ struct ServiceLoad {
 }
 
 impl ServiceLoad {
-    fn new(at: Duration) -> ServiceLoad {
+    fn new(key: Arc<str>, at: Duration) -> ServiceLoad {
         ServiceLoad {
+            key,
             buckets: vec![Bucket::empty(u64::MAX); HISTORY_SECS as usize],
             in_flight: 0,
             accounted_to: at,
@@ -105,7 +108,7 @@ pub struct WindowLoad {
 /// Stats of every service the proxy has seen, by a key the caller chooses (the run id).
 pub struct LoadTracker {
     started: Instant,
-    services: Mutex<HashMap<String, ServiceLoad>>,
+    services: Mutex<HashMap<Arc<str>, ServiceLoad>>,
 }
 
 impl Default for LoadTracker {
@@ -117,7 +120,7 @@ impl Default for LoadTracker {
 /// One request in progress; dropping it ends the request.
 pub struct RequestGuard {
     tracker: Arc<LoadTracker>,
-    service: String,
+    service: Arc<str>,
     began: Duration,
 }
 
@@ -132,8 +135,8 @@ impl LoadTracker {
     /// A request to `service` arrives now.
     pub fn begin(self: &Arc<Self>, service: &str) -> RequestGuard {
         let now = self.started.elapsed();
-        self.begin_at(service, now);
-        RequestGuard { tracker: self.clone(), service: service.to_owned(), began: now }
+        let service = self.begin_at(service, now);
+        RequestGuard { tracker: self.clone(), service, began: now }
     }
 
     /// The load of `service` over each of `windows` (seconds), up to now.
@@ -148,15 +151,24 @@ impl LoadTracker {
 
     /// Forgets the services not in `live`.
     pub fn retain(&self, live: &[String]) {
-        lock(&self.services).retain(|k, _| live.contains(k));
+        lock(&self.services).retain(|k, _| live.iter().any(|l| **l == **k));
     }
 
-    fn begin_at(&self, service: &str, at: Duration) {
+    /// Counts a request to `service` arriving at `at`; the service's shared key.
+    fn begin_at(&self, service: &str, at: Duration) -> Arc<str> {
+        let count = |load: &mut ServiceLoad| {
+            load.account(at);
+            load.in_flight += 1;
+            load.bucket(at.as_secs()).requests += 1;
+            load.key.clone()
+        };
         let mut services = lock(&self.services);
-        let load = services.entry(service.to_owned()).or_insert_with(|| ServiceLoad::new(at));
-        load.account(at);
-        load.in_flight += 1;
-        load.bucket(at.as_secs()).requests += 1;
+        // Looked up by `&str` first: a known service costs no allocation.
+        if let Some(load) = services.get_mut(service) {
+            return count(load);
+        }
+        let key: Arc<str> = Arc::from(service);
+        count(services.entry(key.clone()).or_insert_with(|| ServiceLoad::new(key, at)))
     }
 
     fn end_at(&self, service: &str, began: Duration, at: Duration) {

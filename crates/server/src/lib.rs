@@ -1,6 +1,6 @@
 //! The dstack server: dstack 0.22's HTTP API over SQLite or PostgreSQL.
 //!
-//! [`routes::app`] builds the router from an [`AppState`] (so tests drive exactly what ships
+//! [`routes::app`] builds the HTTP service from an [`AppState`] (so tests drive exactly what ships
 //! with `tower::ServiceExt::oneshot`); [`run`] binds, bootstraps the first start and serves
 //! until SIGTERM or Ctrl-C.
 
@@ -98,7 +98,7 @@ pub async fn run(
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app(state))
+    axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(app(state)))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| ServerError::Io { what: "serving".into(), source })?;

@@ -9,6 +9,8 @@
 //! `app_ports`), or at the service port itself (the host network, process mode); on an SSH
 //! host through the host's one SSH connection ([`crate::ssh_hosts::agent_base_url`]).
 
+use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -198,7 +200,7 @@ pub(crate) async fn proxy_root(
     Path((project, run)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    proxy(state, project, run, String::new(), req).await
+    proxy(&state, &project, &run, "", req).await
 }
 
 /// `/proxy/services/{project}/{run}/{path}` (any method).
@@ -207,18 +209,45 @@ pub(crate) async fn proxy_path(
     Path((project, run, path)): Path<(String, String, String)>,
     req: Request,
 ) -> Response {
-    proxy(state, project, run, path, req).await
+    proxy(&state, &project, &run, &path, req).await
 }
 
-async fn proxy(state: AppState, project: String, run: String, path: String, req: Request) -> Response {
-    let mut target = match target(&state, &project, &run, req.headers()).await {
+/// The `(project, run, path)` of a request to `/proxy/services/{project}/{run}/{path}` that
+/// [`proxy`] can take as it is, before (and instead of) the router: segments that need no
+/// percent-decoding, any method but `HEAD`. `None` for the rest (the root without its slash,
+/// encoded names, anything else), which the router's routes above answer: the same answers,
+/// the fast path only skips routing and extractors.
+pub(crate) fn fast_route<'a>(
+    method: &axum::http::Method,
+    path: &'a str,
+) -> Option<(&'a str, &'a str, &'a str)> {
+    let rest = path.strip_prefix("/proxy/services/")?;
+    if *method == axum::http::Method::HEAD || rest.contains('%') {
+        return None;
+    }
+    let (project, rest) = rest.split_once('/')?;
+    let (run, path) = rest.split_once('/')?;
+    (!project.is_empty() && !run.is_empty()).then_some((project, run, path))
+}
+
+/// [`fast_route`]'s requests: what [`proxy_root`] and [`proxy_path`] would answer.
+pub(crate) async fn proxy_fast(state: AppState, req: Request) -> Response {
+    let uri = req.uri().clone();
+    match fast_route(req.method(), uri.path()) {
+        Some((project, run, path)) => proxy(&state, project, run, path, req).await,
+        None => internal("a request off the fast path reached it").into_response(),
+    }
+}
+
+async fn proxy(state: &AppState, project: &str, run: &str, path: &str, req: Request) -> Response {
+    let mut target = match target(state, project, run, req.headers()).await {
         Ok(target) => target,
         Err(e) => return e.into_response(),
     };
     // The request is load from now on: a service scaled to zero scales up for it.
-    let guard = state.load.begin(&target.run_id.to_string());
+    let guard = state.load.begin(&target.load_key);
     if target.upstreams.is_empty() {
-        target = match wait_for_replica(&state, &project, &run, req.headers()).await {
+        target = match wait_for_replica(state, project, run, req.headers()).await {
             Ok(target) => target,
             Err(e) => return e.into_response(),
         };
@@ -226,11 +255,16 @@ async fn proxy(state: AppState, project: String, run: String, path: String, req:
     let path_and_query = if target.strip_prefix {
         // The raw path after the prefix, as the client wrote it (still %-encoded).
         let raw = req.uri().path();
-        let prefix = format!("/proxy/services/{project}/{run}/");
-        let rest = raw.strip_prefix(&prefix).unwrap_or(&path);
-        with_query(&format!("/{rest}"), req.uri().query())
+        let rest = raw
+            .strip_prefix("/proxy/services/")
+            .and_then(|r| r.strip_prefix(project))
+            .and_then(|r| r.strip_prefix('/'))
+            .and_then(|r| r.strip_prefix(run))
+            .and_then(|r| r.strip_prefix('/'))
+            .unwrap_or(path);
+        with_query("/", rest, req.uri().query())
     } else {
-        with_query(req.uri().path(), req.uri().query())
+        with_query(req.uri().path(), "", req.uri().query())
     };
     let drop: &[HeaderName] = if target.auth { &[header::AUTHORIZATION] } else { &[] };
     let resp = state.proxy.forward(req, &target.upstreams, &path_and_query, drop).await;
@@ -267,16 +301,22 @@ async fn wait_for_replica(
     }
 }
 
-fn with_query(path: &str, query: Option<&str>) -> String {
-    match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
+/// `{path}{rest}` and `?{query}` if there is one, in one allocation.
+fn with_query(path: &str, rest: &str, query: Option<&str>) -> String {
+    let mut out = String::with_capacity(path.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
+    out.push_str(path);
+    out.push_str(rest);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
     }
+    out
 }
 
 /// Where a request to a service goes.
 struct Target {
-    run_id: uuid::Uuid,
+    /// The run id as text: the service's key in [`AppState::load`].
+    load_key: String,
     /// Empty only for a service that scales from zero (see [`wait_for_replica`]).
     upstreams: Vec<Upstream>,
     auth: bool,
@@ -300,15 +340,38 @@ const ROUTE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Recent answers of [`target`], so that a busy service costs no queries per request. Lost on
 /// a restart with nothing lost: the database stays the truth.
+///
+/// Deliberately not `Debug`: it holds the tokens granted in the last [`ROUTE_TTL`].
 #[derive(Default)]
 pub struct Routes {
-    /// By `(project, run)`: when the route was looked up, and the route.
-    targets: std::sync::Mutex<std::collections::HashMap<(String, String), CachedTarget>>,
-    /// `(token hash, project id)` pairs allowed in, and when that was checked.
-    granted: std::sync::Mutex<std::collections::HashMap<(String, uuid::Uuid), std::time::Instant>>,
+    /// By project, then run (looked up by `&str`, no allocation): when the route was looked
+    /// up, and the route.
+    targets: std::sync::Mutex<HashMap<String, HashMap<String, CachedTarget>>>,
+    /// Tokens allowed into a project, by a keyed hash of the token (`token_keys`) and the
+    /// project id; a hit is confirmed by comparing the token itself in constant time, so a
+    /// hash collision only costs a database check. Cheaper per request than the SHA-256 the
+    /// database lookup needs; tokens are kept in memory only, never logged.
+    granted: std::sync::Mutex<HashMap<(u64, uuid::Uuid), Grant>>,
+    /// Random per process: an outsider cannot aim for a bucket in `granted`.
+    token_keys: std::hash::RandomState,
 }
 
 type CachedTarget = (std::time::Instant, Arc<Target>);
+
+/// A token found to be allowed into a project, and when.
+struct Grant {
+    token: Box<[u8]>,
+    at: std::time::Instant,
+}
+
+/// `a == b` in a time that depends only on the lengths.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
 
 fn fresh(at: std::time::Instant) -> bool {
     at.elapsed() < ROUTE_TTL
@@ -320,15 +383,24 @@ async fn target(
     run_name: &str,
     headers: &HeaderMap,
 ) -> Result<Arc<Target>, ProxyError> {
-    let key = (project_name.to_owned(), run_name.to_owned());
-    let cached = lock(&state.routes.targets).get(&key).filter(|(at, _)| fresh(*at)).map(|(_, t)| t.clone());
+    let cached = lock(&state.routes.targets)
+        .get(project_name)
+        .and_then(|runs| runs.get(run_name))
+        .filter(|(at, _)| fresh(*at))
+        .map(|(_, t)| t.clone());
     let target = match cached {
         Some(target) => target,
         None => {
             let target = Arc::new(lookup(state, project_name, run_name).await?);
             let mut targets = lock(&state.routes.targets);
-            targets.retain(|_, (at, _)| fresh(*at));
-            targets.insert(key, (std::time::Instant::now(), target.clone()));
+            targets.retain(|_, runs| {
+                runs.retain(|_, (at, _)| fresh(*at));
+                !runs.is_empty()
+            });
+            targets
+                .entry(project_name.to_owned())
+                .or_default()
+                .insert(run_name.to_owned(), (std::time::Instant::now(), target.clone()));
             target
         }
     };
@@ -349,24 +421,28 @@ async fn authorize_cached(
     headers: &HeaderMap,
 ) -> Result<(), ProxyError> {
     let Some(token) = bearer(headers) else { return authorize(state, project, headers).await };
-    let key = (token_hash(&token), project.id);
-    if lock(&state.routes.granted).get(&key).is_some_and(|at| fresh(*at)) {
+    let token = token.as_bytes();
+    let key = (state.routes.token_keys.hash_one(token), project.id);
+    let hit = lock(&state.routes.granted)
+        .get(&key)
+        .is_some_and(|grant| fresh(grant.at) && same_bytes(&grant.token, token));
+    if hit {
         return Ok(());
     }
     authorize(state, project, headers).await?;
     let mut granted = lock(&state.routes.granted);
-    granted.retain(|_, at| fresh(*at));
-    granted.insert(key, std::time::Instant::now());
+    granted.retain(|_, grant| fresh(grant.at));
+    granted.insert(key, Grant { token: token.into(), at: std::time::Instant::now() });
     Ok(())
 }
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
+fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().split_once(' '))
         .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
-        .map(|(_, token)| token.trim().to_owned())
+        .map(|(_, token)| token.trim())
 }
 
 /// The route of a service from the database.
@@ -390,7 +466,13 @@ async fn lookup(state: &AppState, project_name: &str, run_name: &str) -> Result<
     if upstreams.is_empty() && !(active && scales_from_zero(conf)) {
         return Err(not_found(project_name, run_name));
     }
-    Ok(Target { run_id: run.id, upstreams, auth: conf.auth, strip_prefix: conf.strip_prefix, project })
+    Ok(Target {
+        load_key: run.id.to_string(),
+        upstreams,
+        auth: conf.auth,
+        strip_prefix: conf.strip_prefix,
+        project,
+    })
 }
 
 /// A service with a replica group that may have no replicas (`replicas.min` 0 with
@@ -596,7 +678,7 @@ pub(crate) async fn authorize(
         )
     };
     let token = bearer(headers).ok_or_else(denied)?;
-    let user = state.db.user_by_token_hash(&token_hash(&token)).await.map_err(internal)?;
+    let user = state.db.user_by_token_hash(&token_hash(token)).await.map_err(internal)?;
     let Some(user) = user.filter(|u| u.active) else { return Err(denied()) };
     if user.global_role == "admin" {
         return Ok(());
@@ -803,6 +885,26 @@ mod tests {
         assert!(
             with(serde_json::json!({"https": false})).starts_with("Setting `https: False` is not allowed")
         );
+    }
+
+    #[test]
+    fn only_plain_service_requests_take_the_fast_path() {
+        use axum::http::Method;
+        fn fast(method: Method, path: &str) -> Option<(&str, &str, &str)> {
+            fast_route(&method, path)
+        }
+        assert_eq!(fast(Method::GET, "/proxy/services/main/svc/"), Some(("main", "svc", "")));
+        assert_eq!(fast(Method::POST, "/proxy/services/main/svc/v1/a/b"), Some(("main", "svc", "v1/a/b")));
+        assert_eq!(fast(Method::GET, "/proxy/services/main/svc//x"), Some(("main", "svc", "/x")));
+        // The router answers these: the redirect to the root, decoding, HEAD, no such route.
+        assert_eq!(fast(Method::GET, "/proxy/services/main/svc"), None);
+        assert_eq!(fast(Method::GET, "/proxy/services/main/s%20vc/"), None);
+        assert_eq!(fast(Method::GET, "/proxy/services/main/svc/a%2Fb"), None);
+        assert_eq!(fast(Method::HEAD, "/proxy/services/main/svc/"), None);
+        assert_eq!(fast(Method::GET, "/proxy/services//svc/"), None);
+        assert_eq!(fast(Method::GET, "/proxy/services/main//"), None);
+        assert_eq!(fast(Method::GET, "/proxy/services/main/"), None);
+        assert_eq!(fast(Method::GET, "/proxy/models/main/svc/"), None);
     }
 
     #[test]

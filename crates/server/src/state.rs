@@ -13,9 +13,22 @@ use crate::crypto::Cipher;
 use crate::pipelines::Hints;
 use crate::ssh_hosts::SshHosts;
 
-/// Cheap to clone: the database pool, the secrets cipher and the loops' wake-up hints.
+/// What every handler and loop shares: the database pool, the secrets cipher, the loops'
+/// wake-up hints, the service proxy… Cheap to clone: one reference count (every request
+/// clones it, some twice), the fields through `Deref`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub struct SharedState {
     pub db: Db,
     pub cipher: Arc<Cipher>,
     pub hints: Arc<Hints>,
@@ -55,7 +68,7 @@ impl AppState {
             .runner_binary
             .clone()
             .unwrap_or_else(|| crate::ssh_hosts::default_runner_binary(&shim_binary));
-        Ok(AppState {
+        Ok(AppState(Arc::new(SharedState {
             db,
             cipher: Arc::new(cipher),
             hints: Arc::new(Hints::default()),
@@ -72,7 +85,7 @@ impl AppState {
             load: Arc::default(),
             gateway_load: Arc::default(),
             routes: Arc::default(),
-        })
+        })))
     }
 
     /// The project's `idle` and `busy` instances as offers for its runs (pending, terminating

@@ -33,8 +33,45 @@ use crate::state::AppState;
 /// The largest request body accepted (dstack's code uploads are capped well below this).
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
+/// The whole HTTP surface: [`router`], with the service proxy's common requests taken
+/// before routing (see [`App`]).
+pub fn app(state: AppState) -> App {
+    App { router: router(state.clone()), state }
+}
+
+/// The server's service: a request to a service (`/proxy/services/{project}/{run}/…`, see
+/// [`crate::services::fast_route`]) goes straight to the service proxy, where the cost per
+/// request is the proxy's overhead; every other request, and the proxy's unusual ones, go
+/// through the router, which answers them the same way.
+#[derive(Clone)]
+pub struct App {
+    router: Router,
+    state: AppState,
+}
+
+impl tower::Service<Request> for App {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
+    >;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if crate::services::fast_route(req.method(), req.uri().path()).is_some() {
+            let state = self.state.clone();
+            return Box::pin(async move { Ok(crate::services::proxy_fast(state, req).await) });
+        }
+        let router = self.router.clone();
+        Box::pin(async move { tower::ServiceExt::oneshot(router, req).await })
+    }
+}
+
 /// Builds the router.
-pub fn app(state: AppState) -> Router {
+pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/server/get_info", post(server::get_info))
         .route("/api/auth/list_providers", post(server::list_auth_providers))

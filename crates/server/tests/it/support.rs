@@ -5,7 +5,6 @@
 
 use std::sync::OnceLock;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use dstack_server::{AppState, ServerConfig, app, bootstrap};
@@ -13,7 +12,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 pub(crate) struct TestServer {
-    pub(crate) router: Router,
+    pub(crate) router: dstack_server::routes::App,
     pub(crate) state: AppState,
     pub(crate) admin_token: String,
 }
