@@ -351,10 +351,12 @@ async fn to_wire_many<'p>(
     submissions_limit: Option<i64>,
 ) -> Result<Vec<RunOut>, Failure> {
     let readiness = if include_jobs {
-        let job_ids: Vec<Uuid> = listings.iter().flat_map(|l| l.jobs.iter().map(|j| j.id)).collect();
-        let running: Vec<Uuid> = listings
-            .iter()
-            .flat_map(|l| l.jobs.iter())
+        // Only a service's replicas have probes or a registration: the jobs of other runs
+        // cost no lookups (a page of tasks, none at all).
+        let service_jobs =
+            || listings.iter().filter(|l| l.run.service_spec.is_some()).flat_map(|l| l.jobs.iter());
+        let job_ids: Vec<Uuid> = service_jobs().map(|j| j.id).collect();
+        let running: Vec<Uuid> = service_jobs()
             .filter(|j| j.status == dstack_api::runs::JobStatus::Running.as_str())
             .map(|j| j.id)
             .collect();
