@@ -52,9 +52,15 @@ async fn pass(s: &TestServer) {
     executions.join_all().await;
 }
 
+/// The probes of the run's first job, as `runs/get` shows them; `runs/list` shows the same.
 async fn streaks(s: &TestServer, p: &str, run: &str) -> Value {
-    let run = s.admin(&format!("/api/project/{p}/runs/get"), Some(json!({"run_name": run}))).await;
-    run["jobs"][0]["job_submissions"][0]["probes"].clone()
+    let got = s.admin(&format!("/api/project/{p}/runs/get"), Some(json!({"run_name": run}))).await;
+    let probes = got["jobs"][0]["job_submissions"][0]["probes"].clone();
+    let listed = s.admin("/api/runs/list", Some(json!({"project_name": p, "include_jobs": true}))).await;
+    let listed =
+        listed.as_array().expect("a list").iter().find(|r| r["run_spec"]["run_name"] == run).cloned();
+    assert_eq!(listed.map(|r| r["jobs"][0]["job_submissions"][0]["probes"].clone()), Some(probes.clone()));
+    probes
 }
 
 async fn whoami(s: &TestServer, p: &str, run: &str) -> (StatusCode, Value) {
