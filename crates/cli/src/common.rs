@@ -109,46 +109,16 @@ pub fn poll_interval(attempt: u32) -> Duration {
     Duration::from_secs(if attempt < 5 { 1 } else { 2 })
 }
 
-/// How many of the machine's cores a daemon's async runtime takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Cores {
-    /// One worker thread a core (tokio's default): the gateway, which only proxies.
-    All,
-    /// Half of them, at least one: the server, whose SQLite work runs on threads of its own
-    /// (one per connection) and whose machine also runs the local fleet's jobs. On 2 cores
-    /// one worker spent ~20% less CPU per runs listing and per proxied request than two,
-    /// which handed rows and wake-ups back and forth between them (`scripts/bench-cp`,
-    /// `scripts/bench-proxy`).
-    Half,
-}
-
-/// The worker threads for `cores` on a machine of `available` cores; `None` leaves tokio's
-/// default (which also honours `TOKIO_WORKER_THREADS`).
-fn worker_threads(cores: Cores, available: usize, env_override: bool) -> Option<usize> {
-    match cores {
-        _ if env_override => None,
-        Cores::All => None,
-        Cores::Half => Some((available / 2).max(1)),
-    }
-}
-
 /// What a long-running subcommand (`server`, `gateway run`) starts with: logs on stderr at
-/// `filter` (else `info`), a multi-thread runtime on `cores` (`TOKIO_WORKER_THREADS` overrides
-/// it), and the shutdown signal installed on it before anything else can take a while. `Err`
-/// is the exit code after the error is printed.
+/// `filter` (else `info`), a multi-thread runtime, and the shutdown signal installed on it
+/// before anything else can take a while. `Err` is the exit code after the error is printed.
 pub(crate) fn start_daemon(
     filter: &str,
-    cores: Cores,
 ) -> Result<(tokio::runtime::Runtime, impl Future<Output = ()> + Send + 'static), u8> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    let available = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    if let Some(n) = worker_threads(cores, available, std::env::var_os("TOKIO_WORKER_THREADS").is_some()) {
-        builder.worker_threads(n);
-    }
-    let runtime = match builder.enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -160,18 +130,4 @@ pub(crate) fn start_daemon(
         dstack_server::shutdown_signal()
     };
     Ok((runtime, shutdown))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_server_takes_half_the_cores_and_tokio_worker_threads_overrides() {
-        assert_eq!(worker_threads(Cores::Half, 2, false), Some(1));
-        assert_eq!(worker_threads(Cores::Half, 1, false), Some(1));
-        assert_eq!(worker_threads(Cores::Half, 16, false), Some(8));
-        assert_eq!(worker_threads(Cores::Half, 16, true), None);
-        assert_eq!(worker_threads(Cores::All, 16, false), None);
-    }
 }

@@ -272,7 +272,7 @@ pub fn apply(mut configuration: GatewayConfiguration, args: &crate::apply::Apply
 }
 
 fn run_process(args: &ProcessArgs) -> u8 {
-    let (runtime, shutdown) = match crate::common::start_daemon(&args.log_level, crate::common::Cores::All) {
+    let (runtime, shutdown) = match crate::common::start_daemon(&args.log_level) {
         Ok(started) => started,
         Err(code) => return code,
     };

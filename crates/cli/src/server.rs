@@ -79,10 +79,7 @@ fn seconds_var(var: &str, default: std::time::Duration) -> std::time::Duration {
 }
 
 pub fn run(args: &ServerArgs) -> u8 {
-    let (runtime, shutdown) = match crate::common::start_daemon(
-        &format!("{},sqlx=warn", args.log_level),
-        crate::common::Cores::Half,
-    ) {
+    let (runtime, shutdown) = match crate::common::start_daemon(&format!("{},sqlx=warn", args.log_level)) {
         Ok(started) => started,
         Err(code) => return code,
     };
