@@ -10,7 +10,7 @@
 //! - replicas are taken round-robin; a replica that cannot be connected to is skipped and the
 //!   request goes to the next one (nothing was sent yet, so the retry is safe);
 //! - HTTP/1.1 connections to replicas are pooled per address and reused once a response has
-//!   been read to its end; a pooled connection that turns out closed gives the request back
+//!   been read to its end (or dropped with nothing left to read); a pooled connection that turns out closed gives the request back
 //!   and a fresh connection is opened;
 //! - hop-by-hop headers are dropped in both directions, as RFC 9110 §7.6.1 asks;
 //! - per-replica counters ([`ReplicaStats`]: requests, failures, in flight);
