@@ -28,7 +28,7 @@ use dstack_proxy::{ProxyError, Upstream};
 use tokio::io::AsyncReadExt as _;
 
 use crate::crypto::token_hash;
-use crate::state::AppState;
+use crate::state::{AppState, lock};
 
 /// `Run.service` of a service submitted to `project`: its URL on this server and, with a
 /// `model`, the OpenAI-compatible base URL (dstack's `_assign_service_to_in_server_proxy`).
@@ -408,10 +408,6 @@ async fn target(
         authorize_cached(state, &target.project, headers).await?;
     }
     Ok(target)
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// [`authorize`], remembering a granted token for [`ROUTE_TTL`].

@@ -96,7 +96,8 @@ fn parse_keys(keys: &[dstack_model::fleet::SshKey], whose: &str) -> Result<Vec<P
         .collect()
 }
 
-fn port(port: i64, host: &str) -> Result<u16, String> {
+/// An SSH port from its stored (or configured) number; the error names the host.
+pub(crate) fn port(port: i64, host: &str) -> Result<u16, String> {
     u16::try_from(port).map_err(|_| format!("{host}: SSH port {port} is not a valid port"))
 }
 

@@ -131,3 +131,8 @@ impl AppState {
         Ok(out)
     }
 }
+
+/// Locks `m`; a holder that panicked leaves data that is still usable (caches and sets).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

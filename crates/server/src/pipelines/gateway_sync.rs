@@ -237,14 +237,14 @@ async fn ssh_replica(
     let private =
         |keys: &[dstack_model::fleet::SshKey]| keys.iter().find_map(|k| k.private.clone()).map(Secret);
     let key = private(&rci.ssh_keys).ok_or_else(|| format!("{}: the fleet has no private key", rci.host))?;
-    let port = u16::try_from(rci.port).map_err(|_| format!("{}: bad SSH port", rci.host))?;
+    let port = crate::ssh_hosts::port(rci.port, &rci.host)?;
     let head = match &rci.ssh_proxy {
         None => None,
         Some(p) => Some((
             dstack_agent_proto::gateway::SshConnectionParams {
                 hostname: p.hostname.clone(),
                 username: p.username.clone(),
-                port: u16::try_from(p.port).map_err(|_| format!("{}: bad SSH port", p.hostname))?,
+                port: crate::ssh_hosts::port(p.port, &p.hostname)?,
             },
             private(rci.ssh_proxy_keys.as_deref().unwrap_or_default())
                 .ok_or_else(|| format!("{}: the proxy jump has no private key", rci.host))?,

@@ -29,7 +29,7 @@ use dstack_api::gateways::GatewayStatus;
 use dstack_db::GatewayRow;
 use dstack_model::gateway::{GatewayConfiguration, GatewaySshHost, LocalGateway};
 
-use crate::state::AppState;
+use crate::state::{AppState, lock};
 
 /// How local gateways are started.
 #[derive(Debug, Clone)]
@@ -152,8 +152,7 @@ async fn connect(
         .ok_or_else(|| format!("{}: the stored SSH key cannot be read", ssh.hostname))?;
     let key = dstack_hostssh::parse_private_key(&text, &format!("for {}", ssh.hostname))
         .map_err(|e| e.to_string())?;
-    let port =
-        u16::try_from(ssh.port.unwrap_or(22)).map_err(|_| format!("{}: bad SSH port", ssh.hostname))?;
+    let port = crate::ssh_hosts::port(ssh.port.unwrap_or(22), &ssh.hostname)?;
     let target = dstack_hostssh::HostTarget {
         host: ssh.hostname.clone(),
         port,
@@ -215,10 +214,6 @@ fn spawn_remote(
             tracing::error!(gateway = %row.name, error = %e, "gateways loop");
         }
     });
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn remote_pass(

@@ -24,7 +24,6 @@ use crate::state::AppState;
 /// The configuration fields an apply may change in place (dstack's `_CONF_UPDATABLE_FIELDS`).
 const UPDATABLE_FIELDS: &[&str] = &["domain", "default", "replicas"];
 
-/// The stored configuration of a gateway row.
 /// The configuration as stored: a `local.ssh` key's private part is encrypted.
 pub(crate) fn stored_configuration(row: &GatewayRow) -> Result<GatewayConfiguration, Failure> {
     serde_json::from_str(&row.configuration).map_err(|e| {
@@ -38,8 +37,13 @@ pub(crate) fn configuration(row: &GatewayRow) -> Result<GatewayConfiguration, Fa
     Ok(without_private_key(stored_configuration(row)?))
 }
 
+/// The key of a `local.ssh` gateway's host, if there is one.
+fn ssh_key_mut(conf: &mut GatewayConfiguration) -> Option<&mut dstack_model::fleet::SshKey> {
+    conf.local.as_mut().and_then(|l| l.ssh.as_mut()).and_then(|s| s.ssh_key.as_mut())
+}
+
 fn without_private_key(mut conf: GatewayConfiguration) -> GatewayConfiguration {
-    if let Some(key) = conf.local.as_mut().and_then(|l| l.ssh.as_mut()).and_then(|s| s.ssh_key.as_mut()) {
+    if let Some(key) = ssh_key_mut(&mut conf) {
         key.private = None;
     }
     conf
@@ -47,7 +51,7 @@ fn without_private_key(mut conf: GatewayConfiguration) -> GatewayConfiguration {
 
 /// The JSON to store: `conf` with its `local.ssh` private key encrypted.
 fn to_stored_json(state: &AppState, mut conf: GatewayConfiguration) -> Result<String, Failure> {
-    if let Some(key) = conf.local.as_mut().and_then(|l| l.ssh.as_mut()).and_then(|s| s.ssh_key.as_mut()) {
+    if let Some(key) = ssh_key_mut(&mut conf) {
         key.private = key.private.as_deref().map(|p| state.cipher.encrypt(p));
     }
     serde_json::to_string(&conf).map_err(|_| Failure(ApiError::Internal))
