@@ -62,24 +62,6 @@ fn gateway_processes(hosts: &TestHosts, idx: usize) -> Vec<String> {
     hosts.sh(idx, "ps -eo args | grep '[g]ateway run' || true").lines().map(str::to_owned).collect()
 }
 
-/// Removes the service's task containers from the shared engine (they run beside the test
-/// hosts), even when the test fails.
-struct TaskContainers(&'static str);
-
-impl Drop for TaskContainers {
-    fn drop(&mut self) {
-        let out = std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter", "label=ai.dstack.shim.is-task=true", "--filter"])
-            .arg(format!("name={}", self.0))
-            .output();
-        if let Ok(out) = out {
-            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = std::process::Command::new("docker").args(["rm", "-f", "-v", id]).output();
-            }
-        }
-    }
-}
-
 #[test]
 fn a_gateway_on_an_ssh_host_serves_a_service_and_is_removed_cleanly() {
     if !docker_tests() {
@@ -88,7 +70,7 @@ fn a_gateway_on_an_ssh_host_serves_a_service_and_is_removed_cleanly() {
     }
     crate::local_fleet::agents_built();
     crate::services::service_image();
-    let _containers = TaskContainers("sshgwsvc-");
+    let _containers = crate::server::RemoveContainers("sshgwsvc-".to_owned());
     let hosts = TestHosts::start(&[HostKind::WithDocker, HostKind::Plain]);
     let (fleet_ip, gw_ip) = (hosts.hosts[0].ip.clone(), hosts.hosts[1].ip.clone());
     let dir = TempDir::new().unwrap();

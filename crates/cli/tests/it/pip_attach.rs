@@ -17,7 +17,7 @@ use dstack_hostssh::testkit::{HostKind, TestHosts, openssh_text};
 
 use crate::devenv::{Attach, finished, wait_status};
 use crate::local_fleet::agents_built;
-use crate::server::{cli, start_env, stop};
+use crate::server::{RemoveContainers, cli, start_env, stop};
 use crate::ssh_fleet::{docker_tests, status, wait_for, write_key};
 
 /// `$DSTACK_ORACLE_VENV/bin/dstack`, or why the test cannot run.
@@ -81,25 +81,6 @@ fn assert_left_clean(hosts: &TestHosts, home: &Path, run: &str, keys_before: &st
             keys != keys_before
         );
         std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-/// Removes the task containers of runs named `<prefix>…` from the shared engine when the test
-/// ends, so that a failed test leaves none running (their host is gone by then).
-struct RemoveContainers(String);
-
-impl Drop for RemoveContainers {
-    fn drop(&mut self) {
-        let Ok(out) = Command::new("docker")
-            .args(["ps", "-aq", "--filter", "label=ai.dstack.shim.is-task=true", "--filter"])
-            .arg(format!("name={}", self.0))
-            .output()
-        else {
-            return;
-        };
-        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            let _ = Command::new("docker").args(["rm", "-f", id]).output();
-        }
     }
 }
 

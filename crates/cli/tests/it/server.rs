@@ -97,6 +97,26 @@ fn names_path(bytes: &[u8], marker: &str) -> bool {
     })
 }
 
+/// Removes the task containers of runs named `<prefix>…` (and their anonymous volumes) from
+/// the shared engine when dropped, so that a failed test leaves none running: for jobs on SSH
+/// test hosts, whose shims are gone with their hosts.
+pub(crate) struct RemoveContainers(pub(crate) String);
+
+impl Drop for RemoveContainers {
+    fn drop(&mut self) {
+        let Ok(out) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", "label=ai.dstack.shim.is-task=true", "--filter"])
+            .arg(format!("name={}", self.0))
+            .output()
+        else {
+            return;
+        };
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("docker").args(["rm", "-f", "-v", id]).output();
+        }
+    }
+}
+
 /// Removes the task containers of shims whose home is under `marker` (the shims label their
 /// containers with their home).
 fn remove_task_containers(marker: &str) {
