@@ -114,7 +114,13 @@ struct Inner {
     n_handshakes: AtomicU64,
     /// Remote port → local tunnel; the accept loops end when the connection is dropped.
     forwards: StdMutex<HashMap<u16, Forward>>,
+    /// Reverse tunnels: the host's `127.0.0.1:<port>` → a local address; each new session
+    /// asks the host for all of them again.
+    reverse: Reverse,
 }
+
+/// Remote (host loopback) port → the local address its connections are piped to.
+type Reverse = Arc<StdMutex<HashMap<u32, SocketAddr>>>;
 
 struct Forward {
     local: SocketAddr,
@@ -137,8 +143,11 @@ struct Session {
     _jumps: Vec<Handle<Client>>,
 }
 
-/// Accepts any host key, as dstack does (`StrictHostKeyChecking=no`).
-struct Client;
+/// Accepts any host key, as dstack does (`StrictHostKeyChecking=no`), and pipes the host's
+/// connections to a reverse tunnel's port to that tunnel's local address.
+struct Client {
+    reverse: Reverse,
+}
 
 impl client::Handler for Client {
     type Error = russh::Error;
@@ -148,6 +157,43 @@ impl client::Handler for Client {
         _key: &russh::keys::PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
         Ok(true)
+    }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        _connected_address: &str,
+        connected_port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let local = self
+            .reverse
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&connected_port)
+            .copied();
+        let Some(local) = local else {
+            reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
+            return Ok(());
+        };
+        reply.accept().await;
+        tokio::spawn(async move {
+            let mut stream = channel.into_stream();
+            match tokio::net::TcpStream::connect(local).await {
+                Ok(mut tcp) => {
+                    let _ = tcp.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut stream).await;
+                }
+                Err(e) => {
+                    tracing::warn!(%local, %e, "reverse tunnel: the local end does not answer");
+                    let _ = stream.shutdown().await;
+                }
+            }
+        });
+        Ok(())
     }
 }
 
@@ -169,13 +215,15 @@ impl Connection {
         keys: &[PrivateKey],
         timeout: Duration,
     ) -> Result<Connection, SshError> {
+        let reverse = Reverse::default();
         let inner = Inner {
             target: target.clone(),
             keys: keys.iter().cloned().map(Arc::new).collect(),
             timeout,
-            session: tokio::sync::Mutex::new(Arc::new(open_session(target, keys, timeout).await?)),
+            session: tokio::sync::Mutex::new(Arc::new(open_session(target, keys, timeout, &reverse).await?)),
             n_handshakes: AtomicU64::new(1),
             forwards: StdMutex::new(HashMap::new()),
+            reverse,
         };
         Ok(Connection { inner: Arc::new(inner) })
     }
@@ -350,6 +398,34 @@ impl Connection {
         Ok(accepted)
     }
 
+    /// A reverse tunnel: connections to `127.0.0.1:<remote_port>` on the host are piped to
+    /// `local` on this machine (`ssh -R`), as a gateway on the host reaches this server. The
+    /// host is asked on the current session and again by every later one (a reconnect);
+    /// asking again for the same port and address changes nothing. Fails if the host refuses
+    /// (the port is taken there, or its sshd forbids forwarding).
+    pub async fn reverse_forward(&self, remote_port: u16, local: SocketAddr) -> Result<(), SshError> {
+        let port = u32::from(remote_port);
+        let session = current_session(&self.inner).await?;
+        let asked = self.reverse_map().get(&port).copied();
+        if asked == Some(local) {
+            return Ok(());
+        }
+        self.reverse_map().insert(port, local);
+        if asked.is_some() {
+            // The host already forwards the port to this session; only the local end moved.
+            return Ok(());
+        }
+        if let Err(e) = ask_reverse(&session.handle, &self.inner.target.host, port).await {
+            self.reverse_map().remove(&port);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn reverse_map(&self) -> std::sync::MutexGuard<'_, HashMap<u32, SocketAddr>> {
+        self.inner.reverse.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn forwards(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Forward>> {
         self.inner.forwards.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -425,7 +501,8 @@ async fn open_channel(inner: &Inner, kind: ChannelKind) -> Result<russh::Channel
 async fn current_session(inner: &Inner) -> Result<Arc<Session>, SshError> {
     let mut current = inner.session.lock().await;
     if current.handle.is_closed() {
-        *current = Arc::new(open_session(&inner.target, &plain_keys(inner), inner.timeout).await?);
+        *current =
+            Arc::new(open_session(&inner.target, &plain_keys(inner), inner.timeout, &inner.reverse).await?);
         inner.n_handshakes.fetch_add(1, Ordering::Relaxed);
     }
     Ok(current.clone())
@@ -435,10 +512,25 @@ async fn current_session(inner: &Inner) -> Result<Arc<Session>, SshError> {
 async fn reconnect(inner: &Inner, stale: &Arc<Session>) -> Result<Arc<Session>, SshError> {
     let mut current = inner.session.lock().await;
     if Arc::ptr_eq(&current, stale) || current.handle.is_closed() {
-        *current = Arc::new(open_session(&inner.target, &plain_keys(inner), inner.timeout).await?);
+        *current =
+            Arc::new(open_session(&inner.target, &plain_keys(inner), inner.timeout, &inner.reverse).await?);
         inner.n_handshakes.fetch_add(1, Ordering::Relaxed);
     }
     Ok(current.clone())
+}
+
+/// Asks the host to listen on its `127.0.0.1:<port>` for this session.
+async fn ask_reverse(handle: &Handle<Client>, host: &str, port: u32) -> Result<(), SshError> {
+    handle.tcpip_forward("127.0.0.1", port).await.map(drop).map_err(|e| SshError::Channel {
+        host: host.to_owned(),
+        what: format!("listen on its 127.0.0.1:{port} for a reverse tunnel"),
+        cause: match e {
+            russh::Error::RequestDenied => {
+                "the host refused (the port is taken, or its sshd forbids forwarding)".to_owned()
+            }
+            other => other.to_string(),
+        },
+    })
 }
 
 fn plain_keys(inner: &Inner) -> Vec<PrivateKey> {
@@ -479,6 +571,7 @@ async fn open_session(
     target: &HostTarget,
     keys: &[PrivateKey],
     timeout: Duration,
+    reverse: &Reverse,
 ) -> Result<Session, SshError> {
     let mut jumps: Vec<Handle<Client>> = Vec::new();
     let mut hops: Vec<(&str, u16, &str, Vec<PrivateKey>)> = target
@@ -489,10 +582,12 @@ async fn open_session(
     hops.push((target.host.as_str(), target.port, target.user.as_str(), keys.to_vec()));
     let n_hops = hops.len();
     for (idx, (host, port, user, hop_keys)) in hops.into_iter().enumerate() {
+        // Only the target's session carries reverse tunnels.
+        let hop_reverse = if idx + 1 == n_hops { reverse.clone() } else { Reverse::default() };
         let handle = match jumps.last() {
             None => {
                 let tcp = tcp_connect(host, port, timeout).await?;
-                handshake(tcp, host, port, timeout).await?
+                handshake(tcp, host, port, timeout, hop_reverse).await?
             }
             Some(jump) => {
                 let jump_name = target.proxy_jumps.get(idx - 1).map_or("", |j| j.host.as_str());
@@ -508,11 +603,16 @@ async fn open_session(
                             other => other.to_string(),
                         },
                     })?;
-                handshake(channel.into_stream(), host, port, timeout).await?
+                handshake(channel.into_stream(), host, port, timeout, hop_reverse).await?
             }
         };
         let handle = authenticate(handle, host, port, user, &hop_keys, timeout).await?;
         if idx + 1 == n_hops {
+            let ports: Vec<u32> =
+                reverse.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys().copied().collect();
+            for port in ports {
+                ask_reverse(&handle, host, port).await?;
+            }
             return Ok(Session { handle, _jumps: jumps });
         }
         jumps.push(handle);
@@ -550,11 +650,19 @@ async fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<tokio::
     }
 }
 
-async fn handshake<S>(stream: S, host: &str, port: u16, timeout: Duration) -> Result<Handle<Client>, SshError>
+async fn handshake<S>(
+    stream: S,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    reverse: Reverse,
+) -> Result<Handle<Client>, SshError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    match tokio::time::timeout(timeout, client::connect_stream(ssh_config(), stream, Client)).await {
+    match tokio::time::timeout(timeout, client::connect_stream(ssh_config(), stream, Client { reverse }))
+        .await
+    {
         Ok(Ok(handle)) => Ok(handle),
         Ok(Err(e)) => Err(session_error(e, host, port, " during the handshake")),
         Err(_) => Err(SshError::Unreachable {

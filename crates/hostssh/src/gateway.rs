@@ -24,6 +24,10 @@ pub const GATEWAY_BINARY: &str = "/root/.dstack-gateway/dstack";
 /// The gateway API's port on the host's loopback (dstack's gateway uses 8000, which services
 /// on the same host often take).
 pub const GATEWAY_API_PORT: u16 = 10997;
+/// The port on the host's loopback where the server's reverse tunnel listens
+/// ([`Connection::reverse_forward`]): the gateway asks the server through it whether a caller
+/// may use an `auth: true` service, as dstack's gateway reaches its server.
+pub const GATEWAY_SERVER_PORT: u16 = 10998;
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
 

@@ -7,6 +7,8 @@
 //!   listener on `127.0.0.1:0` whose connections become direct-tcpip channels of the **same**
 //!   session, so polling a shim costs no SSH handshake. When the session drops, the next
 //!   operation connects again (and a tunnel's next connection does too).
+//!   [`Connection::reverse_forward`] is the other way (`ssh -R`): the host's
+//!   `127.0.0.1:<port>` piped to a local address, asked for again by every new session.
 //! - [`Pool`]: one connection per instance id, as dstack's `InstanceConnectionPool` keeps one
 //!   `ssh -f -N` master per host.
 //! - [`deploy`]/[`uninstall`]: install `dstack-shim` on a host (spec agents.md §1.15) and remove
@@ -66,8 +68,8 @@ pub use deploy::{
 };
 pub use error::{KeyError, SshError};
 pub use gateway::{
-    GATEWAY_API_PORT, GATEWAY_BINARY, GATEWAY_HOME, GatewayDeployed, GatewayParams, deploy_gateway,
-    gateway_api, gateway_daemon, uninstall_gateway,
+    GATEWAY_API_PORT, GATEWAY_BINARY, GATEWAY_HOME, GATEWAY_SERVER_PORT, GatewayDeployed, GatewayParams,
+    deploy_gateway, gateway_api, gateway_daemon, uninstall_gateway,
 };
 pub use pool::Pool;
 pub use russh::keys::PrivateKey;

@@ -80,7 +80,7 @@ pub async fn run(
     }
     let mut loops = config.background.then(|| pipelines::spawn(state.clone()));
     if let Some(loops) = &mut loops {
-        let launch = pipelines::gateways::GatewayLaunch::new(&config.server_dir, &url);
+        let launch = pipelines::gateways::GatewayLaunch::new(&config.server_dir, &url, local);
         loops.spawn(pipelines::gateways::run(state.clone(), launch));
     }
     // The admin's SSH keys are made on first use; make them now, off the start-up path.

@@ -3,7 +3,9 @@
 //! that runs a service's replica in a container, the other the gateway's host, where the
 //! server deploys its own `dstack` binary as `dstack gateway run` over SSH (as the `dstack`
 //! user, through sudo). Real HTTP requests to `<run>.<domain>` at the gateway host's address
-//! reach the replica through the gateway's SSH tunnel to the fleet host; a restarted server
+//! reach the replica through the gateway's SSH tunnel to the fleet host, and only with a
+//! member's token (`auth: true`: the gateway asks the server, which listens on this
+//! machine's loopback, through the server's reverse tunnel to the gateway host); a restarted server
 //! finds the gateway again without starting a second one; a gateway killed with its
 //! supervisor is deployed again and serves what it had; deleting the gateway leaves nothing
 //! on its host; a gateway whose host refuses the key, or does not answer, fails, saying why,
@@ -33,11 +35,12 @@ fn wait<T>(home: &Path, what: &str, limit: Duration, mut f: impl FnMut() -> Opti
     }
 }
 
-/// A GET to `addr` with `Host: host`; (status, body).
-fn get_with_host(addr: &str, host: &str, path: &str) -> (u16, String) {
+/// A GET to `addr` with `Host: host`, and the Bearer `token` if any; (status, body).
+fn get_with_host(addr: &str, host: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let Ok(mut stream) = TcpStream::connect(addr) else { return (0, String::new()) };
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    if write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").is_err() {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    if write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n").is_err() {
         return (0, String::new());
     }
     let mut text = String::new();
@@ -77,6 +80,7 @@ fn a_gateway_on_an_ssh_host_serves_a_service_and_is_removed_cleanly() {
     let home = dir.path();
     let key = write_key(home, "key", &openssh_text(&hosts.key), &hosts.public_key);
     let mut server = start_env(home, &[]);
+    let token = server.token.clone();
 
     // The fleet whose host runs the replica.
     let fleet = nested_fleet_file(home, &key, &fleet_ip);
@@ -116,7 +120,7 @@ fn a_gateway_on_an_ssh_host_serves_a_service_and_is_removed_cleanly() {
     std::fs::write(
         &svc_file,
         "type: service\nname: sshgwsvc\nimage: dstack-rs-service-test:1\nport: 8000\ngateway: ssh-gw\n\
-         https: false\nauth: false\nfleets: [hosts]\nresources: {cpu: 1.., memory: 0.5GB.., disk: 1GB..}\n\
+         https: false\nauth: true\nfleets: [hosts]\nresources: {cpu: 1.., memory: 0.5GB.., disk: 1GB..}\n\
          commands: [dstack-test-replica 8000]\n",
     )
     .unwrap();
@@ -131,11 +135,17 @@ fn a_gateway_on_an_ssh_host_serves_a_service_and_is_removed_cleanly() {
     let addr = format!("{gw_ip}:{http_port}");
     let domain = format!("sshgwsvc.gw.test:{http_port}");
     let body = wait(home, "the gateway to serve the replica", Duration::from_secs(90), || {
-        let (status, body) = get_with_host(&addr, &domain, "/whoami");
+        let (status, body) = get_with_host(&addr, &domain, "/whoami", Some(&token));
         (status == 200).then_some(body)
     });
     assert_eq!(body, job, "the replica answers through the gateway on the other host");
-    let (status, _) = get_with_host(&addr, "other.gw.test", "/whoami");
+    // `auth: true`: the gateway asks this server, which listens on this machine's loopback
+    // only, through the server's reverse tunnel on the gateway host.
+    let (status, _) = get_with_host(&addr, &domain, "/whoami", None);
+    assert_eq!(status, 403, "no token, no access");
+    let (status, _) = get_with_host(&addr, &domain, "/whoami", Some("not-a-token"));
+    assert_eq!(status, 403, "an unknown token, no access");
+    let (status, _) = get_with_host(&addr, "other.gw.test", "/whoami", Some(&token));
     assert_ne!(status, 200, "an unknown service is not served");
 
     // A restarted server finds the gateway again: the same process, still serving.
@@ -149,13 +159,18 @@ fn a_gateway_on_an_ssh_host_serves_a_service_and_is_removed_cleanly() {
     }
     assert_eq!(hosts.sh(1, "cat /root/.dstack-gateway/gateway.pid").trim(), pid, "not started again");
     assert_eq!(gateway_processes(&hosts, 1).len(), 1, "{:?}", gateway_processes(&hosts, 1));
-    assert_eq!(get_with_host(&addr, &domain, "/whoami"), (200, job.clone()));
+    assert_eq!(get_with_host(&addr, &domain, "/whoami", Some(&token)), (200, job.clone()));
+    // A token the gateway has not cached is asked about through the new server's tunnel (a
+    // 500 would say the gateway could not ask).
+    wait(home, "the gateway asking the restarted server", Duration::from_secs(30), || {
+        (get_with_host(&addr, &domain, "/whoami", Some("asked-after-restart")).0 == 403).then_some(())
+    });
 
     // A gateway killed with its supervisor is deployed again, with what it had registered.
     hosts.sh(1, "kill -9 -$(cat /root/.dstack-gateway/gateway.pid)");
     wait(home, "the gateway deployed again", Duration::from_secs(120), || {
         let now = hosts.sh(1, "cat /root/.dstack-gateway/gateway.pid 2>/dev/null || true");
-        let serving = get_with_host(&addr, &domain, "/whoami") == (200, job.clone());
+        let serving = get_with_host(&addr, &domain, "/whoami", Some(&token)) == (200, job.clone());
         (serving && !now.trim().is_empty() && now.trim() != pid).then_some(())
     });
     assert_eq!(gateway_processes(&hosts, 1).len(), 1, "{:?}", gateway_processes(&hosts, 1));
@@ -211,7 +226,11 @@ fn a_gateway_on_an_ssh_host_serves_a_service_and_is_removed_cleanly() {
     wait(home, "the gateways gone", Duration::from_secs(60), || gateways(home).is_empty().then_some(()));
     assert_eq!(gateway_processes(&hosts, 1), Vec::<String>::new(), "no gateway process is left");
     assert_eq!(hosts.sh(1, "ls -d /root/.dstack-gateway 2>/dev/null || true").trim(), "");
-    assert_eq!(get_with_host(&addr, &domain, "/whoami").0, 0, "nothing listens on the gateway's port");
+    assert_eq!(
+        get_with_host(&addr, &domain, "/whoami", Some(&token)).0,
+        0,
+        "nothing listens on the gateway's port"
+    );
 
     // The fleet goes once the stopped service has released its host.
     wait(home, "the fleet deleted", Duration::from_secs(60), || {

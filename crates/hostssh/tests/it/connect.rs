@@ -225,3 +225,49 @@ async fn accepts_tells_whether_an_app_on_the_host_keeps_a_connection() {
     assert!(conn.accepts(22, quiet).await.expect("asks"), "the session is still usable");
     assert_eq!(hosts.n_logins(0), 1, "one session for all of it");
 }
+
+/// `reverse_forward` brings the host's connections to its `127.0.0.1:<port>` to a local
+/// address (`ssh -R`), again after the session dropped and was opened anew; a port the host
+/// cannot listen on is refused, naming the host and the port.
+#[tokio::test]
+async fn a_reverse_tunnel_brings_the_hosts_connections_here_and_outlives_a_reconnect() {
+    if !enabled() {
+        return;
+    }
+    let hosts = TestHosts::start(&[HostKind::Plain]);
+    let conn =
+        Connection::connect(&hosts.target(0, "dstack"), hosts.keys(), TIMEOUT).await.expect("connects");
+    // A local server the host cannot reach by itself: it writes a greeting and echoes a line.
+    let local = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let local_addr = local.local_addr().expect("addr");
+    let _server = tokio::spawn(async move {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+        while let Ok((tcp, _)) = local.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = tcp.into_split();
+                let mut line = String::new();
+                let _ = write.write_all(b"hello from the server\n").await;
+                let _ = tokio::io::BufReader::new(read).read_line(&mut line).await;
+                let _ = write.write_all(format!("echo {line}").as_bytes()).await;
+            });
+        }
+    });
+    let talk = "exec 3<>/dev/tcp/127.0.0.1/15000 && echo ping >&3 && head -n 2 <&3";
+    conn.reverse_forward(15000, local_addr).await.expect("the host listens");
+    conn.reverse_forward(15000, local_addr).await.expect("asking twice changes nothing");
+    let out = conn.exec(&format!("bash -c '{talk}'"), TIMEOUT).await.expect("runs");
+    assert_eq!(out.stdout_text(), "hello from the server\necho ping", "{out:?}");
+
+    conn.disconnect().await;
+    let out = conn.exec(&format!("bash -c '{talk}'"), TIMEOUT).await.expect("runs on a new session");
+    assert_eq!(conn.n_handshakes(), 2);
+    assert_eq!(out.stdout_text(), "hello from the server\necho ping", "{out:?}");
+
+    // sshd listens on port 22 of every address, so the host cannot listen there again.
+    let err = conn.reverse_forward(22, local_addr).await.expect_err("refused");
+    let text = err.to_string();
+    assert!(text.contains(&hosts.hosts[0].ip) && text.contains("127.0.0.1:22"), "{text}");
+    // The refused port is not asked for again on the next session.
+    conn.disconnect().await;
+    assert!(conn.exec("true", TIMEOUT).await.expect("reconnects").success());
+}

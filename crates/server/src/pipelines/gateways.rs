@@ -40,15 +40,30 @@ pub struct GatewayLaunch {
     pub server_dir: PathBuf,
     /// This server's URL, for the gateway's `auth: true` checks.
     pub server_url: String,
+    /// Where this server listens, as this machine reaches it: a `local.ssh` gateway reaches it
+    /// through a reverse tunnel to this address.
+    pub server_addr: std::net::SocketAddr,
 }
 
 impl GatewayLaunch {
-    pub fn new(server_dir: &Path, server_url: &str) -> GatewayLaunch {
+    pub fn new(server_dir: &Path, server_url: &str, server_addr: std::net::SocketAddr) -> GatewayLaunch {
         let binary = match std::env::var_os("DSTACK_GATEWAY_BINARY") {
             Some(path) => PathBuf::from(path),
             None => std::env::current_exe().unwrap_or_else(|_| PathBuf::from("dstack")),
         };
-        GatewayLaunch { binary, server_dir: server_dir.to_path_buf(), server_url: server_url.to_owned() }
+        let mut server_addr = server_addr;
+        if server_addr.ip().is_unspecified() {
+            server_addr.set_ip(match server_addr {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        GatewayLaunch {
+            binary,
+            server_dir: server_dir.to_path_buf(),
+            server_url: server_url.to_owned(),
+            server_addr,
+        }
     }
 
     fn dir(&self, row: &GatewayRow) -> PathBuf {
@@ -170,12 +185,14 @@ async fn remote_api(state: &AppState, conn: &dstack_hostssh::Connection) -> Resu
     Ok(client)
 }
 
-/// `dstack gateway run`'s settings for a `local.ssh` gateway.
-fn remote_env(launch: &GatewayLaunch, local: &LocalGateway) -> Vec<(String, String)> {
+/// `dstack gateway run`'s settings for a `local.ssh` gateway: it reaches this server through
+/// the reverse tunnel on its host's loopback.
+fn remote_env(local: &LocalGateway) -> Vec<(String, String)> {
     let host = bracket(&local.host);
+    let server_url = format!("http://127.0.0.1:{}", dstack_hostssh::GATEWAY_SERVER_PORT);
     let mut env = vec![
         ("DSTACK_GATEWAY_HTTP_LISTEN".to_owned(), format!("{host}:{}", local.http_port)),
-        ("DSTACK_GATEWAY_SERVER_URL".to_owned(), launch.server_url.clone()),
+        ("DSTACK_GATEWAY_SERVER_URL".to_owned(), server_url),
     ];
     if let Some(port) = local.https_port {
         env.push(("DSTACK_GATEWAY_HTTPS_LISTEN".to_owned(), format!("{host}:{port}")));
@@ -253,6 +270,12 @@ async fn remote_pass(
             return Ok(());
         }
     };
+    // The gateway's way back to this server, for `auth: true` checks (kept by the connection
+    // across reconnects; asking again changes nothing). Without it the gateway still serves
+    // services without auth, and denies the others with a 500 that says it cannot ask.
+    if let Err(e) = conn.reverse_forward(dstack_hostssh::GATEWAY_SERVER_PORT, launch.server_addr).await {
+        tracing::warn!(gateway = %row.name, error = %e, "no tunnel from the gateway back to the server");
+    }
     if let Ok(client) = remote_api(state, &conn).await {
         if !running || row.status_message.is_some() {
             state.db.set_gateway_status(row.id, "running", None, Some(&remote_addr), now).await?;
@@ -280,7 +303,7 @@ async fn remote_pass(
     let params = dstack_hostssh::GatewayParams {
         binary: &binary,
         binary_arch: arch,
-        env: remote_env(launch, local),
+        env: remote_env(local),
         start_timeout: REMOTE_START_TIMEOUT,
     };
     let now = jiff::Timestamp::now();
