@@ -422,6 +422,49 @@ impl Connection {
         Ok(())
     }
 
+    /// A reverse tunnel to `local` on a port the host picks; returns that port. Asking again
+    /// for the same address returns the same port. A later session asks the host for that same
+    /// port again.
+    pub async fn reverse_forward_any(&self, local: SocketAddr) -> Result<u16, SshError> {
+        let session = current_session(&self.inner).await?;
+        let existing = self.reverse_map().iter().find(|(_, to)| **to == local).map(|(port, _)| *port);
+        if let Some(port) = existing {
+            return Ok(u16::try_from(port).unwrap_or_default());
+        }
+        let host = &self.inner.target.host;
+        let port = session.handle.tcpip_forward("127.0.0.1", 0).await.map_err(|e| SshError::Channel {
+            host: host.clone(),
+            what: "listen on a port of its loopback for a reverse tunnel".to_owned(),
+            cause: e.to_string(),
+        })?;
+        let Ok(short) = u16::try_from(port) else {
+            return Err(SshError::Protocol {
+                host: host.clone(),
+                port: self.inner.target.port,
+                cause: format!("the host picked port {port} for a reverse tunnel"),
+            });
+        };
+        self.reverse_map().insert(port, local);
+        Ok(short)
+    }
+
+    /// Closes the reverse tunnels whose host port `keep` refuses.
+    pub async fn retain_reverse(&self, keep: impl Fn(u16) -> bool) {
+        let closing: Vec<u32> = {
+            let mut map = self.reverse_map();
+            let closing = map.keys().copied().filter(|p| !u16::try_from(*p).is_ok_and(&keep)).collect();
+            map.retain(|p, _| u16::try_from(*p).is_ok_and(&keep));
+            closing
+        };
+        if closing.is_empty() {
+            return;
+        }
+        let session = self.inner.session.lock().await.clone();
+        for port in closing {
+            let _ = session.handle.cancel_tcpip_forward("127.0.0.1", port).await;
+        }
+    }
+
     fn reverse_map(&self) -> std::sync::MutexGuard<'_, HashMap<u32, SocketAddr>> {
         self.inner.reverse.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

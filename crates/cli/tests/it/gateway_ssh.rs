@@ -5,7 +5,9 @@
 //! user, through sudo). Real HTTP requests to `<run>.<domain>` at the gateway host's address
 //! reach the replica through the gateway's SSH tunnel to the fleet host, and only with a
 //! member's token (`auth: true`: the gateway asks the server, which listens on this
-//! machine's loopback, through the server's reverse tunnel to the gateway host); a restarted server
+//! machine's loopback, through the server's reverse tunnel to the gateway host); a replica
+//! on the server's own machine (the local fleet) is served there too, through a reverse
+//! tunnel of its own; a restarted server
 //! finds the gateway again without starting a second one; a gateway killed with its
 //! supervisor is deployed again and serves what it had; deleting the gateway leaves nothing
 //! on its host; a gateway whose host refuses the key, or does not answer, fails, saying why,
@@ -20,7 +22,7 @@ use dstack_hostssh::testkit::{HostKind, TestHosts, keypair, openssh_text};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::server::{cli, ps_run, start_env, stop};
+use crate::server::{cli, ps_run, start_with_local_fleet_env, stop};
 use crate::ssh_fleet::{docker_tests, nested_fleet_file, status, wait_for, write_key};
 
 fn wait<T>(home: &Path, what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -79,7 +81,7 @@ fn a_gateway_on_an_ssh_host_serves_a_service_and_is_removed_cleanly() {
     let dir = TempDir::new().unwrap();
     let home = dir.path();
     let key = write_key(home, "key", &openssh_text(&hosts.key), &hosts.public_key);
-    let mut server = start_env(home, &[]);
+    let mut server = start_with_local_fleet_env(home, &[]);
     let token = server.token.clone();
 
     // The fleet whose host runs the replica.
@@ -145,13 +147,39 @@ fn a_gateway_on_an_ssh_host_serves_a_service_and_is_removed_cleanly() {
     assert_eq!(status, 403, "no token, no access");
     let (status, _) = get_with_host(&addr, &domain, "/whoami", Some("not-a-token"));
     assert_eq!(status, 403, "an unknown token, no access");
+
+    // A service on the server's own machine (the local fleet), published on the same gateway:
+    // the gateway reaches its replica through a reverse tunnel of the server's connection.
+    let local_file = home.join("local-svc.yml");
+    std::fs::write(
+        &local_file,
+        "type: service\nname: sshgwlocal\nimage: dstack-rs-service-test:1\nport: 8000\ngateway: ssh-gw\n\
+         https: false\nauth: false\nfleets: [local]\ncommands: [dstack-test-replica 8000]\n",
+    )
+    .unwrap();
+    let (code, out, err) = cli(home, &["apply", "-f", &local_file.display().to_string(), "-y", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let local_job = wait(home, "the local replica running", Duration::from_secs(180), || {
+        crate::services::running_jobs(&ps_run(home, "sshgwlocal")).into_iter().next()
+    });
+    let local_domain = format!("sshgwlocal.gw.test:{http_port}");
+    let body = wait(home, "the gateway to serve the local replica", Duration::from_secs(90), || {
+        let (status, body) = get_with_host(&addr, &local_domain, "/whoami", None);
+        (status == 200).then_some(body)
+    });
+    assert_eq!(body, local_job, "the local replica answers through the gateway on the other host");
+    let (code, out, err) = cli(home, &["stop", "sshgwlocal", "-x", "-y"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait(home, "the stopped local service gone from the gateway", Duration::from_secs(60), || {
+        (get_with_host(&addr, &local_domain, "/whoami", None).0 != 200).then_some(())
+    });
     let (status, _) = get_with_host(&addr, "other.gw.test", "/whoami", Some(&token));
     assert_ne!(status, 200, "an unknown service is not served");
 
     // A restarted server finds the gateway again: the same process, still serving.
     let pid = hosts.sh(1, "cat /root/.dstack-gateway/gateway.pid").trim().to_owned();
     assert_eq!(stop(server), 0);
-    server = start_env(home, &[]);
+    server = start_with_local_fleet_env(home, &[]);
     let deadline = Instant::now() + Duration::from_secs(8);
     while Instant::now() < deadline {
         assert_eq!(gateway(home, "ssh-gw").map(|g| g["status"].clone()), Some("running".into()));

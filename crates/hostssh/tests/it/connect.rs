@@ -226,9 +226,37 @@ async fn accepts_tells_whether_an_app_on_the_host_keeps_a_connection() {
     assert_eq!(hosts.n_logins(0), 1, "one session for all of it");
 }
 
+/// A local server the test hosts cannot reach by themselves: it writes `greeting` and echoes
+/// a line.
+async fn greeter(greeting: &'static str) -> std::net::SocketAddr {
+    let local = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = local.local_addr().expect("addr");
+    tokio::spawn(async move {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+        while let Ok((tcp, _)) = local.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = tcp.into_split();
+                let mut line = String::new();
+                let _ = write.write_all(format!("{greeting}\n").as_bytes()).await;
+                let _ = tokio::io::BufReader::new(read).read_line(&mut line).await;
+                let _ = write.write_all(format!("echo {line}").as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// What the host gets from its `127.0.0.1:<port>`, sending `ping`.
+async fn talk(conn: &Connection, port: u16) -> String {
+    let script =
+        format!("bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port} && echo ping >&3 && head -n 2 <&3' 2>&1");
+    conn.exec(&script, TIMEOUT).await.expect("runs").stdout_text()
+}
+
 /// `reverse_forward` brings the host's connections to its `127.0.0.1:<port>` to a local
 /// address (`ssh -R`), again after the session dropped and was opened anew; a port the host
-/// cannot listen on is refused, naming the host and the port.
+/// cannot listen on is refused, naming the host and the port. `reverse_forward_any` lets the
+/// host pick the port and keeps it across sessions; `retain_reverse` closes tunnels.
 #[tokio::test]
 async fn a_reverse_tunnel_brings_the_hosts_connections_here_and_outlives_a_reconnect() {
     if !enabled() {
@@ -237,34 +265,27 @@ async fn a_reverse_tunnel_brings_the_hosts_connections_here_and_outlives_a_recon
     let hosts = TestHosts::start(&[HostKind::Plain]);
     let conn =
         Connection::connect(&hosts.target(0, "dstack"), hosts.keys(), TIMEOUT).await.expect("connects");
-    // A local server the host cannot reach by itself: it writes a greeting and echoes a line.
-    let local = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
-    let local_addr = local.local_addr().expect("addr");
-    let _server = tokio::spawn(async move {
-        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
-        while let Ok((tcp, _)) = local.accept().await {
-            tokio::spawn(async move {
-                let (read, mut write) = tcp.into_split();
-                let mut line = String::new();
-                let _ = write.write_all(b"hello from the server\n").await;
-                let _ = tokio::io::BufReader::new(read).read_line(&mut line).await;
-                let _ = write.write_all(format!("echo {line}").as_bytes()).await;
-            });
-        }
-    });
-    let talk = "exec 3<>/dev/tcp/127.0.0.1/15000 && echo ping >&3 && head -n 2 <&3";
-    conn.reverse_forward(15000, local_addr).await.expect("the host listens");
-    conn.reverse_forward(15000, local_addr).await.expect("asking twice changes nothing");
-    let out = conn.exec(&format!("bash -c '{talk}'"), TIMEOUT).await.expect("runs");
-    assert_eq!(out.stdout_text(), "hello from the server\necho ping", "{out:?}");
+    let server = greeter("hello from the server").await;
+    let replica = greeter("hello from a replica").await;
+    conn.reverse_forward(15000, server).await.expect("the host listens");
+    conn.reverse_forward(15000, server).await.expect("asking twice changes nothing");
+    assert_eq!(talk(&conn, 15000).await, "hello from the server\necho ping");
+    let picked = conn.reverse_forward_any(replica).await.expect("the host picks a port");
+    assert_ne!(picked, 15000);
+    assert_eq!(conn.reverse_forward_any(replica).await.expect("the same"), picked);
+    assert_eq!(talk(&conn, picked).await, "hello from a replica\necho ping");
 
     conn.disconnect().await;
-    let out = conn.exec(&format!("bash -c '{talk}'"), TIMEOUT).await.expect("runs on a new session");
+    assert_eq!(talk(&conn, 15000).await, "hello from the server\necho ping", "again on a new session");
     assert_eq!(conn.n_handshakes(), 2);
-    assert_eq!(out.stdout_text(), "hello from the server\necho ping", "{out:?}");
+    assert_eq!(talk(&conn, picked).await, "hello from a replica\necho ping", "the picked port too");
+
+    conn.retain_reverse(|port| port == 15000).await;
+    assert!(!talk(&conn, picked).await.contains("hello"), "the replica's tunnel is closed");
+    assert_eq!(talk(&conn, 15000).await, "hello from the server\necho ping", "the other one stays");
 
     // sshd listens on port 22 of every address, so the host cannot listen there again.
-    let err = conn.reverse_forward(22, local_addr).await.expect_err("refused");
+    let err = conn.reverse_forward(22, server).await.expect_err("refused");
     let text = err.to_string();
     assert!(text.contains(&hosts.hosts[0].ip) && text.contains("127.0.0.1:22"), "{text}");
     // The refused port is not asked for again on the next session.

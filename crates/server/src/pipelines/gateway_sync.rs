@@ -8,8 +8,10 @@
 //! (`local.ssh`) reaches a replica on an SSH-fleet host through that host's sshd, as the
 //! fleet's user with the fleet's key (our `ssh_private_key` of a replica; the fleet's proxy
 //! jump as the head proxy), to the port the replica's service port is published on there
-//! (`127.0.0.1:<host port>`, where the shim publishes it); replicas on the server's own
-//! machine (the `local` fleet) cannot be reached from there and are left out (logged).
+//! (`127.0.0.1:<host port>`, where the shim publishes it); a replica on the server's own
+//! machine (the `local` fleet) through a reverse tunnel of the server's connection to the
+//! gateway host (a port of that host's loopback picked by its sshd, registered as the
+//! replica's address there), closed once the replica is no longer ready.
 //!
 //! Each pass also collects the gateway's per-service stats into `AppState::gateway_load`,
 //! which the runs loop adds to the in-server proxy's load for the autoscaler.
@@ -23,19 +25,20 @@ use dstack_agent_proto::client::GatewayClient;
 use dstack_agent_proto::gateway::{RegisterReplicaRequest, RegisterServiceRequest, Secret, ServiceOptions};
 use dstack_api::runs::{RunConfiguration, RunSpec, ServiceSpec};
 use dstack_db::{GatewayRow, JobRow, RunFilter};
-use dstack_model::gateway::GatewaySshHost;
+use dstack_hostssh::Connection;
 
 use crate::state::AppState;
 
 /// dstack's default `client_max_body_size` of a gateway service (64 MiB).
 const CLIENT_MAX_BODY_SIZE: u64 = 64 * 1024 * 1024;
 
-/// Syncs `gateway` through `client`; `remote` is its host when it runs on one (`local.ssh`).
+/// Syncs `gateway` through `client`; `remote` is the connection to its host when it runs on
+/// one (`local.ssh`).
 pub(crate) async fn sync(
     state: &AppState,
     gateway: &GatewayRow,
     client: &GatewayClient,
-    remote: Option<&GatewaySshHost>,
+    remote: Option<&Connection>,
 ) {
     if let Err(e) = try_sync(state, gateway, client, remote).await {
         tracing::warn!(gateway = %gateway.name, error = %e, "gateway sync");
@@ -55,7 +58,7 @@ async fn try_sync(
     state: &AppState,
     gateway: &GatewayRow,
     client: &GatewayClient,
-    remote: Option<&GatewaySshHost>,
+    remote: Option<&Connection>,
 ) -> Result<(), String> {
     let projects = state.db.list_projects().await.map_err(|e| e.to_string())?;
     let Some(project) = projects.into_iter().find(|p| p.id == gateway.project_id) else { return Ok(()) };
@@ -79,6 +82,8 @@ async fn try_sync(
         registered.insert(s.run_name, s.replicas.into_iter().map(|r| r.id).collect());
     }
     let mut wanted = BTreeSet::new();
+    // The host ports of the reverse tunnels to this server's ready local replicas.
+    let mut tunnels: BTreeSet<u16> = BTreeSet::new();
     let mut run_ids: BTreeMap<String, String> = BTreeMap::new();
     for listing in runs {
         let run = &listing.run;
@@ -126,7 +131,7 @@ async fn try_sync(
         };
         let replicas = match remote {
             None => direct_replicas(state, run.id, conf.port.container_port).await?,
-            Some(_) => ssh_replicas(state, run.id, conf.port.container_port).await?,
+            Some(conn) => ssh_replicas(state, conn, run.id, conf.port.container_port, &mut tunnels).await?,
         };
         let ready: BTreeSet<String> = replicas.iter().map(|r| r.job_id.clone()).collect();
         for body in &replicas {
@@ -150,6 +155,10 @@ async fn try_sync(
     for run_name in registered.keys().filter(|r| !wanted.contains(*r)) {
         client.unregister_service(&project.name, run_name).await.map_err(|e| e.to_string())?;
         tracing::info!(gateway = %gateway.name, run = %run_name, "service unregistered from the gateway");
+    }
+    if let Some(conn) = remote {
+        conn.retain_reverse(|port| port == dstack_hostssh::GATEWAY_SERVER_PORT || tunnels.contains(&port))
+            .await;
     }
     Ok(())
 }
@@ -202,16 +211,20 @@ async fn direct_replicas(
 }
 
 /// The ready replicas as a gateway on an SSH host reaches them: through the sshd of their
-/// SSH-fleet host.
+/// SSH-fleet host, or through a reverse tunnel of `conn` (the server's connection to the
+/// gateway host) when they run on the server's own machine; the tunnels' host ports are added
+/// to `tunnels`.
 async fn ssh_replicas(
     state: &AppState,
+    conn: &Connection,
     run_id: uuid::Uuid,
     service_port: i64,
+    tunnels: &mut BTreeSet<u16>,
 ) -> Result<Vec<RegisterReplicaRequest>, String> {
     let jobs = crate::services::ready_replicas(state, run_id).await.map_err(|e| format!("{e:?}"))?;
     let mut out = Vec::with_capacity(jobs.len());
     for job in &jobs {
-        match ssh_replica(state, job, service_port).await {
+        match ssh_replica(state, conn, job, service_port, tunnels).await {
             Ok(body) => out.push(body),
             Err(e) => tracing::warn!(job = %job.job_name, error = %e, "replica left off the gateway"),
         }
@@ -221,8 +234,10 @@ async fn ssh_replicas(
 
 async fn ssh_replica(
     state: &AppState,
+    conn: &Connection,
     job: &JobRow,
     service_port: i64,
+    tunnels: &mut BTreeSet<u16>,
 ) -> Result<RegisterReplicaRequest, String> {
     let app_port = crate::services::published_port(job, Some(service_port))?;
     let instance_id = job.instance_id.ok_or("the job has no instance")?;
@@ -232,8 +247,16 @@ async fn ssh_replica(
         .await
         .map_err(|e| e.to_string())?
         .ok_or("the job's instance is gone")?;
-    let rci = crate::fleets::remote_connection_info(&instance, &state.cipher)
-        .ok_or("it runs on the server's own machine, which a gateway on another host cannot reach")?;
+    let Some(rci) = crate::fleets::remote_connection_info(&instance, &state.cipher) else {
+        // On the server's own machine: where the server reaches it, through a reverse tunnel.
+        let addr = crate::services::replica_addr(state, job, Some(service_port)).await?;
+        let port = conn.reverse_forward_any(addr).await.map_err(|e| e.to_string())?;
+        tunnels.insert(port);
+        return Ok(RegisterReplicaRequest {
+            internal_ip: Some("127.0.0.1".to_owned()),
+            ..replica(job.id.to_string(), port)
+        });
+    };
     let private =
         |keys: &[dstack_model::fleet::SshKey]| keys.iter().find_map(|k| k.private.clone()).map(Secret);
     let key = private(&rci.ssh_keys).ok_or_else(|| format!("{}: the fleet has no private key", rci.host))?;

@@ -281,7 +281,7 @@ async fn remote_pass(
             state.db.set_gateway_status(row.id, "running", None, Some(&remote_addr), now).await?;
             tracing::info!(gateway = %row.name, host = %ssh.hostname, "gateway running");
         } else {
-            super::gateway_sync::sync(state, row, &client, Some(ssh)).await;
+            super::gateway_sync::sync(state, row, &client, Some(&conn)).await;
         }
         return Ok(());
     }
