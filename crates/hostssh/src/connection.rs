@@ -654,7 +654,11 @@ async fn open_session(
             let ports: Vec<u32> =
                 reverse.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys().copied().collect();
             for port in ports {
-                ask_reverse(&handle, host, port).await?;
+                // A port the host no longer lets us have costs that tunnel, not the session.
+                if let Err(e) = ask_reverse(&handle, host, port).await {
+                    tracing::warn!(%e, "reverse tunnel dropped on a new session");
+                    reverse.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&port);
+                }
             }
             return Ok(Session { handle, _jumps: jumps });
         }
