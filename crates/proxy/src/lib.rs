@@ -19,7 +19,6 @@
 //! Errors leave in dstack's proxy shape, `{"detail": "…"}` with 502 (the replica failed),
 //! 504 (no response headers in time) or what the caller chose.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -135,8 +134,8 @@ fn json_string(text: &str) -> String {
 /// The proxy: connection pools and stats of every replica it has sent to.
 pub struct Proxy {
     options: Options,
-    idle: Mutex<HashMap<SocketAddr, Vec<SendRequest<Body>>>>,
-    stats: Mutex<HashMap<String, Arc<ReplicaStats>>>,
+    idle: Mutex<FastMap<SocketAddr, Vec<SendRequest<Body>>>>,
+    stats: Mutex<FastMap<String, Arc<ReplicaStats>>>,
     next: AtomicUsize,
 }
 
@@ -144,8 +143,8 @@ impl Proxy {
     pub fn new(options: Options) -> Arc<Proxy> {
         Arc::new(Proxy {
             options,
-            idle: Mutex::new(HashMap::new()),
-            stats: Mutex::new(HashMap::new()),
+            idle: Mutex::new(FastMap::default()),
+            stats: Mutex::new(FastMap::default()),
             next: AtomicUsize::new(0),
         })
     }
@@ -228,13 +227,17 @@ impl Proxy {
         for i in 0..upstreams.len() {
             let upstream = &upstreams[(start + i) % upstreams.len()];
             let stats = self.stats_of(&upstream.id);
+            // Connecting and upgrades are boxed: a request on a pooled connection takes
+            // neither, and their futures would make every request's future larger (it is
+            // copied when the request starts).
             if upgrade {
-                let Some(sender) = self.connect(upstream, &stats, true).await else { continue };
+                let Some(sender) = Box::pin(self.connect(upstream, &stats, true)).await else { continue };
                 stats.requests.fetch_add(1, Ordering::Relaxed);
                 let on_upgrade = downstream_upgrade.ok_or_else(|| {
                     ProxyError::new(StatusCode::BAD_REQUEST, "This connection cannot be upgraded")
                 })?;
-                return self.forward_upgrade(req, sender, on_upgrade, stats, response_timeout).await;
+                return Box::pin(self.forward_upgrade(req, sender, on_upgrade, stats, response_timeout))
+                    .await;
             }
             // A pooled connection first; one found closed hands the request back.
             while let Some(mut sender) = self.checkout(upstream.addr) {
@@ -248,7 +251,7 @@ impl Proxy {
                     Sent::NotSent(back) => req = back,
                 }
             }
-            let Some(mut sender) = self.connect(upstream, &stats, false).await else { continue };
+            let Some(mut sender) = Box::pin(self.connect(upstream, &stats, false)).await else { continue };
             match self.send(&mut sender, req, &stats, response_timeout).await? {
                 Sent::Response(resp, in_flight) => {
                     return Ok(self.respond(resp, sender, upstream.addr, in_flight));
@@ -438,6 +441,11 @@ enum Sent {
     NotSent(Request<Body>),
 }
 
+/// The proxy's maps, looked up on every request: foldhash, several times cheaper than SipHash
+/// for these short keys (addresses, ids) in a callgrind profile; its seed is random per
+/// process, and the keys are the server's (replicas, services), not the client's.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -466,6 +474,17 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// Drops the hop-by-hop headers and those `Connection` names; an upgrade keeps
 /// `Connection: upgrade` and `Upgrade`.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages have none of them (names in `Connection` need a `Connection` header):
+    // one pass over the names instead of a removal (a hash and a probe) for each.
+    let any = headers.keys().any(|n| *n == header::UPGRADE || HOP_BY_HOP.contains(n));
+    if any {
+        strip_hop_by_hop_slow(headers, upgrade);
+    } else if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn strip_hop_by_hop_slow(headers: &mut HeaderMap, upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

@@ -7,7 +7,6 @@
 //! the client went away); its duration goes into a logarithmic histogram (quarter powers of
 //! two from 1 ms), from which [`WindowLoad::p95_latency`] is read, about 19 % wide.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -108,12 +107,12 @@ pub struct WindowLoad {
 /// Stats of every service the proxy has seen, by a key the caller chooses (the run id).
 pub struct LoadTracker {
     started: Instant,
-    services: Mutex<HashMap<Arc<str>, ServiceLoad>>,
+    services: Mutex<crate::FastMap<Arc<str>, ServiceLoad>>,
 }
 
 impl Default for LoadTracker {
     fn default() -> Self {
-        LoadTracker { started: Instant::now(), services: Mutex::new(HashMap::new()) }
+        LoadTracker { started: Instant::now(), services: Mutex::new(crate::FastMap::default()) }
     }
 }
 

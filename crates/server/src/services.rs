@@ -221,12 +221,14 @@ pub(crate) fn fast_route<'a>(
     method: &axum::http::Method,
     path: &'a str,
 ) -> Option<(&'a str, &'a str, &'a str)> {
+    // Byte searches, not `contains`/`split_once` with a char: this runs twice per request.
     let rest = path.strip_prefix("/proxy/services/")?;
-    if *method == axum::http::Method::HEAD || rest.contains('%') {
+    if *method == axum::http::Method::HEAD || rest.as_bytes().contains(&b'%') {
         return None;
     }
-    let (project, rest) = rest.split_once('/')?;
-    let (run, path) = rest.split_once('/')?;
+    let split = |s: &'a str| s.bytes().position(|b| b == b'/').map(|i| (&s[..i], &s[i + 1..]));
+    let (project, rest) = split(rest)?;
+    let (run, path) = split(rest)?;
     (!project.is_empty() && !run.is_empty()).then_some((project, run, path))
 }
 
@@ -247,7 +249,9 @@ async fn proxy(state: &AppState, project: &str, run: &str, path: &str, req: Requ
     // The request is load from now on: a service scaled to zero scales up for it.
     let guard = state.load.begin(&target.load_key);
     if target.upstreams.is_empty() {
-        target = match wait_for_replica(state, project, run, req.headers()).await {
+        // Boxed, as every path a busy service does not take: the future of each request is
+        // then small, and so is the copy of it that starts the request.
+        target = match Box::pin(wait_for_replica(state, project, run, req.headers())).await {
             Ok(target) => target,
             Err(e) => return e.into_response(),
         };
@@ -346,17 +350,21 @@ const ROUTE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 pub struct Routes {
     /// By project, then run (looked up by `&str`, no allocation): when the route was looked
     /// up, and the route.
-    targets: std::sync::Mutex<HashMap<String, HashMap<String, CachedTarget>>>,
+    /// foldhash: looked up on every request, and only names that were found in the database
+    /// are kept.
+    targets: std::sync::Mutex<FastMap<String, FastMap<String, CachedTarget>>>,
     /// Tokens allowed into a project, by a keyed hash of the token (`token_keys`) and the
     /// project id; a hit is confirmed by comparing the token itself in constant time, so a
     /// hash collision only costs a database check. Cheaper per request than the SHA-256 the
     /// database lookup needs; tokens are kept in memory only, never logged.
-    granted: std::sync::Mutex<HashMap<(u64, uuid::Uuid), Grant>>,
+    granted: std::sync::Mutex<FastMap<(u64, uuid::Uuid), Grant>>,
     /// Random per process: an outsider cannot aim for a bucket in `granted`.
     token_keys: std::hash::RandomState,
 }
 
 type CachedTarget = (std::time::Instant, Arc<Target>);
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A token found to be allowed into a project, and when.
 struct Grant {
@@ -373,8 +381,9 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-fn fresh(at: std::time::Instant) -> bool {
-    at.elapsed() < ROUTE_TTL
+/// Whether what was looked up `at` is still good `now`.
+fn fresh(at: std::time::Instant, now: std::time::Instant) -> bool {
+    now.saturating_duration_since(at) < ROUTE_TTL
 }
 
 async fn target(
@@ -383,29 +392,33 @@ async fn target(
     run_name: &str,
     headers: &HeaderMap,
 ) -> Result<Arc<Target>, ProxyError> {
+    let mut now = std::time::Instant::now();
     let cached = lock(&state.routes.targets)
         .get(project_name)
         .and_then(|runs| runs.get(run_name))
-        .filter(|(at, _)| fresh(*at))
+        .filter(|(at, _)| fresh(*at, now))
         .map(|(_, t)| t.clone());
     let target = match cached {
         Some(target) => target,
         None => {
-            let target = Arc::new(lookup(state, project_name, run_name).await?);
+            // Boxed: a cache miss is rare, and the database's futures would make every
+            // request's future (copied once per request) several kilobytes larger.
+            let target = Arc::new(Box::pin(lookup(state, project_name, run_name)).await?);
             let mut targets = lock(&state.routes.targets);
+            now = std::time::Instant::now();
             targets.retain(|_, runs| {
-                runs.retain(|_, (at, _)| fresh(*at));
+                runs.retain(|_, (at, _)| fresh(*at, now));
                 !runs.is_empty()
             });
             targets
                 .entry(project_name.to_owned())
                 .or_default()
-                .insert(run_name.to_owned(), (std::time::Instant::now(), target.clone()));
+                .insert(run_name.to_owned(), (now, target.clone()));
             target
         }
     };
     if target.auth {
-        authorize_cached(state, &target.project, headers).await?;
+        authorize_cached(state, &target.project, headers, now).await?;
     }
     Ok(target)
 }
@@ -415,30 +428,32 @@ async fn authorize_cached(
     state: &AppState,
     project: &ProjectRow,
     headers: &HeaderMap,
+    now: std::time::Instant,
 ) -> Result<(), ProxyError> {
-    let Some(token) = bearer(headers) else { return authorize(state, project, headers).await };
+    // `authorize` is boxed (a miss is rare): see `target`.
+    let Some(token) = bearer(headers) else { return Box::pin(authorize(state, project, headers)).await };
     let token = token.as_bytes();
     let key = (state.routes.token_keys.hash_one(token), project.id);
     let hit = lock(&state.routes.granted)
         .get(&key)
-        .is_some_and(|grant| fresh(grant.at) && same_bytes(&grant.token, token));
+        .is_some_and(|grant| fresh(grant.at, now) && same_bytes(&grant.token, token));
     if hit {
         return Ok(());
     }
-    authorize(state, project, headers).await?;
+    Box::pin(authorize(state, project, headers)).await?;
     let mut granted = lock(&state.routes.granted);
-    granted.retain(|_, grant| fresh(grant.at));
-    granted.insert(key, Grant { token: token.into(), at: std::time::Instant::now() });
+    let now = std::time::Instant::now();
+    granted.retain(|_, grant| fresh(grant.at, now));
+    granted.insert(key, Grant { token: token.into(), at: now });
     Ok(())
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
-        .map(|(_, token)| token.trim())
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    // Bytes, not `split_once(' ')`: this runs for every request.
+    let space = value.bytes().position(|b| b == b' ')?;
+    let (scheme, token) = (&value[..space], value[space + 1..].trim());
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The route of a service from the database.
