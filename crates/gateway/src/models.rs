@@ -77,8 +77,8 @@ async fn serve(
     };
     parts.headers.remove(header::AUTHORIZATION);
     parts.headers.remove(header::COOKIE);
-    if let Ok(host) = header::HeaderValue::from_str(&model.route.domain) {
-        parts.headers.insert(header::HOST, host);
+    if let Some(host) = &model.route.host_header {
+        parts.headers.insert(header::HOST, host.clone());
     }
     let req = Request::from_parts(parts, Body::from(bytes));
     let route = model.route.clone();

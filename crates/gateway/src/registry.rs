@@ -37,7 +37,6 @@ pub(crate) struct Routes {
 /// One service as requests see it.
 pub(crate) struct Route {
     pub(crate) project: String,
-    pub(crate) domain: String,
     pub(crate) https: bool,
     pub(crate) auth: bool,
     pub(crate) client_max_body_size: u64,
@@ -52,6 +51,9 @@ pub(crate) struct Route {
     pub(crate) read_timeout: std::time::Duration,
     /// The key of the service's load stats ([`stats_key`]), made once per snapshot.
     stats_key: String,
+    /// The service's domain as the `Host` header the replica gets (nginx's
+    /// `proxy_set_header Host $host`), made once per snapshot.
+    pub(crate) host_header: Option<axum::http::HeaderValue>,
 }
 
 impl Route {
@@ -145,7 +147,6 @@ impl Registry {
             upstreams.sort_by(|a, b| a.id.cmp(&b.id));
             let route = Arc::new(Route {
                 project: s.project_name.clone(),
-                domain: s.domain.clone(),
                 https: s.https,
                 auth: s.auth,
                 client_max_body_size: s.client_max_body_size,
@@ -155,6 +156,7 @@ impl Registry {
                 upstreams,
                 read_timeout: std::time::Duration::from_secs(s.read_timeout.max(1)),
                 stats_key: stats_key(&s.project_name, &s.run_name),
+                host_header: axum::http::HeaderValue::from_str(&s.domain).ok(),
             });
             by_run.insert((s.project_name.clone(), s.run_name.clone()), route.clone());
             routes.services.insert(s.domain.clone(), route);

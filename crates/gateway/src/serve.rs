@@ -59,12 +59,17 @@ pub(crate) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, share
             }
         };
         let _ = stream.set_nodelay(true);
+        // The client's address as `X-Real-IP`, made once per connection, not per request.
+        let remote =
+            Arc::new(Peer { real_ip: HeaderValue::from_str(&remote.ip().to_string()).ok(), addr: remote });
         let shared = shared.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let peer = remote.clone();
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, scheme, remote, req.map(Body::new)).await) }
+                let remote = peer.clone();
+                async move { Ok::<_, Infallible>(handle(&shared, scheme, &remote, req.map(Body::new)).await) }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             // Slow clients get 30 s for their headers (hyper's default, which needs a timer).
@@ -77,7 +82,7 @@ pub(crate) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, share
                             builder.serve_connection(TokioIo::new(stream), service).with_upgrades().await
                         }
                         Ok(Err(e)) => {
-                            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                            tracing::debug!(remote = %remote.addr, error = %e, "TLS handshake failed");
                             return;
                         }
                         Err(_) => return,
@@ -85,10 +90,17 @@ pub(crate) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, share
                 }
             };
             if let Err(e) = result {
-                tracing::debug!(%remote, error = %e, "connection ended");
+                tracing::debug!(remote = %remote.addr, error = %e, "connection ended");
             }
         });
     }
+}
+
+/// The client end of a connection.
+struct Peer {
+    addr: SocketAddr,
+    /// `addr`'s IP as the `X-Real-IP` header.
+    real_ip: Option<HeaderValue>,
 }
 
 /// The host a request is for: `Host` without the port, lower-cased.
@@ -102,12 +114,7 @@ fn host_of(req: &Request<Body>) -> Option<String> {
     Some(host.trim_end_matches('.').to_ascii_lowercase())
 }
 
-async fn handle(
-    shared: &Arc<Shared>,
-    scheme: Scheme,
-    remote: SocketAddr,
-    req: Request<Body>,
-) -> Response<Body> {
+async fn handle(shared: &Arc<Shared>, scheme: Scheme, remote: &Peer, req: Request<Body>) -> Response<Body> {
     let Some(host) = host_of(&req) else {
         return ProxyError::new(StatusCode::BAD_REQUEST, "No Host header").into_response();
     };
@@ -166,7 +173,7 @@ fn limit_for<'a>(
 async fn handle_service(
     shared: &Arc<Shared>,
     route: Arc<Route>,
-    remote: SocketAddr,
+    remote: &Peer,
     mut req: Request<Body>,
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
@@ -201,7 +208,7 @@ async fn handle_service(
     }
     if let Some((limit, limiter)) = limit_for(&route, location) {
         let key: Option<Vec<u8>> = match &limit.key {
-            RateLimitKey::IpAddress => Some(remote.ip().to_string().into_bytes()),
+            RateLimitKey::IpAddress => Some(remote.addr.ip().to_string().into_bytes()),
             RateLimitKey::Header { header } => {
                 req.headers().get(header.as_str()).map(|v| v.as_bytes().to_vec()).filter(|v| !v.is_empty())
             }
@@ -219,11 +226,11 @@ async fn handle_service(
     }
     let guard = shared.load.begin(route.stats_key());
     // nginx's `proxy_set_header Host $host`: the name without the port.
-    if let Ok(host) = HeaderValue::from_str(&route.domain) {
-        req.headers_mut().insert(header::HOST, host);
+    if let Some(host) = &route.host_header {
+        req.headers_mut().insert(header::HOST, host.clone());
     }
-    if let Ok(ip) = HeaderValue::from_str(&remote.ip().to_string()) {
-        req.headers_mut().insert(HeaderName::from_static("x-real-ip"), ip);
+    if let Some(ip) = &remote.real_ip {
+        req.headers_mut().insert(HeaderName::from_static("x-real-ip"), ip.clone());
     }
     let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
     let mut resp = shared
