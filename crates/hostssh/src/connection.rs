@@ -120,7 +120,7 @@ struct Inner {
 }
 
 /// Remote (host loopback) port → the local address its connections are piped to.
-type Reverse = Arc<StdMutex<HashMap<u32, SocketAddr>>>;
+type Reverse = Arc<StdMutex<HashMap<u16, SocketAddr>>>;
 
 struct Forward {
     local: SocketAddr,
@@ -169,12 +169,9 @@ impl client::Handler for Client {
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        let local = self
-            .reverse
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&connected_port)
-            .copied();
+        let local = u16::try_from(connected_port).ok().and_then(|port| {
+            self.reverse.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&port).copied()
+        });
         let Some(local) = local else {
             reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
             return Ok(());
@@ -398,13 +395,12 @@ impl Connection {
         Ok(accepted)
     }
 
-    /// A reverse tunnel: connections to `127.0.0.1:<remote_port>` on the host are piped to
+    /// A reverse tunnel: connections to `127.0.0.1:<port>` on the host are piped to
     /// `local` on this machine (`ssh -R`), as a gateway on the host reaches this server. The
     /// host is asked on the current session and again by every later one (a reconnect);
     /// asking again for the same port and address changes nothing. Fails if the host refuses
     /// (the port is taken there, or its sshd forbids forwarding).
-    pub async fn reverse_forward(&self, remote_port: u16, local: SocketAddr) -> Result<(), SshError> {
-        let port = u32::from(remote_port);
+    pub async fn reverse_forward(&self, port: u16, local: SocketAddr) -> Result<(), SshError> {
         let session = current_session(&self.inner).await?;
         let asked = self.reverse_map().get(&port).copied();
         if asked == Some(local) {
@@ -429,7 +425,7 @@ impl Connection {
         let session = current_session(&self.inner).await?;
         let existing = self.reverse_map().iter().find(|(_, to)| **to == local).map(|(port, _)| *port);
         if let Some(port) = existing {
-            return Ok(u16::try_from(port).unwrap_or_default());
+            return Ok(port);
         }
         let host = &self.inner.target.host;
         let port = session.handle.tcpip_forward("127.0.0.1", 0).await.map_err(|e| SshError::Channel {
@@ -437,7 +433,7 @@ impl Connection {
             what: "listen on a port of its loopback for a reverse tunnel".to_owned(),
             cause: e.to_string(),
         })?;
-        let Ok(short) = u16::try_from(port) else {
+        let Ok(port) = u16::try_from(port) else {
             return Err(SshError::Protocol {
                 host: host.clone(),
                 port: self.inner.target.port,
@@ -445,15 +441,15 @@ impl Connection {
             });
         };
         self.reverse_map().insert(port, local);
-        Ok(short)
+        Ok(port)
     }
 
     /// Closes the reverse tunnels whose host port `keep` refuses.
     pub async fn retain_reverse(&self, keep: impl Fn(u16) -> bool) {
-        let closing: Vec<u32> = {
+        let closing: Vec<u16> = {
             let mut map = self.reverse_map();
-            let closing = map.keys().copied().filter(|p| !u16::try_from(*p).is_ok_and(&keep)).collect();
-            map.retain(|p, _| u16::try_from(*p).is_ok_and(&keep));
+            let closing = map.keys().copied().filter(|p| !keep(*p)).collect();
+            map.retain(|p, _| keep(*p));
             closing
         };
         if closing.is_empty() {
@@ -461,11 +457,11 @@ impl Connection {
         }
         let session = self.inner.session.lock().await.clone();
         for port in closing {
-            let _ = session.handle.cancel_tcpip_forward("127.0.0.1", port).await;
+            let _ = session.handle.cancel_tcpip_forward("127.0.0.1", u32::from(port)).await;
         }
     }
 
-    fn reverse_map(&self) -> std::sync::MutexGuard<'_, HashMap<u32, SocketAddr>> {
+    fn reverse_map(&self) -> std::sync::MutexGuard<'_, HashMap<u16, SocketAddr>> {
         self.inner.reverse.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -563,8 +559,8 @@ async fn reconnect(inner: &Inner, stale: &Arc<Session>) -> Result<Arc<Session>, 
 }
 
 /// Asks the host to listen on its `127.0.0.1:<port>` for this session.
-async fn ask_reverse(handle: &Handle<Client>, host: &str, port: u32) -> Result<(), SshError> {
-    handle.tcpip_forward("127.0.0.1", port).await.map(drop).map_err(|e| SshError::Channel {
+async fn ask_reverse(handle: &Handle<Client>, host: &str, port: u16) -> Result<(), SshError> {
+    handle.tcpip_forward("127.0.0.1", u32::from(port)).await.map(drop).map_err(|e| SshError::Channel {
         host: host.to_owned(),
         what: format!("listen on its 127.0.0.1:{port} for a reverse tunnel"),
         cause: match e {
@@ -651,7 +647,7 @@ async fn open_session(
         };
         let handle = authenticate(handle, host, port, user, &hop_keys, timeout).await?;
         if idx + 1 == n_hops {
-            let ports: Vec<u32> =
+            let ports: Vec<u16> =
                 reverse.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys().copied().collect();
             for port in ports {
                 // A port the host no longer lets us have costs that tunnel, not the session.
