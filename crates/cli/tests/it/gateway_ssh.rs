@@ -13,8 +13,6 @@
 //! on its host; a gateway whose host refuses the key, or does not answer, fails, saying why,
 //! without the key.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -23,6 +21,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::server::{cli, ps_run, start_with_local_fleet_env, stop};
+use crate::services::get_with_host;
 use crate::ssh_fleet::{docker_tests, nested_fleet_file, status, wait_for, write_key};
 
 fn wait<T>(home: &Path, what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -35,21 +34,6 @@ fn wait<T>(home: &Path, what: &str, limit: Duration, mut f: impl FnMut() -> Opti
         assert!(Instant::now() < deadline, "timed out waiting for {what}\nserver log:\n{log}");
         std::thread::sleep(Duration::from_millis(300));
     }
-}
-
-/// A GET to `addr` with `Host: host`, and the Bearer `token` if any; (status, body).
-fn get_with_host(addr: &str, host: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect(addr) else { return (0, String::new()) };
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    if write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n").is_err() {
-        return (0, String::new());
-    }
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
 }
 
 fn gateways(home: &Path) -> Vec<Value> {

@@ -815,11 +815,15 @@ fn the_pip_cli_updates_a_service_in_place() {
     });
 }
 
-/// A GET to `addr` with `Host: host`; (status, body).
-fn get_with_host(addr: &str, host: &str, path: &str) -> (u16, String) {
+/// A GET to `addr` with `Host: host`, and the Bearer `token` if any; (status, body); status 0
+/// when nothing answers there.
+pub(crate) fn get_with_host(addr: &str, host: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let Ok(mut stream) = TcpStream::connect(addr) else { return (0, String::new()) };
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    if write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n").is_err() {
+        return (0, String::new());
+    }
     let mut text = String::new();
     let _ = stream.read_to_string(&mut text);
     let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -877,22 +881,22 @@ fn a_service_on_a_local_gateway_is_served_on_its_domain() {
     let job = running_jobs(&run).remove(0);
     let addr = format!("127.0.0.1:{http_port}");
     let body = wait("the gateway to serve the replica", Duration::from_secs(60), || {
-        let (status, body) = get_with_host(&addr, &format!("gwsvc.gw.test:{http_port}"), "/whoami");
+        let (status, body) = get_with_host(&addr, &format!("gwsvc.gw.test:{http_port}"), "/whoami", None);
         (status == 200).then_some(body)
     });
     assert_eq!(body, job, "the replica answers through the gateway");
-    let (status, _) = get_with_host(&addr, "other.gw.test", "/whoami");
+    let (status, _) = get_with_host(&addr, "other.gw.test", "/whoami", None);
     assert_ne!(status, 200, "an unknown service is not served");
     // The service's rate limit went to the gateway: one request per 10 s under /version.
     let host = format!("gwsvc.gw.test:{http_port}");
-    let statuses: Vec<u16> = (0..2).map(|_| get_with_host(&addr, &host, "/version").0).collect();
+    let statuses: Vec<u16> = (0..2).map(|_| get_with_host(&addr, &host, "/version", None).0).collect();
     assert_eq!(statuses, [200, 429], "the second request within 10 s is refused");
-    assert_eq!(get_with_host(&addr, &host, "/whoami").0, 200, "other paths are not limited");
+    assert_eq!(get_with_host(&addr, &host, "/whoami", None).0, 200, "other paths are not limited");
 
     let (code, out, err) = cli(home, &["stop", "gwsvc", "-x", "-y"]);
     assert_eq!(code, 0, "{out}{err}");
     wait("the service gone from the gateway", Duration::from_secs(60), || {
-        let (status, _) = get_with_host(&addr, &format!("gwsvc.gw.test:{http_port}"), "/whoami");
+        let (status, _) = get_with_host(&addr, &format!("gwsvc.gw.test:{http_port}"), "/whoami", None);
         matches!(status, 404 | 503).then_some(())
     });
 
