@@ -122,6 +122,11 @@ struct Inner {
 /// Remote (host loopback) port → the local address its connections are piped to.
 type Reverse = Arc<StdMutex<HashMap<u16, SocketAddr>>>;
 
+/// Locks `m`; a holder that panicked left a map that is still usable.
+fn locked<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 struct Forward {
     local: SocketAddr,
     task: tokio::task::JoinHandle<()>,
@@ -169,9 +174,8 @@ impl client::Handler for Client {
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        let local = u16::try_from(connected_port).ok().and_then(|port| {
-            self.reverse.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&port).copied()
-        });
+        let local =
+            u16::try_from(connected_port).ok().and_then(|port| locked(&self.reverse).get(&port).copied());
         let Some(local) = local else {
             reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
             return Ok(());
@@ -462,11 +466,11 @@ impl Connection {
     }
 
     fn reverse_map(&self) -> std::sync::MutexGuard<'_, HashMap<u16, SocketAddr>> {
-        self.inner.reverse.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        locked(&self.inner.reverse)
     }
 
     fn forwards(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Forward>> {
-        self.inner.forwards.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        locked(&self.inner.forwards)
     }
 
     /// Opens a channel on the current session; if that fails because the session is gone,
@@ -647,13 +651,12 @@ async fn open_session(
         };
         let handle = authenticate(handle, host, port, user, &hop_keys, timeout).await?;
         if idx + 1 == n_hops {
-            let ports: Vec<u16> =
-                reverse.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys().copied().collect();
+            let ports: Vec<u16> = locked(reverse).keys().copied().collect();
             for port in ports {
                 // A port the host no longer lets us have costs that tunnel, not the session.
                 if let Err(e) = ask_reverse(&handle, host, port).await {
                     tracing::warn!(%e, "reverse tunnel dropped on a new session");
-                    reverse.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&port);
+                    locked(reverse).remove(&port);
                 }
             }
             return Ok(Session { handle, _jumps: jumps });
