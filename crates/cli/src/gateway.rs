@@ -89,6 +89,10 @@ pub struct ProcessArgs {
     /// The dstack server's URL, asked whether a caller's token belongs to a project member.
     #[arg(long, env = "DSTACK_GATEWAY_SERVER_URL")]
     pub server_url: Option<String>,
+    /// Threads serving the services' listeners, each with its own event loop (as nginx's
+    /// worker processes); 0: one per CPU.
+    #[arg(long, env = "DSTACK_GATEWAY_WORKERS", default_value_t = 0)]
+    pub workers: usize,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, env = "DSTACK_GATEWAY_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -106,6 +110,7 @@ pub fn config_from(args: &ProcessArgs) -> Config {
         https_listen: args.https_listen,
         server_url: args.server_url.clone().filter(|u| !u.is_empty()),
         proxy: dstack_gateway::ProxyOptions::default(),
+        workers: args.workers,
     }
 }
 

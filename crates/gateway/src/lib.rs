@@ -16,9 +16,12 @@
 //! - the state is one JSON file in [`Config::state_dir`], rewritten atomically on every
 //!   change and read at start, so a restarted gateway serves its services again.
 //!
-//! Not done yet: ACME (certificates must be files), the server connection of dstack (the
-//! server's `-R` socket; the server's URL is [`Config::server_url`] or `POST /api/config`'s
-//! `server_url`), HTTP/2.
+//! - the public listeners are served by [`Config::workers`] threads, each with a runtime of
+//!   its own, as nginx's worker processes: a request never wakes another thread.
+//!
+//! The server is reached at [`Config::server_url`] or `POST /api/config`'s `server_url` (on an
+//! SSH host, the server's reverse tunnel to it). Not done yet: ACME (certificates must be
+//! files), HTTP/2.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -68,6 +71,10 @@ pub struct Config {
     pub server_url: Option<String>,
     /// Timeouts of the proxy to the replicas.
     pub proxy: ProxyOptions,
+    /// Threads serving the public listeners, each with a single-thread runtime of its own
+    /// that accepts from the shared listening sockets, as nginx's worker processes do; 0: one
+    /// per CPU. A request and its replica connection stay on one thread.
+    pub workers: usize,
 }
 
 impl Config {
@@ -82,6 +89,7 @@ impl Config {
             https_listen: None,
             server_url: None,
             proxy: dstack_proxy::Options::default(),
+            workers: 0,
         }
     }
 }
@@ -111,6 +119,12 @@ pub enum GatewayError {
     },
     #[error("cannot set up TLS: {0}")]
     Tls(String),
+    #[error("cannot start the {what} worker threads: {source}")]
+    Workers {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What every request handler shares.
@@ -121,18 +135,85 @@ pub(crate) struct Shared {
     pub(crate) auth: auth::Auth,
 }
 
-/// A running gateway; dropping it stops its listeners.
+/// A running gateway; dropping it stops its listeners (and waits for the worker threads).
 pub struct Gateway {
     pub api_addr: SocketAddr,
     pub http_addr: Option<SocketAddr>,
     pub https_addr: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
+    workers: Workers,
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
+        }
+    }
+}
+
+/// The threads serving the public listeners, and what tells them to stop.
+struct Workers {
+    stop: tokio::sync::watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    fn new() -> Workers {
+        Workers { stop: tokio::sync::watch::Sender::new(false), threads: Vec::new() }
+    }
+
+    /// `count` threads, each accepting from its own copy of `listener` on a runtime of its
+    /// own until [`Workers::stop`]. Pool shards are numbered from the threads already started,
+    /// so the HTTP and HTTPS workers keep separate pools too.
+    fn start(
+        &mut self,
+        listener: TcpListener,
+        count: usize,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        shared: &Arc<Shared>,
+        what: &'static str,
+    ) -> Result<(), GatewayError> {
+        let failed = |source| GatewayError::Workers { what, source };
+        let port = listener.local_addr().map_err(failed)?.port();
+        let listener = listener.into_std().map_err(failed)?;
+        for i in 0..count {
+            let listener = listener.try_clone().map_err(failed)?;
+            let (tls, shared, mut stop) = (tls.clone(), shared.clone(), self.stop.subscribe());
+            let shard = self.threads.len() + 1;
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(failed)?;
+            let thread = std::thread::Builder::new()
+                // `gw-<port>-<i>`: within the 15 bytes Linux keeps of a thread's name.
+                .name(format!("gw-{port}-{i}"))
+                .spawn(move || {
+                    dstack_proxy::use_own_pool(shard);
+                    runtime.block_on(async move {
+                        let listener = match TcpListener::from_std(listener) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                tracing::error!(error = %e, "a {what} worker cannot listen");
+                                return;
+                            }
+                        };
+                        tokio::select! {
+                            () = serve::serve(listener, tls, shared) => {}
+                            _ = stop.wait_for(|stopped| *stopped) => {}
+                        }
+                    });
+                })
+                .map_err(failed)?;
+            self.threads.push(thread);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
 }
@@ -157,37 +238,44 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
         load: Arc::new(LoadTracker::default()),
         auth: auth::Auth::new(server_url),
     });
-    let mut tasks = Vec::new();
     let api_listener = bind(config.api_listen, "api").await?;
     let api_addr = local_addr(&api_listener, config.api_listen);
     let router = api::router(shared.clone());
-    tasks.push(tokio::spawn(async move {
+    // From here on, an error drops `gateway`, which stops what was started.
+    let mut gateway =
+        Gateway { api_addr, http_addr: None, https_addr: None, tasks: Vec::new(), workers: Workers::new() };
+    gateway.tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(api_listener, router).await {
             tracing::error!(error = %e, "the gateway API stopped");
         }
     }));
-    let mut http_addr = None;
+    let count = match config.workers {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n => n,
+    };
     if let Some(addr) = config.http_listen {
         let listener = bind(addr, "http").await?;
-        http_addr = Some(local_addr(&listener, addr));
-        tasks.push(tokio::spawn(serve::serve(listener, None, shared.clone())));
+        gateway.http_addr = Some(local_addr(&listener, addr));
+        gateway.workers.start(listener, count, None, &shared, "http")?;
     }
-    let mut https_addr = None;
     if let (Some(addr), Some(certs)) = (config.https_listen, certs) {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(certs)?));
         let listener = bind(addr, "https").await?;
-        https_addr = Some(local_addr(&listener, addr));
-        tasks.push(tokio::spawn(serve::serve(listener, Some(acceptor), shared.clone())));
+        gateway.https_addr = Some(local_addr(&listener, addr));
+        gateway.workers.start(listener, count, Some(acceptor), &shared, "https")?;
     }
     let reconnect = shared.clone();
-    tasks.push(tokio::spawn(async move {
+    gateway.tasks.push(tokio::spawn(async move {
         loop {
             reconnect.registry.connect_missing().await;
             tokio::time::sleep(RECONNECT_INTERVAL).await;
         }
     }));
-    tracing::info!(api = %api_addr, http = ?http_addr, https = ?https_addr, "gateway started");
-    Ok(Gateway { api_addr, http_addr, https_addr, tasks })
+    tracing::info!(
+        api = %api_addr, http = ?gateway.http_addr, https = ?gateway.https_addr, workers = count,
+        "gateway started"
+    );
+    Ok(gateway)
 }
 
 fn local_addr(listener: &TcpListener, asked: SocketAddr) -> SocketAddr {

@@ -10,8 +10,9 @@
 //! - replicas are taken round-robin; a replica that cannot be connected to is skipped and the
 //!   request goes to the next one (nothing was sent yet, so the retry is safe);
 //! - HTTP/1.1 connections to replicas are pooled per address and reused once a response has
-//!   been read to its end (or dropped with nothing left to read); a pooled connection that turns out closed gives the request back
-//!   and a fresh connection is opened;
+//!   been read to its end (or dropped with nothing left to read); a pooled connection that
+//!   turns out closed gives the request back and a fresh connection is opened; a thread that
+//!   runs its own runtime can keep a pool of its own ([`use_own_pool`]);
 //! - hop-by-hop headers are dropped in both directions, as RFC 9110 §7.6.1 asks;
 //! - per-replica counters ([`ReplicaStats`]: requests, failures, in flight);
 //! - per-service load over the autoscaling windows ([`load::LoadTracker`]).
@@ -131,10 +132,30 @@ fn json_string(text: &str) -> String {
     out
 }
 
+thread_local! {
+    /// The pool shard of this thread's replica connections (see [`use_own_pool`]).
+    static POOL_SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Connections that requests on this thread open go back to pool shard `shard`, and only
+/// this shard's connections are taken: for a thread that runs its own single-thread runtime
+/// (the gateway's workers), whose connection tasks would otherwise be polled by another
+/// thread's runtime, waking it for every request. Threads that never call this share shard 0.
+pub fn use_own_pool(shard: usize) {
+    POOL_SHARD.with(|s| s.set(shard));
+}
+
+fn pool_shard() -> usize {
+    POOL_SHARD.with(std::cell::Cell::get)
+}
+
+/// Idle connections by replica address and pool shard.
+type IdlePool = FastMap<(SocketAddr, usize), Vec<SendRequest<Body>>>;
+
 /// The proxy: connection pools and stats of every replica it has sent to.
 pub struct Proxy {
     options: Options,
-    idle: Mutex<FastMap<SocketAddr, Vec<SendRequest<Body>>>>,
+    idle: Mutex<IdlePool>,
     stats: Mutex<FastMap<String, Arc<ReplicaStats>>>,
     next: AtomicUsize,
 }
@@ -158,7 +179,7 @@ impl Proxy {
     /// a scale-down.
     pub fn retain(&self, live: &[Upstream]) {
         lock(&self.stats).retain(|id, _| live.iter().any(|u| &u.id == id));
-        lock(&self.idle).retain(|addr, _| live.iter().any(|u| &u.addr == addr));
+        lock(&self.idle).retain(|(addr, _), _| live.iter().any(|u| &u.addr == addr));
     }
 
     fn stats_of(&self, id: &str) -> Arc<ReplicaStats> {
@@ -297,7 +318,7 @@ impl Proxy {
 
     fn checkout(&self, addr: SocketAddr) -> Option<SendRequest<Body>> {
         let mut idle = lock(&self.idle);
-        let senders = idle.get_mut(&addr)?;
+        let senders = idle.get_mut(&(addr, pool_shard()))?;
         while let Some(sender) = senders.pop() {
             if !sender.is_closed() {
                 return Some(sender);
@@ -311,7 +332,7 @@ impl Proxy {
             return;
         }
         let mut idle = lock(&self.idle);
-        let senders = idle.entry(addr).or_default();
+        let senders = idle.entry((addr, pool_shard())).or_default();
         if senders.len() < self.options.max_idle_per_upstream {
             senders.push(sender);
         }

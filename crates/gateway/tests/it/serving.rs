@@ -404,3 +404,46 @@ async fn a_slow_replica_times_out_after_the_services_read_timeout() {
     assert_eq!(resp.json::<Value>().await.unwrap(), json!({"detail": "Timed out requesting upstream"}));
     assert_eq!(client.get(format!("{base}/slow")).send().await.unwrap().text().await.unwrap(), "a");
 }
+
+/// The threads of this process whose name starts with `prefix` (Linux: /proc/self/task).
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
+
+#[tokio::test]
+async fn worker_threads_serve_the_listener_and_stop_with_the_gateway() {
+    let mut gw = TestGateway::start_with(|c| c.workers = 3).await;
+    let addr = gw.http_addr();
+    let prefix = format!("gw-{}-", addr.port());
+    assert_eq!(threads_named(&prefix), 3, "one thread per worker");
+    let replica_addr = serve(replica("a")).await;
+    gw.register_service("main", "one", "one.gw.example.com", json!({})).await;
+    gw.register_replica("main", "one", "ja", replica_addr).await;
+
+    // Each client is a new connection, taken by whichever worker accepts it first; a
+    // connection's requests, and the replica connections they open, stay with that worker.
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        let (client, url) = gw.http("one.gw.example.com", "/whoami");
+        for _ in 0..3 {
+            let resp = client.get(&url).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(resp.text().await.unwrap(), "a");
+        }
+        clients.push(client);
+    }
+    // The workers count into the one load tracker the server collects.
+    let (status, stats) = gw.get("/api/stats/collect").await;
+    assert_eq!(status, StatusCode::OK);
+    let one = stats.as_array().unwrap().iter().find(|s| s["run_name"] == "one").unwrap();
+    assert_eq!(one["stats"]["30"]["requests"], 36, "{stats}");
+
+    // Dropping the gateway stops its workers before it returns, and closes the port.
+    drop(gw.gw.take());
+    assert_eq!(threads_named(&prefix), 0);
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the listener is closed");
+}
