@@ -23,7 +23,10 @@ pub(crate) async fn pass(state: &AppState) -> Result<bool, DbError> {
             Err(e) => tracing::error!(fleet = %fleet.name, error = %e, "fleets loop"),
         }
     }
-    state.db.release_fleets(token).await?;
+    // A pass that leased nothing has no lease to end (and takes no write lock for it).
+    if !fleets.is_empty() {
+        state.db.release_fleets(token).await?;
+    }
     Ok(changed)
 }
 

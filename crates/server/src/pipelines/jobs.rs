@@ -31,6 +31,7 @@ pub(super) async fn pass(state: &AppState) -> Result<bool, DbError> {
 async fn submitted(state: &AppState) -> Result<bool, DbError> {
     let now = jiff::Timestamp::now();
     let (leased, token) = state.db.lease_jobs(&["submitted"], BATCH, now, LEASE).await?;
+    let any = !leased.is_empty();
     let mut changed = false;
     let mut candidates: HashMap<Uuid, Vec<InstanceCandidate>> = HashMap::new();
     for job in leased {
@@ -104,7 +105,10 @@ async fn submitted(state: &AppState) -> Result<bool, DbError> {
             }
         }
     }
-    state.db.release_jobs(token).await?;
+    // A pass that leased nothing has no lease to end (and takes no write lock for it).
+    if any {
+        state.db.release_jobs(token).await?;
+    }
     Ok(changed)
 }
 
@@ -291,6 +295,8 @@ async fn terminating(state: &AppState) -> Result<(bool, bool), DbError> {
             changed = true;
         }
     }
-    state.db.release_jobs(token).await?;
+    if any {
+        state.db.release_jobs(token).await?;
+    }
     Ok((changed, any))
 }

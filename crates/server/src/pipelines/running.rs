@@ -75,7 +75,9 @@ pub(super) async fn pass(state: &AppState) -> Result<(bool, bool), DbError> {
             changed = true;
         }
     }
-    state.db.release_jobs(token).await?;
+    if any {
+        state.db.release_jobs(token).await?;
+    }
     Ok((changed, any))
 }
 

@@ -101,8 +101,11 @@ pub(super) async fn pass(state: &AppState) -> Result<(), DbError> {
             changed = true;
         }
     }
-    // Runs with nothing to do were left as they were; end their lease in one statement.
-    state.db.release_runs(token, now).await?;
+    // Runs with nothing to do were left as they were; end their lease in one statement (a
+    // pass that leased nothing has no lease to end).
+    if !ids.is_empty() {
+        state.db.release_runs(token, now).await?;
+    }
     if changed {
         state.hints.wake_all();
     }
