@@ -17,7 +17,8 @@
 //!   change and read at start, so a restarted gateway serves its services again.
 //!
 //! - the public listeners are served by [`Config::workers`] threads, each with a runtime of
-//!   its own, as nginx's worker processes: a request never wakes another thread.
+//!   its own, as nginx's worker processes: a request and its replica connection stay on one
+//!   thread.
 //!
 //! The server is reached at [`Config::server_url`] or `POST /api/config`'s `server_url` (on an
 //! SSH host, the server's reverse tunnel to it). Not done yet: ACME (certificates must be
@@ -164,8 +165,8 @@ impl Workers {
     }
 
     /// `count` threads, each accepting from its own copy of `listener` on a runtime of its
-    /// own until [`Workers::stop`]. Pool shards are numbered from the threads already started,
-    /// so the HTTP and HTTPS workers keep separate pools too.
+    /// own until the workers are dropped. Pool shards are numbered from the threads already
+    /// started, so the HTTP and HTTPS workers keep separate pools too.
     fn start(
         &mut self,
         listener: TcpListener,
