@@ -28,6 +28,11 @@ pub struct ServerArgs {
     #[arg(long, env = "DSTACK_SERVER_LOCAL_FLEET_BLOCKS", default_value = "1",
           value_parser = dstack_server::config::parse_blocks)]
     pub local_fleet_blocks: dstack_model::fleet::Blocks,
+    /// Threads serving the listener, each with a runtime of its own (0: one per CPU). A
+    /// request to a service is proxied on the thread that read it; API requests go on to the
+    /// server's main runtime.
+    #[arg(long, env = "DSTACK_SERVER_WORKERS", default_value_t = 0)]
+    pub workers: usize,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, env = "DSTACK_SERVER_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -65,6 +70,7 @@ pub fn config_from(args: &ServerArgs) -> ServerConfig {
             dstack_server::config::DEFAULT_SERVICE_CLIENT_TIMEOUT,
         ),
         background: true,
+        workers: args.workers,
     }
 }
 

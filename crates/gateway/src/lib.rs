@@ -33,6 +33,7 @@ use std::time::Duration;
 pub use dstack_proxy::Options as ProxyOptions;
 use dstack_proxy::Proxy;
 use dstack_proxy::load::LoadTracker;
+use dstack_proxy::workers::Workers;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -153,70 +154,25 @@ impl Drop for Gateway {
     }
 }
 
-/// The threads serving the public listeners, and what tells them to stop.
-struct Workers {
-    stop: tokio::sync::watch::Sender<bool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Workers {
-    fn new() -> Workers {
-        Workers { stop: tokio::sync::watch::Sender::new(false), threads: Vec::new() }
-    }
-
-    /// `count` threads, each accepting from its own copy of `listener` on a runtime of its
-    /// own until the workers are dropped. Pool shards are numbered from the threads already
-    /// started, so the HTTP and HTTPS workers keep separate pools too.
-    fn start(
-        &mut self,
-        listener: TcpListener,
-        count: usize,
-        tls: Option<tokio_rustls::TlsAcceptor>,
-        shared: &Arc<Shared>,
-        what: &'static str,
-    ) -> Result<(), GatewayError> {
-        let failed = |source| GatewayError::Workers { what, source };
-        let port = listener.local_addr().map_err(failed)?.port();
-        let listener = listener.into_std().map_err(failed)?;
-        for i in 0..count {
-            let listener = listener.try_clone().map_err(failed)?;
-            let (tls, shared, mut stop) = (tls.clone(), shared.clone(), self.stop.subscribe());
-            let shard = self.threads.len() + 1;
-            let runtime =
-                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(failed)?;
-            let thread = std::thread::Builder::new()
-                // `gw-<port>-<i>`: within the 15 bytes Linux keeps of a thread's name.
-                .name(format!("gw-{port}-{i}"))
-                .spawn(move || {
-                    dstack_proxy::use_own_pool(shard);
-                    runtime.block_on(async move {
-                        let listener = match TcpListener::from_std(listener) {
-                            Ok(l) => l,
-                            Err(e) => {
-                                tracing::error!(error = %e, "a {what} worker cannot listen");
-                                return;
-                            }
-                        };
-                        tokio::select! {
-                            () = serve::serve(listener, tls, shared) => {}
-                            _ = stop.wait_for(|stopped| *stopped) => {}
-                        }
-                    });
-                })
-                .map_err(failed)?;
-            self.threads.push(thread);
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        self.stop.send_replace(true);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
+/// Serves `listener` with `count` worker threads of `workers` (see [`dstack_proxy::workers`]),
+/// named `gw-<port>-<i>`.
+fn start_workers(
+    workers: &mut Workers,
+    listener: TcpListener,
+    count: usize,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: &Arc<Shared>,
+    what: &'static str,
+) -> Result<(), GatewayError> {
+    let failed = |source| GatewayError::Workers { what, source };
+    let port = listener.local_addr().map_err(failed)?.port();
+    let listener = listener.into_std().map_err(failed)?;
+    let shared = shared.clone();
+    workers
+        .start(&listener, count, &format!("gw-{port}"), move |listener, _stop| {
+            serve::serve(listener, tls.clone(), shared.clone())
+        })
+        .map_err(failed)
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, GatewayError> {
@@ -250,20 +206,17 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
             tracing::error!(error = %e, "the gateway API stopped");
         }
     }));
-    let count = match config.workers {
-        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
-        n => n,
-    };
+    let count = Workers::count(config.workers);
     if let Some(addr) = config.http_listen {
         let listener = bind(addr, "http").await?;
         gateway.http_addr = Some(local_addr(&listener, addr));
-        gateway.workers.start(listener, count, None, &shared, "http")?;
+        start_workers(&mut gateway.workers, listener, count, None, &shared, "http")?;
     }
     if let (Some(addr), Some(certs)) = (config.https_listen, certs) {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(certs)?));
         let listener = bind(addr, "https").await?;
         gateway.https_addr = Some(local_addr(&listener, addr));
-        gateway.workers.start(listener, count, Some(acceptor), &shared, "https")?;
+        start_workers(&mut gateway.workers, listener, count, Some(acceptor), &shared, "https")?;
     }
     let reconnect = shared.clone();
     gateway.tasks.push(tokio::spawn(async move {

@@ -36,6 +36,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
 pub mod load;
+pub mod workers;
 
 /// One replica the proxy may send to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -50,6 +50,9 @@ pub struct ServerConfig {
     pub service_client_timeout: std::time::Duration,
     /// Run the background loops (off only in tests that drive the API alone).
     pub background: bool,
+    /// `DSTACK_SERVER_WORKERS`, `--workers` (ours): threads serving the listener, each with a
+    /// single-thread runtime of its own (see [`crate::serve`]); 0, the default, is one per CPU.
+    pub workers: usize,
 }
 
 /// The default of [`ServerConfig::instance_check_interval`].
@@ -81,6 +84,7 @@ impl ServerConfig {
             job_disconnected_timeout: DEFAULT_JOB_DISCONNECTED_TIMEOUT,
             service_client_timeout: DEFAULT_SERVICE_CLIENT_TIMEOUT,
             background: true,
+            workers: 0,
         }
     }
 

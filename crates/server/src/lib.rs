@@ -2,7 +2,7 @@
 //!
 //! [`routes::app`] builds the HTTP service from an [`AppState`] (so tests drive exactly what ships
 //! with `tower::ServiceExt::oneshot`); [`run`] binds, bootstraps the first start and serves
-//! until SIGTERM or Ctrl-C.
+//! until SIGTERM or Ctrl-C, with the listener's worker threads of [`serve`].
 
 pub mod auth;
 pub mod bootstrap;
@@ -15,6 +15,7 @@ mod models;
 pub mod pipelines;
 pub mod routes;
 mod runs;
+mod serve;
 pub mod services;
 pub mod ssh_hosts;
 pub mod state;
@@ -92,20 +93,45 @@ pub async fn run(
             tracing::warn!(error = ?e.0, "making the admin's SSH keys");
         }
     });
-    on_started(&Started { addr: local, url, admin_token });
     let db = state.db.clone();
-    // No Nagle delay: proxied responses go out in several writes (headers, then body chunks).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
+    let listener =
+        listener.into_std().map_err(|source| ServerError::Io { what: "listening socket".into(), source })?;
+    let served = serve(state, listener, config.workers, async move {
+        on_started(&Started { addr: local, url, admin_token });
+        shutdown.await;
     });
-    axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(app(state)))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| ServerError::Io { what: "serving".into(), source })?;
+    served.await?;
     if let Some(mut loops) = loops {
         loops.shutdown().await;
     }
     db.close().await;
+    Ok(())
+}
+
+/// Serves `listener` with `workers` threads (0: one per CPU; see [`serve`](mod@serve)) until
+/// `shutdown` resolves, then lets the requests in flight finish and closes the connections.
+/// `shutdown` is first polled once the workers are started.
+pub async fn serve(
+    state: AppState,
+    listener: std::net::TcpListener,
+    workers: usize,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    let app = app(state);
+    let mut threads = dstack_proxy::workers::Workers::new();
+    threads
+        .start(
+            &listener,
+            dstack_proxy::workers::Workers::count(workers),
+            &format!("srv-{port}"),
+            move |l, stop| serve::connections(l, app.clone(), stop),
+        )
+        .map_err(|source| ServerError::Io { what: "starting the listener's threads".into(), source })?;
+    drop(listener);
+    shutdown.await;
+    tracing::info!("shutting down: waiting for the requests in flight");
+    threads.shut_down().await;
     Ok(())
 }
 

@@ -401,9 +401,13 @@ async fn target(
     let target = match cached {
         Some(target) => target,
         None => {
-            // Boxed: a cache miss is rare, and the database's futures would make every
-            // request's future (copied once per request) several kilobytes larger.
-            let target = Arc::new(Box::pin(lookup(state, project_name, run_name)).await?);
+            // On the main runtime: the database's and SSH connections' (this may be a worker
+            // thread of the listener). Boxed: a cache miss is rare, and the database's
+            // futures would make every request's future (copied once per request) several
+            // kilobytes larger.
+            let (main, project, run) = (state.clone(), project_name.to_owned(), run_name.to_owned());
+            let looked_up = state.on_main(async move { lookup(&main, &project, &run).await });
+            let target = Arc::new(Box::pin(looked_up).await.map_err(internal)??);
             let mut targets = lock(&state.routes.targets);
             now = std::time::Instant::now();
             targets.retain(|_, runs| {
@@ -430,8 +434,7 @@ async fn authorize_cached(
     headers: &HeaderMap,
     now: std::time::Instant,
 ) -> Result<(), ProxyError> {
-    // `authorize` is boxed (a miss is rare): see `target`.
-    let Some(token) = bearer(headers) else { return Box::pin(authorize(state, project, headers)).await };
+    let Some(token) = bearer(headers) else { return authorize_on_main(state, project, headers).await };
     let token = token.as_bytes();
     let key = (state.routes.token_keys.hash_one(token), project.id);
     let hit = lock(&state.routes.granted)
@@ -440,12 +443,23 @@ async fn authorize_cached(
     if hit {
         return Ok(());
     }
-    Box::pin(authorize(state, project, headers)).await?;
+    authorize_on_main(state, project, headers).await?;
     let mut granted = lock(&state.routes.granted);
     let now = std::time::Instant::now();
     granted.retain(|_, grant| fresh(grant.at, now));
     granted.insert(key, Grant { token: token.into(), at: now });
     Ok(())
+}
+
+/// [`authorize`] on the main runtime, as [`target`]'s lookups; boxed for the same reason.
+async fn authorize_on_main(
+    state: &AppState,
+    project: &ProjectRow,
+    headers: &HeaderMap,
+) -> Result<(), ProxyError> {
+    let (main, project, headers) = (state.clone(), project.clone(), headers.clone());
+    let authorized = state.on_main(async move { authorize(&main, &project, &headers).await });
+    Box::pin(authorized).await.map_err(internal)?
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

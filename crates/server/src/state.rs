@@ -52,6 +52,9 @@ pub struct SharedState {
     pub gateway_load: Arc<crate::pipelines::gateway_load::GatewayLoad>,
     /// Recently looked-up service routes and granted tokens (see `services::Routes`).
     pub routes: Arc<crate::services::Routes>,
+    /// The runtime that opened the state: the database pool's, the SSH connections' and the
+    /// background loops' (see [`AppState::on_main`]).
+    pub main: tokio::runtime::Handle,
 }
 
 impl AppState {
@@ -85,7 +88,32 @@ impl AppState {
             load: Arc::default(),
             gateway_load: Arc::default(),
             routes: Arc::default(),
+            main: tokio::runtime::Handle::current(),
         })))
+    }
+
+    /// Runs `work` on the main runtime and waits for it; right here when this is the main
+    /// runtime. For the listener's worker threads ([`crate::serve`]), whose runtimes must
+    /// not open database or SSH connections: those would be tied to the worker's runtime.
+    /// Dropping the returned future cancels `work`, as dropping `work` itself would. An
+    /// error only if `work` panicked or the main runtime is shutting down.
+    pub async fn on_main<F>(&self, work: F) -> Result<F::Output, tokio::task::JoinError>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        if tokio::runtime::Handle::try_current().is_ok_and(|h| h.id() == self.main.id()) {
+            return Ok(work.await);
+        }
+        /// Aborts the task when the waiter goes away.
+        struct Cancel<T>(tokio::task::JoinHandle<T>);
+        impl<T> Drop for Cancel<T> {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let mut task = Cancel(self.main.spawn(work));
+        (&mut task.0).await
     }
 
     /// The project's `idle` and `busy` instances as offers for its runs (pending, terminating

@@ -70,6 +70,28 @@ impl tower::Service<Request> for App {
     }
 }
 
+impl App {
+    /// What a worker thread of the listener ([`crate::serve`]) does with a request: a
+    /// request to a service is proxied right there; every other one goes to the router on the
+    /// main runtime.
+    pub(crate) async fn dispatch(&self, req: Request) -> Response {
+        if crate::services::fast_route(req.method(), req.uri().path()).is_some() {
+            return crate::services::proxy_fast(self.state.clone(), req).await;
+        }
+        let router = self.router.clone();
+        match self.state.on_main(tower::ServiceExt::oneshot(router, req)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(never)) => match never {},
+            Err(e) => {
+                if e.is_panic() {
+                    tracing::error!(error = %e, "a request handler panicked");
+                }
+                Failure(ApiError::Internal).into_response()
+            }
+        }
+    }
+}
+
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()

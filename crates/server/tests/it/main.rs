@@ -8,6 +8,7 @@ mod auth;
 mod autoscale;
 mod fleets;
 mod gateways;
+mod listener;
 mod metrics;
 mod probes;
 mod projects;
