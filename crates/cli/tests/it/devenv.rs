@@ -19,10 +19,6 @@ fn docker_tests() -> bool {
     std::env::var("DSTACK_TEST_DOCKER").as_deref() == Ok("1")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 /// `ps -a --json`'s run named `name`.
 fn run_json(home: &Path, name: &str) -> Option<Value> {
     crate::server::ps_find(home, name)
@@ -185,7 +181,7 @@ fn a_dev_environment_is_attached_over_ssh_with_its_ports_and_stopped() {
     let home = home.path();
     let server = start_with_local_fleet(home);
     let name = format!("devenv-{}", std::process::id());
-    let app_port = free_port();
+    let app_port = crate::unused_port();
     let file = home.join("dev.dstack.yml");
     let config = format!(
         "type: dev-environment\nname: {name}\nimage: {image}\nports:\n  - {app_port}\ninit:\n  - >-\n    {}\n",

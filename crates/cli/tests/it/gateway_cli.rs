@@ -7,10 +7,6 @@ use tempfile::TempDir;
 
 use crate::server::{cli, start, stop};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn get(home: &std::path::Path, name: &str) -> Value {
     let (code, out, err) = cli(home, &["gateway", "get", name, "--json"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -29,7 +25,7 @@ fn gateway_update_and_get_work_as_dstacks() {
             format!(
                 "type: gateway\nname: {name}\nbackend: local\ndomain: {name}.test\ncertificate: null\n\
                  local: {{host: 127.0.0.1, http_port: {}}}\n",
-                free_port()
+                crate::unused_port()
             ),
         )
         .unwrap();

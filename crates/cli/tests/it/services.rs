@@ -831,10 +831,6 @@ pub(crate) fn get_with_host(addr: &str, host: &str, path: &str, token: Option<&s
     (status, body)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[test]
 fn a_service_on_a_local_gateway_is_served_on_its_domain() {
     if std::env::var_os("DSTACK_TEST_DOCKER").is_none() {
@@ -846,7 +842,7 @@ fn a_service_on_a_local_gateway_is_served_on_its_domain() {
     let dir = tempfile::TempDir::new().unwrap();
     let home = dir.path();
     let server = start_with_local_fleet_env(home, &[]);
-    let http_port = free_port();
+    let http_port = crate::unused_port();
     let gw_file = home.join("gw.yml");
     std::fs::write(
         &gw_file,
@@ -971,7 +967,7 @@ fn no_request_before_it_listens(in_a_container: bool) {
                        \x20 - exec dstack-test-replica 8000\n";
         (None, service.to_owned(), "whoami", "")
     } else {
-        let port = free_port();
+        let port = crate::unused_port();
         let go = home.join("go");
         let service = format!(
             "port: {port}\ncommands:\n  - while [ ! -e {go} ]; do sleep 0.1; done\n\
