@@ -8,19 +8,47 @@ use serde_json::json;
 
 use crate::support::{isolated_server, run_submitted, unique};
 
-/// A replica: `/whoami` answers `r`, `/second` answers `slow` after a second. Its port.
+/// A replica: `/whoami` answers `r`, `/second` answers `slow` after a second, `/echo` is a
+/// WebSocket that echoes text. Its port.
 async fn replica() -> u16 {
-    let app = axum::Router::new().route("/whoami", axum::routing::get(|| async { "r" })).route(
-        "/second",
-        axum::routing::get(|| async {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            "slow"
-        }),
-    );
+    let app = axum::Router::new()
+        .route("/whoami", axum::routing::get(|| async { "r" }))
+        .route(
+            "/second",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                "slow"
+            }),
+        )
+        .route("/echo", axum::routing::get(echo));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await });
     port
+}
+
+/// Accepts a WebSocket upgrade and echoes each text message back as `echo: …`.
+async fn echo(mut req: axum::extract::Request) -> axum::response::Response {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role};
+    let key = req.headers().get("sec-websocket-key").map(|k| derive_accept_key(k.as_bytes())).unwrap();
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let io = hyper_util::rt::TokioIo::new(upgrade.await.unwrap());
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_text() {
+                ws.send(format!("echo: {}", msg.to_text().unwrap()).into()).await.unwrap();
+            }
+        }
+    });
+    axum::response::Response::builder()
+        .status(101)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", key)
+        .body(axum::body::Body::empty())
+        .unwrap()
 }
 
 /// The names of this process's threads that start with `prefix`.
@@ -94,6 +122,22 @@ async fn worker_threads_serve_the_api_and_the_proxy_and_stop_gracefully() {
         serde_json::from_str::<serde_json::Value>(&unknown.text().await.unwrap()).unwrap(),
         json!({"detail": format!("Service {p}/nope not found")})
     );
+
+    // A WebSocket through the proxy: the upgrade and the spliced connections on a worker.
+    let mut ws_req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://{addr}/proxy/services/{p}/svc/echo"
+    ))
+    .unwrap();
+    ws_req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(ws_req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..3 {
+        use futures_util::{SinkExt as _, StreamExt as _};
+        ws.send(format!("hello {i}").into()).await.unwrap();
+        let reply = ws.next().await.unwrap().unwrap();
+        assert_eq!(reply.to_text().unwrap(), format!("echo: hello {i}"));
+    }
+    drop(ws);
 
     // A graceful stop: the request in flight gets its answer, then the port closes and the
     // threads end.
