@@ -40,6 +40,11 @@ pub struct SshHosts {
     pub(crate) gateways: Pool<Uuid>,
     /// The `local.ssh` gateways whose pass (a connect, a deploy) is running.
     pub(crate) busy_gateways: Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>,
+    /// By `local.ssh` gateway: the replicas this process registered there through a reverse
+    /// tunnel of the gateway host's connection, by job id, with the tunnel's port on that host
+    /// (see `pipelines::gateway_sync`).
+    pub(crate) tunneled_replicas:
+        std::sync::Mutex<std::collections::HashMap<Uuid, std::collections::HashMap<String, u16>>>,
     shim_binary: PathBuf,
     runner_binary: PathBuf,
     /// How often idle and busy hosts get a health check.
@@ -52,6 +57,7 @@ impl SshHosts {
             pool: Pool::new(CONNECT_TIMEOUT),
             gateways: Pool::new(CONNECT_TIMEOUT),
             busy_gateways: Arc::default(),
+            tunneled_replicas: std::sync::Mutex::default(),
             shim_binary,
             runner_binary,
             check_interval,

@@ -8,7 +8,8 @@
 //! machine's loopback, through the server's reverse tunnel to the gateway host); a replica
 //! on the server's own machine (the local fleet) is served there too, through a reverse
 //! tunnel of its own; a restarted server
-//! finds the gateway again without starting a second one; a gateway killed with its
+//! finds the gateway again without starting a second one, and registers the local replica
+//! again with its new tunnel; a gateway killed with its
 //! supervisor is deployed again and serves what it had; deleting the gateway leaves nothing
 //! on its host; a gateway whose host refuses the key, or does not answer, fails, saying why,
 //! without the key.
@@ -20,7 +21,7 @@ use dstack_hostssh::testkit::{HostKind, TestHosts, keypair, openssh_text};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::server::{cli, ps_run, start_with_local_fleet_env, stop};
+use crate::server::{cli, ps_run, start_with_local_fleet_env, stop, stop_keeping_jobs};
 use crate::services::get_with_host;
 use crate::ssh_fleet::{docker_tests, nested_fleet_file, status, wait_for, write_key};
 
@@ -152,17 +153,12 @@ fn a_gateway_on_an_ssh_host_serves_a_service_and_is_removed_cleanly() {
         (status == 200).then_some(body)
     });
     assert_eq!(body, local_job, "the local replica answers through the gateway on the other host");
-    let (code, out, err) = cli(home, &["stop", "sshgwlocal", "-x", "-y"]);
-    assert_eq!(code, 0, "{out}{err}");
-    wait(home, "the stopped local service gone from the gateway", Duration::from_secs(60), || {
-        (get_with_host(&addr, &local_domain, "/whoami", None).0 != 200).then_some(())
-    });
     let (status, _) = get_with_host(&addr, "other.gw.test", "/whoami", Some(&token));
     assert_ne!(status, 200, "an unknown service is not served");
 
     // A restarted server finds the gateway again: the same process, still serving.
     let pid = hosts.sh(1, "cat /root/.dstack-gateway/gateway.pid").trim().to_owned();
-    assert_eq!(stop(server), 0);
+    assert_eq!(stop_keeping_jobs(server), 0);
     server = start_with_local_fleet_env(home, &[]);
     let deadline = Instant::now() + Duration::from_secs(8);
     while Instant::now() < deadline {
@@ -176,6 +172,19 @@ fn a_gateway_on_an_ssh_host_serves_a_service_and_is_removed_cleanly() {
     // 500 would say the gateway could not ask).
     wait(home, "the gateway asking the restarted server", Duration::from_secs(30), || {
         (get_with_host(&addr, &domain, "/whoami", Some("asked-after-restart")).0 == 403).then_some(())
+    });
+
+    // The local replica, still running, is served again: through a new reverse tunnel (the
+    // old one closed with the old server's connection), registered again on the gateway.
+    let body = wait(home, "the local replica served after the restart", Duration::from_secs(60), || {
+        let (status, body) = get_with_host(&addr, &local_domain, "/whoami", None);
+        (status == 200).then_some(body)
+    });
+    assert_eq!(body, local_job, "the local replica answers after the restart");
+    let (code, out, err) = cli(home, &["stop", "sshgwlocal", "-x", "-y"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait(home, "the stopped local service gone from the gateway", Duration::from_secs(60), || {
+        (get_with_host(&addr, &local_domain, "/whoami", None).0 != 200).then_some(())
     });
 
     // A gateway killed with its supervisor is deployed again, with what it had registered.

@@ -201,6 +201,17 @@ fn get(url: &str, path: &str) -> String {
 }
 
 pub(crate) fn stop(mut server: Server) -> i32 {
+    terminate(&mut server)
+}
+
+/// [`stop`], leaving what the server started under its home (the local shim and its jobs)
+/// running, as a restart does; the next server over the same home cleans up after both.
+pub(crate) fn stop_keeping_jobs(server: Server) -> i32 {
+    terminate(&mut std::mem::ManuallyDrop::new(server))
+}
+
+/// SIGTERM, then the server's exit code once it has stopped.
+fn terminate(server: &mut Server) -> i32 {
     let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(10);

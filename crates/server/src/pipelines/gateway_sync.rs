@@ -11,7 +11,10 @@
 //! (`127.0.0.1:<host port>`, where the shim publishes it); a replica on the server's own
 //! machine (the `local` fleet) through a reverse tunnel of the server's connection to the
 //! gateway host (a port of that host's loopback picked by its sshd, registered as the
-//! replica's address there), closed once the replica is no longer ready.
+//! replica's address there), closed once the replica is no longer ready. Such a tunnel lives
+//! as long as the connection: a replica registered with another port than its tunnel's now
+//! (by this server before a restart, or before a reconnect that did not get the port back)
+//! is registered again (`SshHosts::tunneled_replicas` remembers what this process registered).
 //!
 //! Each pass also collects the gateway's per-service stats into `AppState::gateway_load`,
 //! which the runs loop adds to the in-server proxy's load for the autoscaler.
@@ -27,7 +30,7 @@ use dstack_api::runs::{RunConfiguration, RunSpec, ServiceSpec};
 use dstack_db::{GatewayRow, JobRow, RunFilter};
 use dstack_hostssh::Connection;
 
-use crate::state::AppState;
+use crate::state::{AppState, lock};
 
 /// dstack's default `client_max_body_size` of a gateway service (64 MiB).
 const CLIENT_MAX_BODY_SIZE: u64 = 64 * 1024 * 1024;
@@ -135,10 +138,25 @@ async fn try_sync(
         };
         let ready: BTreeSet<String> = replicas.iter().map(|r| r.job_id.clone()).collect();
         for body in &replicas {
+            // A replica behind a reverse tunnel is registered with the tunnel's port, which
+            // lives as long as this process's connection: one registered by an earlier server
+            // process, or with a port the host did not give back after a reconnect, names a
+            // port nobody listens on any more, so it is registered again.
+            let tunneled = remote.is_some() && body.ssh_host.is_empty();
             if current.contains(&body.job_id) {
-                continue;
+                if !tunneled || tunneled_port(state, gateway, &body.job_id) == Some(body.app_port) {
+                    continue;
+                }
+                client
+                    .unregister_replica(&project.name, &run.run_name, &body.job_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             client.register_replica(&project.name, &run.run_name, body).await.map_err(|e| e.to_string())?;
+            if tunneled {
+                let mut known = lock(&state.ssh.tunneled_replicas);
+                known.entry(gateway.id).or_default().insert(body.job_id.clone(), body.app_port);
+            }
         }
         for gone in current.difference(&ready) {
             client.unregister_replica(&project.name, &run.run_name, gone).await.map_err(|e| e.to_string())?;
@@ -157,10 +175,18 @@ async fn try_sync(
         tracing::info!(gateway = %gateway.name, run = %run_name, "service unregistered from the gateway");
     }
     if let Some(conn) = remote {
+        if let Some(known) = lock(&state.ssh.tunneled_replicas).get_mut(&gateway.id) {
+            known.retain(|_, port| tunnels.contains(port));
+        }
         conn.retain_reverse(|port| port == dstack_hostssh::GATEWAY_SERVER_PORT || tunnels.contains(&port))
             .await;
     }
     Ok(())
+}
+
+/// The tunnel port this process registered `job_id` with on `gateway`, if it did.
+fn tunneled_port(state: &AppState, gateway: &GatewayRow, job_id: &str) -> Option<u16> {
+    lock(&state.ssh.tunneled_replicas).get(&gateway.id)?.get(job_id).copied()
 }
 
 /// A service's rate limit as the gateway API carries it.

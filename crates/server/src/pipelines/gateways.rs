@@ -251,6 +251,7 @@ async fn remote_pass(
             tracing::warn!(gateway = %row.name, error = %e, "the gateway could not be removed from its host");
         }
         state.ssh.gateways.remove(&row.id).await;
+        lock(&state.ssh.tunneled_replicas).remove(&row.id);
         state.db.delete_gateway_row(row.id).await?;
         tracing::info!(gateway = %row.name, "gateway deleted");
         return Ok(());
