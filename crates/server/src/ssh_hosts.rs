@@ -45,6 +45,8 @@ pub struct SshHosts {
     /// (see `pipelines::gateway_sync`).
     pub(crate) tunneled_replicas:
         std::sync::Mutex<std::collections::HashMap<Uuid, std::collections::HashMap<String, u16>>>,
+    /// Tunnel failures the gateways loop meets on every pass, logged once each.
+    pub(crate) repeats: crate::pipelines::repeats::Repeats,
     shim_binary: PathBuf,
     runner_binary: PathBuf,
     /// How often idle and busy hosts get a health check.
@@ -58,6 +60,7 @@ impl SshHosts {
             gateways: Pool::new(CONNECT_TIMEOUT),
             busy_gateways: Arc::default(),
             tunneled_replicas: std::sync::Mutex::default(),
+            repeats: crate::pipelines::repeats::Repeats::default(),
             shim_binary,
             runner_binary,
             check_interval,

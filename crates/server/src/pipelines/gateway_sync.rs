@@ -250,9 +250,16 @@ async fn ssh_replicas(
     let jobs = crate::services::ready_replicas(state, run_id).await.map_err(|e| format!("{e:?}"))?;
     let mut out = Vec::with_capacity(jobs.len());
     for job in &jobs {
+        let key = format!("gateway replica {}", job.id);
         match ssh_replica(state, conn, job, service_port, tunnels).await {
-            Ok(body) => out.push(body),
-            Err(e) => tracing::warn!(job = %job.job_name, error = %e, "replica left off the gateway"),
+            Ok(body) => {
+                state.ssh.repeats.clear(&key);
+                out.push(body);
+            }
+            Err(e) if state.ssh.repeats.is_new(&key, &e) => {
+                tracing::warn!(job = %job.job_name, error = %e, "replica left off the gateway");
+            }
+            Err(e) => tracing::debug!(job = %job.job_name, error = %e, "replica still left off the gateway"),
         }
     }
     Ok(out)

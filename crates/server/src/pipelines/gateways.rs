@@ -274,8 +274,15 @@ async fn remote_pass(
     // The gateway's way back to this server, for `auth: true` checks (kept by the connection
     // across reconnects; asking again changes nothing). Without it the gateway still serves
     // services without auth, and denies the others with a 500 that says it cannot ask.
-    if let Err(e) = conn.reverse_forward(dstack_hostssh::GATEWAY_SERVER_PORT, launch.server_addr).await {
-        tracing::warn!(gateway = %row.name, error = %e, "no tunnel from the gateway back to the server");
+    let key = format!("server tunnel of gateway {}", row.id);
+    match conn.reverse_forward(dstack_hostssh::GATEWAY_SERVER_PORT, launch.server_addr).await {
+        Ok(()) => state.ssh.repeats.clear(&key),
+        Err(e) if state.ssh.repeats.is_new(&key, &e.to_string()) => {
+            tracing::warn!(gateway = %row.name, error = %e, "no tunnel from the gateway back to the server");
+        }
+        Err(e) => {
+            tracing::debug!(gateway = %row.name, error = %e, "still no tunnel from the gateway back to the server")
+        }
     }
     if let Ok(client) = remote_api(state, &conn).await {
         if !running || row.status_message.is_some() {

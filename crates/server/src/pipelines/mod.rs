@@ -26,6 +26,7 @@ mod instances;
 mod jobs;
 pub mod metrics;
 pub mod probes;
+pub(crate) mod repeats;
 mod running;
 mod runs;
 
