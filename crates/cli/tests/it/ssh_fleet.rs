@@ -214,13 +214,7 @@ fn hosts_that_cannot_be_added_say_why() {
     assert_eq!(code, 0, "{err}");
     assert!(table.contains("refused the key") && table.contains("Docker is not installed"), "{table}");
 
-    let (code, out, err) = cli(home.path(), &["fleet", "delete", "hosts", "-y"]);
-    assert_eq!(code, 0, "{out}{err}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while cli(home.path(), &["fleet", "get", "hosts"]).0 == 0 {
-        assert!(Instant::now() < deadline, "the fleet is still there");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    crate::fleets::delete_fleet_and_wait(home.path(), "hosts", Duration::from_secs(60));
     assert!(hosts.sh(0, "ls /usr/local/bin/dstack-shim 2>/dev/null || true").is_empty(), "host 0 is clean");
     assert_eq!(stop(server), 0);
 }
