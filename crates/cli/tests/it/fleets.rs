@@ -83,20 +83,26 @@ fn an_ssh_fleet_is_applied_listed_and_deleted() {
     assert_eq!(stop(server), 0);
 }
 
-/// `dstack fleet delete NAME -y`, then `fleet get` until the fleet is gone (within `within`).
-/// A delete that meets a pass of the fleets or instances loop holding the fleet gets dstack's
-/// "being processed currently. Try again later." and is tried again, as a user would.
-pub(crate) fn delete_fleet_and_wait(home: &std::path::Path, name: &str, within: Duration) {
+/// `dstack fleet delete NAME -y`, within `within`: a delete that meets a pass of the fleets
+/// or instances loop holding the fleet gets dstack's "being processed currently. Try again
+/// later." and is tried again, as a user would.
+pub(crate) fn delete_fleet(home: &std::path::Path, name: &str, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let (code, out, err) = cli(home, &["fleet", "delete", name, "-y"]);
         if code == 0 {
-            break;
+            return;
         }
         assert!(err.contains("being processed currently. Try again later."), "{out}{err}");
         assert!(Instant::now() < deadline, "the fleet stays busy: {err}");
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// [`delete_fleet`], then `fleet get` until the fleet is gone (all within `within`).
+pub(crate) fn delete_fleet_and_wait(home: &std::path::Path, name: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    delete_fleet(home, name, within);
     loop {
         let (code, out, _) = cli(home, &["fleet", "get", name]);
         if code != 0 {

@@ -267,8 +267,7 @@ fn a_killed_host_ends_its_job_and_comes_back_clean() {
     assert!(server_log(home).contains("removing a task no job stands for"), "removed by someone else");
 
     for name in ["lost", "lost-retry"] {
-        let (code, out, err) = cli(home, &["fleet", "delete", name, "-y"]);
-        assert_eq!(code, 0, "{out}{err}");
+        crate::fleets::delete_fleet(home, name, Duration::from_secs(30));
     }
     assert_eq!(stop(server), 0);
 }
