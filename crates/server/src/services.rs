@@ -342,34 +342,78 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> ProxyError {
 /// connection to a replica gone meanwhile moves on to the next one.
 const ROUTE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long past [`ROUTE_TTL`] a route or a grant is still used while one refresh of it runs
+/// on the main runtime, so that a busy service's requests neither wait for the database when
+/// its entry ages nor all look it up at once (dozens of lookups a second at 30k requests/s).
+/// Past it (a service with no recent requests) the request looks it up itself. Their sum
+/// stays below [`dstack_decide::run::DRAIN_GRACE`]: a drained replica gets no new request once
+/// the grace is over.
+const STALE_FOR: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Recent answers of [`target`], so that a busy service costs no queries per request. Lost on
 /// a restart with nothing lost: the database stays the truth.
 ///
-/// Deliberately not `Debug`: it holds the tokens granted in the last [`ROUTE_TTL`].
+/// Deliberately not `Debug`: it holds the tokens granted in the last [`ROUTE_TTL`] (and
+/// [`STALE_FOR`]).
 #[derive(Default)]
 pub struct Routes {
-    /// By project, then run (looked up by `&str`, no allocation): when the route was looked
-    /// up, and the route.
+    /// By project, then run (looked up by `&str`, no allocation).
     /// foldhash: looked up on every request, and only names that were found in the database
     /// are kept.
-    targets: std::sync::Mutex<FastMap<String, FastMap<String, CachedTarget>>>,
+    targets: std::sync::Mutex<RouteMap>,
     /// Tokens allowed into a project, by a keyed hash of the token (`token_keys`) and the
     /// project id; a hit is confirmed by comparing the token itself in constant time, so a
     /// hash collision only costs a database check. Cheaper per request than the SHA-256 the
     /// database lookup needs; tokens are kept in memory only, never logged.
-    granted: std::sync::Mutex<FastMap<(u64, uuid::Uuid), Grant>>,
+    granted: std::sync::Mutex<GrantMap>,
     /// Random per process: an outsider cannot aim for a bucket in `granted`.
     token_keys: std::hash::RandomState,
 }
 
-type CachedTarget = (std::time::Instant, Arc<Target>);
-
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// A token found to be allowed into a project, and when.
-struct Grant {
-    token: Box<[u8]>,
+/// Routes by project name, then run name.
+type RouteMap = FastMap<String, FastMap<String, Cached<Arc<Target>>>>;
+
+/// Granted tokens by (keyed hash of the token, project id).
+type GrantMap = FastMap<(u64, uuid::Uuid), Cached<Box<[u8]>>>;
+
+/// A route or a granted token, as of `at`.
+struct Cached<T> {
+    value: T,
+    /// When the lookup that found it began.
     at: std::time::Instant,
+    /// A refresh is under way ([`STALE_FOR`]): no other request starts one.
+    refreshing: bool,
+}
+
+impl<T> Cached<T> {
+    fn new(value: T, at: std::time::Instant) -> Cached<T> {
+        Cached { value, at, refreshing: false }
+    }
+
+    /// Whether the entry may be used `now`, and whether the caller is the one to refresh it
+    /// (the first to find it stale).
+    fn usable(&mut self, now: std::time::Instant) -> Usable {
+        let age = now.saturating_duration_since(self.at);
+        if age < ROUTE_TTL {
+            Usable::Fresh
+        } else if age < ROUTE_TTL + STALE_FOR {
+            Usable::Stale { refresh: !std::mem::replace(&mut self.refreshing, true) }
+        } else {
+            Usable::Expired
+        }
+    }
+
+    fn expired(&self, now: std::time::Instant) -> bool {
+        now.saturating_duration_since(self.at) >= ROUTE_TTL + STALE_FOR
+    }
+}
+
+enum Usable {
+    Fresh,
+    Stale { refresh: bool },
+    Expired,
 }
 
 /// `a == b` in a time that depends only on the lengths.
@@ -381,23 +425,30 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Whether what was looked up `at` is still good `now`.
-fn fresh(at: std::time::Instant, now: std::time::Instant) -> bool {
-    now.saturating_duration_since(at) < ROUTE_TTL
-}
-
 async fn target(
     state: &AppState,
     project_name: &str,
     run_name: &str,
     headers: &HeaderMap,
 ) -> Result<Arc<Target>, ProxyError> {
-    let mut now = std::time::Instant::now();
-    let cached = lock(&state.routes.targets)
-        .get(project_name)
-        .and_then(|runs| runs.get(run_name))
-        .filter(|(at, _)| fresh(*at, now))
-        .map(|(_, t)| t.clone());
+    let now = std::time::Instant::now();
+    let mut refresh = false;
+    let cached = {
+        let mut targets = lock(&state.routes.targets);
+        targets.get_mut(project_name).and_then(|runs| runs.get_mut(run_name)).and_then(|c| {
+            match c.usable(now) {
+                Usable::Fresh => Some(c.value.clone()),
+                Usable::Stale { refresh: first } => {
+                    refresh = first;
+                    Some(c.value.clone())
+                }
+                Usable::Expired => None,
+            }
+        })
+    };
+    if refresh {
+        refresh_route(state, project_name, run_name);
+    }
     let target = match cached {
         Some(target) => target,
         None => {
@@ -409,15 +460,14 @@ async fn target(
             let looked_up = state.on_main(async move { lookup(&main, &project, &run).await });
             let target = Arc::new(Box::pin(looked_up).await.map_err(internal)??);
             let mut targets = lock(&state.routes.targets);
-            now = std::time::Instant::now();
             targets.retain(|_, runs| {
-                runs.retain(|_, (at, _)| fresh(*at, now));
+                runs.retain(|_, c| !c.expired(now));
                 !runs.is_empty()
             });
             targets
                 .entry(project_name.to_owned())
                 .or_default()
-                .insert(run_name.to_owned(), (now, target.clone()));
+                .insert(run_name.to_owned(), Cached::new(target.clone(), now));
             target
         }
     };
@@ -427,7 +477,30 @@ async fn target(
     Ok(target)
 }
 
-/// [`authorize`], remembering a granted token for [`ROUTE_TTL`].
+/// Looks the route of a stale entry up again on the main runtime, while requests go on using
+/// the entry. A service gone (or a failed lookup) leaves no entry: the next request looks it
+/// up itself and gets the answer.
+fn refresh_route(state: &AppState, project: &str, run: &str) {
+    let (main, project, run) = (state.clone(), project.to_owned(), run.to_owned());
+    state.main.spawn(async move {
+        let began = std::time::Instant::now();
+        let looked_up = lookup(&main, &project, &run).await;
+        let mut targets = lock(&main.routes.targets);
+        match looked_up {
+            Ok(target) => {
+                targets.entry(project).or_default().insert(run, Cached::new(Arc::new(target), began));
+            }
+            Err(_) => {
+                if let Some(runs) = targets.get_mut(&project) {
+                    runs.remove(&run);
+                }
+            }
+        }
+    });
+}
+
+/// [`authorize`], remembering a granted token for [`ROUTE_TTL`] (and [`STALE_FOR`] while it
+/// is checked again).
 async fn authorize_cached(
     state: &AppState,
     project: &ProjectRow,
@@ -437,18 +510,53 @@ async fn authorize_cached(
     let Some(token) = bearer(headers) else { return authorize_on_main(state, project, headers).await };
     let token = token.as_bytes();
     let key = (state.routes.token_keys.hash_one(token), project.id);
-    let hit = lock(&state.routes.granted)
-        .get(&key)
-        .is_some_and(|grant| fresh(grant.at, now) && same_bytes(&grant.token, token));
+    let mut refresh = false;
+    let hit = {
+        let mut granted = lock(&state.routes.granted);
+        granted.get_mut(&key).filter(|grant| same_bytes(&grant.value, token)).is_some_and(|grant| match grant
+            .usable(now)
+        {
+            Usable::Fresh => true,
+            Usable::Stale { refresh: first } => {
+                refresh = first;
+                true
+            }
+            Usable::Expired => false,
+        })
+    };
     if hit {
+        if refresh {
+            recheck_grant(state, project, headers, key, token.into());
+        }
         return Ok(());
     }
     authorize_on_main(state, project, headers).await?;
     let mut granted = lock(&state.routes.granted);
-    let now = std::time::Instant::now();
-    granted.retain(|_, grant| fresh(grant.at, now));
-    granted.insert(key, Grant { token: token.into(), at: now });
+    granted.retain(|_, grant| !grant.expired(now));
+    granted.insert(key, Cached::new(token.into(), now));
     Ok(())
+}
+
+/// Checks a stale grant again on the main runtime; a token no longer allowed (or a failed
+/// check) loses its grant, so the next request is checked itself.
+fn recheck_grant(
+    state: &AppState,
+    project: &ProjectRow,
+    headers: &HeaderMap,
+    key: (u64, uuid::Uuid),
+    token: Box<[u8]>,
+) {
+    let (main, project, headers) = (state.clone(), project.clone(), headers.clone());
+    state.main.spawn(async move {
+        let began = std::time::Instant::now();
+        let allowed = authorize(&main, &project, &headers).await.is_ok();
+        let mut granted = lock(&main.routes.granted);
+        if allowed {
+            granted.insert(key, Cached::new(token, began));
+        } else {
+            granted.remove(&key);
+        }
+    });
 }
 
 /// [`authorize`] on the main runtime, as [`target`]'s lookups; boxed for the same reason.
@@ -910,6 +1018,33 @@ mod tests {
         assert!(
             with(serde_json::json!({"https": false})).starts_with("Setting `https: False` is not allowed")
         );
+    }
+
+    #[test]
+    fn an_aged_route_is_used_while_one_request_refreshes_it() {
+        use std::time::{Duration, Instant};
+        let at = Instant::now();
+        let ms = Duration::from_millis;
+        let mut cached = Cached::new((), at);
+        assert!(matches!(cached.usable(at), Usable::Fresh));
+        assert!(matches!(cached.usable(at + ROUTE_TTL - ms(1)), Usable::Fresh));
+        assert!(
+            matches!(cached.usable(at + ROUTE_TTL), Usable::Stale { refresh: true }),
+            "the first refreshes"
+        );
+        assert!(
+            matches!(cached.usable(at + ROUTE_TTL + ms(1)), Usable::Stale { refresh: false }),
+            "only one"
+        );
+        assert!(!cached.expired(at + ROUTE_TTL + STALE_FOR - ms(1)));
+        assert!(matches!(cached.usable(at + ROUTE_TTL + STALE_FOR), Usable::Expired));
+        assert!(cached.expired(at + ROUTE_TTL + STALE_FOR));
+        // A refreshed entry starts over.
+        let mut refreshed = Cached::new((), at + ROUTE_TTL + ms(5));
+        assert!(matches!(refreshed.usable(at + ROUTE_TTL + ms(10)), Usable::Fresh));
+        // A drained replica's route is gone from every entry before the drain's grace ends.
+        let longest = (ROUTE_TTL + STALE_FOR).as_millis();
+        assert!(longest < dstack_decide::run::DRAIN_GRACE.as_millis() as u128, "{longest} ms");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod probes;
 mod projects;
 mod repos;
 mod rolling;
+mod routes;
 mod runs;
 mod secrets;
 mod server;
