@@ -112,6 +112,45 @@ impl Db {
         Ok(Some((project_from_row(&row)?, role)))
     }
 
+    /// In one statement: the (non-deleted) user whose token hashes to `token_hash`, and, if
+    /// there is a project called `project_name`, that project and the user's role in it (what
+    /// [`Db::user_by_token_hash`] and then [`Db::project_and_role`] return). `None` for an
+    /// unknown token.
+    pub async fn caller_in_project(
+        &self,
+        token_hash: &str,
+        project_name: &str,
+    ) -> Result<Option<(UserRow, Option<(ProjectRow, Option<String>)>)>, DbError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!("u."),
+            ", p.id AS p_id, p.name AS p_name, p.owner_id AS p_owner_id, p.created_at AS p_created_at, \
+             CAST(p.is_public AS INTEGER) AS p_is_public, m.project_role AS project_role \
+             FROM users u LEFT JOIN projects p ON p.name = $2 AND p.deleted = FALSE \
+             LEFT JOIN members m ON m.project_id = p.id AND m.user_id = u.id \
+             WHERE u.token_hash = $1 AND u.deleted = FALSE"
+        ))
+        .bind(token_hash)
+        .bind(project_name)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let user = user_from_row(&row)?;
+        let project_id: Option<&str> = row.try_get("p_id")?;
+        if project_id.is_none() {
+            return Ok(Some((user, None)));
+        }
+        let project = ProjectRow {
+            id: get_uuid(&row, "p_id")?,
+            name: row.try_get("p_name")?,
+            owner_id: get_uuid(&row, "p_owner_id")?,
+            created_at: get_timestamp(&row, "p_created_at")?,
+            is_public: get_bool(&row, "p_is_public")?,
+        };
+        let role: Option<String> = row.try_get("project_role")?;
+        Ok(Some((user, Some((project, role)))))
+    }
+
     /// All non-deleted projects, newest first.
     pub async fn list_projects(&self) -> Result<Vec<ProjectRow>, DbError> {
         let rows = sqlx::query(concat!(

@@ -44,22 +44,22 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = Failure;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let token = match header.map(str::trim) {
-            Some(value) => match value.split_once(' ') {
-                Some((scheme, token))
-                    if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-                {
-                    token.trim().to_owned()
-                }
-                _ => return Err(ApiError::NotAuthenticated.into()),
-            },
-            None => return Err(ApiError::NotAuthenticated.into()),
-        };
+        let token = bearer_token(parts)?;
         match state.db.user_by_token_hash(&token_hash(&token)).await? {
             Some(user) if user.active => Ok(Caller { user, token }),
             _ => Err(ApiError::InvalidToken.into()),
         }
+    }
+}
+
+/// The `Authorization: Bearer <token>` token; dstack's 401 without one.
+fn bearer_token(parts: &Parts) -> Result<String, Failure> {
+    let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match header.map(str::trim).and_then(|value| value.split_once(' ')) {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            Ok(token.trim().to_owned())
+        }
+        _ => Err(ApiError::NotAuthenticated.into()),
     }
 }
 
@@ -135,15 +135,21 @@ impl<L: AccessLevel> FromRequestParts<AppState> for ProjectAccess<L> {
     type Rejection = Failure;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let caller = Caller::from_request_parts(parts, state).await?;
+        let token = bearer_token(parts)?;
         let params = RawPathParams::from_request_parts(parts, state).await.map_err(|_| ApiError::NoRoute)?;
         let name = params
             .iter()
             .find(|(key, _)| *key == "project_name")
             .map(|(_, value)| value.to_owned())
             .ok_or(ApiError::NoRoute)?;
-        let (project, role) =
-            state.db.project_and_role(&name, caller.user.id).await?.ok_or(ApiError::ProjectNotFound)?;
+        // The caller and the project in one statement: every project route (two per
+        // submitted run) makes it.
+        let (user, project) = match state.db.caller_in_project(&token_hash(&token), &name).await? {
+            Some((user, project)) if user.active => (user, project),
+            _ => return Err(ApiError::InvalidToken.into()),
+        };
+        let caller = Caller { user, token };
+        let (project, role) = project.ok_or(ApiError::ProjectNotFound)?;
         let role = role.as_deref().and_then(ProjectRole::parse);
         if caller.is_admin() || L::allows(role, project.is_public) {
             Ok(ProjectAccess { caller, project, role, level: PhantomData })

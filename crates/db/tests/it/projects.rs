@@ -123,3 +123,38 @@ async fn set_public() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_caller_and_their_project_come_in_one_statement() {
+    each_backend(|Ctx { db, .. }| async move {
+        let owner = new_user(&db, "owner").await;
+        let stranger = new_user(&db, "stranger").await;
+        let mut p = project(&unique("proj"), &owner);
+        p.is_public = true;
+        db.insert_project(&p, "manager").await.unwrap();
+        let missing = unique("nope");
+
+        // What the two separate lookups answer.
+        let got = db.caller_in_project(&owner.token_hash, &p.name).await.unwrap();
+        assert_eq!(got, Some((owner.clone(), Some((p.clone(), Some("manager".to_owned()))))));
+        assert_eq!(
+            db.project_and_role(&p.name, owner.id).await.unwrap(),
+            Some((p.clone(), Some("manager".to_owned())))
+        );
+        let got = db.caller_in_project(&stranger.token_hash, &p.name).await.unwrap();
+        assert_eq!(got, Some((stranger.clone(), Some((p.clone(), None)))), "not a member");
+        let got = db.caller_in_project(&owner.token_hash, &missing).await.unwrap();
+        assert_eq!(got, Some((owner.clone(), None)), "no such project");
+        assert_eq!(db.caller_in_project("no-such-hash", &p.name).await.unwrap(), None);
+
+        // A deleted project or user is not found.
+        db.delete_projects(std::slice::from_ref(&p.name)).await.unwrap();
+        assert_eq!(
+            db.caller_in_project(&owner.token_hash, &p.name).await.unwrap(),
+            Some((owner.clone(), None))
+        );
+        db.delete_users(std::slice::from_ref(&stranger.name)).await.unwrap();
+        assert_eq!(db.caller_in_project(&stranger.token_hash, &p.name).await.unwrap(), None);
+    })
+    .await;
+}
