@@ -513,16 +513,17 @@ async fn authorize_cached(
     let mut refresh = false;
     let hit = {
         let mut granted = lock(&state.routes.granted);
-        granted.get_mut(&key).filter(|grant| same_bytes(&grant.value, token)).is_some_and(|grant| match grant
-            .usable(now)
-        {
-            Usable::Fresh => true,
-            Usable::Stale { refresh: first } => {
-                refresh = first;
-                true
-            }
-            Usable::Expired => false,
-        })
+        match granted.get_mut(&key) {
+            Some(grant) if same_bytes(&grant.value, token) => match grant.usable(now) {
+                Usable::Fresh => true,
+                Usable::Stale { refresh: first } => {
+                    refresh = first;
+                    true
+                }
+                Usable::Expired => false,
+            },
+            _ => false,
+        }
     };
     if hit {
         if refresh {
