@@ -89,32 +89,9 @@ impl Db {
         Ok(row.as_ref().map(project_from_row).transpose()?)
     }
 
-    /// The live project of that name and `user_id`'s role in it (`None` when not a member),
-    /// in one query: what every project-scoped request checks first.
-    pub async fn project_and_role(
-        &self,
-        name: &str,
-        user_id: Uuid,
-    ) -> Result<Option<(ProjectRow, Option<String>)>, DbError> {
-        use sqlx::Row as _;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            project_columns!("p."),
-            ", m.project_role AS project_role FROM projects p LEFT JOIN members m \
-             ON m.project_id = p.id AND m.user_id = $2 WHERE p.name = $1 AND p.deleted = FALSE"
-        ))
-        .bind(name)
-        .bind(uuid_text(user_id))
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let role: Option<String> = row.try_get("project_role")?;
-        Ok(Some((project_from_row(&row)?, role)))
-    }
-
     /// In one statement: the (non-deleted) user whose token hashes to `token_hash`, and, if
     /// there is a project called `project_name`, that project and the user's role in it (what
-    /// [`Db::user_by_token_hash`] and then [`Db::project_and_role`] return). `None` for an
+    /// [`Db::user_by_token_hash`], [`Db::project_by_name`] and [`Db::member_role`] return). `None` for an
     /// unknown token.
     pub async fn caller_in_project(
         &self,

@@ -137,10 +137,8 @@ async fn the_caller_and_their_project_come_in_one_statement() {
         // What the two separate lookups answer.
         let got = db.caller_in_project(&owner.token_hash, &p.name).await.unwrap();
         assert_eq!(got, Some((owner.clone(), Some((p.clone(), Some("manager".to_owned()))))));
-        assert_eq!(
-            db.project_and_role(&p.name, owner.id).await.unwrap(),
-            Some((p.clone(), Some("manager".to_owned())))
-        );
+        assert_eq!(db.project_by_name(&p.name).await.unwrap(), Some(p.clone()));
+        assert_eq!(db.member_role(p.id, owner.id).await.unwrap().as_deref(), Some("manager"));
         let got = db.caller_in_project(&stranger.token_hash, &p.name).await.unwrap();
         assert_eq!(got, Some((stranger.clone(), Some((p.clone(), None)))), "not a member");
         let got = db.caller_in_project(&owner.token_hash, &missing).await.unwrap();
